@@ -1,0 +1,312 @@
+//! The gRPC service `ovctl` talks to.
+//!
+//! Every request is validated before anything is written: a bad value is an
+//! `InvalidArgument` naming it, and etcd and the kernel stay unchanged. Errors
+//! become gRPC statuses in one place (`AgentError` -> `Status`).
+
+use std::net::Ipv4Addr;
+use std::os::unix::fs::MetadataExt;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+use ovnet_ipam_store::{BlockRecord, EndpointRecord, EtcdStore, NetworkRecord, NewEndpoint, NewNetwork};
+use ovnet_proto as pb;
+use tokio::sync::Mutex;
+use tonic::{Request, Response, Status};
+use tracing::{info, warn};
+
+use crate::dataplane::{AttachSpec, Dataplane};
+use crate::desired::HostContext;
+use crate::error::AgentError;
+use crate::model::{bridge_name, veth_host_name, veth_temp_name, VXLAN_OVERHEAD};
+use crate::netns::{check_netns, netns_path};
+use crate::reconcile::ReadyRx;
+
+/// How long `connect` waits for this host to build a just-created network.
+const READY_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub struct AgentService<D: Dataplane> {
+    store: EtcdStore,
+    dp: D,
+    me: HostContext,
+    ready: ReadyRx,
+    /// Serialises connect/disconnect on this host (interface names in a namespace).
+    plumbing: Mutex<()>,
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+
+impl<D: Dataplane> AgentService<D> {
+    pub fn new(store: EtcdStore, dp: D, me: HostContext, ready: ReadyRx) -> Self {
+        AgentService { store, dp, me, ready, plumbing: Mutex::new(()) }
+    }
+
+    async fn create(&self, r: pb::CreateNetworkRequest) -> Result<pb::Network, AgentError> {
+        let driver = if r.driver.is_empty() { "overlay".to_string() } else { r.driver };
+        ovnet_ipam_store::validate::driver(&driver)?;
+        let subnet = match r.subnet.as_str() {
+            "" => None,
+            s => Some(s.parse::<Ipv4Net>().map_err(|_| {
+                AgentError::InvalidArgument(format!(
+                    "invalid subnet {s:?}: expected an IPv4 CIDR such as 10.10.0.0/16"
+                ))
+            })?),
+        };
+        let block_prefix = r
+            .block_prefix
+            .map(|b| {
+                u8::try_from(b).map_err(|_| {
+                    AgentError::InvalidArgument(format!("invalid block prefix /{b}: at most /30"))
+                })
+            })
+            .transpose()?;
+        let max_mtu = self.me.underlay_mtu.saturating_sub(VXLAN_OVERHEAD);
+        let mtu = r.mtu.unwrap_or(max_mtu);
+        ovnet_ipam_store::validate::mtu(mtu)?;
+        if mtu > max_mtu {
+            return Err(AgentError::InvalidArgument(format!(
+                "MTU {mtu} is too large: this host's underlay MTU is {} and VXLAN needs {VXLAN_OVERHEAD} bytes, so at most {max_mtu}",
+                self.me.underlay_mtu
+            )));
+        }
+        let net = self
+            .store
+            .create_network(NewNetwork { name: r.name, driver, subnet, vni: r.vni, block_prefix, mtu })
+            .await?;
+        info!(network = %net.name, id = %net.id, subnet = %net.subnet, vni = net.vni, "network created");
+        Ok(network_pb(&net))
+    }
+
+    async fn inspect(&self, name: &str) -> Result<pb::NetworkDetail, AgentError> {
+        let net = self.store.get_network(name).await?;
+        let blocks = self.store.list_blocks(Some(name)).await?;
+        let endpoints = self.store.list_endpoints(Some(name)).await?;
+        Ok(pb::NetworkDetail {
+            network: Some(network_pb(&net)),
+            blocks: blocks.iter().map(block_pb).collect(),
+            endpoints: endpoints.iter().map(|e| endpoint_pb(e, &net)).collect(),
+        })
+    }
+
+    async fn connect(&self, r: pb::ConnectRequest) -> Result<pb::Endpoint, AgentError> {
+        let net = self.store.get_network(&r.network).await?;
+        let path = netns_path(&r.netns);
+        check_netns(&path)?;
+        let ip = match r.ip.as_str() {
+            "" => None,
+            s => Some(s.parse::<Ipv4Addr>().map_err(|_| {
+                AgentError::InvalidArgument(format!("invalid IP address {s:?}"))
+            })?),
+        };
+        let _plumbing = self.plumbing.lock().await;
+        let existing = self.store.list_endpoints(Some(&net.name)).await?;
+        let mine = existing.iter().filter(|e| e.host == self.me.node);
+        if let Some(e) = mine.into_iter().find(|e| same_netns(&e.netns, &r.netns)) {
+            return Err(AgentError::AlreadyExists(format!(
+                "namespace {} is already connected to network {} (address {})",
+                r.netns, net.name, e.ip
+            )));
+        }
+        let ifname = next_ifname(&self.dp.netns_links(path.clone()).await?);
+        self.wait_ready(&net.name).await?;
+        let id = new_id();
+        let ep = self
+            .store
+            .allocate_endpoint(NewEndpoint {
+                id: id.clone(),
+                network: net.name.clone(),
+                host: self.me.node.clone(),
+                netns: r.netns.clone(),
+                ifname: ifname.clone(),
+                host_ifname: veth_host_name(&id),
+                ip,
+            })
+            .await?;
+        let spec = AttachSpec {
+            netns: path,
+            host_ifname: ep.host_ifname.clone(),
+            temp_ifname: veth_temp_name(&id),
+            ifname,
+            bridge: bridge_name(net.vni),
+            mac: ep.mac,
+            addr: Ipv4Net::new(ep.ip, net.subnet.prefix_len()).unwrap_or(net.subnet),
+            gateway: net.gateway,
+            mtu: self.me.mtu_for(&net),
+        };
+        if let Err(e) = self.dp.attach(spec).await {
+            if let Err(undo) = self.store.release_endpoint(&net.name, ep.ip).await {
+                warn!(error = %undo, ip = %ep.ip, "could not release the address of a failed connect");
+            }
+            return Err(e.into());
+        }
+        info!(network = %net.name, netns = %r.netns, ip = %ep.ip, ifname = %ep.ifname, "endpoint connected");
+        Ok(endpoint_pb(&ep, &net))
+    }
+
+    async fn disconnect(&self, r: pb::DisconnectRequest) -> Result<pb::Endpoint, AgentError> {
+        let net = self.store.get_network(&r.network).await?;
+        let _plumbing = self.plumbing.lock().await;
+        let endpoints = self.store.list_endpoints(Some(&net.name)).await?;
+        let matching = |e: &&EndpointRecord| same_netns(&e.netns, &r.netns);
+        let mine = endpoints.iter().filter(|e| e.host == self.me.node).find(matching);
+        let Some(ep) = mine else {
+            if let Some(other) = endpoints.iter().find(matching) {
+                return Err(AgentError::FailedPrecondition(format!(
+                    "namespace {} is connected to network {} on host {}; disconnect it there",
+                    r.netns, net.name, other.host
+                )));
+            }
+            return Err(AgentError::NotFound(format!(
+                "namespace {} is not connected to network {} on host {}",
+                r.netns, net.name, self.me.node
+            )));
+        };
+        self.dp.detach(ep.host_ifname.clone()).await?;
+        let ep = self.store.release_endpoint(&net.name, ep.ip).await?;
+        info!(network = %net.name, netns = %r.netns, ip = %ep.ip, "endpoint disconnected");
+        Ok(endpoint_pb(&ep, &net))
+    }
+
+    async fn wait_ready(&self, network: &str) -> Result<(), AgentError> {
+        let mut rx = self.ready.clone();
+        match tokio::time::timeout(READY_TIMEOUT, rx.wait_for(|s| s.contains(network))).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(AgentError::Unavailable(format!(
+                "the datapath of network {network} is not ready on host {} (is etcd reachable?)",
+                self.me.node
+            ))),
+        }
+    }
+}
+
+/// True when two netns references name the same namespace: the same path,
+/// or the same namespace inode (a name and /proc/PID/ns/net of one process).
+pub fn same_netns(a: &str, b: &str) -> bool {
+    let (pa, pb) = (netns_path(a), netns_path(b));
+    if pa == pb {
+        return true;
+    }
+    match (std::fs::metadata(&pa), std::fs::metadata(&pb)) {
+        (Ok(ma), Ok(mb)) => ma.dev() == mb.dev() && ma.ino() == mb.ino(),
+        _ => false,
+    }
+}
+
+/// `eth0`, or the lowest `ethN` not yet present.
+pub fn next_ifname(existing: &[String]) -> String {
+    (0..)
+        .map(|n| format!("eth{n}"))
+        .find(|name| !existing.iter().any(|e| e == name))
+        .unwrap_or_else(|| "eth0".to_string())
+}
+
+fn new_id() -> String {
+    use rand::Rng;
+    let n: u64 = rand::rng().random();
+    format!("{n:016x}")
+}
+
+fn network_pb(n: &NetworkRecord) -> pb::Network {
+    pb::Network {
+        id: n.id.clone(),
+        name: n.name.clone(),
+        driver: n.driver.clone(),
+        subnet: n.subnet.to_string(),
+        gateway: n.gateway.to_string(),
+        vni: n.vni,
+        mtu: n.mtu,
+        block_prefix: u32::from(n.block_prefix),
+    }
+}
+
+fn block_pb(b: &BlockRecord) -> pb::Block {
+    pb::Block { network: b.network.clone(), cidr: b.cidr.to_string(), host: b.host.clone() }
+}
+
+fn endpoint_pb(e: &EndpointRecord, net: &NetworkRecord) -> pb::Endpoint {
+    pb::Endpoint {
+        id: e.id.clone(),
+        network: e.network.clone(),
+        host: e.host.clone(),
+        netns: e.netns.clone(),
+        ip: e.ip.to_string(),
+        mac: e.mac.to_string(),
+        ifname: e.ifname.clone(),
+        prefix_len: u32::from(net.subnet.prefix_len()),
+        gateway: net.gateway.to_string(),
+    }
+}
+
+#[tonic::async_trait]
+impl<D: Dataplane> pb::agent_server::Agent for AgentService<D> {
+    async fn create_network(&self, req: Request<pb::CreateNetworkRequest>) -> Reply<pb::Network> {
+        Ok(Response::new(self.create(req.into_inner()).await?))
+    }
+
+    async fn list_networks(&self, _: Request<pb::ListNetworksRequest>) -> Reply<pb::ListNetworksResponse> {
+        let nets = self.store.list_networks().await.map_err(AgentError::from)?;
+        Ok(Response::new(pb::ListNetworksResponse { networks: nets.iter().map(network_pb).collect() }))
+    }
+
+    async fn inspect_network(&self, req: Request<pb::InspectNetworkRequest>) -> Reply<pb::NetworkDetail> {
+        Ok(Response::new(self.inspect(&req.into_inner().name).await?))
+    }
+
+    async fn remove_network(&self, req: Request<pb::RemoveNetworkRequest>) -> Reply<pb::RemoveNetworkResponse> {
+        let net = self.store.remove_network(&req.into_inner().name).await.map_err(AgentError::from)?;
+        info!(network = %net.name, "network removed");
+        Ok(Response::new(pb::RemoveNetworkResponse {}))
+    }
+
+    async fn connect_endpoint(&self, req: Request<pb::ConnectRequest>) -> Reply<pb::Endpoint> {
+        Ok(Response::new(self.connect(req.into_inner()).await?))
+    }
+
+    async fn disconnect_endpoint(&self, req: Request<pb::DisconnectRequest>) -> Reply<pb::DisconnectResponse> {
+        let ep = self.disconnect(req.into_inner()).await?;
+        Ok(Response::new(pb::DisconnectResponse { endpoint: Some(ep) }))
+    }
+
+    async fn list_hosts(&self, _: Request<pb::ListHostsRequest>) -> Reply<pb::ListHostsResponse> {
+        let hosts = self.store.list_hosts().await.map_err(AgentError::from)?;
+        let hosts = hosts
+            .iter()
+            .map(|h| pb::Host {
+                name: h.name.clone(),
+                vtep: h.vtep.map(|v| v.to_string()).unwrap_or_default(),
+                alive: h.alive,
+                blocks: h.blocks.iter().map(block_pb).collect(),
+            })
+            .collect();
+        Ok(Response::new(pb::ListHostsResponse { hosts }))
+    }
+
+    async fn version(&self, _: Request<pb::VersionRequest>) -> Reply<pb::VersionResponse> {
+        Ok(Response::new(pb::VersionResponse {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            node_name: self.me.node.clone(),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn picks_lowest_free_ethn() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(next_ifname(&s(&["lo"])), "eth0");
+        assert_eq!(next_ifname(&s(&["lo", "eth0"])), "eth1");
+        assert_eq!(next_ifname(&s(&["lo", "eth1"])), "eth0");
+        assert_eq!(next_ifname(&s(&["eth0", "eth1", "eth2"])), "eth3");
+    }
+
+    #[test]
+    fn same_netns_by_name_and_path() {
+        assert!(same_netns("c1", "c1"));
+        assert!(same_netns("c1", "/run/netns/c1"));
+        assert!(!same_netns("c1", "c2"));
+        assert!(same_netns("/proc/self/ns/net", "/proc/self/ns/net"));
+    }
+}

@@ -1,0 +1,173 @@
+//! ovagent's flags, parsed and validated before anything is bound or dialed.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+
+/// Where the gRPC API listens.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Listen {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+impl std::str::FromStr for Listen {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix://") {
+            if !path.starts_with('/') {
+                return Err(format!("unix socket path in {s:?} must be absolute"));
+            }
+            return Ok(Listen::Unix(PathBuf::from(path)));
+        }
+        if let Some(addr) = s.strip_prefix("tcp://") {
+            return addr
+                .parse()
+                .map(Listen::Tcp)
+                .map_err(|_| format!("invalid TCP listen address {addr:?}: expected IP:PORT"));
+        }
+        Err(format!("invalid listen address {s:?}: expected unix:///path or tcp://IP:PORT"))
+    }
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Unix(p) => write!(f, "unix://{}", p.display()),
+            Listen::Tcp(a) => write!(f, "tcp://{a}"),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// ovagent: the per-host ovnet daemon. It manages the network namespace it
+/// is started in.
+#[derive(Clone, Debug, Parser)]
+#[command(name = "ovagent", version)]
+pub struct Config {
+    /// etcd endpoints, comma separated.
+    #[arg(long, env = "OVNET_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    pub etcd_endpoints: Vec<String>,
+    /// Prefix of every ovnet key in etcd.
+    #[arg(long, env = "OVNET_ETCD_PREFIX", default_value = "/ovnet", value_parser = parse_prefix)]
+    pub etcd_prefix: String,
+    /// This host's name in the cluster (default: the hostname).
+    #[arg(long, env = "OVNET_NODE_NAME", value_parser = parse_node_name)]
+    pub node_name: Option<String>,
+    /// This host's underlay IPv4 address, the VTEP (default: source address of the default route).
+    #[arg(long, env = "OVNET_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<Ipv4Addr>,
+    /// gRPC API address: unix:///path (mode 0660) or tcp://IP:PORT.
+    #[arg(long, env = "OVNET_LISTEN", default_value = "unix:///run/ovnet/ovagent.sock")]
+    pub listen: Listen,
+    /// TTL in seconds of the etcd lease that keeps this host alive.
+    #[arg(long, env = "OVNET_LEASE_TTL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=3600))]
+    pub lease_ttl: u64,
+    /// Seconds between full reconcile passes that run even when nothing was announced.
+    #[arg(long, env = "OVNET_RESYNC_INTERVAL", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub resync_interval: u64,
+    /// Log format.
+    #[arg(long, env = "OVNET_LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    pub fn lease_ttl(&self) -> Duration {
+        Duration::from_secs(self.lease_ttl)
+    }
+
+    pub fn resync_interval(&self) -> Duration {
+        Duration::from_secs(self.resync_interval)
+    }
+
+    /// The node name, defaulting to the kernel's hostname.
+    pub fn node_name(&self) -> Result<String, String> {
+        if let Some(n) = &self.node_name {
+            return Ok(n.clone());
+        }
+        let host = nix::unistd::gethostname().map_err(|e| format!("reading hostname: {e}"))?;
+        let host = host.to_string_lossy().to_string();
+        parse_node_name(&host).map_err(|e| format!("hostname {e}; pass --node-name"))
+    }
+}
+
+fn parse_prefix(s: &str) -> Result<String, String> {
+    let trimmed = s.trim_end_matches('/');
+    if !trimmed.starts_with('/') || trimmed.len() < 2 {
+        return Err(format!("etcd prefix {s:?} must start with '/' and name something, e.g. /ovnet"));
+    }
+    Ok(trimmed.to_string())
+}
+
+fn parse_node_name(s: &str) -> Result<String, String> {
+    let ok = !s.is_empty()
+        && s.len() <= 63
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "{s:?} is not a valid node name: 1 to 63 letters, digits, '-', '_' or '.', starting with a letter or digit"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, clap::Error> {
+        Config::try_parse_from(std::iter::once("ovagent").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.etcd_endpoints, vec!["http://127.0.0.1:2379"]);
+        assert_eq!(c.etcd_prefix, "/ovnet");
+        assert_eq!(c.listen, Listen::Unix("/run/ovnet/ovagent.sock".into()));
+        assert_eq!(c.lease_ttl, 10);
+    }
+
+    #[test]
+    fn parses_everything() {
+        let c = parse(&[
+            "--etcd-endpoints", "http://10.0.0.1:2379,http://10.0.0.2:2379",
+            "--etcd-prefix", "/lab1/",
+            "--node-name", "h1",
+            "--advertise-addr", "172.30.0.1",
+            "--listen", "tcp://127.0.0.1:7000",
+            "--lease-ttl", "3",
+        ])
+        .unwrap();
+        assert_eq!(c.etcd_endpoints.len(), 2);
+        assert_eq!(c.etcd_prefix, "/lab1");
+        assert_eq!(c.node_name().unwrap(), "h1");
+        assert_eq!(c.advertise_addr, Some(Ipv4Addr::new(172, 30, 0, 1)));
+        assert_eq!(c.listen, Listen::Tcp("127.0.0.1:7000".parse().unwrap()));
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        for args in [
+            &["--listen", "http://x"][..],
+            &["--listen", "unix://relative"],
+            &["--listen", "tcp://nope"],
+            &["--etcd-prefix", "ovnet"],
+            &["--node-name", "bad name"],
+            &["--node-name", ""],
+            &["--advertise-addr", "::1"],
+            &["--lease-ttl", "0"],
+        ] {
+            assert!(parse(args).is_err(), "{args:?} should be refused");
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! The only module that talks to the kernel.
+//!
+//! `Dataplane` observes our devices and applies planned `Op`s; it makes no
+//! decisions. Every operation is idempotent (EEXIST on create and ENOENT on
+//! delete count as done), so a replayed plan is harmless. `NetlinkDataplane`
+//! is the real one; `FakeDataplane` records operations for tests of the loop.
+
+use std::future::Future;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
+use ovnet_ipam_store::Mac;
+
+use crate::model::Observed;
+use crate::op::Op;
+
+pub mod fake;
+pub mod netlink;
+
+pub use fake::FakeDataplane;
+pub use netlink::NetlinkDataplane;
+
+/// A failed kernel operation, with what was being done.
+#[derive(Debug, thiserror::Error)]
+pub enum DataplaneError {
+    #[error("{op}: {source}")]
+    Op { op: String, source: rtnetlink::Error },
+    #[error("{what}: {source}")]
+    Netlink { what: String, source: rtnetlink::Error },
+    #[error("network namespace {path}: {reason}")]
+    Netns { path: PathBuf, reason: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+/// The underlay this host's VTEP lives on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Underlay {
+    pub addr: Ipv4Addr,
+    pub ifname: String,
+    pub mtu: u32,
+}
+
+/// How to plumb one local endpoint into a container namespace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachSpec {
+    /// The container's network namespace file (/run/netns/NAME or /proc/PID/ns/net).
+    pub netns: PathBuf,
+    /// Host end of the veth, left in this namespace as a port of `bridge`.
+    pub host_ifname: String,
+    /// Temporary name of the container end before it moves.
+    pub temp_ifname: String,
+    /// Final name of the container end inside the namespace (eth0, eth1, ...).
+    pub ifname: String,
+    pub bridge: String,
+    pub mac: Mac,
+    /// Endpoint address with the subnet's prefix length.
+    pub addr: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub mtu: u32,
+}
+
+/// Reads and changes the kernel of the agent's own network namespace and of
+/// container namespaces. Implementations are cheap to clone and shareable.
+pub trait Dataplane: Clone + Send + Sync + 'static {
+    /// Dumps our links (prefix `ov`), their addresses, and the FDB and
+    /// neighbour entries of our VXLAN devices.
+    fn observe(&self) -> impl Future<Output = Result<Observed, DataplaneError>> + Send;
+
+    /// Applies the ops in order. Keeps going past a failed op and returns every
+    /// failure, so one bad entry does not block the rest.
+    fn apply(&self, ops: &[Op]) -> impl Future<Output = Vec<DataplaneError>> + Send;
+
+    /// The underlay: the interface holding `addr`, or, without one, the source
+    /// address of the default route and its interface.
+    fn underlay(
+        &self,
+        addr: Option<Ipv4Addr>,
+    ) -> impl Future<Output = Result<Underlay, DataplaneError>> + Send;
+
+    /// Names of the links inside a container namespace (to pick the next ethN).
+    fn netns_links(
+        &self,
+        netns: PathBuf,
+    ) -> impl Future<Output = Result<Vec<String>, DataplaneError>> + Send;
+
+    /// Creates the veth pair, moves one end into the namespace and configures
+    /// it (name, MAC, address, MTU, up, `lo` up, default route via the gateway
+    /// when the namespace has none); the host end joins the bridge, up.
+    /// On failure, removes what it created.
+    fn attach(&self, spec: AttachSpec) -> impl Future<Output = Result<(), DataplaneError>> + Send;
+
+    /// Removes the veth pair by its host end (the peer goes with it).
+    /// A link that is already gone counts as done.
+    fn detach(&self, host_ifname: String) -> impl Future<Output = Result<(), DataplaneError>> + Send;
+}

@@ -1,0 +1,197 @@
+//! The real dataplane: `Dataplane` over rtnetlink, the one place that talks
+//! to the kernel.
+//!
+//! It makes no decisions: `observe` dumps, `apply` executes the planner's ops
+//! one by one. The design decision to know: every op is idempotent at this
+//! level (EEXIST on create, ENOENT/ENODEV on delete count as done; updates use
+//! replace semantics), so a replayed or half-applied plan is harmless and the
+//! reconcile loop can retry blindly. A `NetlinkDataplane` is bound to one
+//! network namespace through its socket; container namespaces are reached
+//! with sockets opened inside them (see [`crate::netns`]).
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use futures::TryStreamExt;
+use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
+use nix::errno::Errno;
+
+use super::{AttachSpec, Dataplane, DataplaneError, Underlay};
+use crate::model::Observed;
+use crate::netns;
+use crate::op::Op;
+
+mod endpoint;
+mod observe;
+mod ops;
+mod underlay;
+
+/// Dataplane over a netlink socket in one network namespace. Clones share the socket.
+#[derive(Clone)]
+pub struct NetlinkDataplane {
+    handle: rtnetlink::Handle,
+}
+
+impl NetlinkDataplane {
+    /// Opens a netlink socket in the current namespace; its connection task
+    /// runs on the current tokio runtime (which must exist).
+    pub fn new() -> Result<Self, DataplaneError> {
+        let runtime = tokio::runtime::Handle::try_current()
+            .map_err(|e| DataplaneError::Other(format!("no tokio runtime: {e}")))?;
+        let (connection, handle, _) = rtnetlink::new_connection()
+            .map_err(|e| DataplaneError::Other(format!("opening a netlink socket: {e}")))?;
+        runtime.spawn(connection);
+        Ok(Self { handle })
+    }
+
+    /// A dataplane for the namespace at `path` (a "host" in tests and labs).
+    pub async fn in_netns(path: &Path) -> Result<Self, DataplaneError> {
+        Ok(Self { handle: netns::handle_in_netns(path).await? })
+    }
+
+    /// The raw rtnetlink handle, for callers that need more than the trait.
+    pub fn handle(&self) -> &rtnetlink::Handle {
+        &self.handle
+    }
+}
+
+impl Dataplane for NetlinkDataplane {
+    async fn observe(&self) -> Result<Observed, DataplaneError> {
+        observe::observe(&self.handle).await
+    }
+
+    async fn apply(&self, ops: &[Op]) -> Vec<DataplaneError> {
+        let mut errors = Vec::new();
+        for op in ops {
+            if let Err(e) = ops::apply_op(&self.handle, op).await {
+                errors.push(e.into_dataplane(op));
+            }
+        }
+        errors
+    }
+
+    async fn underlay(&self, addr: Option<Ipv4Addr>) -> Result<Underlay, DataplaneError> {
+        underlay::underlay(&self.handle, addr).await
+    }
+
+    async fn netns_links(&self, netns: PathBuf) -> Result<Vec<String>, DataplaneError> {
+        let handle = netns::handle_in_netns(&netns).await?;
+        let links = dump_links(&handle).await.map_err(|source| DataplaneError::Netlink {
+            what: format!("ip -n {} link show", netns.display()),
+            source,
+        })?;
+        Ok(links.iter().filter_map(link_name).map(str::to_string).collect())
+    }
+
+    async fn attach(&self, spec: AttachSpec) -> Result<(), DataplaneError> {
+        endpoint::attach(&self.handle, &spec).await
+    }
+
+    async fn detach(&self, host_ifname: String) -> Result<(), DataplaneError> {
+        ops::delete_link(&self.handle, &host_ifname)
+            .await
+            .map_err(|source| DataplaneError::Netlink { what: format!("ip link del {host_ifname}"), source })
+    }
+}
+
+/// Why one op failed, before it is tied to the op's text.
+#[derive(Debug)]
+enum OpError {
+    Netlink(rtnetlink::Error),
+    /// A device the op refers to (other than the one it creates) is missing.
+    NoDevice(String),
+}
+
+impl From<rtnetlink::Error> for OpError {
+    fn from(e: rtnetlink::Error) -> Self {
+        OpError::Netlink(e)
+    }
+}
+
+impl OpError {
+    fn into_dataplane(self, op: &Op) -> DataplaneError {
+        match self {
+            OpError::Netlink(source) => DataplaneError::Op { op: op.to_string(), source },
+            OpError::NoDevice(dev) => DataplaneError::Other(format!("{op}: device {dev} does not exist")),
+        }
+    }
+}
+
+/// The errno of a netlink error answer, if it is one.
+fn errno(err: &rtnetlink::Error) -> Option<Errno> {
+    match err {
+        rtnetlink::Error::NetlinkError(msg) => msg.code.map(|code| Errno::from_raw(-code.get())),
+        _ => None,
+    }
+}
+
+/// Whether `err` is a netlink error answer with one of these errnos.
+fn is_errno(err: &rtnetlink::Error, codes: &[Errno]) -> bool {
+    errno(err).is_some_and(|e| codes.contains(&e))
+}
+
+/// Treats "already exists" as done.
+fn ok_if_exists(result: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Error> {
+    match result {
+        Err(e) if is_errno(&e, &[Errno::EEXIST]) => Ok(()),
+        other => other,
+    }
+}
+
+/// Whether a create made something new (`false`: it already existed).
+fn created(result: Result<(), rtnetlink::Error>) -> Result<bool, rtnetlink::Error> {
+    match result {
+        Ok(()) => Ok(true),
+        Err(e) if is_errno(&e, &[Errno::EEXIST]) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Treats "no such device / entry / address" as done.
+fn ok_if_missing(result: Result<(), rtnetlink::Error>) -> Result<(), rtnetlink::Error> {
+    match result {
+        Err(e) if is_errno(&e, &[Errno::ENOENT, Errno::ENODEV, Errno::EADDRNOTAVAIL]) => Ok(()),
+        other => other,
+    }
+}
+
+/// `ip link show`: every link of the namespace.
+async fn dump_links(handle: &rtnetlink::Handle) -> Result<Vec<LinkMessage>, rtnetlink::Error> {
+    handle.link().get().execute().try_collect().await
+}
+
+/// `ip link show NAME`, or `None` if there is no such link.
+async fn link_by_name(handle: &rtnetlink::Handle, name: &str) -> Result<Option<LinkMessage>, rtnetlink::Error> {
+    match handle.link().get().match_name(name).execute().try_next().await {
+        Ok(link) => Ok(link),
+        Err(e) if is_errno(&e, &[Errno::ENODEV, Errno::ENOENT]) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The index of link `name`, or `None` if there is no such link.
+async fn index_of(handle: &rtnetlink::Handle, name: &str) -> Result<Option<u32>, rtnetlink::Error> {
+    Ok(link_by_name(handle, name).await?.map(|link| link.header.index))
+}
+
+/// The index of link `name`; its absence is an error naming it.
+async fn require_index(handle: &rtnetlink::Handle, name: &str) -> Result<u32, OpError> {
+    index_of(handle, name).await?.ok_or_else(|| OpError::NoDevice(name.to_string()))
+}
+
+fn link_name(link: &LinkMessage) -> Option<&str> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::IfName(name) => Some(name.as_str()),
+        _ => None,
+    })
+}
+
+fn link_kind(link: &LinkMessage) -> Option<&InfoKind> {
+    link.attributes.iter().find_map(|a| match a {
+        LinkAttribute::LinkInfo(infos) => infos.iter().find_map(|i| match i {
+            LinkInfo::Kind(kind) => Some(kind),
+            _ => None,
+        }),
+        _ => None,
+    })
+}

@@ -1,0 +1,218 @@
+//! What this host's kernel should hold, computed from a cluster snapshot.
+//!
+//! Pure: liveness is read from the snapshot's `alive/` keys, and a host that
+//! is not alive simply gets no entries (its records stay in etcd, so when it
+//! returns it is programmed again without anyone reconnecting anything).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use ovnet_ipam_store::{ClusterState, Mac, NetworkRecord};
+
+use crate::model::{
+    bridge_name, vxlan_name, BridgeSpec, Desired, FdbEntry, NeighEntry, NetworkDatapath,
+    VxlanSpec, VXLAN_OVERHEAD, VXLAN_PORT,
+};
+
+/// Who this host is, as the planner needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostContext {
+    pub node: String,
+    pub vtep: Ipv4Addr,
+    pub underlay_mtu: u32,
+}
+
+impl HostContext {
+    /// The MTU a network gets here: its own, capped by what the underlay carries.
+    pub fn mtu_for(&self, net: &NetworkRecord) -> u32 {
+        net.mtu.min(self.underlay_mtu.saturating_sub(VXLAN_OVERHEAD))
+    }
+}
+
+/// The desired datapath of every network in the snapshot.
+pub fn desired(state: &ClusterState, me: &HostContext) -> Desired {
+    let peers: BTreeMap<&str, Ipv4Addr> = state
+        .alive
+        .values()
+        .filter(|a| a.name != me.node)
+        .map(|a| (a.name.as_str(), a.vtep))
+        .collect();
+    let mut networks = BTreeMap::new();
+    for net in state.networks.values() {
+        let dp = network_datapath(net, state, me, &peers);
+        networks.insert(dp.bridge.name.clone(), dp);
+    }
+    Desired { networks }
+}
+
+fn network_datapath(
+    net: &NetworkRecord,
+    state: &ClusterState,
+    me: &HostContext,
+    peers: &BTreeMap<&str, Ipv4Addr>,
+) -> NetworkDatapath {
+    let mtu = me.mtu_for(net);
+    let bridge = bridge_name(net.vni);
+    let mut fdb = BTreeSet::new();
+    let mut neigh = BTreeSet::new();
+    let mut ports = BTreeSet::new();
+    let mut flood = BTreeSet::new();
+    for ep in state.endpoints.iter().filter(|e| e.network == net.name) {
+        if ep.host == me.node {
+            ports.insert(ep.host_ifname.clone());
+            continue;
+        }
+        let Some(&dst) = peers.get(ep.host.as_str()) else {
+            continue;
+        };
+        if dst == me.vtep {
+            continue;
+        }
+        fdb.insert(FdbEntry { mac: ep.mac, dst });
+        neigh.insert(NeighEntry { ip: ep.ip, mac: ep.mac });
+        flood.insert(dst);
+    }
+    fdb.extend(flood.into_iter().map(|dst| FdbEntry { mac: Mac::ZERO, dst }));
+    NetworkDatapath {
+        network: net.name.clone(),
+        bridge: BridgeSpec {
+            name: bridge.clone(),
+            mac: Mac::gateway(net.gateway),
+            addr: Ipv4Net::new(net.gateway, net.subnet.prefix_len()).unwrap_or(net.subnet),
+            mtu,
+        },
+        vxlan: VxlanSpec {
+            name: vxlan_name(net.vni),
+            vni: net.vni,
+            local: me.vtep,
+            port: VXLAN_PORT,
+            mtu,
+            master: bridge,
+        },
+        fdb,
+        neigh,
+        ports,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ovnet_ipam_store::{AliveRecord, EndpointRecord};
+
+    fn net(name: &str, vni: u32, subnet: &str) -> NetworkRecord {
+        let subnet: Ipv4Net = subnet.parse().unwrap();
+        let gateway = ovnet_ipam_store::alloc::gateway(&subnet);
+        NetworkRecord {
+            v: 1,
+            id: format!("id-{name}"),
+            name: name.into(),
+            driver: "overlay".into(),
+            subnet,
+            gateway,
+            vni,
+            mtu: 1450,
+            block_prefix: 24,
+            created_at: 0,
+        }
+    }
+
+    fn alive(name: &str, vtep: [u8; 4]) -> AliveRecord {
+        AliveRecord { v: 1, name: name.into(), vtep: vtep.into(), started_at: 0 }
+    }
+
+    fn ep(network: &str, host: &str, ip: [u8; 4]) -> EndpointRecord {
+        let ip = Ipv4Addr::from(ip);
+        EndpointRecord {
+            v: 1,
+            id: format!("{host}{ip}"),
+            network: network.into(),
+            host: host.into(),
+            netns: "c".into(),
+            ip,
+            mac: Mac::endpoint(ip),
+            ifname: "eth0".into(),
+            host_ifname: format!("ovve{}", ip.octets()[3]),
+            created_at: 0,
+        }
+    }
+
+    fn me() -> HostContext {
+        HostContext { node: "h1".into(), vtep: [192, 0, 2, 1].into(), underlay_mtu: 1500 }
+    }
+
+    fn state() -> ClusterState {
+        let mut s = ClusterState::default();
+        s.networks.insert("blue".into(), net("blue", 4096, "10.128.0.0/16"));
+        for (n, v) in [("h1", [192, 0, 2, 1]), ("h2", [192, 0, 2, 2]), ("h3", [192, 0, 2, 3])] {
+            s.alive.insert(n.into(), alive(n, v));
+        }
+        s.endpoints = vec![
+            ep("blue", "h1", [10, 128, 0, 2]),
+            ep("blue", "h2", [10, 128, 1, 0]),
+            ep("blue", "h2", [10, 128, 1, 1]),
+            ep("blue", "h4", [10, 128, 3, 1]), // h4 is not alive
+        ];
+        s
+    }
+
+    #[test]
+    fn builds_bridge_with_anycast_gateway_and_vxlan() {
+        let d = desired(&state(), &me());
+        let n = &d.networks["ovbr4096"];
+        assert_eq!(n.bridge.addr.to_string(), "10.128.0.1/16");
+        assert_eq!(n.bridge.mac.to_string(), "02:00:0a:80:00:01");
+        assert_eq!(n.vxlan.name, "ovvx4096");
+        assert_eq!(n.vxlan.local, Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(n.vxlan.port, 4789);
+        assert_eq!(n.vxlan.mtu, 1450);
+        assert_eq!(n.ports, BTreeSet::from(["ovve2".to_string()]));
+    }
+
+    #[test]
+    fn remote_endpoints_of_live_hosts_get_fdb_neigh_and_one_flood_entry_per_host() {
+        let d = desired(&state(), &me());
+        let n = &d.networks["ovbr4096"];
+        let h2: Ipv4Addr = [192, 0, 2, 2].into();
+        let floods: Vec<_> = n.fdb.iter().filter(|e| e.mac.is_zero()).collect();
+        assert_eq!(floods, vec![&FdbEntry { mac: Mac::ZERO, dst: h2 }]);
+        assert_eq!(n.fdb.len(), 3, "two unicast + one flood: {:?}", n.fdb);
+        assert_eq!(n.neigh.len(), 2);
+        assert!(n.neigh.iter().all(|e| e.ip.octets()[2] == 1), "only h2's: {:?}", n.neigh);
+    }
+
+    #[test]
+    fn host_without_endpoints_gets_no_flood_entry_and_dead_host_nothing() {
+        let mut s = state();
+        s.alive.remove("h2");
+        let d = desired(&s, &me());
+        let n = &d.networks["ovbr4096"];
+        assert!(n.fdb.is_empty(), "{:?}", n.fdb);
+        assert!(n.neigh.is_empty());
+    }
+
+    #[test]
+    fn mtu_is_capped_by_underlay() {
+        let mut ctx = me();
+        ctx.underlay_mtu = 1400;
+        let d = desired(&state(), &ctx);
+        assert_eq!(d.networks["ovbr4096"].bridge.mtu, 1350);
+        ctx.underlay_mtu = 9000;
+        let d = desired(&state(), &ctx);
+        assert_eq!(d.networks["ovbr4096"].vxlan.mtu, 1450, "the network's own MTU wins when smaller");
+    }
+
+    #[test]
+    fn networks_do_not_share_entries() {
+        let mut s = state();
+        s.networks.insert("red".into(), net("red", 4097, "10.129.0.0/16"));
+        s.endpoints.push(ep("red", "h3", [10, 129, 0, 2]));
+        let d = desired(&s, &me());
+        let red = &d.networks["ovbr4097"];
+        assert_eq!(red.neigh.len(), 1);
+        assert!(red.fdb.iter().all(|e| e.dst == Ipv4Addr::new(192, 0, 2, 3)));
+        let blue = &d.networks["ovbr4096"];
+        assert!(blue.fdb.iter().all(|e| e.dst == Ipv4Addr::new(192, 0, 2, 2)));
+    }
+}

@@ -1,0 +1,136 @@
+//! The state the planner compares: what this host's kernel should hold
+//! (`Desired`) and what it holds (`Observed`).
+//!
+//! Both are plain data keyed by device name, so the planner is a pure diff and
+//! tests build them by hand. Only devices whose names carry the agent's prefix
+//! (`ov`) are ever observed or touched.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use ovnet_ipam_store::Mac;
+
+/// Every device the agent creates starts with this, so it never touches others.
+pub const DEVICE_PREFIX: &str = "ov";
+/// The IANA VXLAN port.
+pub const VXLAN_PORT: u16 = 4789;
+/// VXLAN over IPv4 adds 50 bytes (outer Ethernet 14 + IP 20 + UDP 8 + VXLAN 8).
+pub const VXLAN_OVERHEAD: u32 = 50;
+
+/// Bridge of the network with this VNI: `ovbr4096`.
+pub fn bridge_name(vni: u32) -> String {
+    format!("{DEVICE_PREFIX}br{vni}")
+}
+
+/// VXLAN device of the network with this VNI: `ovvx4096`.
+pub fn vxlan_name(vni: u32) -> String {
+    format!("{DEVICE_PREFIX}vx{vni}")
+}
+
+/// Host end of an endpoint's veth pair, from the endpoint id: `ovve1a2b3c4d5e`.
+pub fn veth_host_name(endpoint_id: &str) -> String {
+    let id: String = endpoint_id.chars().filter(|c| c.is_ascii_alphanumeric()).take(10).collect();
+    format!("{DEVICE_PREFIX}ve{id}")
+}
+
+/// The container end's name while it is still in the host namespace: `ovtp1a2b3c4d5e`.
+pub fn veth_temp_name(endpoint_id: &str) -> String {
+    let id: String = endpoint_id.chars().filter(|c| c.is_ascii_alphanumeric()).take(10).collect();
+    format!("{DEVICE_PREFIX}tp{id}")
+}
+
+/// A unicast or flood (all-zeros MAC) entry in a VXLAN device's FDB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct FdbEntry {
+    pub mac: Mac,
+    pub dst: Ipv4Addr,
+}
+
+/// A permanent neighbour (ARP) entry on a VXLAN device, answered by its ARP proxy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct NeighEntry {
+    pub ip: Ipv4Addr,
+    pub mac: Mac,
+}
+
+/// The bridge of one network: holds the anycast gateway address and MAC.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BridgeSpec {
+    pub name: String,
+    pub mac: Mac,
+    /// Gateway address with the subnet's prefix length.
+    pub addr: Ipv4Net,
+    pub mtu: u32,
+}
+
+/// The VXLAN device of one network, a port of its bridge.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VxlanSpec {
+    pub name: String,
+    pub vni: u32,
+    pub local: Ipv4Addr,
+    pub port: u16,
+    pub mtu: u32,
+    pub master: String,
+}
+
+/// Everything one network needs on this host.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NetworkDatapath {
+    pub network: String,
+    pub bridge: BridgeSpec,
+    pub vxlan: VxlanSpec,
+    /// Remote endpoints' MACs and flood entries toward live peers.
+    pub fdb: BTreeSet<FdbEntry>,
+    /// Remote endpoints' IP -> MAC.
+    pub neigh: BTreeSet<NeighEntry>,
+    /// Host ends of local endpoints' veths, to be ports of the bridge.
+    pub ports: BTreeSet<String>,
+}
+
+/// What this host's kernel should hold, keyed by bridge name.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Desired {
+    pub networks: BTreeMap<String, NetworkDatapath>,
+}
+
+/// The kind of an observed link, with the attributes the planner checks.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkKind {
+    Bridge,
+    Vxlan {
+        vni: u32,
+        local: Option<Ipv4Addr>,
+        port: u16,
+        learning: bool,
+        proxy: bool,
+    },
+    Veth,
+    Other(String),
+}
+
+/// One link whose name starts with [`DEVICE_PREFIX`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObservedLink {
+    pub name: String,
+    pub index: u32,
+    pub kind: LinkKind,
+    pub mtu: u32,
+    pub mac: Option<Mac>,
+    pub up: bool,
+    /// Name of the master device (the bridge), if enslaved.
+    pub master: Option<String>,
+    /// IPv4 addresses with prefix length.
+    pub addrs: BTreeSet<Ipv4Net>,
+}
+
+/// What this host's kernel holds of ours.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Observed {
+    pub links: BTreeMap<String, ObservedLink>,
+    /// Self (device-level) FDB entries of each of our VXLAN devices.
+    pub fdb: BTreeMap<String, BTreeSet<FdbEntry>>,
+    /// Permanent IPv4 neighbour entries of each of our VXLAN devices.
+    pub neigh: BTreeMap<String, BTreeSet<NeighEntry>>,
+}

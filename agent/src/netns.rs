@@ -1,0 +1,164 @@
+//! Network namespaces: naming them, checking them, and talking to them.
+//!
+//! `setns` changes only the calling thread, so nothing here ever calls it on a
+//! tokio worker: each entry happens on a short-lived std thread of its own,
+//! which opens what it needs inside the namespace (a netlink socket, or a
+//! whole current-thread runtime) and then exits. A netlink socket keeps the
+//! namespace it was created in, so the socket outlives the thread.
+
+use std::fs::File;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+use nix::sched::CloneFlags;
+
+use crate::dataplane::DataplaneError;
+
+/// Where `ip netns add NAME` puts its namespaces.
+pub const NETNS_DIR: &str = "/run/netns";
+
+/// The file of a namespace given by name (`/run/netns/NAME`) or by path
+/// (anything containing `/`, such as `/proc/PID/ns/net`).
+pub fn netns_path(netns: &str) -> PathBuf {
+    if netns.contains('/') {
+        PathBuf::from(netns)
+    } else {
+        Path::new(NETNS_DIR).join(netns)
+    }
+}
+
+/// Checks that `path` exists and is a network namespace (`ip netns exec NAME true`),
+/// by entering it on a scratch thread.
+pub fn check_netns(path: &Path) -> Result<(), DataplaneError> {
+    let path = path.to_path_buf();
+    on_thread("netns-check", move || enter(&path))?
+}
+
+/// A netlink handle whose socket lives inside the namespace at `path`
+/// (what `ip -n NAME ...` talks to).
+///
+/// A dedicated thread enters the namespace and opens the socket there; the
+/// connection task runs on the caller's tokio runtime and ends when the last
+/// clone of the handle is dropped.
+pub async fn handle_in_netns(path: &Path) -> Result<rtnetlink::Handle, DataplaneError> {
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|e| DataplaneError::Other(format!("no tokio runtime: {e}")))?;
+    let path = path.to_path_buf();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    spawn_thread("netns-socket", move || {
+        let result = enter(&path).and_then(|()| {
+            // The socket registers with the reactor of the runtime it is created in.
+            let _guard = runtime.enter();
+            let (connection, handle, _) = rtnetlink::new_connection().map_err(|e| netns_error(&path, e))?;
+            runtime.spawn(connection);
+            Ok(handle)
+        });
+        // The receiver only goes away if the caller gave up waiting.
+        let _ = tx.send(result);
+    })?;
+    rx.await
+        .map_err(|_| DataplaneError::Other("namespace thread exited without an answer".into()))?
+}
+
+/// Runs the future made by `f` to completion on a new thread inside the
+/// namespace at `path` (`ip netns exec NAME ...` for async code), with a
+/// current-thread runtime of its own. Blocks the calling thread until done.
+pub fn block_on_in_netns<T, F>(
+    path: &Path,
+    f: impl FnOnce() -> F + Send + 'static,
+) -> Result<T, DataplaneError>
+where
+    T: Send + 'static,
+    F: Future<Output = T>,
+{
+    let path = path.to_path_buf();
+    on_thread("netns-exec", move || {
+        enter(&path)?;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| DataplaneError::Other(format!("runtime in {}: {e}", path.display())))?;
+        Ok(runtime.block_on(f()))
+    })?
+}
+
+/// Opens the namespace file at `path`, e.g. to move a link into it by fd.
+pub fn open_netns(path: &Path) -> Result<File, DataplaneError> {
+    File::open(path).map_err(|e| netns_error(path, e))
+}
+
+/// Moves the calling thread into the namespace at `path`. Only ever called on
+/// a thread that exits afterwards.
+fn enter(path: &Path) -> Result<(), DataplaneError> {
+    let file = open_netns(path)?;
+    nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| match errno {
+        Errno::EINVAL => DataplaneError::Netns {
+            path: path.to_path_buf(),
+            reason: "is not a network namespace".into(),
+        },
+        other => netns_error(path, io::Error::from(other)),
+    })
+}
+
+/// Maps an I/O error on a namespace file into a message naming the path.
+fn netns_error(path: &Path, err: io::Error) -> DataplaneError {
+    let reason = match err.kind() {
+        io::ErrorKind::NotFound => "does not exist".to_string(),
+        _ => err.to_string(),
+    };
+    DataplaneError::Netns { path: path.to_path_buf(), reason }
+}
+
+fn spawn_thread<F>(name: &str, f: F) -> Result<std::thread::JoinHandle<()>, DataplaneError>
+where
+    F: FnOnce() + Send + 'static,
+{
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| DataplaneError::Other(format!("spawning thread {name}: {e}")))
+}
+
+/// Runs `f` on a fresh thread and waits for its result.
+fn on_thread<T, F>(name: &str, f: F) -> Result<T, DataplaneError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map_err(|e| DataplaneError::Other(format!("spawning thread {name}: {e}")))?
+        .join()
+        .map_err(|_| DataplaneError::Other(format!("thread {name} panicked")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_paths() {
+        assert_eq!(netns_path("c1"), PathBuf::from("/run/netns/c1"));
+        assert_eq!(netns_path("/proc/42/ns/net"), PathBuf::from("/proc/42/ns/net"));
+    }
+
+    #[test]
+    fn missing_namespace_is_named() {
+        let err = check_netns(Path::new("/run/netns/ovnet-does-not-exist")).unwrap_err();
+        assert_eq!(err.to_string(), "network namespace /run/netns/ovnet-does-not-exist: does not exist");
+    }
+
+    #[test]
+    fn a_plain_file_is_not_a_namespace() {
+        let err = check_netns(Path::new("/proc/self/status")).unwrap_err();
+        assert!(err.to_string().ends_with("is not a network namespace"), "{err}");
+    }
+
+    #[test]
+    fn own_namespace_is_one() {
+        check_netns(Path::new("/proc/self/ns/net")).unwrap();
+    }
+}

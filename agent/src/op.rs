@@ -1,0 +1,79 @@
+//! Operations on the kernel: the planner's output and the dataplane's input.
+//!
+//! Each `Op` prints as the iproute2 command it stands for, so the agent's log
+//! of changes reads like a shell history an operator could replay.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use ovnet_ipam_store::Mac;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `ip link add name NAME type bridge` + `ip link set NAME address MAC mtu MTU up`
+    CreateBridge { name: String, mac: Mac, mtu: u32 },
+    /// `ip link add NAME type vxlan id VNI local LOCAL dstport PORT nolearning proxy`
+    /// + `ip link set NAME master MASTER mtu MTU up` + `bridge link set dev NAME learning off`
+    CreateVxlan {
+        name: String,
+        vni: u32,
+        local: Ipv4Addr,
+        port: u16,
+        mtu: u32,
+        master: String,
+    },
+    /// `ip link del NAME`
+    DeleteLink { name: String },
+    /// `ip link set NAME address MAC`
+    SetMac { name: String, mac: Mac },
+    /// `ip link set NAME mtu MTU`
+    SetMtu { name: String, mtu: u32 },
+    /// `ip link set NAME master MASTER` (+ `bridge link set dev NAME learning off`)
+    SetMaster { name: String, master: String },
+    /// `ip link set NAME up`
+    SetUp { name: String },
+    /// `ip addr add ADDR dev DEV`
+    AddAddr { dev: String, addr: Ipv4Net },
+    /// `ip addr del ADDR dev DEV`
+    DelAddr { dev: String, addr: Ipv4Net },
+    /// `bridge fdb append MAC dev DEV dst DST self permanent` (all-zeros MAC: a flood entry)
+    AddFdb { dev: String, mac: Mac, dst: Ipv4Addr },
+    /// `bridge fdb del MAC dev DEV dst DST self`
+    DelFdb { dev: String, mac: Mac, dst: Ipv4Addr },
+    /// `ip neigh replace IP lladdr MAC dev DEV nud permanent`
+    AddNeigh { dev: String, ip: Ipv4Addr, mac: Mac },
+    /// `ip neigh del IP dev DEV`
+    DelNeigh { dev: String, ip: Ipv4Addr },
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::CreateBridge { name, mac, mtu } => write!(
+                f,
+                "ip link add name {name} type bridge && ip link set {name} address {mac} mtu {mtu} up"
+            ),
+            Op::CreateVxlan { name, vni, local, port, mtu, master } => write!(
+                f,
+                "ip link add {name} type vxlan id {vni} local {local} dstport {port} nolearning proxy \
+                 && ip link set {name} master {master} mtu {mtu} up && bridge link set dev {name} learning off"
+            ),
+            Op::DeleteLink { name } => write!(f, "ip link del {name}"),
+            Op::SetMac { name, mac } => write!(f, "ip link set {name} address {mac}"),
+            Op::SetMtu { name, mtu } => write!(f, "ip link set {name} mtu {mtu}"),
+            Op::SetMaster { name, master } => write!(f, "ip link set {name} master {master}"),
+            Op::SetUp { name } => write!(f, "ip link set {name} up"),
+            Op::AddAddr { dev, addr } => write!(f, "ip addr add {addr} dev {dev}"),
+            Op::DelAddr { dev, addr } => write!(f, "ip addr del {addr} dev {dev}"),
+            Op::AddFdb { dev, mac, dst } => {
+                write!(f, "bridge fdb append {mac} dev {dev} dst {dst} self permanent")
+            }
+            Op::DelFdb { dev, mac, dst } => write!(f, "bridge fdb del {mac} dev {dev} dst {dst} self"),
+            Op::AddNeigh { dev, ip, mac } => {
+                write!(f, "ip neigh replace {ip} lladdr {mac} dev {dev} nud permanent")
+            }
+            Op::DelNeigh { dev, ip } => write!(f, "ip neigh del {ip} dev {dev}"),
+        }
+    }
+}

@@ -1,0 +1,171 @@
+//! The planner: a pure function from (desired, observed) to kernel operations.
+//!
+//! It performs no I/O, so every decision the agent makes about the kernel is
+//! unit-tested here without root. Additions come before removals, so a
+//! changed entry is never missing in between, and an entry that is already
+//! right is never touched (a restarted agent plans nothing).
+
+use std::collections::BTreeSet;
+
+use crate::model::{
+    Desired, FdbEntry, LinkKind, NeighEntry, NetworkDatapath, Observed, ObservedLink,
+    DEVICE_PREFIX,
+};
+use crate::op::Op;
+
+/// The operations that turn `observed` into `desired`, in the order to apply them.
+pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Op> {
+    let mut ops = Vec::new();
+    for net in desired.networks.values() {
+        plan_network(net, observed, &mut ops);
+    }
+    ops.extend(stale_links(desired, observed));
+    ops
+}
+
+/// Bridges and VXLAN devices of ours that no network wants any more.
+/// Veths are left alone: endpoint plumbing belongs to connect/disconnect.
+fn stale_links(desired: &Desired, observed: &Observed) -> Vec<Op> {
+    let wanted: BTreeSet<&str> = desired
+        .networks
+        .values()
+        .flat_map(|n| [n.bridge.name.as_str(), n.vxlan.name.as_str()])
+        .collect();
+    let bridge = format!("{DEVICE_PREFIX}br");
+    let vxlan = format!("{DEVICE_PREFIX}vx");
+    let mut ops: Vec<Op> = observed
+        .links
+        .keys()
+        .filter(|n| n.starts_with(&bridge) || n.starts_with(&vxlan))
+        .filter(|n| !wanted.contains(n.as_str()))
+        .map(|n| Op::DeleteLink { name: n.clone() })
+        .collect();
+    // VXLAN devices first, then their bridges.
+    ops.sort_by_key(|op| matches!(op, Op::DeleteLink { name } if name.starts_with(&bridge)));
+    ops
+}
+
+fn plan_network(net: &NetworkDatapath, observed: &Observed, ops: &mut Vec<Op>) {
+    plan_bridge(net, observed.links.get(&net.bridge.name), ops);
+    let vx = observed.links.get(&net.vxlan.name);
+    let recreated = plan_vxlan(net, vx, ops);
+    for port in &net.ports {
+        if let Some(link) = observed.links.get(port) {
+            plan_port(port, &net.bridge.name, net.bridge.mtu, link, ops);
+        }
+    }
+    let empty_fdb = BTreeSet::new();
+    let empty_neigh = BTreeSet::new();
+    let (fdb, neigh) = if recreated {
+        (&empty_fdb, &empty_neigh)
+    } else {
+        (
+            observed.fdb.get(&net.vxlan.name).unwrap_or(&empty_fdb),
+            observed.neigh.get(&net.vxlan.name).unwrap_or(&empty_neigh),
+        )
+    };
+    plan_entries(&net.vxlan.name, &net.fdb, fdb, &net.neigh, neigh, ops);
+}
+
+fn plan_bridge(net: &NetworkDatapath, link: Option<&ObservedLink>, ops: &mut Vec<Op>) {
+    let spec = &net.bridge;
+    let name = spec.name.clone();
+    let link = match link {
+        Some(l) if l.kind == LinkKind::Bridge => l,
+        other => {
+            if other.is_some() {
+                ops.push(Op::DeleteLink { name: name.clone() });
+            }
+            ops.push(Op::CreateBridge { name: name.clone(), mac: spec.mac, mtu: spec.mtu });
+            ops.push(Op::AddAddr { dev: name, addr: spec.addr });
+            return;
+        }
+    };
+    if link.mac != Some(spec.mac) {
+        ops.push(Op::SetMac { name: name.clone(), mac: spec.mac });
+    }
+    if link.mtu != spec.mtu {
+        ops.push(Op::SetMtu { name: name.clone(), mtu: spec.mtu });
+    }
+    if !link.addrs.contains(&spec.addr) {
+        ops.push(Op::AddAddr { dev: name.clone(), addr: spec.addr });
+    }
+    for addr in link.addrs.iter().filter(|a| **a != spec.addr) {
+        ops.push(Op::DelAddr { dev: name.clone(), addr: *addr });
+    }
+    if !link.up {
+        ops.push(Op::SetUp { name });
+    }
+}
+
+/// Returns true when the device is (re)created, so its entries start empty.
+fn plan_vxlan(net: &NetworkDatapath, link: Option<&ObservedLink>, ops: &mut Vec<Op>) -> bool {
+    let spec = &net.vxlan;
+    let create = Op::CreateVxlan {
+        name: spec.name.clone(),
+        vni: spec.vni,
+        local: spec.local,
+        port: spec.port,
+        mtu: spec.mtu,
+        master: spec.master.clone(),
+    };
+    let Some(link) = link else {
+        ops.push(create);
+        return true;
+    };
+    let right_kind = matches!(
+        link.kind,
+        LinkKind::Vxlan { vni, local, port, learning: false, proxy: true }
+            if vni == spec.vni && local == Some(spec.local) && port == spec.port
+    );
+    if !right_kind {
+        ops.push(Op::DeleteLink { name: spec.name.clone() });
+        ops.push(create);
+        return true;
+    }
+    plan_port(&spec.name, &spec.master, spec.mtu, link, ops);
+    false
+}
+
+/// A port of the bridge: enslaved, right MTU, up.
+fn plan_port(name: &str, master: &str, mtu: u32, link: &ObservedLink, ops: &mut Vec<Op>) {
+    if link.mtu != mtu {
+        ops.push(Op::SetMtu { name: name.to_string(), mtu });
+    }
+    if link.master.as_deref() != Some(master) {
+        ops.push(Op::SetMaster { name: name.to_string(), master: master.to_string() });
+    }
+    if !link.up {
+        ops.push(Op::SetUp { name: name.to_string() });
+    }
+}
+
+fn plan_entries(
+    dev: &str,
+    want_fdb: &BTreeSet<FdbEntry>,
+    have_fdb: &BTreeSet<FdbEntry>,
+    want_neigh: &BTreeSet<NeighEntry>,
+    have_neigh: &BTreeSet<NeighEntry>,
+    ops: &mut Vec<Op>,
+) {
+    let dev = dev.to_string();
+    for e in want_fdb.difference(have_fdb) {
+        ops.push(Op::AddFdb { dev: dev.clone(), mac: e.mac, dst: e.dst });
+    }
+    for e in want_neigh.difference(have_neigh) {
+        ops.push(Op::AddNeigh { dev: dev.clone(), ip: e.ip, mac: e.mac });
+    }
+    // A unicast MAC whose destination changed was replaced by its AddFdb above;
+    // deleting the old (mac, dst) pair afterwards is then a harmless no-op.
+    for e in have_fdb.difference(want_fdb) {
+        ops.push(Op::DelFdb { dev: dev.clone(), mac: e.mac, dst: e.dst });
+    }
+    let want_ips: BTreeSet<_> = want_neigh.iter().map(|n| n.ip).collect();
+    for e in have_neigh.iter().filter(|n| !want_ips.contains(&n.ip)) {
+        ops.push(Op::DelNeigh { dev: dev.clone(), ip: e.ip });
+    }
+}
+
+#[cfg(test)]
+#[path = "plan_tests.rs"]
+mod tests;

@@ -1,0 +1,117 @@
+//! Starts the agent's parts and stops them: `run(config, shutdown)`.
+//!
+//! Shutdown is injected (a signal in `main`, anything in tests). Stopping
+//! ends the tasks and the API but never touches the kernel: the datapath of
+//! this host keeps forwarding while the agent is down or restarting.
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use ovnet_ipam_store::{EtcdStore, StoreConfig};
+use ovnet_proto::agent_server::AgentServer;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::api::AgentService;
+use crate::backoff::Backoff;
+use crate::config::{Config, Listen};
+use crate::dataplane::{Dataplane, NetlinkDataplane};
+use crate::desired::HostContext;
+
+/// Runs the agent until `shutdown` completes.
+pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let node = cfg.node_name().map_err(anyhow::Error::msg)?;
+    let dp = NetlinkDataplane::new().context("opening netlink")?;
+    let underlay = dp.underlay(cfg.advertise_addr).await.context("finding the underlay")?;
+    let listener = bind(&cfg.listen).await?;
+    info!(node = %node, vtep = %underlay.addr, underlay = %underlay.ifname, mtu = underlay.mtu, listen = %cfg.listen, "ovagent starting");
+    tokio::pin!(shutdown);
+    let store = tokio::select! {
+        s = connect(&cfg) => s,
+        _ = &mut shutdown => return Ok(()),
+    };
+    let me = HostContext { node: node.clone(), vtep: underlay.addr, underlay_mtu: underlay.mtu };
+    let (state_tx, state_rx) = watch::channel(None);
+    let (ready_tx, ready_rx) = watch::channel(Arc::new(BTreeSet::new()));
+    let (registered_tx, _registered_rx) = watch::channel(false);
+    let tasks = [
+        tokio::spawn(crate::watch::run(store.clone(), state_tx)),
+        tokio::spawn(crate::registration::run(store.clone(), node, underlay.addr, cfg.lease_ttl(), registered_tx)),
+        tokio::spawn(crate::reconcile::run(dp.clone(), me.clone(), state_rx, ready_tx, cfg.resync_interval())),
+    ];
+    let service = AgentServer::new(AgentService::new(store, dp, me, ready_rx));
+    let server = tonic::transport::Server::builder().add_service(service);
+    let result = match listener {
+        Listener::Unix(l) => {
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
+            server.serve_with_incoming_shutdown(incoming, shutdown).await
+        }
+        Listener::Tcp(l) => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+            server.serve_with_incoming_shutdown(incoming, shutdown).await
+        }
+    };
+    for t in &tasks {
+        t.abort();
+    }
+    if let Listen::Unix(path) = &cfg.listen {
+        let _ = std::fs::remove_file(path);
+    }
+    info!("ovagent stopped; the datapath stays in place");
+    result.context("serving the API")
+}
+
+enum Listener {
+    Unix(tokio::net::UnixListener),
+    Tcp(tokio::net::TcpListener),
+}
+
+async fn bind(listen: &Listen) -> anyhow::Result<Listener> {
+    match listen {
+        Listen::Unix(path) => Ok(Listener::Unix(bind_unix(path)?)),
+        Listen::Tcp(addr) => {
+            let l = tokio::net::TcpListener::bind(addr).await.with_context(|| format!("listening on {listen}"))?;
+            Ok(Listener::Tcp(l))
+        }
+    }
+}
+
+/// Binds the socket (removing a stale one) and sets mode 0660.
+fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        anyhow::ensure!(meta.file_type().is_socket(), "{} exists and is not a socket", path.display());
+        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
+    }
+    let l = tokio::net::UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
+        .with_context(|| format!("setting mode 0660 on {}", path.display()))?;
+    Ok(l)
+}
+
+/// Connects to etcd, retrying until it answers.
+async fn connect(cfg: &Config) -> EtcdStore {
+    let sc = StoreConfig {
+        endpoints: cfg.etcd_endpoints.clone(),
+        prefix: cfg.etcd_prefix.clone(),
+        ..StoreConfig::default()
+    };
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(3));
+    loop {
+        match EtcdStore::connect(sc.clone()).await {
+            Ok(s) => return s,
+            Err(e) => {
+                let delay = backoff.next_delay();
+                warn!(error = %e, retry_in = ?delay, "connecting to etcd failed");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,163 @@
+//! The command-line grammar of `ovctl`, as clap derive structs.
+//!
+//! Everything that can be checked without the agent is checked here, by clap
+//! value parsers (address, CIDR, driver, number ranges), so a malformed
+//! command is a usage error (exit 2) before any connection is made.
+
+use std::net::Ipv4Addr;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap_complete::Shell;
+use ipnet::Ipv4Net;
+
+use crate::addr::AgentAddr;
+
+/// Where the agent listens unless `-H`/`OVNET_HOST` says otherwise.
+pub const DEFAULT_HOST: &str = "unix:///run/ovnet/ovagent.sock";
+/// Network drivers the agent implements.
+pub const SUPPORTED_DRIVERS: &[&str] = &["overlay"];
+/// The largest VXLAN network identifier (24 bits).
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+
+/// ovctl: manage ovnet overlay networks through the local ovagent.
+#[derive(Debug, Parser)]
+#[command(name = "ovctl", version, propagate_version = true)]
+pub struct Cli {
+    /// Agent address: unix:///PATH, tcp://IP:PORT or http://IP:PORT.
+    #[arg(
+        short = 'H',
+        long = "host",
+        env = "OVNET_HOST",
+        value_name = "ADDR",
+        default_value = DEFAULT_HOST,
+        global = true
+    )]
+    pub host: AgentAddr,
+
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table, global = true)]
+    pub format: Format,
+
+    /// Give up when the agent has not answered within this many seconds.
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value_t = 10,
+        value_parser = clap::value_parser!(u64).range(1..),
+        global = true
+    )]
+    pub timeout: u64,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How results are printed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    /// Aligned columns for people.
+    Table,
+    /// Pretty-printed JSON for scripts.
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create, list, inspect and remove networks; attach namespaces.
+    #[command(subcommand)]
+    Network(NetworkCommand),
+    /// Show the hosts of the cluster.
+    #[command(subcommand)]
+    Host(HostCommand),
+    /// Show the client's and the agent's versions.
+    Version,
+    /// Print a shell completion script.
+    Completion {
+        /// The shell to complete for.
+        shell: Shell,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NetworkCommand {
+    /// Create a network and print its id.
+    Create(CreateArgs),
+    /// List networks.
+    #[command(visible_alias = "list")]
+    Ls,
+    /// Show a network with its blocks and endpoints, as JSON.
+    Inspect {
+        /// Network name.
+        name: String,
+    },
+    /// Remove a network.
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Network name.
+        name: String,
+    },
+    /// Attach a network namespace to a network and print its address.
+    Connect(ConnectArgs),
+    /// Detach a network namespace from a network.
+    Disconnect {
+        /// Network name.
+        network: String,
+        /// Namespace name (`ip netns add`) or path such as /proc/PID/ns/net.
+        netns: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    /// Network driver.
+    #[arg(short = 'd', long, default_value = "overlay", value_parser = parse_driver)]
+    pub driver: String,
+    /// IPv4 subnet; by default the agent picks a free /16.
+    #[arg(long, value_name = "CIDR")]
+    pub subnet: Option<Ipv4Net>,
+    /// VXLAN network identifier; by default the agent picks a free one.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_VNI)))]
+    pub vni: Option<u32>,
+    /// Prefix length of the address blocks handed to each host.
+    #[arg(long, value_name = "LEN", value_parser = clap::value_parser!(u8).range(1..=32))]
+    pub block_prefix: Option<u8>,
+    /// MTU of the network's interfaces; by default the agent's choice.
+    #[arg(long, value_name = "N")]
+    pub mtu: Option<u32>,
+    /// Network name.
+    pub name: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Fixed address inside the network; by default the next free one.
+    #[arg(long, value_name = "IP")]
+    pub ip: Option<Ipv4Addr>,
+    /// Network name.
+    pub network: String,
+    /// Namespace name (`ip netns add`) or path such as /proc/PID/ns/net.
+    pub netns: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HostCommand {
+    /// List hosts, their VTEP addresses and address blocks.
+    #[command(visible_alias = "list")]
+    Ls,
+}
+
+/// Refuses drivers the agent does not implement (the agent checks as well).
+fn parse_driver(s: &str) -> Result<String, String> {
+    if SUPPORTED_DRIVERS.contains(&s) {
+        Ok(s.to_string())
+    } else {
+        Err(format!(
+            "unsupported network driver \"{s}\": supported drivers: {}",
+            SUPPORTED_DRIVERS.join(", ")
+        ))
+    }
+}
+
+#[cfg(test)]
+#[path = "cli_tests.rs"]
+mod tests;

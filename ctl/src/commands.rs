@@ -1,0 +1,172 @@
+//! One function per subcommand: build the request, call the agent, render.
+//!
+//! Commands write into a caller-supplied buffer rather than to stdout, so
+//! `version` can leave its client line there even when the agent fails, and
+//! tests can run whole commands against a fake agent and read what they print.
+
+use std::time::Duration;
+
+use clap::CommandFactory;
+use ovnet_proto as pb;
+
+use crate::addr::AgentAddr;
+use crate::cli::{Cli, Command, ConnectArgs, CreateArgs, Format, HostCommand, NetworkCommand};
+use crate::client::Agent;
+use crate::error::CtlError;
+use crate::output;
+use crate::view::{
+    AttachedEndpointView, ClientVersion, HostView, NetworkDetailView, NetworkView, RemovedView,
+    VersionView,
+};
+
+/// Runs a parsed command, appending its output to `out`. Talking to the agent
+/// (connecting and calling) is bounded by `--timeout`.
+pub async fn run(cli: Cli, out: &mut String) -> Result<(), CtlError> {
+    let (format, host) = (cli.format, cli.host);
+    let limit = Limit {
+        addr: &host,
+        secs: cli.timeout,
+    };
+    match cli.command {
+        Command::Completion { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "ovctl", &mut script);
+            out.push_str(&String::from_utf8_lossy(&script));
+            Ok(())
+        }
+        Command::Version => version(limit, format, out).await,
+        Command::Network(cmd) => {
+            let work = async {
+                let mut agent = Agent::connect(&host).await?;
+                network(&mut agent, cmd, format, out).await
+            };
+            limit.apply(work).await
+        }
+        Command::Host(HostCommand::Ls) => {
+            let hosts = limit.apply(async { Agent::connect(&host).await?.list_hosts().await });
+            let mut hosts: Vec<HostView> = hosts.await?.into_iter().map(HostView::from).collect();
+            hosts.sort_by(|a, b| a.name.cmp(&b.name));
+            render(out, format, hosts.as_slice(), output::hosts_table)
+        }
+    }
+}
+
+/// The `--timeout` bound on talking to one agent.
+#[derive(Clone, Copy)]
+struct Limit<'a> {
+    addr: &'a AgentAddr,
+    secs: u64,
+}
+
+impl Limit<'_> {
+    async fn apply<T>(
+        self,
+        work: impl Future<Output = Result<T, CtlError>>,
+    ) -> Result<T, CtlError> {
+        tokio::time::timeout(Duration::from_secs(self.secs), work)
+            .await
+            .map_err(|_| CtlError::Timeout {
+                addr: self.addr.to_string(),
+                secs: self.secs,
+            })?
+    }
+}
+
+async fn network(
+    agent: &mut Agent,
+    cmd: NetworkCommand,
+    format: Format,
+    out: &mut String,
+) -> Result<(), CtlError> {
+    match cmd {
+        NetworkCommand::Create(args) => {
+            let net = NetworkView::from(agent.create_network(create_request(args)).await?);
+            render(out, format, &net, |n| format!("{}\n", n.id))
+        }
+        NetworkCommand::Ls => {
+            let mut nets: Vec<NetworkView> = agent
+                .list_networks()
+                .await?
+                .into_iter()
+                .map(NetworkView::from)
+                .collect();
+            nets.sort_by(|a, b| a.name.cmp(&b.name));
+            render(out, format, nets.as_slice(), output::networks_table)
+        }
+        NetworkCommand::Inspect { name } => {
+            let detail = NetworkDetailView::from_proto(agent.inspect_network(name).await?)
+                .ok_or_else(|| CtlError::BadReply("network detail without a network".into()))?;
+            out.push_str(&output::json(&detail)?);
+            Ok(())
+        }
+        NetworkCommand::Rm { name } => {
+            agent.remove_network(name.clone()).await?;
+            render(out, format, &RemovedView { name }, |r| format!("{}\n", r.name))
+        }
+        NetworkCommand::Connect(args) => {
+            let ep = AttachedEndpointView::from(agent.connect_endpoint(connect_request(args)).await?);
+            render(out, format, &ep, |e| format!("{}\n", e.endpoint.ip))
+        }
+        NetworkCommand::Disconnect { network, netns } => {
+            let req = pb::DisconnectRequest { network, netns };
+            let ep = agent
+                .disconnect_endpoint(req)
+                .await?
+                .map(AttachedEndpointView::from);
+            render(out, format, &ep, |e| match e {
+                Some(e) => format!("{}\n", e.endpoint.ip),
+                None => String::new(),
+            })
+        }
+    }
+}
+
+/// `version`: the client version is printed even when the agent fails.
+async fn version(limit: Limit<'_>, format: Format, out: &mut String) -> Result<(), CtlError> {
+    let mut view = VersionView {
+        client: ClientVersion {
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        },
+        agent: None,
+    };
+    let asked = limit.apply(async { Agent::connect(limit.addr).await?.version().await });
+    let result = asked.await.map(|v| view.agent = Some(v.into()));
+    render(out, format, &view, output::version_text)?;
+    result
+}
+
+fn render<T: serde::Serialize + ?Sized>(
+    out: &mut String,
+    format: Format,
+    value: &T,
+    table: impl FnOnce(&T) -> String,
+) -> Result<(), CtlError> {
+    match format {
+        Format::Table => out.push_str(&table(value)),
+        Format::Json => out.push_str(&output::json(value)?),
+    }
+    Ok(())
+}
+
+fn create_request(args: CreateArgs) -> pb::CreateNetworkRequest {
+    pb::CreateNetworkRequest {
+        name: args.name,
+        driver: args.driver,
+        subnet: args.subnet.map(|s| s.to_string()).unwrap_or_default(),
+        vni: args.vni,
+        block_prefix: args.block_prefix.map(u32::from),
+        mtu: args.mtu,
+    }
+}
+
+fn connect_request(args: ConnectArgs) -> pb::ConnectRequest {
+    pb::ConnectRequest {
+        network: args.network,
+        netns: args.netns,
+        ip: args.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+#[path = "commands_tests.rs"]
+mod tests;

@@ -1,0 +1,60 @@
+//! `ovctl`: the command line of ovnet. It talks gRPC to the `ovagent` of its
+//! host (a Unix socket by default) and prints what the agent answers.
+//!
+//! # Exit codes
+//!
+//! These are stable; scripts may rely on them.
+//!
+//! | code | meaning |
+//! |------|---------|
+//! | 0 | success |
+//! | 1 | the agent answered with an error (printed as `ovctl: <message>`), or the output could not be written |
+//! | 2 | usage error: bad flag, argument or value, refused before contacting the agent (clap's own code) |
+//! | 3 | the agent could not be reached, or did not answer within `--timeout` |
+//!
+//! Code 1 covers every status the agent returns, including `Unavailable`
+//! (which the agent uses when etcd is unreachable); code 3 is only for
+//! failures to talk to the agent itself.
+#![forbid(unsafe_code)]
+
+mod addr;
+mod cli;
+mod client;
+mod commands;
+mod error;
+mod output;
+mod view;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::Cli;
+use crate::error::EXIT_OK;
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    // Exits with code 2 on a usage error, 0 for --help/--version.
+    let cli = Cli::parse();
+    let mut out = String::new();
+    let result = commands::run(cli, &mut out).await;
+    let written = write_stdout(&out);
+    let code = match result.and(written) {
+        Ok(()) => EXIT_OK,
+        Err(e) => {
+            eprintln!("ovctl: {e}");
+            e.exit_code()
+        }
+    };
+    ExitCode::from(code)
+}
+
+/// Writes the output; a closed pipe (`ovctl network ls | head -1`) is fine.
+fn write_stdout(text: &str) -> Result<(), error::CtlError> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,223 @@
+//! The JSON records stored as etcd values, and their strict decoding.
+//!
+//! Every record carries `v` (currently [`RECORD_VERSION`]). [`decode`] first
+//! reads only `v`, so a record written by a future, incompatible ovnet is
+//! reported as "unsupported record version" rather than as a confusing field
+//! error; unknown extra fields are accepted, which lets a newer v1 writer add
+//! optional fields. Decoding never panics: garbage becomes `Error::BadRecord`
+//! naming the key.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::mac::Mac;
+
+/// The record format version written by this code and the only one it reads.
+pub const RECORD_VERSION: u32 = 1;
+
+/// A record with a format version and a human name for error messages.
+pub trait Versioned {
+    /// What the record describes, e.g. "network".
+    const KIND: &'static str;
+    fn version(&self) -> u32;
+}
+
+/// `<p>/hosts/<name>`: a host's persistent registration.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct HostRecord {
+    pub v: u32,
+    pub name: String,
+    pub vtep: Ipv4Addr,
+    /// Unix seconds.
+    pub registered_at: u64,
+}
+
+/// `<p>/alive/<name>`: present while the host's etcd lease lives.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct AliveRecord {
+    pub v: u32,
+    pub name: String,
+    pub vtep: Ipv4Addr,
+    /// Unix seconds at which this agent process started.
+    pub started_at: u64,
+}
+
+/// `<p>/networks/<name>`: an overlay network.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct NetworkRecord {
+    pub v: u32,
+    /// 16 random lowercase hex digits, stable for the network's life.
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub vni: u32,
+    pub mtu: u32,
+    pub block_prefix: u8,
+    pub created_at: u64,
+}
+
+/// `<p>/vnis/<vni>`: the VNI index, making a VNI unique across networks.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct VniRecord {
+    pub v: u32,
+    pub vni: u32,
+    pub network: String,
+}
+
+/// `<p>/blocks/<network>/<a.b.c.d>_<len>`: a block of addresses leased to a host.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct BlockRecord {
+    pub v: u32,
+    pub network: String,
+    pub cidr: Ipv4Net,
+    pub host: String,
+}
+
+/// `<p>/endpoints/<network>/<a.b.c.d>`: one container interface.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+pub struct EndpointRecord {
+    pub v: u32,
+    pub id: String,
+    pub network: String,
+    pub host: String,
+    pub netns: String,
+    pub ip: Ipv4Addr,
+    pub mac: Mac,
+    pub ifname: String,
+    pub host_ifname: String,
+    pub created_at: u64,
+}
+
+macro_rules! versioned {
+    ($($t:ty => $kind:literal),* $(,)?) => {$(
+        impl Versioned for $t {
+            const KIND: &'static str = $kind;
+            fn version(&self) -> u32 {
+                self.v
+            }
+        }
+    )*};
+}
+
+versioned! {
+    HostRecord => "host",
+    AliveRecord => "alive",
+    NetworkRecord => "network",
+    VniRecord => "VNI",
+    BlockRecord => "block",
+    EndpointRecord => "endpoint",
+}
+
+#[derive(Deserialize)]
+struct VersionProbe {
+    v: Option<serde_json::Value>,
+}
+
+/// Decodes the record stored at `key`; any problem is `Error::BadRecord { key, .. }`.
+pub fn decode<T: DeserializeOwned + Versioned>(key: &str, bytes: &[u8]) -> Result<T, Error> {
+    let bad = |reason: String| Error::BadRecord {
+        key: key.to_string(),
+        reason,
+    };
+    let probe: VersionProbe = serde_json::from_slice(bytes)
+        .map_err(|e| bad(format!("not a JSON {} record: {e}", T::KIND)))?;
+    match probe.v {
+        Some(serde_json::Value::Number(n)) if n.as_u64() == Some(u64::from(RECORD_VERSION)) => {}
+        Some(other) => {
+            return Err(bad(format!(
+                "unsupported {} record version {other} (this ovnet reads version {RECORD_VERSION})",
+                T::KIND
+            )));
+        }
+        None => return Err(bad(format!("{} record has no version field \"v\"", T::KIND))),
+    }
+    serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid {} record: {e}", T::KIND)))
+}
+
+/// Encodes a record as JSON.
+pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
+    // Records are plain structs of strings, numbers and addresses: serde_json
+    // can only fail on maps with non-string keys, which they do not contain.
+    serde_json::to_vec(record).expect("ovnet records always serialize to JSON")
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before 1970).
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn block() -> BlockRecord {
+        BlockRecord {
+            v: RECORD_VERSION,
+            network: "blue".into(),
+            cidr: "10.1.2.0/24".parse().unwrap(),
+            host: "h1".into(),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let b = block();
+        assert_eq!(decode::<BlockRecord>("k", &encode(&b)).unwrap(), b);
+        let e = EndpointRecord {
+            v: 1,
+            id: "c1".into(),
+            network: "blue".into(),
+            host: "h1".into(),
+            netns: "/run/netns/c1".into(),
+            ip: Ipv4Addr::new(10, 1, 2, 3),
+            mac: Mac::endpoint(Ipv4Addr::new(10, 1, 2, 3)),
+            ifname: "eth0".into(),
+            host_ifname: "veth1".into(),
+            created_at: 5,
+        };
+        let json = String::from_utf8(encode(&e)).unwrap();
+        assert!(json.contains(r#""mac":"02:42:0a:01:02:03""#), "{json}");
+        assert_eq!(decode::<EndpointRecord>("k", json.as_bytes()).unwrap(), e);
+    }
+
+    #[test]
+    fn garbage_is_a_bad_record_naming_the_key() {
+        let good = encode(&block());
+        let cases: Vec<(Vec<u8>, &str)> = vec![
+            (b"\xff\xfe".to_vec(), "not a JSON block record"),
+            (b"".to_vec(), "not a JSON block record"),
+            (good[..good.len() / 2].to_vec(), "not a JSON block record"),
+            (b"[1,2]".to_vec(), "not a JSON block record"),
+            (br#"{"v":2,"network":"x"}"#.to_vec(), "unsupported block record version 2"),
+            (br#"{"v":"1"}"#.to_vec(), "unsupported block record version"),
+            (br#"{"network":"x"}"#.to_vec(), "no version field"),
+            (br#"{"v":1,"network":"x"}"#.to_vec(), "invalid block record"),
+            (
+                br#"{"v":1,"network":"x","cidr":"nope","host":"h"}"#.to_vec(),
+                "invalid block record",
+            ),
+        ];
+        for (bytes, want) in cases {
+            let err = decode::<BlockRecord>("/ovnet/blocks/x/y", &bytes).unwrap_err();
+            let msg = err.to_string();
+            assert!(msg.contains("/ovnet/blocks/x/y"), "{msg}");
+            assert!(msg.contains(want), "{msg} should contain {want}");
+        }
+    }
+
+    #[test]
+    fn unknown_fields_are_accepted() {
+        let bytes = br#"{"v":1,"vni":5,"network":"n","future":true}"#;
+        let r: VniRecord = decode("k", bytes).unwrap();
+        assert_eq!(r.vni, 5);
+    }
+}

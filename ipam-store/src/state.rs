@@ -1,0 +1,225 @@
+//! The whole cluster as typed records, decoded from one etcd snapshot.
+//!
+//! [`ClusterState::from_kvs`] is pure, so the agent can rebuild its desired
+//! state from a `snapshot()` plus watch events, and tests can feed it garbage.
+//! The design decision: one bad value must not hide the rest of the cluster, so
+//! undecodable records, and records whose content disagrees with their key,
+//! are skipped and returned as [`BadRecord`]s for the caller to log; keys
+//! outside the layout are ignored silently.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+use crate::keys::{Key, Keys};
+use crate::records::{
+    AliveRecord, BlockRecord, EndpointRecord, HostRecord, NetworkRecord, Versioned, VniRecord,
+    decode,
+};
+
+/// Every record of the cluster at one etcd revision.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterState {
+    pub revision: i64,
+    pub hosts: BTreeMap<String, HostRecord>,
+    pub alive: BTreeMap<String, AliveRecord>,
+    pub networks: BTreeMap<String, NetworkRecord>,
+    /// Sorted by network, then address.
+    pub blocks: Vec<BlockRecord>,
+    /// Sorted by network, then address.
+    pub endpoints: Vec<EndpointRecord>,
+}
+
+/// A value under the prefix that could not be used, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadRecord {
+    pub key: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for BadRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bad record at {}: {}", self.key, self.reason)
+    }
+}
+
+fn typed<T: DeserializeOwned + Versioned>(key: &str, bytes: &[u8]) -> Result<T, BadRecord> {
+    decode(key, bytes).map_err(|e| match e {
+        Error::BadRecord { key, reason } => BadRecord { key, reason },
+        other => BadRecord {
+            key: key.to_string(),
+            reason: other.to_string(),
+        },
+    })
+}
+
+fn mismatch(key: &str, what: &str, in_key: &dyn std::fmt::Display, in_value: &dyn std::fmt::Display) -> BadRecord {
+    BadRecord {
+        key: key.to_string(),
+        reason: format!("the key names {what} {in_key} but the record says {in_value}"),
+    }
+}
+
+impl ClusterState {
+    /// Decodes the keys and values of a prefix read taken at `revision`.
+    pub fn from_kvs<'a>(
+        keys: &Keys,
+        revision: i64,
+        kvs: impl IntoIterator<Item = (&'a str, &'a [u8])>,
+    ) -> (ClusterState, Vec<BadRecord>) {
+        let mut state = ClusterState {
+            revision,
+            ..ClusterState::default()
+        };
+        let mut bad = Vec::new();
+        for (key, value) in kvs {
+            let Some(parsed) = keys.parse(key) else {
+                continue;
+            };
+            if let Err(b) = state.add(key, parsed, value) {
+                bad.push(b);
+            }
+        }
+        state
+            .blocks
+            .sort_by(|a, b| (&a.network, a.cidr).cmp(&(&b.network, b.cidr)));
+        state
+            .endpoints
+            .sort_by(|a, b| (&a.network, a.ip).cmp(&(&b.network, b.ip)));
+        (state, bad)
+    }
+
+    fn add(&mut self, key: &str, parsed: Key, value: &[u8]) -> Result<(), BadRecord> {
+        match parsed {
+            Key::Host(name) => {
+                let r: HostRecord = typed(key, value)?;
+                check(key, "host", &name, &r.name)?;
+                self.hosts.insert(name, r);
+            }
+            Key::Alive(name) => {
+                let r: AliveRecord = typed(key, value)?;
+                check(key, "host", &name, &r.name)?;
+                self.alive.insert(name, r);
+            }
+            Key::Network(name) => {
+                let r: NetworkRecord = typed(key, value)?;
+                check(key, "network", &name, &r.name)?;
+                self.networks.insert(name, r);
+            }
+            Key::Vni(vni) => {
+                // The VNI index only guards uniqueness; it is checked, not kept.
+                let r: VniRecord = typed(key, value)?;
+                check(key, "VNI", &vni, &r.vni)?;
+            }
+            Key::Block { network, cidr } => {
+                let r: BlockRecord = typed(key, value)?;
+                check(key, "network", &network, &r.network)?;
+                check(key, "block", &cidr, &r.cidr)?;
+                self.blocks.push(r);
+            }
+            Key::Endpoint { network, ip } => {
+                let r: EndpointRecord = typed(key, value)?;
+                check(key, "network", &network, &r.network)?;
+                check(key, "address", &ip, &r.ip)?;
+                self.endpoints.push(r);
+            }
+        }
+        Ok(())
+    }
+}
+
+fn check<T: PartialEq + std::fmt::Display>(
+    key: &str,
+    what: &str,
+    in_key: &T,
+    in_value: &T,
+) -> Result<(), BadRecord> {
+    if in_key == in_value {
+        Ok(())
+    } else {
+        Err(mismatch(key, what, in_key, in_value))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::mac::Mac;
+    use crate::records::encode;
+
+    fn endpoint(ip: Ipv4Addr) -> EndpointRecord {
+        EndpointRecord {
+            v: 1,
+            id: "c".into(),
+            network: "blue".into(),
+            host: "h1".into(),
+            netns: "/run/netns/c".into(),
+            ip,
+            mac: Mac::endpoint(ip),
+            ifname: "eth0".into(),
+            host_ifname: "vethc".into(),
+            created_at: 1,
+        }
+    }
+
+    #[test]
+    fn decodes_good_records_and_reports_garbage() {
+        let k = Keys::new("/ovnet");
+        let host = HostRecord {
+            v: 1,
+            name: "h1".into(),
+            vtep: Ipv4Addr::new(192, 0, 2, 1),
+            registered_at: 1,
+        };
+        let block = BlockRecord {
+            v: 1,
+            network: "blue".into(),
+            cidr: "10.1.0.0/24".parse().unwrap(),
+            host: "h1".into(),
+        };
+        let ip2 = Ipv4Addr::new(10, 1, 0, 2);
+        let ip10 = Ipv4Addr::new(10, 1, 0, 10);
+        let kvs: Vec<(String, Vec<u8>)> = vec![
+            (k.host("h1"), encode(&host)),
+            (k.host("h2"), b"\x00garbage".to_vec()),
+            (k.alive("h1"), br#"{"v":7}"#.to_vec()),
+            (k.block("blue", &block.cidr), encode(&block)),
+            (k.endpoint("blue", ip10), encode(&endpoint(ip10))),
+            (k.endpoint("blue", ip2), encode(&endpoint(ip2))),
+            // key says .3, record says .2
+            (k.endpoint("blue", Ipv4Addr::new(10, 1, 0, 3)), encode(&endpoint(ip2))),
+            (k.network("red"), br#"{"v":1,"name":"red"#.to_vec()),
+            (k.vni(5), br#"{"v":1,"vni":6,"network":"red"}"#.to_vec()),
+            ("/ovnet/unknown/x".into(), b"whatever".to_vec()),
+            ("/elsewhere/hosts/h9".into(), b"whatever".to_vec()),
+        ];
+        let (state, bad) = ClusterState::from_kvs(
+            &k,
+            42,
+            kvs.iter().map(|(key, v)| (key.as_str(), v.as_slice())),
+        );
+        assert_eq!(state.revision, 42);
+        assert_eq!(state.hosts.len(), 1);
+        assert_eq!(state.hosts["h1"], host);
+        assert!(state.alive.is_empty() && state.networks.is_empty());
+        assert_eq!(state.blocks, vec![block]);
+        let ips: Vec<Ipv4Addr> = state.endpoints.iter().map(|e| e.ip).collect();
+        assert_eq!(ips, vec![ip2, ip10], "sorted numerically");
+        let bad_keys: Vec<&str> = bad.iter().map(|b| b.key.as_str()).collect();
+        assert_eq!(
+            bad_keys,
+            vec![
+                "/ovnet/hosts/h2",
+                "/ovnet/alive/h1",
+                "/ovnet/endpoints/blue/10.1.0.3",
+                "/ovnet/networks/red",
+                "/ovnet/vnis/5",
+            ]
+        );
+        assert!(bad[1].reason.contains("version 7"), "{}", bad[1]);
+        assert!(bad[2].reason.contains("10.1.0.3"), "{}", bad[2]);
+    }
+}

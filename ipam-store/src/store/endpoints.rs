@@ -1,0 +1,411 @@
+//! Address management inside a network: host blocks and endpoint addresses.
+//!
+//! A network's subnet is cut into blocks (`block_prefix`) that hosts lease;
+//! a host gives its endpoints addresses from its own blocks. The design
+//! decision: the endpoint and, when needed, the new block it lives in are
+//! written in ONE transaction, guarded by "network unchanged", "block still
+//! ours / still free" and "address still free" — so a failed or exhausted
+//! allocation leaves nothing behind, and two hosts racing for the same block
+//! or address cannot both win. Losers re-read and, after the first retry,
+//! spread over several free candidates so many racing hosts finish quickly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+
+use etcd_client::{Compare, CompareOp, TxnOp};
+use ipnet::Ipv4Net;
+
+use super::{EtcdStore, Kv, MAX_ATTEMPTS, Read, backoff, roll, spread};
+use crate::alloc;
+use crate::error::Error;
+use crate::keys::{Key, Keys};
+use crate::mac::Mac;
+use crate::records::{
+    BlockRecord, EndpointRecord, NetworkRecord, RECORD_VERSION, decode, encode, now_secs,
+};
+use crate::validate;
+
+/// A request for an endpoint address; `ip: None` means "any free address".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewEndpoint {
+    pub id: String,
+    pub network: String,
+    pub host: String,
+    pub netns: String,
+    pub ifname: String,
+    pub host_ifname: String,
+    pub ip: Option<Ipv4Addr>,
+}
+
+/// A network's address state at one revision.
+#[derive(Clone, Debug)]
+pub struct NetworkView {
+    pub network: NetworkRecord,
+    pub network_mod_revision: i64,
+    /// Block -> (owning host, mod revision). Unreadable records count as
+    /// owned by "<unreadable record>".
+    pub blocks: BTreeMap<Ipv4Net, (String, i64)>,
+    /// Addresses with an endpoint key (readable or not).
+    pub used: BTreeSet<Ipv4Addr>,
+}
+
+/// The block an allocation lives in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockClaim {
+    /// Already leased to this host, at this mod revision.
+    Ours { cidr: Ipv4Net, mod_revision: i64 },
+    /// Free; leased in the same transaction.
+    New(Ipv4Net),
+}
+
+impl BlockClaim {
+    fn cidr(&self) -> Ipv4Net {
+        match self {
+            BlockClaim::Ours { cidr, .. } | BlockClaim::New(cidr) => *cidr,
+        }
+    }
+}
+
+impl NetworkView {
+    fn new(keys: &Keys, net: &Kv, blocks: &[Kv], endpoints: &[Kv]) -> Result<NetworkView, Error> {
+        let network: NetworkRecord = decode(&net.key, &net.value)?;
+        let blocks = blocks
+            .iter()
+            .filter_map(|kv| match keys.parse(&kv.key) {
+                Some(Key::Block { cidr, .. }) => {
+                    let owner = decode::<BlockRecord>(&kv.key, &kv.value)
+                        .map(|b| b.host)
+                        .unwrap_or_else(|_| "<unreadable record>".to_string());
+                    Some((cidr, (owner, kv.mod_revision)))
+                }
+                _ => None,
+            })
+            .collect();
+        let used = endpoints
+            .iter()
+            .filter_map(|kv| match keys.parse(&kv.key) {
+                Some(Key::Endpoint { ip, .. }) => Some(ip),
+                _ => None,
+            })
+            .collect();
+        Ok(NetworkView {
+            network,
+            network_mod_revision: net.mod_revision,
+            blocks,
+            used,
+        })
+    }
+
+    fn exhausted(&self) -> Error {
+        Error::AddressExhausted {
+            network: self.network.name.clone(),
+            subnet: self.network.subnet,
+        }
+    }
+
+    /// Up to `limit` free blocks, lowest first.
+    pub fn free_blocks(&self, limit: usize) -> Vec<Ipv4Net> {
+        let taken: BTreeSet<Ipv4Net> = self.blocks.keys().copied().collect();
+        let n = &self.network;
+        alloc::free_blocks(n.subnet, n.block_prefix, &taken, limit)
+    }
+
+    /// Chooses the address and block for `host`. With `spread` > 1 a random
+    /// (`roll`) one of the first `spread` candidates is taken instead of the lowest.
+    pub fn plan_endpoint(
+        &self,
+        host: &str,
+        ip: Option<Ipv4Addr>,
+        spread: usize,
+        roll: impl Fn(usize) -> usize,
+    ) -> Result<(Ipv4Addr, BlockClaim), Error> {
+        match ip {
+            Some(ip) => self.plan_fixed(host, ip),
+            None => self.plan_any(host, spread, roll),
+        }
+    }
+
+    fn plan_fixed(&self, host: &str, ip: Ipv4Addr) -> Result<(Ipv4Addr, BlockClaim), Error> {
+        let n = &self.network;
+        if !n.subnet.contains(&ip) {
+            return Err(Error::IpNotInSubnet {
+                ip,
+                subnet: n.subnet,
+            });
+        }
+        if let Some(why) = alloc::reserved_reason(ip, n.subnet) {
+            return Err(Error::IpReserved {
+                ip,
+                why: why.to_string(),
+            });
+        }
+        if self.used.contains(&ip) {
+            return Err(Error::IpTaken {
+                ip,
+                network: n.name.clone(),
+            });
+        }
+        let cidr = alloc::block_of(ip, n.subnet, n.block_prefix);
+        match self.blocks.get(&cidr) {
+            None => Ok((ip, BlockClaim::New(cidr))),
+            Some((owner, rev)) if owner == host => Ok((
+                ip,
+                BlockClaim::Ours {
+                    cidr,
+                    mod_revision: *rev,
+                },
+            )),
+            Some((owner, _)) => Err(Error::BlockOwnedByOtherHost {
+                ip,
+                block: cidr,
+                host: owner.clone(),
+            }),
+        }
+    }
+
+    fn plan_any(
+        &self,
+        host: &str,
+        spread: usize,
+        roll: impl Fn(usize) -> usize,
+    ) -> Result<(Ipv4Addr, BlockClaim), Error> {
+        let subnet = self.network.subnet;
+        let mut candidates = Vec::new();
+        for (cidr, (owner, rev)) in &self.blocks {
+            if owner != host || candidates.len() >= spread {
+                continue;
+            }
+            let claim = BlockClaim::Ours {
+                cidr: *cidr,
+                mod_revision: *rev,
+            };
+            let free = alloc::free_ips(*cidr, subnet, &self.used, spread - candidates.len());
+            candidates.extend(free.into_iter().map(|ip| (ip, claim)));
+        }
+        if candidates.is_empty() {
+            for cidr in self.free_blocks(spread) {
+                if let Some(ip) = alloc::pick_ip(cidr, subnet, &self.used) {
+                    candidates.push((ip, BlockClaim::New(cidr)));
+                }
+            }
+        }
+        if candidates.is_empty() {
+            return Err(self.exhausted());
+        }
+        let i = roll(candidates.len()).min(candidates.len() - 1);
+        Ok(candidates[i])
+    }
+}
+
+impl EtcdStore {
+    /// Reads a network with its blocks (and endpoints, when asked) at one revision.
+    async fn view(&self, network: &str, with_endpoints: bool) -> Result<NetworkView, Error> {
+        let keys = &self.keys;
+        let mut reads = vec![
+            Read::Key(keys.network(network)),
+            Read::Prefix(keys.blocks_prefix(network)),
+        ];
+        if with_endpoints {
+            reads.push(Read::Prefix(keys.endpoints_prefix(network)));
+        }
+        let (_, res) = self.read("reading a network's addresses", reads).await?;
+        let Some(net) = res[0].first() else {
+            return Err(Error::NetworkNotFound(network.to_string()));
+        };
+        let endpoints = res.get(2).map(Vec::as_slice).unwrap_or_default();
+        NetworkView::new(keys, net, &res[1], endpoints)
+    }
+
+    fn block_record(&self, network: &str, cidr: Ipv4Net, host: &str) -> BlockRecord {
+        BlockRecord {
+            v: RECORD_VERSION,
+            network: network.to_string(),
+            cidr,
+            host: host.to_string(),
+        }
+    }
+
+    /// Leases a free block of `network` to `host`.
+    pub async fn lease_block(&self, network: &str, host: &str) -> Result<BlockRecord, Error> {
+        validate::host_name(host)?;
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
+            let view = self.view(network, false).await?;
+            let free = view.free_blocks(spread(attempt));
+            let Some(&cidr) = free.get(roll(free.len())) else {
+                return Err(view.exhausted());
+            };
+            let record = self.block_record(network, cidr, host);
+            let key = self.keys.block(network, &cidr);
+            let net_key = self.keys.network(network);
+            let compares = vec![
+                Compare::version(key.clone(), CompareOp::Equal, 0),
+                Compare::mod_revision(net_key, CompareOp::Equal, view.network_mod_revision),
+            ];
+            let ops = vec![TxnOp::put(key, encode(&record), None)];
+            if self.commit("leasing a block", compares, ops).await? {
+                return Ok(record);
+            }
+        }
+        Err(Error::Contention {
+            what: format!("leasing a block of network {network:?} for host {host:?}"),
+        })
+    }
+
+    /// Gives an endpoint an address (and its host a block, when needed).
+    pub async fn allocate_endpoint(&self, req: NewEndpoint) -> Result<EndpointRecord, Error> {
+        validate::network_name(&req.network)?;
+        validate::host_name(&req.host)?;
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
+            let view = self.view(&req.network, true).await?;
+            let (ip, claim) = view.plan_endpoint(&req.host, req.ip, spread(attempt), roll)?;
+            let record = EndpointRecord {
+                v: RECORD_VERSION,
+                id: req.id.clone(),
+                network: req.network.clone(),
+                host: req.host.clone(),
+                netns: req.netns.clone(),
+                ip,
+                mac: Mac::endpoint(ip),
+                ifname: req.ifname.clone(),
+                host_ifname: req.host_ifname.clone(),
+                created_at: now_secs(),
+            };
+            let keys = &self.keys;
+            let ep_key = keys.endpoint(&req.network, ip);
+            let block_key = keys.block(&req.network, &claim.cidr());
+            let mut compares = vec![
+                Compare::mod_revision(
+                    keys.network(&req.network),
+                    CompareOp::Equal,
+                    view.network_mod_revision,
+                ),
+                Compare::version(ep_key.clone(), CompareOp::Equal, 0),
+            ];
+            let mut ops = Vec::new();
+            match claim {
+                BlockClaim::Ours { mod_revision, .. } => {
+                    compares.push(Compare::mod_revision(block_key, CompareOp::Equal, mod_revision));
+                }
+                BlockClaim::New(cidr) => {
+                    compares.push(Compare::version(block_key.clone(), CompareOp::Equal, 0));
+                    let block = self.block_record(&req.network, cidr, &req.host);
+                    ops.push(TxnOp::put(block_key, encode(&block), None));
+                }
+            }
+            ops.push(TxnOp::put(ep_key, encode(&record), None));
+            if self.commit("allocating an endpoint", compares, ops).await? {
+                return Ok(record);
+            }
+        }
+        Err(Error::Contention {
+            what: format!("allocating an address in network {:?}", req.network),
+        })
+    }
+
+    /// Deletes an endpoint; its block stays with the host.
+    pub async fn release_endpoint(&self, network: &str, ip: Ipv4Addr) -> Result<EndpointRecord, Error> {
+        let key = self.keys.endpoint(network, ip);
+        for attempt in 0..MAX_ATTEMPTS {
+            if attempt > 0 {
+                backoff(attempt).await;
+            }
+            let (_, res) = self
+                .read("reading an endpoint", vec![Read::Key(key.clone())])
+                .await?;
+            let Some(kv) = res[0].first() else {
+                return Err(Error::EndpointNotFound {
+                    network: network.to_string(),
+                    ip,
+                });
+            };
+            // An unreadable record is still removed; the caller gets the error.
+            let record = decode::<EndpointRecord>(&kv.key, &kv.value);
+            let compares = vec![Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision)];
+            let ops = vec![TxnOp::delete(key.clone(), None)];
+            if self.commit("releasing an endpoint", compares, ops).await? {
+                return record;
+            }
+        }
+        Err(Error::Contention {
+            what: format!("releasing {ip} in network {network:?}"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn view(subnet: &str, block_prefix: u8, blocks: &[(&str, &str)], used: &[&str]) -> NetworkView {
+        let subnet: Ipv4Net = subnet.parse().unwrap();
+        NetworkView {
+            network: NetworkRecord {
+                v: 1,
+                id: "0".into(),
+                name: "n".into(),
+                driver: "overlay".into(),
+                subnet,
+                gateway: alloc::gateway(subnet),
+                vni: 4096,
+                mtu: 1450,
+                block_prefix,
+                created_at: 0,
+            },
+            network_mod_revision: 5,
+            blocks: blocks
+                .iter()
+                .map(|(c, h)| (c.parse().unwrap(), (h.to_string(), 3)))
+                .collect(),
+            used: used.iter().map(|s| s.parse().unwrap()).collect(),
+        }
+    }
+
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn any_address_prefers_own_blocks_then_lowest_free_block() {
+        let v = view("10.1.0.0/16", 24, &[("10.1.0.0/24", "a"), ("10.1.1.0/24", "b")], &["10.1.0.2"]);
+        let (got, claim) = v.plan_endpoint("a", None, 1, |_| 0).unwrap();
+        assert_eq!(got, ip("10.1.0.3"));
+        assert!(matches!(claim, BlockClaim::Ours { mod_revision: 3, .. }));
+        let (got, claim) = v.plan_endpoint("c", None, 1, |_| 0).unwrap();
+        assert_eq!((got, claim), (ip("10.1.2.0"), BlockClaim::New("10.1.2.0/24".parse().unwrap())));
+        // Spreading picks among the first candidates.
+        let (got, _) = v.plan_endpoint("a", None, 4, |n| n - 1).unwrap();
+        assert_eq!(got, ip("10.1.0.6"));
+    }
+
+    #[test]
+    fn exhaustion() {
+        let v = view("10.9.0.0/30", 30, &[], &["10.9.0.2"]);
+        let e = v.plan_endpoint("a", None, 1, |_| 0).unwrap_err();
+        assert_eq!(e.to_string(), r#"no free address left in network "n" (10.9.0.0/30)"#);
+        let v = view("10.9.0.0/30", 30, &[("10.9.0.0/30", "b")], &[]);
+        assert!(matches!(v.plan_endpoint("a", None, 1, |_| 0), Err(Error::AddressExhausted { .. })));
+    }
+
+    #[test]
+    fn fixed_address_rules() {
+        let v = view("10.1.0.0/16", 24, &[("10.1.0.0/24", "a")], &["10.1.0.2"]);
+        let plan = |host: &str, s: &str| v.plan_endpoint(host, Some(ip(s)), 1, |_| 0);
+        assert!(matches!(plan("a", "10.2.0.2"), Err(Error::IpNotInSubnet { .. })));
+        for reserved in ["10.1.0.0", "10.1.0.1", "10.1.255.255"] {
+            assert!(matches!(plan("a", reserved), Err(Error::IpReserved { .. })), "{reserved}");
+        }
+        assert!(matches!(plan("a", "10.1.0.2"), Err(Error::IpTaken { .. })));
+        assert!(matches!(plan("b", "10.1.0.9"), Err(Error::BlockOwnedByOtherHost { .. })));
+        assert!(matches!(plan("a", "10.1.0.9"), Ok((_, BlockClaim::Ours { .. }))));
+        assert_eq!(
+            plan("b", "10.1.7.0").unwrap().1,
+            BlockClaim::New("10.1.7.0/24".parse().unwrap())
+        );
+    }
+}

@@ -1,0 +1,291 @@
+//! The etcd layer: typed reads, guarded transactions and watches.
+//!
+//! [`EtcdStore`] is a cheap-to-clone handle over one etcd client. Decisions
+//! (which subnet, VNI, block or address) are made by the pure `alloc` module
+//! on a consistent read; the store then claims the result in ONE transaction
+//! whose compares fail if anything that decision depended on changed, and
+//! retries with a fresh read. The design decision a reader must know: every
+//! etcd call is bounded by `request_timeout` (on top of the client's own
+//! timeouts), so with etcd down every call fails with
+//! `Error::EtcdUnavailable` within a few seconds instead of hanging.
+
+mod endpoints;
+mod hosts;
+mod networks;
+mod watch;
+
+use std::future::Future;
+use std::time::Duration;
+
+use etcd_client::{Client, Compare, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse};
+
+pub use endpoints::NewEndpoint;
+pub use hosts::HostStatus;
+pub use networks::NewNetwork;
+pub use watch::{StoreWatch, WatchBatch, WatchEvent};
+
+use crate::error::{Error, is_unavailable};
+use crate::keys::Keys;
+use crate::records::{BlockRecord, EndpointRecord, NetworkRecord};
+use crate::state::{BadRecord, ClusterState};
+
+/// Transactions that lose a race are retried this many times before
+/// `Error::Contention`.
+const MAX_ATTEMPTS: u32 = 100;
+
+/// How to reach etcd and where ovnet's keys live.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub endpoints: Vec<String>,
+    pub prefix: String,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    /// etcd user name and password, when etcd has authentication enabled.
+    pub user: Option<(String, String)>,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            endpoints: vec!["127.0.0.1:2379".to_string()],
+            prefix: "/ovnet".to_string(),
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(4),
+            user: None,
+        }
+    }
+}
+
+/// A handle on the cluster's records in etcd.
+#[derive(Clone)]
+pub struct EtcdStore {
+    client: Client,
+    keys: Keys,
+    /// The endpoints, comma separated, for error messages.
+    endpoints: String,
+    request_timeout: Duration,
+}
+
+/// One key as read from etcd.
+#[derive(Clone, Debug)]
+pub(crate) struct Kv {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub mod_revision: i64,
+}
+
+/// One read inside a consistent multi-read.
+pub(crate) enum Read {
+    Key(String),
+    Prefix(String),
+}
+
+impl EtcdStore {
+    /// Connects and checks that etcd answers (a count-only read of the prefix).
+    pub async fn connect(cfg: StoreConfig) -> Result<EtcdStore, Error> {
+        let endpoints = cfg.endpoints.join(",");
+        if cfg.endpoints.is_empty() {
+            return Err(Error::EtcdUnavailable("no etcd endpoint configured".into()));
+        }
+        let mut opts = ConnectOptions::new()
+            .with_connect_timeout(cfg.connect_timeout)
+            .with_timeout(cfg.request_timeout)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true);
+        if let Some((user, password)) = &cfg.user {
+            opts = opts.with_user(user.clone(), password.clone());
+        }
+        let deadline = cfg.connect_timeout.max(cfg.request_timeout);
+        let client = match tokio::time::timeout(deadline, Client::connect(&cfg.endpoints, Some(opts)))
+            .await
+        {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                return Err(Error::EtcdUnavailable(format!("cannot connect to {endpoints}: {e}")));
+            }
+            Err(_) => {
+                return Err(Error::EtcdUnavailable(format!(
+                    "no answer from {endpoints} within {deadline:?}"
+                )));
+            }
+        };
+        let store = EtcdStore {
+            client,
+            keys: Keys::new(&cfg.prefix),
+            endpoints,
+            request_timeout: cfg.request_timeout,
+        };
+        let mut c = store.client();
+        let probe = GetOptions::new().with_prefix().with_count_only();
+        store
+            .timed("connecting", c.get(store.keys.all(), Some(probe)))
+            .await?;
+        Ok(store)
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// A clone of the underlying etcd client.
+    pub fn client(&self) -> Client {
+        self.client.clone()
+    }
+
+    /// Runs one etcd call bounded by the request timeout, mapping connection
+    /// failures to `EtcdUnavailable`.
+    pub(crate) async fn timed<T>(
+        &self,
+        what: &str,
+        fut: impl Future<Output = Result<T, etcd_client::Error>>,
+    ) -> Result<T, Error> {
+        match tokio::time::timeout(self.request_timeout, fut).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err(e)) if is_unavailable(&e) => Err(Error::EtcdUnavailable(format!(
+                "{what}: {} failed: {e}",
+                self.endpoints
+            ))),
+            Ok(Err(e)) => Err(Error::Etcd(e)),
+            Err(_) => Err(Error::EtcdUnavailable(format!(
+                "{what}: no answer from {} within {:?}",
+                self.endpoints, self.request_timeout
+            ))),
+        }
+    }
+
+    /// Several reads at one revision (a compare-less transaction).
+    pub(crate) async fn read(&self, what: &str, reads: Vec<Read>) -> Result<(i64, Vec<Vec<Kv>>), Error> {
+        let ops: Vec<TxnOp> = reads
+            .into_iter()
+            .map(|r| match r {
+                Read::Key(k) => TxnOp::get(k, None),
+                Read::Prefix(p) => TxnOp::get(p, Some(GetOptions::new().with_prefix())),
+            })
+            .collect();
+        let mut c = self.client();
+        let resp = self.timed(what, c.txn(Txn::new().and_then(ops))).await?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let results = resp
+            .op_responses()
+            .into_iter()
+            .map(|r| match r {
+                TxnOpResponse::Get(g) => g.kvs().iter().map(to_kv).collect(),
+                _ => Vec::new(),
+            })
+            .collect();
+        Ok((revision, results))
+    }
+
+    /// One guarded transaction; `Ok(false)` when a compare failed.
+    pub(crate) async fn commit(
+        &self,
+        what: &str,
+        compares: Vec<Compare>,
+        ops: Vec<TxnOp>,
+    ) -> Result<bool, Error> {
+        let mut c = self.client();
+        let txn = Txn::new().when(compares).and_then(ops);
+        Ok(self.timed(what, c.txn(txn)).await?.succeeded())
+    }
+
+    /// Reads one prefix and decodes it, logging (and skipping) bad records.
+    async fn state_of(&self, what: &str, prefix: String) -> Result<ClusterState, Error> {
+        let (revision, mut results) = self.read(what, vec![Read::Prefix(prefix)]).await?;
+        let kvs = results.pop().unwrap_or_default();
+        let (state, bad) = ClusterState::from_kvs(
+            &self.keys,
+            revision,
+            kvs.iter().map(|kv| (kv.key.as_str(), kv.value.as_slice())),
+        );
+        log_bad(&bad);
+        Ok(state)
+    }
+
+    /// The network called `name`.
+    pub async fn get_network(&self, name: &str) -> Result<NetworkRecord, Error> {
+        let key = self.keys.network(name);
+        let (_, mut res) = self.read("reading a network", vec![Read::Key(key.clone())]).await?;
+        match res.pop().and_then(|kvs| kvs.into_iter().next()) {
+            Some(kv) => crate::records::decode(&key, &kv.value),
+            None => Err(Error::NetworkNotFound(name.to_string())),
+        }
+    }
+
+    /// All networks, by name.
+    pub async fn list_networks(&self) -> Result<Vec<NetworkRecord>, Error> {
+        let state = self
+            .state_of("listing networks", self.keys.networks_prefix())
+            .await?;
+        Ok(state.networks.into_values().collect())
+    }
+
+    /// The blocks of one network, or of all networks; sorted by network and address.
+    pub async fn list_blocks(&self, network: Option<&str>) -> Result<Vec<BlockRecord>, Error> {
+        let prefix = match network {
+            Some(n) => self.keys.blocks_prefix(n),
+            None => self.keys.all_blocks_prefix(),
+        };
+        Ok(self.state_of("listing blocks", prefix).await?.blocks)
+    }
+
+    /// The endpoints of one network, or of all networks; sorted by network and address.
+    pub async fn list_endpoints(&self, network: Option<&str>) -> Result<Vec<EndpointRecord>, Error> {
+        let prefix = match network {
+            Some(n) => self.keys.endpoints_prefix(n),
+            None => self.keys.all_endpoints_prefix(),
+        };
+        Ok(self.state_of("listing endpoints", prefix).await?.endpoints)
+    }
+
+    /// Every key under the prefix with its value, and the revision of the read.
+    pub async fn snapshot(&self) -> Result<(i64, Vec<(String, Vec<u8>)>), Error> {
+        let mut c = self.client();
+        let opts = GetOptions::new().with_prefix();
+        let resp = self
+            .timed("taking a snapshot", c.get(self.keys.all(), Some(opts)))
+            .await?;
+        let revision = resp.header().map_or(0, |h| h.revision());
+        let kvs = resp
+            .kvs()
+            .iter()
+            .map(|kv| (key_string(kv.key()), kv.value().to_vec()))
+            .collect();
+        Ok((revision, kvs))
+    }
+}
+
+fn key_string(key: &[u8]) -> String {
+    String::from_utf8_lossy(key).into_owned()
+}
+
+fn to_kv(kv: &etcd_client::KeyValue) -> Kv {
+    Kv {
+        key: key_string(kv.key()),
+        value: kv.value().to_vec(),
+        mod_revision: kv.mod_revision(),
+    }
+}
+
+pub(crate) fn log_bad(bad: &[BadRecord]) {
+    for b in bad {
+        tracing::warn!(key = %b.key, reason = %b.reason, "skipping bad record in etcd");
+    }
+}
+
+/// How many candidates to spread over on this attempt: 1 at first (lowest
+/// free wins when nobody races), then doubling up to 64.
+pub(crate) fn spread(attempt: u32) -> usize {
+    1usize << attempt.min(6)
+}
+
+/// A random index below `len` (0 when `len` is 0).
+pub(crate) fn roll(len: usize) -> usize {
+    if len <= 1 { 0 } else { rand::random_range(0..len) }
+}
+
+/// A short random pause before retrying a transaction that lost a race.
+pub(crate) async fn backoff(attempt: u32) {
+    let max_ms = u64::from(attempt.min(20)) + 1;
+    let ms = rand::random_range(0..=max_ms);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}

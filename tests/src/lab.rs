@@ -1,0 +1,323 @@
+//! A lab of N hosts: underlay namespace with etcd, host namespaces with
+//! agents, container namespaces, and helpers to drive and inspect them.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+
+use crate::etcd::Etcd;
+use crate::netns::{unique_id, Netns};
+
+/// The underlay: 172.30.0.0/24 inside the lab's own namespaces, never routed out.
+const UNDERLAY_GW: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 254);
+
+fn host_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(172, 30, 0, 11 + i as u8)
+}
+
+#[derive(Clone, Debug)]
+pub struct LabOptions {
+    pub hosts: usize,
+    pub lease_ttl: u64,
+}
+
+impl Default for LabOptions {
+    fn default() -> Self {
+        LabOptions { hosts: 3, lease_ttl: 10 }
+    }
+}
+
+/// One host: its namespace and its agent.
+pub struct Host {
+    pub name: String,
+    pub ns: Netns,
+    pub ip: Ipv4Addr,
+    pub socket: PathBuf,
+    log: PathBuf,
+    agent: Option<Child>,
+}
+
+impl Host {
+    /// The agent's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(|c| c.id())
+    }
+}
+
+pub struct Lab {
+    pub id: String,
+    pub prefix: String,
+    pub hosts: Vec<Host>,
+    containers: Vec<Netns>,
+    pub etcd: Etcd,
+    pub underlay: Netns,
+    opts: LabOptions,
+    dir: tempfile::TempDir,
+}
+
+/// Where the built `ovagent` and `ovctl` are: `$OVNET_BIN_DIR`, else the
+/// workspace's target/debug.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("OVNET_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug")
+}
+
+fn bin(name: &str) -> anyhow::Result<PathBuf> {
+    let p = bin_dir().join(name);
+    if !p.exists() {
+        bail!("{} not found: build it first (cargo build --workspace) or set OVNET_BIN_DIR", p.display());
+    }
+    Ok(p)
+}
+
+/// Polls `f` until it returns Some or the deadline passes.
+pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+impl Lab {
+    /// Builds the underlay, etcd and the hosts, and starts every agent.
+    pub fn start(opts: LabOptions) -> anyhow::Result<Lab> {
+        let id = unique_id();
+        let underlay = Netns::new(&format!("ovl{id}-u"))?;
+        underlay.ip(&["link", "add", "name", "ul", "type", "bridge"])?;
+        underlay.ip(&["addr", "add", &format!("{UNDERLAY_GW}/24"), "dev", "ul"])?;
+        underlay.ip(&["link", "set", "ul", "up"])?;
+        let etcd = Etcd::start_in_netns(&underlay.name, UNDERLAY_GW)?;
+        let dir = tempfile::Builder::new().prefix("ovlab").tempdir()?;
+        let mut lab = Lab {
+            prefix: format!("/ovnet-lab-{id}"),
+            id,
+            hosts: Vec::new(),
+            containers: Vec::new(),
+            etcd,
+            underlay,
+            opts: opts.clone(),
+            dir,
+        };
+        for i in 0..opts.hosts {
+            lab.add_host(i)?;
+        }
+        for i in 0..opts.hosts {
+            lab.start_agent(i)?;
+        }
+        lab.wait_registered(opts.hosts)?;
+        Ok(lab)
+    }
+
+    fn add_host(&mut self, i: usize) -> anyhow::Result<()> {
+        let name = format!("h{}", i + 1);
+        let ns = Netns::new(&format!("ovl{}-{name}", self.id))?;
+        let port = format!("p{name}");
+        self.underlay.ip(&["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
+        self.underlay.ip(&["link", "set", &port, "master", "ul", "up"])?;
+        let ip = host_ip(i);
+        ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+        ns.ip(&["link", "set", "eth0", "up"])?;
+        ns.ip(&["route", "add", "default", "via", &UNDERLAY_GW.to_string()])?;
+        let socket = self.dir.path().join(format!("{name}.sock"));
+        let log = self.dir.path().join(format!("{name}.log"));
+        self.hosts.push(Host { name, ns, ip, socket, log, agent: None });
+        Ok(())
+    }
+
+    /// Starts host `i`'s agent (again), appending to its log.
+    pub fn start_agent(&mut self, i: usize) -> anyhow::Result<()> {
+        let agent = bin("ovagent")?;
+        let endpoint = self.etcd.endpoint();
+        let ttl = self.opts.lease_ttl.to_string();
+        let h = &mut self.hosts[i];
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&h.log)?;
+        let child = Command::new("ip")
+            .args(["netns", "exec", &h.ns.name])
+            .arg(&agent)
+            .args(["--etcd-endpoints", &endpoint, "--etcd-prefix", &self.prefix, "--node-name", &h.name])
+            .arg("--listen")
+            .arg(format!("unix://{}", h.socket.display()))
+            .args(["--lease-ttl", &ttl])
+            .env("OVNET_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log)
+            .spawn()
+            .context("starting ovagent")?;
+        h.agent = Some(child);
+        let sock = h.socket.clone();
+        poll(&format!("{}'s agent to answer", h.name), Duration::from_secs(20), || {
+            let out = ovctl_at(&sock, &["version"]).ok()?;
+            out.status.success().then_some(())
+        })
+    }
+
+    /// SIGKILLs host `i`'s agent and reaps it.
+    pub fn kill_agent(&mut self, i: usize) {
+        if let Some(mut child) = self.hosts[i].agent.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM to host `i`'s agent and waits for it to exit.
+    pub fn stop_agent(&mut self, i: usize) -> anyhow::Result<()> {
+        if let Some(mut child) = self.hosts[i].agent.take() {
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    fn wait_registered(&self, n: usize) -> anyhow::Result<()> {
+        poll("all hosts registered", Duration::from_secs(20), || {
+            let out = self.ovctl(0, &["host", "ls", "--format", "json"]).ok()?;
+            let hosts: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
+            let alive = hosts.iter().filter(|h| h["alive"] == serde_json::Value::Bool(true)).count();
+            (alive >= n).then_some(())
+        })
+    }
+
+    /// Runs `ovctl ARGS` against host `i`'s agent.
+    pub fn ovctl(&self, i: usize, args: &[&str]) -> anyhow::Result<Output> {
+        ovctl_at(&self.hosts[i].socket, args)
+    }
+
+    /// Runs `ovctl ARGS` against host `i`, failing unless it succeeds; returns stdout.
+    pub fn ovctl_ok(&self, i: usize, args: &[&str]) -> anyhow::Result<String> {
+        let out = self.ovctl(i, args)?;
+        if !out.status.success() {
+            bail!("ovctl {args:?} on {} failed: {}", self.hosts[i].name, String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    /// A new container namespace, owned (and deleted) by the lab; returns its name.
+    pub fn container(&mut self, name: &str) -> anyhow::Result<String> {
+        let ns = Netns::new(&format!("ovl{}-{name}", self.id))?;
+        let name = ns.name.clone();
+        self.containers.push(ns);
+        Ok(name)
+    }
+
+    /// A new container connected to `network` on host `i`: (netns name, address).
+    pub fn connected(&mut self, i: usize, network: &str, name: &str) -> anyhow::Result<(String, String)> {
+        let ns = self.container(name)?;
+        let ip = self.ovctl_ok(i, &["network", "connect", network, &ns])?;
+        Ok((ns, ip))
+    }
+
+    /// Everything under the lab's prefix, as text.
+    pub fn etcd_dump(&self) -> anyhow::Result<BTreeMap<String, String>> {
+        let endpoint = self.etcd.endpoint();
+        let prefix = self.prefix.clone();
+        let path = PathBuf::from(self.underlay.path());
+        ovnet_agent::netns::block_on_in_netns(&path, move || async move {
+            let mut c = etcd_client::Client::connect([endpoint], None).await?;
+            let resp = c.get(prefix, Some(etcd_client::GetOptions::new().with_prefix())).await?;
+            let mut out = BTreeMap::new();
+            for kv in resp.kvs() {
+                out.insert(kv.key_str()?.to_string(), String::from_utf8_lossy(kv.value()).to_string());
+            }
+            Ok::<_, etcd_client::Error>(out)
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .context("reading etcd")
+    }
+
+    /// Names of host `i`'s links that are ours (prefix `ov`), sorted.
+    pub fn links(&self, i: usize) -> anyhow::Result<Vec<String>> {
+        let mut names: Vec<String> = self.hosts[i]
+            .ns
+            .json("ip", &["link", "show"])?
+            .iter()
+            .filter_map(|l| l["ifname"].as_str().map(str::to_string))
+            .filter(|n| n.starts_with("ov"))
+            .collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// Host `i`'s VXLAN FDB entries of our devices as `dev mac dst`, sorted,
+    /// duplicates kept.
+    pub fn fdb(&self, i: usize) -> anyhow::Result<Vec<String>> {
+        let mut out: Vec<String> = self.hosts[i]
+            .ns
+            .json("bridge", &["fdb", "show"])?
+            .iter()
+            .filter(|e| e["ifname"].as_str().is_some_and(|d| d.starts_with("ovvx")))
+            .filter_map(|e| {
+                let dst = e["dst"].as_str()?;
+                Some(format!("{} {} {}", e["ifname"].as_str()?, e["mac"].as_str()?, dst))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Host `i`'s neighbour entries on our VXLAN devices as `dev ip mac`, sorted.
+    pub fn neigh(&self, i: usize) -> anyhow::Result<Vec<String>> {
+        let mut out: Vec<String> = self.hosts[i]
+            .ns
+            .json("ip", &["-4", "neigh", "show"])?
+            .iter()
+            .filter(|e| e["dev"].as_str().is_some_and(|d| d.starts_with("ovvx")))
+            .filter_map(|e| {
+                Some(format!("{} {} {}", e["dev"].as_str()?, e["dst"].as_str()?, e["lladdr"].as_str()?))
+            })
+            .collect();
+        out.sort();
+        Ok(out)
+    }
+
+    /// Everything of ours in host `i`'s kernel: links, FDB and neighbours.
+    pub fn kernel(&self, i: usize) -> anyhow::Result<Vec<String>> {
+        let mut all = self.links(i)?;
+        all.extend(self.fdb(i)?);
+        all.extend(self.neigh(i)?);
+        Ok(all)
+    }
+
+    /// The agents' logs, for failure reports.
+    pub fn logs(&self) -> String {
+        self.hosts.iter().map(|h| format!("==== {} ====\n{}\n", h.name, h.log())).collect()
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if std::thread::panicking() || std::env::var_os("OVNET_LAB_LOGS").is_some() {
+            eprintln!("{}", self.logs());
+        }
+        for i in 0..self.hosts.len() {
+            self.kill_agent(i);
+        }
+    }
+}
+
+fn ovctl_at(socket: &Path, args: &[&str]) -> anyhow::Result<Output> {
+    let ovctl = bin("ovctl")?;
+    Command::new(ovctl)
+        .arg("-H")
+        .arg(format!("unix://{}", socket.display()))
+        .args(args)
+        .output()
+        .context("running ovctl")
+}
