@@ -103,7 +103,7 @@ mod tests {
 
     fn net(name: &str, vni: u32, subnet: &str) -> NetworkRecord {
         let subnet: Ipv4Net = subnet.parse().unwrap();
-        let gateway = ovnet_ipam_store::alloc::gateway(&subnet);
+        let gateway = ovnet_ipam_store::alloc::gateway(subnet);
         NetworkRecord {
             v: 1,
             id: format!("id-{name}"),

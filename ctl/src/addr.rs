@@ -145,7 +145,10 @@ mod tests {
         let v6 = parse("tcp://[::1]:50051").unwrap();
         assert_eq!(v6.transport(), &Transport::Tcp("[::1]:50051".into()));
         let name = parse(" http://node-a.example:7000 ").unwrap();
-        assert_eq!(name.transport(), &Transport::Tcp("node-a.example:7000".into()));
+        assert_eq!(
+            name.transport(),
+            &Transport::Tcp("node-a.example:7000".into())
+        );
     }
 
     #[test]

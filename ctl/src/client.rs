@@ -178,7 +178,13 @@ mod tests {
     fn statuses_from_the_agent_are_agent_errors() {
         let addr: AgentAddr = "unix:///x".parse().unwrap();
         let e = classify(&addr, tonic::Status::unavailable("etcd is unreachable"));
-        assert!(matches!(e, CtlError::Agent { code: tonic::Code::Unavailable, .. }));
+        assert!(matches!(
+            e,
+            CtlError::Agent {
+                code: tonic::Code::Unavailable,
+                ..
+            }
+        ));
         assert_eq!(e.to_string(), "etcd is unreachable");
         assert_eq!(e.exit_code(), 1);
         let e = classify(&addr, tonic::Status::internal(""));
@@ -193,7 +199,8 @@ mod tests {
         let e = classify(&addr, status);
         assert_eq!(e.exit_code(), 3);
         assert!(
-            e.to_string().starts_with("cannot reach ovagent at tcp://1.2.3.4:5: "),
+            e.to_string()
+                .starts_with("cannot reach ovagent at tcp://1.2.3.4:5: "),
             "{e}"
         );
     }

@@ -101,10 +101,13 @@ async fn network(
         }
         NetworkCommand::Rm { name } => {
             agent.remove_network(name.clone()).await?;
-            render(out, format, &RemovedView { name }, |r| format!("{}\n", r.name))
+            render(out, format, &RemovedView { name }, |r| {
+                format!("{}\n", r.name)
+            })
         }
         NetworkCommand::Connect(args) => {
-            let ep = AttachedEndpointView::from(agent.connect_endpoint(connect_request(args)).await?);
+            let ep =
+                AttachedEndpointView::from(agent.connect_endpoint(connect_request(args)).await?);
             render(out, format, &ep, |e| format!("{}\n", e.endpoint.ip))
         }
         NetworkCommand::Disconnect { network, netns } => {

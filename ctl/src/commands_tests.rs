@@ -83,7 +83,10 @@ impl AgentApi for Fake {
         _: Request<pb::ListNetworksRequest>,
     ) -> Result<Response<pb::ListNetworksResponse>, Status> {
         self.gate().await?;
-        let networks = vec![network("red", "fedcba9876543210", 129), network("blue", "0123456789abcdef", 128)];
+        let networks = vec![
+            network("red", "fedcba9876543210", 129),
+            network("blue", "0123456789abcdef", 128),
+        ];
         Ok(Response::new(pb::ListNetworksResponse { networks }))
     }
 
@@ -117,7 +120,11 @@ impl AgentApi for Fake {
     ) -> Result<Response<pb::Endpoint>, Status> {
         self.gate().await?;
         let r = r.into_inner();
-        let ip = if r.ip.is_empty() { "10.128.0.2".to_string() } else { r.ip.clone() };
+        let ip = if r.ip.is_empty() {
+            "10.128.0.2".to_string()
+        } else {
+            r.ip.clone()
+        };
         let ep = endpoint(&r.netns, &ip);
         self.connected.lock().unwrap().push(r);
         Ok(Response::new(ep))
@@ -149,7 +156,10 @@ impl AgentApi for Fake {
                 name: "node-a".into(),
                 vtep: "192.0.2.1".into(),
                 alive: true,
-                blocks: vec![block("blue", "10.128.1.0/24", "node-a"), block("red", "10.129.0.0/24", "node-a")],
+                blocks: vec![
+                    block("blue", "10.128.1.0/24", "node-a"),
+                    block("red", "10.129.0.0/24", "node-a"),
+                ],
             },
         ];
         Ok(Response::new(pb::ListHostsResponse { hosts }))
@@ -181,7 +191,9 @@ fn serve(fake: Fake) -> (tempfile::TempDir, String) {
 }
 
 async fn ovctl(host: &str, args: &[&str]) -> (Result<(), CtlError>, String) {
-    let argv = ["ovctl", "-H", host].into_iter().chain(args.iter().copied());
+    let argv = ["ovctl", "-H", host]
+        .into_iter()
+        .chain(args.iter().copied());
     let cli = Cli::try_parse_from(argv).expect("valid command line");
     let mut out = String::new();
     let result = run(cli, &mut out).await;
@@ -201,13 +213,26 @@ async fn network_create_sends_the_flags_and_prints_the_id() {
     let fake = Fake::default();
     let created = fake.created.clone();
     let (_dir, host) = serve(fake);
-    let args = ["network", "create", "--subnet", "10.128.0.0/16", "--vni", "5000", "--mtu", "1400", "blue"];
+    let args = [
+        "network",
+        "create",
+        "--subnet",
+        "10.128.0.0/16",
+        "--vni",
+        "5000",
+        "--mtu",
+        "1400",
+        "blue",
+    ];
     assert_eq!(ok(&host, &args).await, "0123456789abcdef\n");
     let req = created.lock().unwrap().pop().expect("request");
     assert_eq!(req.name, "blue");
     assert_eq!(req.driver, "overlay");
     assert_eq!(req.subnet, "10.128.0.0/16");
-    assert_eq!((req.vni, req.block_prefix, req.mtu), (Some(5000), None, Some(1400)));
+    assert_eq!(
+        (req.vni, req.block_prefix, req.mtu),
+        (Some(5000), None, Some(1400))
+    );
 
     let json = ok(&host, &["network", "create", "red", "--format", "json"]).await;
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -248,7 +273,10 @@ async fn network_inspect_is_json_with_blocks_by_host() {
         serde_json::json!([{"id": "ep-ns1", "host": "node-a", "netns": "ns1", "ip": "10.128.0.2",
                             "mac": "02:42:0a:80:00:02", "ifname": "eth0"}])
     );
-    assert!(text.starts_with("{\n  \"id\": \"0123456789abcdef\",\n  \"name\": \"blue\","), "{text}");
+    assert!(
+        text.starts_with("{\n  \"id\": \"0123456789abcdef\",\n  \"name\": \"blue\","),
+        "{text}"
+    );
 }
 
 #[tokio::test]
@@ -260,17 +288,42 @@ async fn network_rm_connect_disconnect() {
     let json = ok(&host, &["network", "rm", "blue", "--format", "json"]).await;
     assert_eq!(json, "{\n  \"name\": \"blue\"\n}\n");
 
-    assert_eq!(ok(&host, &["network", "connect", "blue", "ns1"]).await, "10.128.0.2\n");
-    let args = ["network", "connect", "--ip", "10.128.0.9", "blue", "ns2", "--format", "json"];
+    assert_eq!(
+        ok(&host, &["network", "connect", "blue", "ns1"]).await,
+        "10.128.0.2\n"
+    );
+    let args = [
+        "network",
+        "connect",
+        "--ip",
+        "10.128.0.9",
+        "blue",
+        "ns2",
+        "--format",
+        "json",
+    ];
     let v: serde_json::Value = serde_json::from_str(&ok(&host, &args).await).unwrap();
-    assert_eq!((v["ip"].as_str(), v["prefix_len"].as_u64()), (Some("10.128.0.9"), Some(16)));
+    assert_eq!(
+        (v["ip"].as_str(), v["prefix_len"].as_u64()),
+        (Some("10.128.0.9"), Some(16))
+    );
     assert_eq!(v["gateway"], "10.128.0.1");
     assert_eq!(connected.lock().unwrap()[1].ip, "10.128.0.9");
     assert_eq!(connected.lock().unwrap()[0].ip, "");
 
-    assert_eq!(ok(&host, &["network", "disconnect", "blue", "ns1"]).await, "10.128.0.2\n");
-    assert_eq!(ok(&host, &["network", "disconnect", "blue", "gone"]).await, "");
-    let json = ok(&host, &["network", "disconnect", "blue", "gone", "--format", "json"]).await;
+    assert_eq!(
+        ok(&host, &["network", "disconnect", "blue", "ns1"]).await,
+        "10.128.0.2\n"
+    );
+    assert_eq!(
+        ok(&host, &["network", "disconnect", "blue", "gone"]).await,
+        ""
+    );
+    let json = ok(
+        &host,
+        &["network", "disconnect", "blue", "gone", "--format", "json"],
+    )
+    .await;
     assert_eq!(json, "null\n");
 }
 
@@ -286,7 +339,10 @@ async fn host_ls_and_version() {
     let v: serde_json::Value =
         serde_json::from_str(&ok(&host, &["host", "ls", "--format", "json"]).await).unwrap();
     assert_eq!(v[1]["vtep"], serde_json::Value::Null);
-    assert_eq!(v[0]["blocks"][1], serde_json::json!({"network": "red", "cidr": "10.129.0.0/24"}));
+    assert_eq!(
+        v[0]["blocks"][1],
+        serde_json::json!({"network": "red", "cidr": "10.129.0.0/24"})
+    );
 
     let text = ok(&host, &["version"]).await;
     let client = env!("CARGO_PKG_VERSION");
@@ -339,8 +395,14 @@ async fn closed_tcp_port_is_exit_3() {
     let (result, out) = ovctl(&host, &["version"]).await;
     let e = result.unwrap_err();
     assert_eq!(e.exit_code(), 3);
-    assert_eq!(e.to_string(), format!("cannot reach ovagent at {host}: Connection refused"));
-    assert_eq!(out, format!("Client version: {}\n", env!("CARGO_PKG_VERSION")));
+    assert_eq!(
+        e.to_string(),
+        format!("cannot reach ovagent at {host}: Connection refused")
+    );
+    assert_eq!(
+        out,
+        format!("Client version: {}\n", env!("CARGO_PKG_VERSION"))
+    );
 }
 
 #[tokio::test(start_paused = true)]
@@ -353,7 +415,10 @@ async fn silent_agent_times_out_with_exit_3() {
     let (result, _) = ovctl(&host, &["network", "ls", "--timeout", "5"]).await;
     let e = result.unwrap_err();
     assert_eq!(e.exit_code(), 3);
-    assert_eq!(e.to_string(), format!("no answer from ovagent at {host} within 5s"));
+    assert_eq!(
+        e.to_string(),
+        format!("no answer from ovagent at {host} within 5s")
+    );
 }
 
 #[tokio::test]

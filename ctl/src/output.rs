@@ -146,13 +146,22 @@ mod tests {
 
     #[test]
     fn empty_table_is_just_the_header() {
-        assert_eq!(networks_table(&[]), "NAME   ID   DRIVER   SUBNET   GATEWAY   VNI   MTU\n");
+        assert_eq!(
+            networks_table(&[]),
+            "NAME   ID   DRIVER   SUBNET   GATEWAY   VNI   MTU\n"
+        );
     }
 
     #[test]
     fn networks_table_shortens_ids() {
         let nets = [
-            net("blue", "0123456789abcdef0123", "10.128.0.0/16", "10.128.0.1", 4096),
+            net(
+                "blue",
+                "0123456789abcdef0123",
+                "10.128.0.0/16",
+                "10.128.0.1",
+                4096,
+            ),
             net("red", "42", "10.129.0.0/16", "10.129.0.1", 4097),
         ];
         assert_eq!(

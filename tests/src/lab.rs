@@ -295,6 +295,12 @@ impl Lab {
         Ok(all)
     }
 
+    /// Runs a program inside container namespace `ns`; returns its stdout.
+    pub fn containers_exec(&self, ns: &str, cmd: &[&str]) -> anyhow::Result<String> {
+        let out = Command::new("ip").args(["netns", "exec", ns]).args(cmd).output()?;
+        Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
     /// The agents' logs, for failure reports.
     pub fn logs(&self) -> String {
         self.hosts.iter().map(|h| format!("==== {} ====\n{}\n", h.name, h.log())).collect()

@@ -28,6 +28,8 @@ pub(super) async fn attach(h: &Handle, spec: &AttachSpec) -> Result<(), Dataplan
     // before anything is created.
     let inner = netns::handle_in_netns(&spec.netns).await?;
     let ns_file = netns::open_netns(&spec.netns)?;
+    let bridge = index_of(h, &spec.bridge).await.map_err(netlink(format!("ip link show {}", spec.bridge)))?;
+    let bridge = bridge.ok_or_else(|| DataplaneError::Other(format!("bridge {} does not exist", spec.bridge)))?;
     let (host, temp) = (&spec.host_ifname, &spec.temp_ifname);
     for stale in [host, temp] {
         delete_link(h, stale).await.map_err(netlink(format!("ip link del {stale}")))?;
@@ -39,7 +41,7 @@ pub(super) async fn attach(h: &Handle, spec: &AttachSpec) -> Result<(), Dataplan
         .await
         .map_err(netlink(format!("ip link add {host} mtu {} type veth peer name {temp}", spec.mtu)))?;
 
-    let result = plumb(h, &inner, ns_file.as_raw_fd(), spec).await;
+    let result = plumb(h, &inner, ns_file.as_raw_fd(), bridge, spec).await;
     if result.is_err() {
         if let Err(e) = delete_link(h, host).await {
             tracing::warn!(error = %e, "cleaning up veth {host} after a failed attach");
@@ -49,15 +51,13 @@ pub(super) async fn attach(h: &Handle, spec: &AttachSpec) -> Result<(), Dataplan
 }
 
 /// Moves the container end, configures both ends.
-async fn plumb(h: &Handle, inner: &Handle, ns_fd: i32, spec: &AttachSpec) -> Result<(), DataplaneError> {
+async fn plumb(h: &Handle, inner: &Handle, ns_fd: i32, bridge: u32, spec: &AttachSpec) -> Result<(), DataplaneError> {
     let (host, temp, ns) = (&spec.host_ifname, &spec.temp_ifname, spec.netns.display());
     let to_ns = LinkUnspec::new_with_name(temp).setns_by_fd(ns_fd).build();
     h.link().set(to_ns).execute().await.map_err(netlink(format!("ip link set {temp} netns {ns}")))?;
 
     configure_container_end(inner, spec).await?;
 
-    let bridge = index_of(h, &spec.bridge).await.map_err(netlink(format!("ip link show {}", spec.bridge)))?;
-    let bridge = bridge.ok_or_else(|| DataplaneError::Other(format!("bridge {} does not exist", spec.bridge)))?;
     let host_end = LinkUnspec::new_with_name(host).mtu(spec.mtu).controller(bridge).up().build();
     h.link()
         .set(host_end)

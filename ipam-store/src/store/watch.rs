@@ -1,0 +1,111 @@
+//! A watch on every key under the prefix, as plain put/delete batches.
+//!
+//! The agent is level-triggered: it uses watch batches to learn that
+//! something changed (and the revision it changed at), then re-reads. The
+//! design decision: any end of the stream — compaction, cancellation by
+//! etcd, a broken connection — is an error, never a silent `None`, so the
+//! caller always knows to take a fresh `snapshot()` and watch again from its
+//! revision + 1 (compaction is the distinct `Error::Compacted`).
+
+use etcd_client::{EventType, WatchOptions, WatchStream};
+
+use super::{EtcdStore, key_string};
+use crate::error::Error;
+
+/// One change under the prefix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum WatchEvent {
+    Put { key: String, value: Vec<u8> },
+    Delete { key: String },
+}
+
+/// The events etcd sent together, and the store revision they bring us to.
+/// A progress notification is a batch with no events.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchBatch {
+    pub revision: i64,
+    pub events: Vec<WatchEvent>,
+}
+
+/// An open watch; dropping it cancels the watch.
+pub struct StoreWatch {
+    /// Holds both the request sender (keeping the watch open) and the responses.
+    stream: WatchStream,
+    endpoints: String,
+}
+
+impl EtcdStore {
+    /// Watches every key under the prefix, starting at `from_revision`
+    /// (inclusive; use the snapshot revision + 1).
+    pub async fn watch(&self, from_revision: i64) -> Result<StoreWatch, Error> {
+        let opts = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(from_revision)
+            .with_progress_notify();
+        let mut c = self.client();
+        let stream = self
+            .timed("opening a watch", c.watch(self.keys.all(), Some(opts)))
+            .await?;
+        Ok(StoreWatch {
+            stream,
+            endpoints: self.endpoints.clone(),
+        })
+    }
+}
+
+impl StoreWatch {
+    /// The next batch of changes. Waits as long as nothing changes; HTTP/2
+    /// keep-alives turn a dead etcd into an error within a few seconds.
+    /// Never returns `Ok(None)` today: every end of the stream is an `Err`.
+    pub async fn next(&mut self) -> Result<Option<WatchBatch>, Error> {
+        loop {
+            let msg = match self.stream.message().await {
+                Ok(m) => m,
+                Err(e) if crate::error::is_unavailable(&e) => {
+                    return Err(Error::EtcdUnavailable(format!(
+                        "watch on {} broke: {e}",
+                        self.endpoints
+                    )));
+                }
+                Err(e) => return Err(Error::Etcd(e)),
+            };
+            let Some(resp) = msg else {
+                return Err(Error::WatchEnded {
+                    reason: "etcd closed the watch stream".to_string(),
+                });
+            };
+            if resp.compact_revision() > 0 {
+                return Err(Error::Compacted {
+                    compact_revision: resp.compact_revision(),
+                });
+            }
+            if resp.canceled() {
+                let reason = match resp.cancel_reason() {
+                    "" => "etcd canceled the watch".to_string(),
+                    r => format!("etcd canceled the watch: {r}"),
+                };
+                return Err(Error::WatchEnded { reason });
+            }
+            if resp.created() && resp.events().is_empty() {
+                continue;
+            }
+            let events = resp
+                .events()
+                .iter()
+                .filter_map(|ev| {
+                    let kv = ev.kv()?;
+                    let key = key_string(kv.key());
+                    Some(match ev.event_type() {
+                        EventType::Put => WatchEvent::Put {
+                            key,
+                            value: kv.value().to_vec(),
+                        },
+                        EventType::Delete => WatchEvent::Delete { key },
+                    })
+                })
+                .collect();
+            let revision = resp.header().map_or(0, |h| h.revision());
+            return Ok(Some(WatchBatch { revision, events }));
+        }
+    }
+}

@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The test suite: unit tests, ipam-store against a real etcd, and the
+# multi-host lab tests (real etcd, agents and namespaces). Runs as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tests/setup.sh
+cargo fmt --all -- --check
+cargo build --workspace --bins
+cargo clippy --workspace --all-targets -- -D warnings
+# Lab tests start several agents each; two at a time suits a 2-core machine.
+cargo test --workspace -- --test-threads "${OVNET_TEST_THREADS:-2}"

@@ -1,0 +1,230 @@
+//! A real, throw-away etcd server for tests and the lab.
+//!
+//! Each [`Etcd`] runs the system's etcd binary (Debian's `etcd-server`) with
+//! its own data directory in a tempdir, on free local ports or inside a
+//! network namespace. The design decision: readiness is detected by polling
+//! etcd's log for "ready to serve client requests" under a deadline — never a
+//! fixed sleep — and a failed start reports the log tail, so a broken etcd
+//! explains itself in the test output. The process is killed by its PID (our
+//! own child) on `stop` or drop, never by name.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// How long etcd may take to become ready.
+const READY_TIMEOUT: Duration = Duration::from_secs(15);
+const READY_LINE: &str = "ready to serve client requests";
+
+/// A running etcd; killed when dropped.
+pub struct Etcd {
+    child: Option<Child>,
+    /// Keeps the data directory and the log alive until drop.
+    dir: tempfile::TempDir,
+    log: PathBuf,
+    /// `ip netns exec <netns>` prefix, if any.
+    netns: Option<String>,
+    args: Vec<String>,
+    endpoint: String,
+}
+
+/// The etcd binary: /usr/bin/etcd, or `etcd` from PATH.
+fn etcd_binary() -> PathBuf {
+    let system = Path::new("/usr/bin/etcd");
+    if system.exists() {
+        return system.to_path_buf();
+    }
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join("etcd"))
+            .find(|p| p.is_file())
+    });
+    match found {
+        Some(p) => p,
+        None => panic!("etcd not found: install Debian's etcd-server (apt-get install etcd-server)"),
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago.
+fn free_port() -> anyhow::Result<u16> {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).context("binding a free port")?;
+    Ok(l.local_addr()?.port())
+}
+
+impl Etcd {
+    /// Starts etcd on 127.0.0.1 with two free ports.
+    pub fn start_local() -> anyhow::Result<Etcd> {
+        // A port found free can be taken before etcd binds it: try a few times.
+        let mut last = None;
+        for _ in 0..3 {
+            let (client, peer) = (free_port()?, free_port()?);
+            if client == peer {
+                continue;
+            }
+            match Etcd::start(None, Ipv4Addr::LOCALHOST, client, peer) {
+                Ok(e) => return Ok(e),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("could not find two free ports")))
+    }
+
+    /// Starts etcd inside network namespace `netns`, on `ip`:2379 (clients) and :2380 (peers).
+    pub fn start_in_netns(netns: &str, ip: Ipv4Addr) -> anyhow::Result<Etcd> {
+        Etcd::start(Some(netns.to_string()), ip, 2379, 2380)
+    }
+
+    fn start(netns: Option<String>, ip: Ipv4Addr, client: u16, peer: u16) -> anyhow::Result<Etcd> {
+        let dir = tempfile::Builder::new()
+            .prefix("ovnet-etcd-")
+            .tempdir()
+            .context("creating etcd's tempdir")?;
+        let data = dir.path().join("data");
+        let log = dir.path().join("etcd.log");
+        let client_url = format!("http://{ip}:{client}");
+        let peer_url = format!("http://{ip}:{peer}");
+        let name = "ovnet-test";
+        let token = format!("ovnet-{}-{client}", std::process::id());
+        let args = vec![
+            format!("--name={name}"),
+            format!("--data-dir={}", data.display()),
+            format!("--listen-client-urls={client_url}"),
+            format!("--advertise-client-urls={client_url}"),
+            format!("--listen-peer-urls={peer_url}"),
+            format!("--initial-advertise-peer-urls={peer_url}"),
+            format!("--initial-cluster={name}={peer_url}"),
+            "--initial-cluster-state=new".to_string(),
+            format!("--initial-cluster-token={token}"),
+        ];
+        let mut etcd = Etcd {
+            child: None,
+            dir,
+            log,
+            netns,
+            args,
+            endpoint: client_url,
+        };
+        etcd.spawn()?;
+        Ok(etcd)
+    }
+
+    /// Starts the process (again, on the same data) and waits until it serves.
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .with_context(|| format!("opening {}", self.log.display()))?;
+        let offset = log.metadata()?.len();
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(etcd_binary());
+                c
+            }
+            None => Command::new(etcd_binary()),
+        };
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("ETCD_") {
+                cmd.env_remove(k);
+            }
+        }
+        cmd.args(&self.args)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        let child = cmd.spawn().context("spawning etcd")?;
+        self.child = Some(child);
+        if let Err(e) = self.wait_ready(offset) {
+            self.stop();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    fn wait_ready(&mut self, offset: u64) -> anyhow::Result<()> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if self.log_since(offset).contains(READY_LINE) {
+                return Ok(());
+            }
+            let exited = match self.child.as_mut() {
+                Some(child) => child.try_wait()?,
+                None => None,
+            };
+            if let Some(status) = exited {
+                bail!("etcd exited with {status} before serving; log tail:\n{}", self.log_tail());
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "etcd at {} not ready after {READY_TIMEOUT:?}; log tail:\n{}",
+                    self.endpoint,
+                    self.log_tail()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn log_since(&self, offset: u64) -> String {
+        let mut bytes = Vec::new();
+        if let Ok(mut f) = File::open(&self.log) {
+            if f.seek(SeekFrom::Start(offset)).is_ok() {
+                let _ = f.read_to_end(&mut bytes);
+            }
+        }
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// The last 30 lines of etcd's log.
+    pub fn log_tail(&self) -> String {
+        let all = self.log_since(0);
+        let lines: Vec<&str> = all.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// The client URL, e.g. `http://127.0.0.1:41234`.
+    pub fn endpoint(&self) -> String {
+        self.endpoint.clone()
+    }
+
+    /// The PID of the etcd process (0 once stopped).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Where etcd writes its log.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
+    /// The directory holding etcd's data and log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Kills etcd (SIGKILL to our child's PID) and reaps it. Idempotent.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a stopped etcd again on the same data, ports and namespace.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.stop();
+        self.spawn()
+    }
+}
+
+impl Drop for Etcd {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
