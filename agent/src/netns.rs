@@ -51,7 +51,8 @@ pub async fn handle_in_netns(path: &Path) -> Result<rtnetlink::Handle, Dataplane
         let result = enter(&path).and_then(|()| {
             // The socket registers with the reactor of the runtime it is created in.
             let _guard = runtime.enter();
-            let (connection, handle, _) = rtnetlink::new_connection().map_err(|e| netns_error(&path, e))?;
+            let (connection, handle, _) =
+                rtnetlink::new_connection().map_err(|e| netns_error(&path, e))?;
             runtime.spawn(connection);
             Ok(handle)
         });
@@ -108,7 +109,10 @@ fn netns_error(path: &Path, err: io::Error) -> DataplaneError {
         io::ErrorKind::NotFound => "does not exist".to_string(),
         _ => err.to_string(),
     };
-    DataplaneError::Netns { path: path.to_path_buf(), reason }
+    DataplaneError::Netns {
+        path: path.to_path_buf(),
+        reason,
+    }
 }
 
 fn spawn_thread<F>(name: &str, f: F) -> Result<std::thread::JoinHandle<()>, DataplaneError>
@@ -142,19 +146,28 @@ mod tests {
     #[test]
     fn names_and_paths() {
         assert_eq!(netns_path("c1"), PathBuf::from("/run/netns/c1"));
-        assert_eq!(netns_path("/proc/42/ns/net"), PathBuf::from("/proc/42/ns/net"));
+        assert_eq!(
+            netns_path("/proc/42/ns/net"),
+            PathBuf::from("/proc/42/ns/net")
+        );
     }
 
     #[test]
     fn missing_namespace_is_named() {
         let err = check_netns(Path::new("/run/netns/ovnet-does-not-exist")).unwrap_err();
-        assert_eq!(err.to_string(), "network namespace /run/netns/ovnet-does-not-exist: does not exist");
+        assert_eq!(
+            err.to_string(),
+            "network namespace /run/netns/ovnet-does-not-exist: does not exist"
+        );
     }
 
     #[test]
     fn a_plain_file_is_not_a_namespace() {
         let err = check_netns(Path::new("/proc/self/status")).unwrap_err();
-        assert!(err.to_string().ends_with("is not a network namespace"), "{err}");
+        assert!(
+            err.to_string().ends_with("is not a network namespace"),
+            "{err}"
+        );
     }
 
     #[test]

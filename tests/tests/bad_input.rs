@@ -58,8 +58,8 @@ fn vni_taken_or_out_of_range() {
     let lab = lab();
     lab.ovctl_ok(0, &["network", "create", "-d", "overlay", "--vni", "5000", "a"]).unwrap();
     refused(&lab, &["network", "create", "-d", "overlay", "--vni", "5000", "b"], "VNI 5000");
-    refused(&lab, &["network", "create", "-d", "overlay", "--vni", "0", "b"], "VNI 0");
-    refused(&lab, &["network", "create", "-d", "overlay", "--vni", "16777216", "b"], "16777216");
+    refused(&lab, &["network", "create", "-d", "overlay", "--vni", "0", "b"], "0 is not in 1..=16777215");
+    refused(&lab, &["network", "create", "-d", "overlay", "--vni", "16777216", "b"], "16777216 is not in 1..=16777215");
 }
 
 #[test]

@@ -10,35 +10,47 @@ use std::net::{IpAddr, Ipv4Addr};
 
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
+use netlink_packet_route::AddressFamily;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
-use netlink_packet_route::AddressFamily;
 use ovnet_ipam_store::Mac;
 
 use super::{dump_links, link_kind, link_name};
 use crate::dataplane::DataplaneError;
-use crate::model::{FdbEntry, LinkKind, NeighEntry, Observed, ObservedLink, DEVICE_PREFIX};
+use crate::model::{DEVICE_PREFIX, FdbEntry, LinkKind, NeighEntry, Observed, ObservedLink};
 
 /// Everything of ours in the namespace of `handle`.
 pub(super) async fn observe(handle: &rtnetlink::Handle) -> Result<Observed, DataplaneError> {
-    let links = dump_links(handle).await.map_err(|source| failed("ip link show", source))?;
-    let names: HashMap<u32, &str> =
-        links.iter().filter_map(|l| link_name(l).map(|n| (l.header.index, n))).collect();
+    let links = dump_links(handle)
+        .await
+        .map_err(|source| failed("ip link show", source))?;
+    let names: HashMap<u32, &str> = links
+        .iter()
+        .filter_map(|l| link_name(l).map(|n| (l.header.index, n)))
+        .collect();
     let mut observed = Observed::default();
     for link in &links {
         if let Some(ours) = observed_link(link, &names) {
             observed.links.insert(ours.name.clone(), ours);
         }
     }
-    let by_index: HashMap<u32, String> =
-        observed.links.values().map(|l| (l.index, l.name.clone())).collect();
+    let by_index: HashMap<u32, String> = observed
+        .links
+        .values()
+        .map(|l| (l.index, l.name.clone()))
+        .collect();
 
     let addrs = ipv4_addrs(handle).await?;
     for (index, net) in addrs.iter().filter_map(ipv4_addr) {
-        if let Some(link) = by_index.get(&index).and_then(|name| observed.links.get_mut(name)) {
+        if let Some(link) = by_index
+            .get(&index)
+            .and_then(|name| observed.links.get_mut(name))
+        {
             link.addrs.insert(net);
         }
     }
@@ -55,7 +67,10 @@ pub(super) async fn observe(handle: &rtnetlink::Handle) -> Result<Observed, Data
 }
 
 fn failed(what: &str, source: rtnetlink::Error) -> DataplaneError {
-    DataplaneError::Netlink { what: what.to_string(), source }
+    DataplaneError::Netlink {
+        what: what.to_string(),
+        source,
+    }
 }
 
 /// The link as the planner sees it, if its name carries our prefix.
@@ -105,7 +120,9 @@ fn vxlan_kind(link: &LinkMessage) -> LinkKind {
         _ => None,
     });
     for info in infos.flatten() {
-        let LinkInfo::Data(InfoData::Vxlan(data)) = info else { continue };
+        let LinkInfo::Data(InfoData::Vxlan(data)) = info else {
+            continue;
+        };
         for item in data {
             match item {
                 InfoVxlan::Id(id) => vni = *id,
@@ -117,7 +134,13 @@ fn vxlan_kind(link: &LinkMessage) -> LinkKind {
             }
         }
     }
-    LinkKind::Vxlan { vni, local, port, learning, proxy }
+    LinkKind::Vxlan {
+        vni,
+        local,
+        port,
+        learning,
+        proxy,
+    }
 }
 
 fn mac_from(bytes: &[u8]) -> Option<Mac> {
@@ -125,10 +148,16 @@ fn mac_from(bytes: &[u8]) -> Option<Mac> {
 }
 
 /// `ip -4 addr show`: every IPv4 address of the namespace.
-pub(super) async fn ipv4_addrs(handle: &rtnetlink::Handle) -> Result<Vec<AddressMessage>, DataplaneError> {
+pub(super) async fn ipv4_addrs(
+    handle: &rtnetlink::Handle,
+) -> Result<Vec<AddressMessage>, DataplaneError> {
     let mut request = handle.address().get();
     request.message_mut().header.family = AddressFamily::Inet;
-    request.execute().try_collect().await.map_err(|source| failed("ip -4 addr show", source))
+    request
+        .execute()
+        .try_collect()
+        .await
+        .map_err(|source| failed("ip -4 addr show", source))
 }
 
 /// An IPv4 address with its prefix and link index (`IFA_LOCAL`, else `IFA_ADDRESS`).
@@ -166,13 +195,17 @@ async fn fdb_entries(
         .await
         .map_err(|source| failed("bridge fdb show", source))?;
     for msg in &entries {
-        let Some(dev) = vxlans.get(&msg.header.ifindex) else { continue };
+        let Some(dev) = vxlans.get(&msg.header.ifindex) else {
+            continue;
+        };
         let flags = msg.header.flags;
         if !flags.contains(NeighbourFlags::Own) || flags.contains(NeighbourFlags::Controller) {
             continue;
         }
         if let (Some(mac), Some(dst)) = (neigh_mac(msg), neigh_ipv4(msg)) {
-            out.entry(dev.clone()).or_default().insert(FdbEntry { mac, dst });
+            out.entry(dev.clone())
+                .or_default()
+                .insert(FdbEntry { mac, dst });
         }
     }
     Ok(out)
@@ -196,12 +229,16 @@ async fn neigh_entries(
         .await
         .map_err(|source| failed("ip -4 neigh show", source))?;
     for msg in &entries {
-        let Some(dev) = vxlans.get(&msg.header.ifindex) else { continue };
+        let Some(dev) = vxlans.get(&msg.header.ifindex) else {
+            continue;
+        };
         if msg.header.state != NeighbourState::Permanent {
             continue;
         }
         if let (Some(mac), Some(ip)) = (neigh_mac(msg), neigh_ipv4(msg)) {
-            out.entry(dev.clone()).or_default().insert(NeighEntry { ip, mac });
+            out.entry(dev.clone())
+                .or_default()
+                .insert(NeighEntry { ip, mac });
         }
     }
     Ok(out)
@@ -219,7 +256,9 @@ fn neigh_ipv4(msg: &NeighbourMessage) -> Option<Ipv4Addr> {
     msg.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
         NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
-            <[u8; 4]>::try_from(bytes.as_slice()).ok().map(Ipv4Addr::from)
+            <[u8; 4]>::try_from(bytes.as_slice())
+                .ok()
+                .map(Ipv4Addr::from)
         }
         _ => None,
     })

@@ -11,18 +11,23 @@ use std::net::{IpAddr, Ipv4Addr};
 use futures::StreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_core::{
-    NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST,
+    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage,
+    NetlinkPayload,
 };
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::link::InfoKind;
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
-use netlink_packet_route::AddressFamily;
-use netlink_packet_route::RouteNetlinkMessage;
 use ovnet_ipam_store::Mac;
-use rtnetlink::{AddressMessageBuilder, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVxlan};
+use rtnetlink::{
+    AddressMessageBuilder, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVxlan,
+};
 
-use super::{created, index_of, link_by_name, link_kind, ok_if_exists, ok_if_missing, require_index, OpError};
+use super::{
+    OpError, created, index_of, link_by_name, link_kind, ok_if_exists, ok_if_missing, require_index,
+};
 use crate::op::Op;
 
 type Handle = rtnetlink::Handle;
@@ -31,12 +36,25 @@ type Handle = rtnetlink::Handle;
 pub(super) async fn apply_op(h: &Handle, op: &Op) -> Result<(), OpError> {
     match op {
         Op::CreateBridge { name, mac, mtu } => create_bridge(h, name, *mac, *mtu).await,
-        Op::CreateVxlan { name, vni, local, port, mtu, master } => {
-            let vxlan = LinkVxlan::new(name, *vni).local(*local).port(*port).learning(false).proxy(true);
+        Op::CreateVxlan {
+            name,
+            vni,
+            local,
+            port,
+            mtu,
+            master,
+        } => {
+            let vxlan = LinkVxlan::new(name, *vni)
+                .local(*local)
+                .port(*port)
+                .learning(false)
+                .proxy(true);
             create_vxlan(h, name, vxlan, *mtu, master).await
         }
         Op::DeleteLink { name } => Ok(delete_link(h, name).await?),
-        Op::SetMac { name, mac } => set_link(h, LinkUnspec::new_with_name(name).address(mac.0.to_vec())).await,
+        Op::SetMac { name, mac } => {
+            set_link(h, LinkUnspec::new_with_name(name).address(mac.0.to_vec())).await
+        }
         Op::SetMtu { name, mtu } => set_link(h, LinkUnspec::new_with_name(name).mtu(*mtu)).await,
         Op::SetMaster { name, master } => set_master(h, name, master).await,
         Op::SetUp { name } => set_link(h, LinkUnspec::new_with_name(name).up()).await,
@@ -57,12 +75,22 @@ async fn set_link<T>(h: &Handle, msg: LinkMessageBuilder<T>) -> Result<(), OpErr
 /// `ip link add name NAME type bridge` + `ip link set NAME address MAC mtu MTU up`.
 async fn create_bridge(h: &Handle, name: &str, mac: Mac, mtu: u32) -> Result<(), OpError> {
     // LinkBridge::new already sets the link up.
-    let bridge = LinkBridge::new(name).address(mac.0.to_vec()).mtu(mtu).build();
+    let bridge = LinkBridge::new(name)
+        .address(mac.0.to_vec())
+        .mtu(mtu)
+        .build();
     if created(h.link().add(bridge).execute().await)? {
         return Ok(());
     }
     // It was there already: make sure of the rest.
-    set_link(h, LinkUnspec::new_with_name(name).address(mac.0.to_vec()).mtu(mtu).up()).await
+    set_link(
+        h,
+        LinkUnspec::new_with_name(name)
+            .address(mac.0.to_vec())
+            .mtu(mtu)
+            .up(),
+    )
+    .await
 }
 
 /// `ip link add NAME type vxlan ... nolearning proxy` + `ip link set NAME
@@ -77,7 +105,10 @@ async fn create_vxlan(
     let master_index = require_index(h, master).await?;
     let msg = vxlan.mtu(mtu).controller(master_index).up().build();
     if !created(h.link().add(msg).execute().await)? {
-        let set = LinkUnspec::new_with_name(name).mtu(mtu).controller(master_index).up();
+        let set = LinkUnspec::new_with_name(name)
+            .mtu(mtu)
+            .controller(master_index)
+            .up();
         set_link(h, set).await?;
     }
     port_learning_off(h, name).await
@@ -86,9 +117,15 @@ async fn create_vxlan(
 /// `ip link set NAME master MASTER`, and for a VXLAN device also
 /// `bridge link set dev NAME learning off`.
 async fn set_master(h: &Handle, name: &str, master: &str) -> Result<(), OpError> {
-    let link = link_by_name(h, name).await?.ok_or_else(|| OpError::NoDevice(name.to_string()))?;
+    let link = link_by_name(h, name)
+        .await?
+        .ok_or_else(|| OpError::NoDevice(name.to_string()))?;
     let master_index = require_index(h, master).await?;
-    set_link(h, LinkUnspec::new_with_index(link.header.index).controller(master_index)).await?;
+    set_link(
+        h,
+        LinkUnspec::new_with_index(link.header.index).controller(master_index),
+    )
+    .await?;
     if link_kind(&link) == Some(&InfoKind::Vxlan) {
         port_learning_off(h, name).await?;
     }
@@ -111,14 +148,21 @@ pub(super) async fn delete_link(h: &Handle, name: &str) -> Result<(), rtnetlink:
 /// `ip addr add ADDR dev DEV`; an existing address counts as added.
 async fn add_addr(h: &Handle, dev: &str, addr: Ipv4Net) -> Result<(), OpError> {
     let index = require_index(h, dev).await?;
-    let request = h.address().add(index, IpAddr::V4(addr.addr()), addr.prefix_len());
+    let request = h
+        .address()
+        .add(index, IpAddr::V4(addr.addr()), addr.prefix_len());
     Ok(ok_if_exists(request.execute().await)?)
 }
 
 /// `ip addr del ADDR dev DEV`; a missing address or device counts as deleted.
 async fn del_addr(h: &Handle, dev: &str, addr: Ipv4Net) -> Result<(), OpError> {
-    let Some(index) = index_of(h, dev).await? else { return Ok(()) };
-    let msg = AddressMessageBuilder::<Ipv4Addr>::new().index(index).address(addr.addr(), addr.prefix_len()).build();
+    let Some(index) = index_of(h, dev).await? else {
+        return Ok(());
+    };
+    let msg = AddressMessageBuilder::<Ipv4Addr>::new()
+        .index(index)
+        .address(addr.addr(), addr.prefix_len())
+        .build();
     Ok(ok_if_missing(h.address().del(msg).execute().await)?)
 }
 
@@ -141,7 +185,11 @@ fn fdb_message(index: u32, mac: Mac, dst: Ipv4Addr) -> NeighbourMessage {
 /// DST self permanent` for a unicast one (one destination per MAC).
 async fn add_fdb(h: &Handle, dev: &str, mac: Mac, dst: Ipv4Addr) -> Result<(), OpError> {
     let index = require_index(h, dev).await?;
-    let mode = if mac == Mac::ZERO { NLM_F_APPEND } else { NLM_F_REPLACE };
+    let mode = if mac == Mac::ZERO {
+        NLM_F_APPEND
+    } else {
+        NLM_F_REPLACE
+    };
     let msg = RouteNetlinkMessage::NewNeighbour(fdb_message(index, mac, dst));
     Ok(send(h, msg, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | mode).await?)
 }
@@ -149,9 +197,13 @@ async fn add_fdb(h: &Handle, dev: &str, mac: Mac, dst: Ipv4Addr) -> Result<(), O
 /// `bridge fdb del MAC dev DEV dst DST self`: removes only this destination,
 /// so the other flood entries stay.
 async fn del_fdb(h: &Handle, dev: &str, mac: Mac, dst: Ipv4Addr) -> Result<(), OpError> {
-    let Some(index) = index_of(h, dev).await? else { return Ok(()) };
+    let Some(index) = index_of(h, dev).await? else {
+        return Ok(());
+    };
     let msg = RouteNetlinkMessage::DelNeighbour(fdb_message(index, mac, dst));
-    Ok(ok_if_missing(send(h, msg, NLM_F_REQUEST | NLM_F_ACK).await)?)
+    Ok(ok_if_missing(
+        send(h, msg, NLM_F_REQUEST | NLM_F_ACK).await,
+    )?)
 }
 
 /// `ip neigh replace IP lladdr MAC dev DEV nud permanent`.
@@ -168,7 +220,9 @@ async fn add_neigh(h: &Handle, dev: &str, ip: Ipv4Addr, mac: Mac) -> Result<(), 
 
 /// `ip neigh del IP dev DEV`; a missing entry or device counts as deleted.
 async fn del_neigh(h: &Handle, dev: &str, ip: Ipv4Addr) -> Result<(), OpError> {
-    let Some(index) = index_of(h, dev).await? else { return Ok(()) };
+    let Some(index) = index_of(h, dev).await? else {
+        return Ok(());
+    };
     let mut msg = NeighbourMessage::default();
     msg.header.family = AddressFamily::Inet;
     msg.header.ifindex = index;
@@ -183,7 +237,9 @@ async fn send(h: &Handle, msg: RouteNetlinkMessage, flags: u16) -> Result<(), rt
     let mut response = h.clone().request(req)?;
     while let Some(answer) = response.next().await {
         match answer.payload {
-            NetlinkPayload::Error(err) if err.code.is_some() => return Err(rtnetlink::Error::NetlinkError(err)),
+            NetlinkPayload::Error(err) if err.code.is_some() => {
+                return Err(rtnetlink::Error::NetlinkError(err));
+            }
             _ => {}
         }
     }
