@@ -5,7 +5,7 @@
 //! touches the namespace the tests run in.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -86,7 +86,9 @@ fn host(tag: &str, addr: &str) -> Netns {
 /// A host namespace and a dataplane bound to it.
 async fn host_dp(tag: &str, addr: &str) -> (Netns, NetlinkDataplane) {
     let h = host(tag, addr);
-    let dp = NetlinkDataplane::in_netns(&h.path).await.expect("dataplane");
+    let dp = NetlinkDataplane::in_netns(&h.path)
+        .await
+        .expect("dataplane");
     (h, dp)
 }
 
@@ -100,15 +102,26 @@ fn fdb(mac: Mac, dst: Ipv4Addr) -> FdbEntry {
 }
 
 fn add_fdb(mac: Mac, dst: Ipv4Addr) -> Op {
-    Op::AddFdb { dev: VX.into(), mac, dst }
+    Op::AddFdb {
+        dev: VX.into(),
+        mac,
+        dst,
+    }
 }
 
 fn bridge_ops(name: &str, gateway: &str, prefix: u8) -> [Op; 2] {
     let gw = ip4(gateway);
     let (mac, addr) = (Mac::gateway(gw), Ipv4Net::new(gw, prefix).expect("prefix"));
     [
-        Op::CreateBridge { name: name.into(), mac, mtu: 1450 },
-        Op::AddAddr { dev: name.into(), addr },
+        Op::CreateBridge {
+            name: name.into(),
+            mac,
+            mtu: 1450,
+        },
+        Op::AddAddr {
+            dev: name.into(),
+            addr,
+        },
     ]
 }
 
@@ -128,11 +141,22 @@ const VX: &str = "ovvx4096";
 /// `peers`, and FDB plus ARP entries for `remote` (endpoint IP, its host).
 fn datapath_ops(local: Ipv4Addr, peers: &[Ipv4Addr], remote: &[(Ipv4Addr, Ipv4Addr)]) -> Vec<Op> {
     let mut ops = bridge_ops(BR, "10.77.0.1", 24).to_vec();
-    ops.push(Op::CreateVxlan { name: VX.into(), vni: VNI, local, port: 4789, mtu: 1450, master: BR.into() });
+    ops.push(Op::CreateVxlan {
+        name: VX.into(),
+        vni: VNI,
+        local,
+        port: 4789,
+        mtu: 1450,
+        master: BR.into(),
+    });
     ops.extend(peers.iter().map(|peer| add_fdb(Mac::ZERO, *peer)));
     for (ip, dst) in remote {
         ops.push(add_fdb(Mac::endpoint(*ip), *dst));
-        ops.push(Op::AddNeigh { dev: VX.into(), ip: *ip, mac: Mac::endpoint(*ip) });
+        ops.push(Op::AddNeigh {
+            dev: VX.into(),
+            ip: *ip,
+            mac: Mac::endpoint(*ip),
+        });
     }
     ops
 }
@@ -148,10 +172,7 @@ async fn apply_ok(dp: &NetlinkDataplane, ops: &[Op]) {
 
 #[tokio::test]
 async fn underlay_is_found_by_address_or_default_route() {
-    let h = host("ul", "192.0.2.1");
-    let dp = NetlinkDataplane::in_netns(&h.path)
-        .await
-        .expect("dataplane");
+    let (h, dp) = host_dp("ul", "192.0.2.1").await;
     let want = Underlay {
         addr: ip4("192.0.2.1"),
         ifname: "ul0".into(),
@@ -183,10 +204,7 @@ async fn underlay_is_found_by_address_or_default_route() {
 
 #[tokio::test]
 async fn a_datapath_is_applied_observed_and_reapplied() {
-    let h = host("dp", "192.0.2.1");
-    let dp = NetlinkDataplane::in_netns(&h.path)
-        .await
-        .expect("dataplane");
+    let (h, dp) = host_dp("dp", "192.0.2.1").await;
     let (peer_a, peer_b, remote) = (ip4("192.0.2.2"), ip4("192.0.2.3"), ip4("10.77.0.9"));
     let ops = datapath_ops(ip4("192.0.2.1"), &[peer_a, peer_b], &[(remote, peer_a)]);
     apply_ok(&dp, &ops).await;
@@ -206,9 +224,10 @@ async fn a_datapath_is_applied_observed_and_reapplied() {
     };
     assert_eq!(bridge, &want_bridge);
     let vxlan = &observed.links[VX];
+    let local = Some(ip4("192.0.2.1"));
     let kind = LinkKind::Vxlan {
         vni: VNI,
-        local: Some(ip4("192.0.2.1")),
+        local,
         port: 4789,
         learning: false,
         proxy: true,
@@ -219,21 +238,12 @@ async fn a_datapath_is_applied_observed_and_reapplied() {
         (1450, true, Some(BR))
     );
     assert!(vxlan.addrs.is_empty());
-    let fdb = BTreeSet::from([
-        FdbEntry {
-            mac: Mac::ZERO,
-            dst: peer_a,
-        },
-        FdbEntry {
-            mac: Mac::ZERO,
-            dst: peer_b,
-        },
-        FdbEntry {
-            mac: Mac::endpoint(remote),
-            dst: peer_a,
-        },
-    ]);
-    assert_eq!(observed.fdb.get(VX), Some(&fdb));
+    let want_fdb = [
+        fdb(Mac::ZERO, peer_a),
+        fdb(Mac::ZERO, peer_b),
+        fdb(Mac::endpoint(remote), peer_a),
+    ];
+    assert_eq!(observed.fdb.get(VX), Some(&BTreeSet::from(want_fdb)));
     let neigh = BTreeSet::from([NeighEntry {
         ip: remote,
         mac: Mac::endpoint(remote),
@@ -250,29 +260,15 @@ async fn a_datapath_is_applied_observed_and_reapplied() {
     assert_eq!(dp.observe().await.expect("observe"), observed);
 
     // A unicast entry moves to its new destination instead of adding one.
-    apply_ok(
-        &dp,
-        &[Op::AddFdb {
-            dev: VX.into(),
-            mac: Mac::endpoint(remote),
-            dst: peer_b,
-        }],
-    )
-    .await;
+    apply_ok(&dp, &[add_fdb(Mac::endpoint(remote), peer_b)]).await;
     let moved = dp.observe().await.expect("observe").fdb[VX].clone();
-    assert!(moved.contains(&FdbEntry {
-        mac: Mac::endpoint(remote),
-        dst: peer_b
-    }));
+    assert!(moved.contains(&fdb(Mac::endpoint(remote), peer_b)));
     assert_eq!(moved.len(), 3, "{moved:?}");
 }
 
 #[tokio::test]
 async fn removals_take_exactly_what_they_name_and_repeat_cleanly() {
-    let h = host("rm", "192.0.2.1");
-    let dp = NetlinkDataplane::in_netns(&h.path)
-        .await
-        .expect("dataplane");
+    let (_h, dp) = host_dp("rm", "192.0.2.1").await;
     let (peer_a, peer_b, remote) = (ip4("192.0.2.2"), ip4("192.0.2.3"), ip4("10.77.0.9"));
     apply_ok(
         &dp,
@@ -280,38 +276,27 @@ async fn removals_take_exactly_what_they_name_and_repeat_cleanly() {
     )
     .await;
 
-    let del_flood = Op::DelFdb {
-        dev: VX.into(),
-        mac: Mac::ZERO,
-        dst: peer_a,
-    };
-    let del_neigh = Op::DelNeigh {
-        dev: VX.into(),
-        ip: remote,
-    };
-    let del_addr = Op::DelAddr {
-        dev: BR.into(),
-        addr: net("10.77.0.1/24"),
-    };
-    for _ in 0..2 {
-        apply_ok(
-            &dp,
-            &[del_flood.clone(), del_neigh.clone(), del_addr.clone()],
-        )
-        .await;
-    }
-    let observed = dp.observe().await.expect("observe");
-    let fdb = BTreeSet::from([
-        FdbEntry {
+    let removals = [
+        Op::DelFdb {
+            dev: VX.into(),
             mac: Mac::ZERO,
-            dst: peer_b,
-        },
-        FdbEntry {
-            mac: Mac::endpoint(remote),
             dst: peer_a,
         },
-    ]);
-    assert_eq!(observed.fdb.get(VX), Some(&fdb));
+        Op::DelNeigh {
+            dev: VX.into(),
+            ip: remote,
+        },
+        Op::DelAddr {
+            dev: BR.into(),
+            addr: net("10.77.0.1/24"),
+        },
+    ];
+    for _ in 0..2 {
+        apply_ok(&dp, &removals).await;
+    }
+    let observed = dp.observe().await.expect("observe");
+    let want_fdb = [fdb(Mac::ZERO, peer_b), fdb(Mac::endpoint(remote), peer_a)];
+    assert_eq!(observed.fdb.get(VX), Some(&BTreeSet::from(want_fdb)));
     assert_eq!(observed.neigh.get(VX), None);
     assert!(observed.links[BR].addrs.is_empty());
 
@@ -325,15 +310,12 @@ async fn removals_take_exactly_what_they_name_and_repeat_cleanly() {
     .await;
     assert_eq!(dp.observe().await.expect("observe").links[VX].mtu, 1400);
 
+    let deletes = [
+        Op::DeleteLink { name: VX.into() },
+        Op::DeleteLink { name: BR.into() },
+    ];
     for _ in 0..2 {
-        apply_ok(
-            &dp,
-            &[
-                Op::DeleteLink { name: VX.into() },
-                Op::DeleteLink { name: BR.into() },
-            ],
-        )
-        .await;
+        apply_ok(&dp, &deletes).await;
     }
     let observed = dp.observe().await.expect("observe");
     assert!(
@@ -344,10 +326,7 @@ async fn removals_take_exactly_what_they_name_and_repeat_cleanly() {
 
 #[tokio::test]
 async fn failures_are_reported_per_op_and_do_not_stop_the_rest() {
-    let h = host("err", "192.0.2.1");
-    let dp = NetlinkDataplane::in_netns(&h.path)
-        .await
-        .expect("dataplane");
+    let (_h, dp) = host_dp("err", "192.0.2.1").await;
     let bad = Op::AddFdb {
         dev: "ovvxmissing".into(),
         mac: Mac::ZERO,
@@ -357,11 +336,7 @@ async fn failures_are_reported_per_op_and_do_not_stop_the_rest() {
         name: "ul0".into(),
         master: "ovbrmissing".into(),
     };
-    let good = Op::CreateBridge {
-        name: BR.into(),
-        mac: Mac::gateway(ip4("10.77.0.1")),
-        mtu: 1450,
-    };
+    let [good, _] = bridge_ops(BR, "10.77.0.1", 24);
     let errors = dp.apply(&[bad.clone(), bad_master.clone(), good]).await;
     let texts: Vec<String> = errors.iter().map(ToString::to_string).collect();
     assert_eq!(texts.len(), 2, "{texts:?}");
@@ -369,15 +344,16 @@ async fn failures_are_reported_per_op_and_do_not_stop_the_rest() {
         texts[0].starts_with(&bad.to_string()) && texts[0].contains("ovvxmissing"),
         "{texts:?}"
     );
-    assert!(
-        texts[1].starts_with(&bad_master.to_string()) && texts[1].contains("ovbrmissing"),
-        "{texts:?}"
-    );
+    let master_failed =
+        texts[1].starts_with(&bad_master.to_string()) && texts[1].contains("ovbrmissing");
+    assert!(master_failed, "{texts:?}");
     assert!(dp.observe().await.expect("observe").links.contains_key(BR));
 }
 
-fn spec(ns: &Path, id: &str, ifname: &str, bridge: &str, addr: &str, gateway: &str) -> AttachSpec {
-    let addr = net(addr);
+/// Endpoint `id` as `ifname` in `ns` on `bridge`, with `addr`/24 and the
+/// subnet's first address as gateway.
+fn spec(ns: &Path, id: &str, ifname: &str, bridge: &str, addr: &str) -> AttachSpec {
+    let addr: Ipv4Net = format!("{addr}/24").parse().expect("prefix");
     AttachSpec {
         netns: ns.to_path_buf(),
         host_ifname: format!("ovve{id}"),
@@ -386,7 +362,7 @@ fn spec(ns: &Path, id: &str, ifname: &str, bridge: &str, addr: &str, gateway: &s
         bridge: bridge.into(),
         mac: Mac::endpoint(addr.addr()),
         addr,
-        gateway: ip4(gateway),
+        gateway: Ipv4Addr::from(u32::from(addr.network()) + 1),
         mtu: 1450,
     }
 }
@@ -403,13 +379,11 @@ fn addrs_in(ns: &Path) -> BTreeSet<Ipv4Addr> {
             .try_collect()
             .await
             .expect("addr dump");
-        let locals = addrs
-            .into_iter()
-            .flat_map(|a| a.attributes)
-            .filter_map(|a| match a {
-                AddressAttribute::Local(std::net::IpAddr::V4(ip)) => Some(ip),
-                _ => None,
-            });
+        let attrs = addrs.into_iter().flat_map(|a| a.attributes);
+        let locals = attrs.filter_map(|a| match a {
+            AddressAttribute::Local(IpAddr::V4(ip)) => Some(ip),
+            _ => None,
+        });
         locals.collect()
     })
     .expect("entering the namespace")
@@ -417,90 +391,53 @@ fn addrs_in(ns: &Path) -> BTreeSet<Ipv4Addr> {
 
 #[tokio::test]
 async fn endpoints_are_attached_and_detached() {
-    let h = host("att", "192.0.2.1");
+    let (_h, dp) = host_dp("att", "192.0.2.1").await;
     let c = Netns::new("c");
-    let dp = NetlinkDataplane::in_netns(&h.path)
-        .await
-        .expect("dataplane");
     apply_ok(&dp, &datapath_ops(ip4("192.0.2.1"), &[], &[])).await;
-    let second = [
-        Op::CreateBridge {
-            name: "ovbr4097".into(),
-            mac: Mac::gateway(ip4("10.78.0.1")),
-            mtu: 1450,
-        },
-        Op::AddAddr {
-            dev: "ovbr4097".into(),
-            addr: net("10.78.0.1/24"),
-        },
-    ];
-    apply_ok(&dp, &second).await;
+    apply_ok(&dp, &bridge_ops("ovbr4097", "10.78.0.1", 24)).await;
 
-    dp.attach(spec(
-        &c.path,
-        "aaa",
-        "eth0",
-        BR,
-        "10.77.0.2/24",
-        "10.77.0.1",
-    ))
-    .await
-    .expect("attach eth0");
+    let eth0 = spec(&c.path, "aaa", "eth0", BR, "10.77.0.2");
+    dp.attach(eth0).await.expect("attach eth0");
     let links = dp.netns_links(c.path.clone()).await.expect("links");
     assert_eq!(
-        links.iter().collect::<BTreeSet<_>>(),
-        BTreeSet::from([&"lo".to_string(), &"eth0".to_string()])
+        links.iter().map(String::as_str).collect::<BTreeSet<_>>(),
+        BTreeSet::from(["lo", "eth0"])
     );
     assert!(addrs_in(&c.path).contains(&ip4("10.77.0.2")));
     let eth0 = c.link_json("eth0");
-    assert_eq!(
-        (eth0["address"].as_str(), eth0["mtu"].as_u64()),
-        (Some("02:42:0a:4d:00:02"), Some(1450))
-    );
+    let (mac, mtu) = (eth0["address"].as_str(), eth0["mtu"].as_u64());
+    assert_eq!((mac, mtu), (Some("02:42:0a:4d:00:02"), Some(1450)));
     assert!(
         c.ip("route show default")
             .contains("via 10.77.0.1 dev eth0")
     );
     let host_end = dp.observe().await.expect("observe").links["ovveaaa"].clone();
-    assert_eq!(
-        (host_end.kind, host_end.master.as_deref(), host_end.up),
-        (LinkKind::Veth, Some(BR), true)
+    let host_end = (
+        host_end.kind,
+        host_end.master.as_deref(),
+        host_end.up,
+        host_end.mtu,
     );
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        &c.name,
-        "ping",
-        "-c1",
-        "-W2",
-        "10.77.0.1",
-    ]);
+    assert_eq!(host_end, (LinkKind::Veth, Some(BR), true, 1450));
+    ping(&c, "10.77.0.1");
 
     // A second interface keeps the first one's default route.
-    dp.attach(spec(
-        &c.path,
-        "bbb",
-        "eth1",
-        "ovbr4097",
-        "10.78.0.2/24",
-        "10.78.0.1",
-    ))
-    .await
-    .expect("attach eth1");
+    let eth1 = spec(&c.path, "bbb", "eth1", "ovbr4097", "10.78.0.2");
+    dp.attach(eth1).await.expect("attach eth1");
     assert!(
         c.ip("route show default")
             .contains("via 10.77.0.1 dev eth0")
     );
     assert!(addrs_in(&c.path).contains(&ip4("10.78.0.2")));
+    ping(&c, "10.78.0.1");
 
     for _ in 0..2 {
         dp.detach("ovveaaa".into()).await.expect("detach");
     }
     let links = dp.netns_links(c.path.clone()).await.expect("links");
-    assert!(
-        !links.contains(&"eth0".to_string()) && links.contains(&"eth1".to_string()),
-        "{links:?}"
+    assert_eq!(
+        links.iter().map(String::as_str).collect::<BTreeSet<_>>(),
+        BTreeSet::from(["lo", "eth1"])
     );
     assert!(
         !dp.observe()
@@ -513,36 +450,20 @@ async fn endpoints_are_attached_and_detached() {
 
 #[tokio::test]
 async fn a_failed_attach_leaves_nothing_behind() {
-    let h = host("fail", "192.0.2.1");
+    let (_h, dp) = host_dp("fail", "192.0.2.1").await;
     let c = Netns::new("c");
-    let dp = NetlinkDataplane::in_netns(&h.path)
-        .await
-        .expect("dataplane");
     let err = dp
-        .attach(spec(
-            &c.path,
-            "ccc",
-            "eth0",
-            "ovbrmissing",
-            "10.77.0.2/24",
-            "10.77.0.1",
-        ))
+        .attach(spec(&c.path, "ccc", "eth0", "ovbrmissing", "10.77.0.2"))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("ovbrmissing"), "{err}");
     assert!(dp.observe().await.expect("observe").links.is_empty());
     assert_eq!(dp.netns_links(c.path.clone()).await.expect("links"), ["lo"]);
 
+    apply_ok(&dp, &bridge_ops(BR, "10.77.0.1", 24)).await;
     let missing = PathBuf::from(format!("/run/netns/ovt{}-missing", std::process::id()));
     let err = dp
-        .attach(spec(
-            &missing,
-            "ccc",
-            "eth0",
-            BR,
-            "10.77.0.2/24",
-            "10.77.0.1",
-        ))
+        .attach(spec(&missing, "ccc", "eth0", BR, "10.77.0.2"))
         .await
         .unwrap_err();
     assert_eq!(
@@ -559,7 +480,15 @@ async fn a_failed_attach_leaves_nothing_behind() {
         err.to_string().ends_with("is not a network namespace"),
         "{err}"
     );
-    assert!(dp.observe().await.expect("observe").links.is_empty());
+    assert_eq!(
+        dp.observe()
+            .await
+            .expect("observe")
+            .links
+            .keys()
+            .collect::<Vec<_>>(),
+        [BR]
+    );
 }
 
 #[tokio::test]
@@ -574,12 +503,8 @@ async fn containers_on_two_hosts_reach_each_other_over_vxlan() {
         h.ip("link set ul0 up");
     }
     let (c1, c2) = (Netns::new("c1"), Netns::new("c2"));
-    let (u1, u2, e1, e2) = (
-        ip4("192.0.2.1"),
-        ip4("192.0.2.2"),
-        ip4("10.77.0.2"),
-        ip4("10.77.0.3"),
-    );
+    let (u1, u2) = (ip4("192.0.2.1"), ip4("192.0.2.2"));
+    let (e1, e2) = (ip4("10.77.0.2"), ip4("10.77.0.3"));
     let dp1 = NetlinkDataplane::in_netns(&h1.path)
         .await
         .expect("dataplane 1");
@@ -588,45 +513,13 @@ async fn containers_on_two_hosts_reach_each_other_over_vxlan() {
         .expect("dataplane 2");
     apply_ok(&dp1, &datapath_ops(u1, &[u2], &[(e2, u2)])).await;
     apply_ok(&dp2, &datapath_ops(u2, &[u1], &[(e1, u1)])).await;
-    dp1.attach(spec(
-        &c1.path,
-        "c1",
-        "eth0",
-        BR,
-        "10.77.0.2/24",
-        "10.77.0.1",
-    ))
-    .await
-    .expect("attach c1");
-    dp2.attach(spec(
-        &c2.path,
-        "c2",
-        "eth0",
-        BR,
-        "10.77.0.3/24",
-        "10.77.0.1",
-    ))
-    .await
-    .expect("attach c2");
+    dp1.attach(spec(&c1.path, "c1", "eth0", BR, "10.77.0.2"))
+        .await
+        .expect("attach c1");
+    dp2.attach(spec(&c2.path, "c2", "eth0", BR, "10.77.0.3"))
+        .await
+        .expect("attach c2");
 
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        &c1.name,
-        "ping",
-        "-c1",
-        "-W2",
-        "10.77.0.3",
-    ]);
-    run(&[
-        "ip",
-        "netns",
-        "exec",
-        &c2.name,
-        "ping",
-        "-c1",
-        "-W2",
-        "10.77.0.2",
-    ]);
+    ping(&c1, "10.77.0.3");
+    ping(&c2, "10.77.0.2");
 }
