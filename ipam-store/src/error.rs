@@ -175,27 +175,16 @@ pub(crate) fn is_unavailable(e: &etcd_client::Error) -> bool {
     const UNAVAILABLE: i32 = 14;
     match e {
         E::TransportError(_) | E::IoError(_) => true,
+        // A status carrying a source was made on our side from a transport
+        // (hyper/h2/io) failure; statuses sent by etcd never have one.
         E::GRpcStatus(s) => {
             matches!(
                 i32::from(s.code()),
                 CANCELLED | DEADLINE_EXCEEDED | UNAVAILABLE
-            ) || caused_by_io(s)
+            ) || std::error::Error::source(s).is_some()
         }
         _ => false,
     }
-}
-
-/// Whether an I/O error (a broken or refused connection) is in the source
-/// chain: tonic reports those as status `Unknown`, "transport error".
-fn caused_by_io(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut cur = e.source();
-    while let Some(err) = cur {
-        if err.is::<std::io::Error>() {
-            return true;
-        }
-        cur = err.source();
-    }
-    false
 }
 
 #[cfg(test)]

@@ -45,13 +45,14 @@ pub(super) async fn attach(h: &Handle, spec: &AttachSpec) -> Result<(), Dataplan
         spec.mtu
     )))?;
 
-    let result = plumb(h, &inner, ns_file.as_raw_fd(), bridge, spec).await;
-    if result.is_err() {
-        if let Err(e) = delete_link(h, host).await {
-            tracing::warn!(error = %e, "cleaning up veth {host} after a failed attach");
-        }
+    let Err(err) = plumb(h, &inner, ns_file.as_raw_fd(), bridge, spec).await else {
+        return Ok(());
+    };
+    // Deleting the host end takes the peer with it, wherever it went.
+    if let Err(e) = delete_link(h, host).await {
+        tracing::warn!(error = %e, "cleaning up veth {host} after a failed attach");
     }
-    result
+    Err(err)
 }
 
 /// Moves the container end, configures both ends.
