@@ -115,7 +115,7 @@ async fn drift_is_repaired_and_only_drift() {
 async fn removed_endpoint_and_dead_peer_entries_go_away_after_additions() {
     let full = network(4096);
     let dp = FakeDataplane::default();
-    converge(&desired(&[full.clone()]), &dp).await;
+    converge(&desired(std::slice::from_ref(&full)), &dp).await;
     let mut less = full.clone();
     less.fdb.retain(|e| e.dst != ip(192, 0, 2, 2));
     less.neigh.clear();

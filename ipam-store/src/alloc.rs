@@ -91,7 +91,9 @@ pub fn free_blocks(
 
 /// The lowest free block of `subnet`.
 pub fn pick_block(subnet: Ipv4Net, block_prefix: u8, taken: &BTreeSet<Ipv4Net>) -> Option<Ipv4Net> {
-    free_blocks(subnet, block_prefix, taken, 1).into_iter().next()
+    free_blocks(subnet, block_prefix, taken, 1)
+        .into_iter()
+        .next()
 }
 
 /// The block of `subnet` that contains `ip`.
@@ -168,7 +170,11 @@ mod tests {
             (&["10.128.0.0/24"], 16, Some("10.129.0.0/16")),
             (&["10.0.0.0/8"], 16, None),
             (&["10.128.0.0/10"], 16, Some("10.192.0.0/16")),
-            (&["10.128.0.0/16", "10.130.0.0/16"], 16, Some("10.129.0.0/16")),
+            (
+                &["10.128.0.0/16", "10.130.0.0/16"],
+                16,
+                Some("10.129.0.0/16"),
+            ),
             (&["10.128.0.0/17"], 24, Some("10.128.128.0/24")),
             (&["192.168.0.0/16"], 16, Some("10.128.0.0/16")),
             (&[], 8, None),

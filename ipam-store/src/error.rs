@@ -206,7 +206,10 @@ mod tests {
             vni: 4096,
             network: "blue".into(),
         };
-        assert_eq!(e.to_string(), r#"VNI 4096 is already used by network "blue""#);
+        assert_eq!(
+            e.to_string(),
+            r#"VNI 4096 is already used by network "blue""#
+        );
         let e = Error::AddressExhausted {
             network: "tiny".into(),
             subnet: "10.9.0.0/30".parse().unwrap(),
@@ -224,7 +227,10 @@ mod tests {
 
     #[test]
     fn kinds() {
-        assert_eq!(Error::NetworkExists("a".into()).kind(), ErrorKind::AlreadyExists);
+        assert_eq!(
+            Error::NetworkExists("a".into()).kind(),
+            ErrorKind::AlreadyExists
+        );
         assert_eq!(Error::NoFreeVni.kind(), ErrorKind::ResourceExhausted);
         assert_eq!(
             Error::NetworkInUse {
@@ -234,6 +240,9 @@ mod tests {
             .kind(),
             ErrorKind::FailedPrecondition
         );
-        assert_eq!(Error::EtcdUnavailable("x".into()).kind(), ErrorKind::Unavailable);
+        assert_eq!(
+            Error::EtcdUnavailable("x".into()).kind(),
+            ErrorKind::Unavailable
+        );
     }
 }

@@ -145,7 +145,11 @@ impl Keys {
 fn parse_u32(s: &str) -> Option<u32> {
     let canonical = !s.is_empty() && (s == "0" || !s.starts_with('0'));
     let digits = s.bytes().all(|b| b.is_ascii_digit());
-    if canonical && digits { s.parse().ok() } else { None }
+    if canonical && digits {
+        s.parse().ok()
+    } else {
+        None
+    }
 }
 
 /// `a.b.c.d_len`, which must be a network address (no host bits).

@@ -24,6 +24,5 @@ pub use mac::Mac;
 pub use records::*;
 pub use state::{BadRecord, ClusterState};
 pub use store::{
-    EtcdStore, HostStatus, NewEndpoint, NewNetwork, StoreConfig, StoreWatch, WatchBatch,
-    WatchEvent,
+    EtcdStore, HostStatus, NewEndpoint, NewNetwork, StoreConfig, StoreWatch, WatchBatch, WatchEvent,
 };

@@ -97,8 +97,17 @@ mod tests {
 
     #[test]
     fn parses_and_rejects() {
-        assert_eq!("02:42:0a:4d:00:01".parse::<Mac>(), Ok(Mac::endpoint(Ipv4Addr::new(10, 77, 0, 1))));
-        for bad in ["", "02:42", "02:42:0a:4d:00:01:ff", "zz:42:0a:4d:00:01", "2:42:0a:4d:00:01"] {
+        assert_eq!(
+            "02:42:0a:4d:00:01".parse::<Mac>(),
+            Ok(Mac::endpoint(Ipv4Addr::new(10, 77, 0, 1)))
+        );
+        for bad in [
+            "",
+            "02:42",
+            "02:42:0a:4d:00:01:ff",
+            "zz:42:0a:4d:00:01",
+            "2:42:0a:4d:00:01",
+        ] {
             assert!(bad.parse::<Mac>().is_err(), "{bad}");
         }
     }

@@ -135,7 +135,12 @@ pub fn decode<T: DeserializeOwned + Versioned>(key: &str, bytes: &[u8]) -> Resul
                 T::KIND
             )));
         }
-        None => return Err(bad(format!("{} record has no version field \"v\"", T::KIND))),
+        None => {
+            return Err(bad(format!(
+                "{} record has no version field \"v\"",
+                T::KIND
+            )));
+        }
     }
     serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid {} record: {e}", T::KIND)))
 }
@@ -197,7 +202,10 @@ mod tests {
             (b"".to_vec(), "not a JSON block record"),
             (good[..good.len() / 2].to_vec(), "not a JSON block record"),
             (b"[1,2]".to_vec(), "not a JSON block record"),
-            (br#"{"v":2,"network":"x"}"#.to_vec(), "unsupported block record version 2"),
+            (
+                br#"{"v":2,"network":"x"}"#.to_vec(),
+                "unsupported block record version 2",
+            ),
             (br#"{"v":"1"}"#.to_vec(), "unsupported block record version"),
             (br#"{"network":"x"}"#.to_vec(), "no version field"),
             (br#"{"v":1,"network":"x"}"#.to_vec(), "invalid block record"),

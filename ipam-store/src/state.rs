@@ -54,7 +54,12 @@ fn typed<T: DeserializeOwned + Versioned>(key: &str, bytes: &[u8]) -> Result<T, 
     })
 }
 
-fn mismatch(key: &str, what: &str, in_key: &dyn std::fmt::Display, in_value: &dyn std::fmt::Display) -> BadRecord {
+fn mismatch(
+    key: &str,
+    what: &str,
+    in_key: &dyn std::fmt::Display,
+    in_value: &dyn std::fmt::Display,
+) -> BadRecord {
     BadRecord {
         key: key.to_string(),
         reason: format!("the key names {what} {in_key} but the record says {in_value}"),
@@ -190,7 +195,10 @@ mod tests {
             (k.endpoint("blue", ip10), encode(&endpoint(ip10))),
             (k.endpoint("blue", ip2), encode(&endpoint(ip2))),
             // key says .3, record says .2
-            (k.endpoint("blue", Ipv4Addr::new(10, 1, 0, 3)), encode(&endpoint(ip2))),
+            (
+                k.endpoint("blue", Ipv4Addr::new(10, 1, 0, 3)),
+                encode(&endpoint(ip2)),
+            ),
             (k.network("red"), br#"{"v":1,"name":"red"#.to_vec()),
             (k.vni(5), br#"{"v":1,"vni":6,"network":"red"}"#.to_vec()),
             ("/ovnet/unknown/x".into(), b"whatever".to_vec()),

@@ -157,7 +157,10 @@ mod tests {
         assert!(subnet(&net("10.1.0.0/16")).is_ok());
         assert!(subnet(&net("10.9.0.0/30")).is_ok());
         let e = subnet(&net("10.1.2.3/16")).unwrap_err().to_string();
-        assert!(e.contains("10.1.2.3/16") && e.contains("10.1.0.0/16"), "{e}");
+        assert!(
+            e.contains("10.1.2.3/16") && e.contains("10.1.0.0/16"),
+            "{e}"
+        );
         assert!(subnet(&net("10.0.0.0/7")).is_err());
         assert!(subnet(&net("10.0.0.0/31")).is_err());
     }

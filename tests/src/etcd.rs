@@ -46,7 +46,9 @@ fn etcd_binary() -> PathBuf {
     });
     match found {
         Some(p) => p,
-        None => panic!("etcd not found: install Debian's etcd-server (apt-get install etcd-server)"),
+        None => {
+            panic!("etcd not found: install Debian's etcd-server (apt-get install etcd-server)")
+        }
     }
 }
 
@@ -158,7 +160,10 @@ impl Etcd {
                 None => None,
             };
             if let Some(status) = exited {
-                bail!("etcd exited with {status} before serving; log tail:\n{}", self.log_tail());
+                bail!(
+                    "etcd exited with {status} before serving; log tail:\n{}",
+                    self.log_tail()
+                );
             }
             if Instant::now() > deadline {
                 bail!(
@@ -173,11 +178,11 @@ impl Etcd {
 
     fn log_since(&self, offset: u64) -> String {
         let mut bytes = Vec::new();
-        if let Ok(mut f) = File::open(&self.log) {
-            if f.seek(SeekFrom::Start(offset)).is_ok() {
-                let _ = f.read_to_end(&mut bytes);
-            }
-        }
+        // A log that cannot be read yet simply has no ready line yet.
+        let _ = File::open(&self.log).and_then(|mut f| {
+            f.seek(SeekFrom::Start(offset))?;
+            f.read_to_end(&mut bytes)
+        });
         String::from_utf8_lossy(&bytes).into_owned()
     }
 

@@ -290,7 +290,11 @@ impl EtcdStore {
             let mut ops = Vec::new();
             match claim {
                 BlockClaim::Ours { mod_revision, .. } => {
-                    compares.push(Compare::mod_revision(block_key, CompareOp::Equal, mod_revision));
+                    compares.push(Compare::mod_revision(
+                        block_key,
+                        CompareOp::Equal,
+                        mod_revision,
+                    ));
                 }
                 BlockClaim::New(cidr) => {
                     compares.push(Compare::version(block_key.clone(), CompareOp::Equal, 0));
@@ -309,7 +313,11 @@ impl EtcdStore {
     }
 
     /// Deletes an endpoint; its block stays with the host.
-    pub async fn release_endpoint(&self, network: &str, ip: Ipv4Addr) -> Result<EndpointRecord, Error> {
+    pub async fn release_endpoint(
+        &self,
+        network: &str,
+        ip: Ipv4Addr,
+    ) -> Result<EndpointRecord, Error> {
         let key = self.keys.endpoint(network, ip);
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
@@ -326,7 +334,11 @@ impl EtcdStore {
             };
             // An unreadable record is still removed; the caller gets the error.
             let record = decode::<EndpointRecord>(&kv.key, &kv.value);
-            let compares = vec![Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision)];
+            let compares = vec![Compare::mod_revision(
+                key.clone(),
+                CompareOp::Equal,
+                kv.mod_revision,
+            )];
             let ops = vec![TxnOp::delete(key.clone(), None)];
             if self.commit("releasing an endpoint", compares, ops).await? {
                 return record;
@@ -372,12 +384,29 @@ mod tests {
 
     #[test]
     fn any_address_prefers_own_blocks_then_lowest_free_block() {
-        let v = view("10.1.0.0/16", 24, &[("10.1.0.0/24", "a"), ("10.1.1.0/24", "b")], &["10.1.0.2"]);
+        let v = view(
+            "10.1.0.0/16",
+            24,
+            &[("10.1.0.0/24", "a"), ("10.1.1.0/24", "b")],
+            &["10.1.0.2"],
+        );
         let (got, claim) = v.plan_endpoint("a", None, 1, |_| 0).unwrap();
         assert_eq!(got, ip("10.1.0.3"));
-        assert!(matches!(claim, BlockClaim::Ours { mod_revision: 3, .. }));
+        assert!(matches!(
+            claim,
+            BlockClaim::Ours {
+                mod_revision: 3,
+                ..
+            }
+        ));
         let (got, claim) = v.plan_endpoint("c", None, 1, |_| 0).unwrap();
-        assert_eq!((got, claim), (ip("10.1.2.0"), BlockClaim::New("10.1.2.0/24".parse().unwrap())));
+        assert_eq!(
+            (got, claim),
+            (
+                ip("10.1.2.0"),
+                BlockClaim::New("10.1.2.0/24".parse().unwrap())
+            )
+        );
         // Spreading picks among the first candidates.
         let (got, _) = v.plan_endpoint("a", None, 4, |n| n - 1).unwrap();
         assert_eq!(got, ip("10.1.0.6"));
@@ -387,22 +416,40 @@ mod tests {
     fn exhaustion() {
         let v = view("10.9.0.0/30", 30, &[], &["10.9.0.2"]);
         let e = v.plan_endpoint("a", None, 1, |_| 0).unwrap_err();
-        assert_eq!(e.to_string(), r#"no free address left in network "n" (10.9.0.0/30)"#);
+        assert_eq!(
+            e.to_string(),
+            r#"no free address left in network "n" (10.9.0.0/30)"#
+        );
         let v = view("10.9.0.0/30", 30, &[("10.9.0.0/30", "b")], &[]);
-        assert!(matches!(v.plan_endpoint("a", None, 1, |_| 0), Err(Error::AddressExhausted { .. })));
+        assert!(matches!(
+            v.plan_endpoint("a", None, 1, |_| 0),
+            Err(Error::AddressExhausted { .. })
+        ));
     }
 
     #[test]
     fn fixed_address_rules() {
         let v = view("10.1.0.0/16", 24, &[("10.1.0.0/24", "a")], &["10.1.0.2"]);
         let plan = |host: &str, s: &str| v.plan_endpoint(host, Some(ip(s)), 1, |_| 0);
-        assert!(matches!(plan("a", "10.2.0.2"), Err(Error::IpNotInSubnet { .. })));
+        assert!(matches!(
+            plan("a", "10.2.0.2"),
+            Err(Error::IpNotInSubnet { .. })
+        ));
         for reserved in ["10.1.0.0", "10.1.0.1", "10.1.255.255"] {
-            assert!(matches!(plan("a", reserved), Err(Error::IpReserved { .. })), "{reserved}");
+            assert!(
+                matches!(plan("a", reserved), Err(Error::IpReserved { .. })),
+                "{reserved}"
+            );
         }
         assert!(matches!(plan("a", "10.1.0.2"), Err(Error::IpTaken { .. })));
-        assert!(matches!(plan("b", "10.1.0.9"), Err(Error::BlockOwnedByOtherHost { .. })));
-        assert!(matches!(plan("a", "10.1.0.9"), Ok((_, BlockClaim::Ours { .. }))));
+        assert!(matches!(
+            plan("b", "10.1.0.9"),
+            Err(Error::BlockOwnedByOtherHost { .. })
+        ));
+        assert!(matches!(
+            plan("a", "10.1.0.9"),
+            Ok((_, BlockClaim::Ours { .. }))
+        ));
         assert_eq!(
             plan("b", "10.1.7.0").unwrap().1,
             BlockClaim::New("10.1.7.0/24".parse().unwrap())

@@ -49,7 +49,10 @@ impl EtcdStore {
         if alive.name != host.name {
             return Err(Error::InvalidHostName {
                 name: alive.name.clone(),
-                rule: format!("the alive record must name the same host as the registration ({:?})", host.name),
+                rule: format!(
+                    "the alive record must name the same host as the registration ({:?})",
+                    host.name
+                ),
             });
         }
         let ops = vec![

@@ -34,7 +34,7 @@ use crate::state::{BadRecord, ClusterState};
 const MAX_ATTEMPTS: u32 = 100;
 
 /// How to reach etcd and where ovnet's keys live.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct StoreConfig {
     pub endpoints: Vec<String>,
     pub prefix: String,
@@ -42,6 +42,19 @@ pub struct StoreConfig {
     pub request_timeout: Duration,
     /// etcd user name and password, when etcd has authentication enabled.
     pub user: Option<(String, String)>,
+}
+
+/// Written by hand only to keep the etcd password out of logs.
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &self.prefix)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("user", &self.user.as_ref().map(|(u, _)| (u, "<redacted>")))
+            .finish()
+    }
 }
 
 impl Default for StoreConfig {
@@ -96,19 +109,21 @@ impl EtcdStore {
             opts = opts.with_user(user.clone(), password.clone());
         }
         let deadline = cfg.connect_timeout.max(cfg.request_timeout);
-        let client = match tokio::time::timeout(deadline, Client::connect(&cfg.endpoints, Some(opts)))
-            .await
-        {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                return Err(Error::EtcdUnavailable(format!("cannot connect to {endpoints}: {e}")));
-            }
-            Err(_) => {
-                return Err(Error::EtcdUnavailable(format!(
-                    "no answer from {endpoints} within {deadline:?}"
-                )));
-            }
-        };
+        let client =
+            match tokio::time::timeout(deadline, Client::connect(&cfg.endpoints, Some(opts))).await
+            {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    return Err(Error::EtcdUnavailable(format!(
+                        "cannot connect to {endpoints}: {e}"
+                    )));
+                }
+                Err(_) => {
+                    return Err(Error::EtcdUnavailable(format!(
+                        "no answer from {endpoints} within {deadline:?}"
+                    )));
+                }
+            };
         let store = EtcdStore {
             client,
             keys: Keys::new(&cfg.prefix),
@@ -154,7 +169,11 @@ impl EtcdStore {
     }
 
     /// Several reads at one revision (a compare-less transaction).
-    pub(crate) async fn read(&self, what: &str, reads: Vec<Read>) -> Result<(i64, Vec<Vec<Kv>>), Error> {
+    pub(crate) async fn read(
+        &self,
+        what: &str,
+        reads: Vec<Read>,
+    ) -> Result<(i64, Vec<Vec<Kv>>), Error> {
         let ops: Vec<TxnOp> = reads
             .into_iter()
             .map(|r| match r {
@@ -204,7 +223,9 @@ impl EtcdStore {
     /// The network called `name`.
     pub async fn get_network(&self, name: &str) -> Result<NetworkRecord, Error> {
         let key = self.keys.network(name);
-        let (_, mut res) = self.read("reading a network", vec![Read::Key(key.clone())]).await?;
+        let (_, mut res) = self
+            .read("reading a network", vec![Read::Key(key.clone())])
+            .await?;
         match res.pop().and_then(|kvs| kvs.into_iter().next()) {
             Some(kv) => crate::records::decode(&key, &kv.value),
             None => Err(Error::NetworkNotFound(name.to_string())),
@@ -229,7 +250,10 @@ impl EtcdStore {
     }
 
     /// The endpoints of one network, or of all networks; sorted by network and address.
-    pub async fn list_endpoints(&self, network: Option<&str>) -> Result<Vec<EndpointRecord>, Error> {
+    pub async fn list_endpoints(
+        &self,
+        network: Option<&str>,
+    ) -> Result<Vec<EndpointRecord>, Error> {
         let prefix = match network {
             Some(n) => self.keys.endpoints_prefix(n),
             None => self.keys.all_endpoints_prefix(),
@@ -280,7 +304,11 @@ pub(crate) fn spread(attempt: u32) -> usize {
 
 /// A random index below `len` (0 when `len` is 0).
 pub(crate) fn roll(len: usize) -> usize {
-    if len <= 1 { 0 } else { rand::random_range(0..len) }
+    if len <= 1 {
+        0
+    } else {
+        rand::random_range(0..len)
+    }
 }
 
 /// A short random pause before retrying a transaction that lost a race.
