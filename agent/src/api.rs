@@ -9,7 +9,9 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
-use ovnet_ipam_store::{BlockRecord, EndpointRecord, EtcdStore, NetworkRecord, NewEndpoint, NewNetwork};
+use ovnet_ipam_store::{
+    BlockRecord, EndpointRecord, EtcdStore, NetworkRecord, NewEndpoint, NewNetwork,
+};
 use ovnet_proto as pb;
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
@@ -18,7 +20,7 @@ use tracing::{info, warn};
 use crate::dataplane::{AttachSpec, Dataplane};
 use crate::desired::HostContext;
 use crate::error::AgentError;
-use crate::model::{bridge_name, veth_host_name, veth_temp_name, VXLAN_OVERHEAD};
+use crate::model::{VXLAN_OVERHEAD, bridge_name, veth_host_name, veth_temp_name};
 use crate::netns::{check_netns, netns_path};
 use crate::reconcile::ReadyRx;
 
@@ -38,11 +40,21 @@ type Reply<T> = Result<Response<T>, Status>;
 
 impl<D: Dataplane> AgentService<D> {
     pub fn new(store: EtcdStore, dp: D, me: HostContext, ready: ReadyRx) -> Self {
-        AgentService { store, dp, me, ready, plumbing: Mutex::new(()) }
+        AgentService {
+            store,
+            dp,
+            me,
+            ready,
+            plumbing: Mutex::new(()),
+        }
     }
 
     async fn create(&self, r: pb::CreateNetworkRequest) -> Result<pb::Network, AgentError> {
-        let driver = if r.driver.is_empty() { "overlay".to_string() } else { r.driver };
+        let driver = if r.driver.is_empty() {
+            "overlay".to_string()
+        } else {
+            r.driver
+        };
         ovnet_ipam_store::validate::driver(&driver)?;
         let subnet = match r.subnet.as_str() {
             "" => None,
@@ -71,7 +83,14 @@ impl<D: Dataplane> AgentService<D> {
         }
         let net = self
             .store
-            .create_network(NewNetwork { name: r.name, driver, subnet, vni: r.vni, block_prefix, mtu })
+            .create_network(NewNetwork {
+                name: r.name,
+                driver,
+                subnet,
+                vni: r.vni,
+                block_prefix,
+                mtu,
+            })
             .await?;
         info!(network = %net.name, id = %net.id, subnet = %net.subnet, vni = net.vni, "network created");
         Ok(network_pb(&net))
@@ -92,12 +111,13 @@ impl<D: Dataplane> AgentService<D> {
         let net = self.store.get_network(&r.network).await?;
         let path = netns_path(&r.netns);
         check_netns(&path)?;
-        let ip = match r.ip.as_str() {
-            "" => None,
-            s => Some(s.parse::<Ipv4Addr>().map_err(|_| {
-                AgentError::InvalidArgument(format!("invalid IP address {s:?}"))
-            })?),
-        };
+        let ip =
+            match r.ip.as_str() {
+                "" => None,
+                s => Some(s.parse::<Ipv4Addr>().map_err(|_| {
+                    AgentError::InvalidArgument(format!("invalid IP address {s:?}"))
+                })?),
+            };
         let _plumbing = self.plumbing.lock().await;
         let existing = self.store.list_endpoints(Some(&net.name)).await?;
         let mine = existing.iter().filter(|e| e.host == self.me.node);
@@ -148,7 +168,10 @@ impl<D: Dataplane> AgentService<D> {
         let _plumbing = self.plumbing.lock().await;
         let endpoints = self.store.list_endpoints(Some(&net.name)).await?;
         let matching = |e: &&EndpointRecord| same_netns(&e.netns, &r.netns);
-        let mine = endpoints.iter().filter(|e| e.host == self.me.node).find(matching);
+        let mine = endpoints
+            .iter()
+            .filter(|e| e.host == self.me.node)
+            .find(matching);
         let Some(ep) = mine else {
             if let Some(other) = endpoints.iter().find(matching) {
                 return Err(AgentError::FailedPrecondition(format!(
@@ -220,7 +243,11 @@ fn network_pb(n: &NetworkRecord) -> pb::Network {
 }
 
 fn block_pb(b: &BlockRecord) -> pb::Block {
-    pb::Block { network: b.network.clone(), cidr: b.cidr.to_string(), host: b.host.clone() }
+    pb::Block {
+        network: b.network.clone(),
+        cidr: b.cidr.to_string(),
+        host: b.host.clone(),
+    }
 }
 
 fn endpoint_pb(e: &EndpointRecord, net: &NetworkRecord) -> pb::Endpoint {
@@ -243,17 +270,32 @@ impl<D: Dataplane> pb::agent_server::Agent for AgentService<D> {
         Ok(Response::new(self.create(req.into_inner()).await?))
     }
 
-    async fn list_networks(&self, _: Request<pb::ListNetworksRequest>) -> Reply<pb::ListNetworksResponse> {
+    async fn list_networks(
+        &self,
+        _: Request<pb::ListNetworksRequest>,
+    ) -> Reply<pb::ListNetworksResponse> {
         let nets = self.store.list_networks().await.map_err(AgentError::from)?;
-        Ok(Response::new(pb::ListNetworksResponse { networks: nets.iter().map(network_pb).collect() }))
+        Ok(Response::new(pb::ListNetworksResponse {
+            networks: nets.iter().map(network_pb).collect(),
+        }))
     }
 
-    async fn inspect_network(&self, req: Request<pb::InspectNetworkRequest>) -> Reply<pb::NetworkDetail> {
+    async fn inspect_network(
+        &self,
+        req: Request<pb::InspectNetworkRequest>,
+    ) -> Reply<pb::NetworkDetail> {
         Ok(Response::new(self.inspect(&req.into_inner().name).await?))
     }
 
-    async fn remove_network(&self, req: Request<pb::RemoveNetworkRequest>) -> Reply<pb::RemoveNetworkResponse> {
-        let net = self.store.remove_network(&req.into_inner().name).await.map_err(AgentError::from)?;
+    async fn remove_network(
+        &self,
+        req: Request<pb::RemoveNetworkRequest>,
+    ) -> Reply<pb::RemoveNetworkResponse> {
+        let net = self
+            .store
+            .remove_network(&req.into_inner().name)
+            .await
+            .map_err(AgentError::from)?;
         info!(network = %net.name, "network removed");
         Ok(Response::new(pb::RemoveNetworkResponse {}))
     }
@@ -262,7 +304,10 @@ impl<D: Dataplane> pb::agent_server::Agent for AgentService<D> {
         Ok(Response::new(self.connect(req.into_inner()).await?))
     }
 
-    async fn disconnect_endpoint(&self, req: Request<pb::DisconnectRequest>) -> Reply<pb::DisconnectResponse> {
+    async fn disconnect_endpoint(
+        &self,
+        req: Request<pb::DisconnectRequest>,
+    ) -> Reply<pb::DisconnectResponse> {
         let ep = self.disconnect(req.into_inner()).await?;
         Ok(Response::new(pb::DisconnectResponse { endpoint: Some(ep) }))
     }

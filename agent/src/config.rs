@@ -28,7 +28,9 @@ impl std::str::FromStr for Listen {
                 .map(Listen::Tcp)
                 .map_err(|_| format!("invalid TCP listen address {addr:?}: expected IP:PORT"));
         }
-        Err(format!("invalid listen address {s:?}: expected unix:///path or tcp://IP:PORT"))
+        Err(format!(
+            "invalid listen address {s:?}: expected unix:///path or tcp://IP:PORT"
+        ))
     }
 }
 
@@ -53,7 +55,12 @@ pub enum LogFormat {
 #[command(name = "ovagent", version)]
 pub struct Config {
     /// etcd endpoints, comma separated.
-    #[arg(long, env = "OVNET_ETCD_ENDPOINTS", value_delimiter = ',', default_value = "http://127.0.0.1:2379")]
+    #[arg(
+        long,
+        env = "OVNET_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379"
+    )]
     pub etcd_endpoints: Vec<String>,
     /// Prefix of every ovnet key in etcd.
     #[arg(long, env = "OVNET_ETCD_PREFIX", default_value = "/ovnet", value_parser = parse_prefix)]
@@ -65,7 +72,11 @@ pub struct Config {
     #[arg(long, env = "OVNET_ADVERTISE_ADDR")]
     pub advertise_addr: Option<Ipv4Addr>,
     /// gRPC API address: unix:///path (mode 0660) or tcp://IP:PORT.
-    #[arg(long, env = "OVNET_LISTEN", default_value = "unix:///run/ovnet/ovagent.sock")]
+    #[arg(
+        long,
+        env = "OVNET_LISTEN",
+        default_value = "unix:///run/ovnet/ovagent.sock"
+    )]
     pub listen: Listen,
     /// TTL in seconds of the etcd lease that keeps this host alive.
     #[arg(long, env = "OVNET_LEASE_TTL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=3600))]
@@ -101,7 +112,9 @@ impl Config {
 fn parse_prefix(s: &str) -> Result<String, String> {
     let trimmed = s.trim_end_matches('/');
     if !trimmed.starts_with('/') || trimmed.len() < 2 {
-        return Err(format!("etcd prefix {s:?} must start with '/' and name something, e.g. /ovnet"));
+        return Err(format!(
+            "etcd prefix {s:?} must start with '/' and name something, e.g. /ovnet"
+        ));
     }
     Ok(trimmed.to_string())
 }
@@ -109,7 +122,8 @@ fn parse_prefix(s: &str) -> Result<String, String> {
 fn parse_node_name(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 63
-        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
     if ok {
         Ok(s.to_string())
@@ -140,12 +154,18 @@ mod tests {
     #[test]
     fn parses_everything() {
         let c = parse(&[
-            "--etcd-endpoints", "http://10.0.0.1:2379,http://10.0.0.2:2379",
-            "--etcd-prefix", "/lab1/",
-            "--node-name", "h1",
-            "--advertise-addr", "172.30.0.1",
-            "--listen", "tcp://127.0.0.1:7000",
-            "--lease-ttl", "3",
+            "--etcd-endpoints",
+            "http://10.0.0.1:2379,http://10.0.0.2:2379",
+            "--etcd-prefix",
+            "/lab1/",
+            "--node-name",
+            "h1",
+            "--advertise-addr",
+            "172.30.0.1",
+            "--listen",
+            "tcp://127.0.0.1:7000",
+            "--lease-ttl",
+            "3",
         ])
         .unwrap();
         assert_eq!(c.etcd_endpoints.len(), 2);

@@ -11,8 +11,8 @@ use ipnet::Ipv4Net;
 use ovnet_ipam_store::{ClusterState, Mac, NetworkRecord};
 
 use crate::model::{
-    bridge_name, vxlan_name, BridgeSpec, Desired, FdbEntry, NeighEntry, NetworkDatapath,
-    VxlanSpec, VXLAN_OVERHEAD, VXLAN_PORT,
+    BridgeSpec, Desired, FdbEntry, NeighEntry, NetworkDatapath, VXLAN_OVERHEAD, VXLAN_PORT,
+    VxlanSpec, bridge_name, vxlan_name,
 };
 
 /// Who this host is, as the planner needs it.
@@ -26,7 +26,8 @@ pub struct HostContext {
 impl HostContext {
     /// The MTU a network gets here: its own, capped by what the underlay carries.
     pub fn mtu_for(&self, net: &NetworkRecord) -> u32 {
-        net.mtu.min(self.underlay_mtu.saturating_sub(VXLAN_OVERHEAD))
+        net.mtu
+            .min(self.underlay_mtu.saturating_sub(VXLAN_OVERHEAD))
     }
 }
 
@@ -70,10 +71,16 @@ fn network_datapath(
             continue;
         }
         fdb.insert(FdbEntry { mac: ep.mac, dst });
-        neigh.insert(NeighEntry { ip: ep.ip, mac: ep.mac });
+        neigh.insert(NeighEntry {
+            ip: ep.ip,
+            mac: ep.mac,
+        });
         flood.insert(dst);
     }
-    fdb.extend(flood.into_iter().map(|dst| FdbEntry { mac: Mac::ZERO, dst }));
+    fdb.extend(flood.into_iter().map(|dst| FdbEntry {
+        mac: Mac::ZERO,
+        dst,
+    }));
     NetworkDatapath {
         network: net.name.clone(),
         bridge: BridgeSpec {
@@ -119,7 +126,12 @@ mod tests {
     }
 
     fn alive(name: &str, vtep: [u8; 4]) -> AliveRecord {
-        AliveRecord { v: 1, name: name.into(), vtep: vtep.into(), started_at: 0 }
+        AliveRecord {
+            v: 1,
+            name: name.into(),
+            vtep: vtep.into(),
+            started_at: 0,
+        }
     }
 
     fn ep(network: &str, host: &str, ip: [u8; 4]) -> EndpointRecord {
@@ -139,13 +151,22 @@ mod tests {
     }
 
     fn me() -> HostContext {
-        HostContext { node: "h1".into(), vtep: [192, 0, 2, 1].into(), underlay_mtu: 1500 }
+        HostContext {
+            node: "h1".into(),
+            vtep: [192, 0, 2, 1].into(),
+            underlay_mtu: 1500,
+        }
     }
 
     fn state() -> ClusterState {
         let mut s = ClusterState::default();
-        s.networks.insert("blue".into(), net("blue", 4096, "10.128.0.0/16"));
-        for (n, v) in [("h1", [192, 0, 2, 1]), ("h2", [192, 0, 2, 2]), ("h3", [192, 0, 2, 3])] {
+        s.networks
+            .insert("blue".into(), net("blue", 4096, "10.128.0.0/16"));
+        for (n, v) in [
+            ("h1", [192, 0, 2, 1]),
+            ("h2", [192, 0, 2, 2]),
+            ("h3", [192, 0, 2, 3]),
+        ] {
             s.alive.insert(n.into(), alive(n, v));
         }
         s.endpoints = vec![
@@ -176,10 +197,20 @@ mod tests {
         let n = &d.networks["ovbr4096"];
         let h2: Ipv4Addr = [192, 0, 2, 2].into();
         let floods: Vec<_> = n.fdb.iter().filter(|e| e.mac.is_zero()).collect();
-        assert_eq!(floods, vec![&FdbEntry { mac: Mac::ZERO, dst: h2 }]);
+        assert_eq!(
+            floods,
+            vec![&FdbEntry {
+                mac: Mac::ZERO,
+                dst: h2
+            }]
+        );
         assert_eq!(n.fdb.len(), 3, "two unicast + one flood: {:?}", n.fdb);
         assert_eq!(n.neigh.len(), 2);
-        assert!(n.neigh.iter().all(|e| e.ip.octets()[2] == 1), "only h2's: {:?}", n.neigh);
+        assert!(
+            n.neigh.iter().all(|e| e.ip.octets()[2] == 1),
+            "only h2's: {:?}",
+            n.neigh
+        );
     }
 
     #[test]
@@ -200,19 +231,27 @@ mod tests {
         assert_eq!(d.networks["ovbr4096"].bridge.mtu, 1350);
         ctx.underlay_mtu = 9000;
         let d = desired(&state(), &ctx);
-        assert_eq!(d.networks["ovbr4096"].vxlan.mtu, 1450, "the network's own MTU wins when smaller");
+        assert_eq!(
+            d.networks["ovbr4096"].vxlan.mtu, 1450,
+            "the network's own MTU wins when smaller"
+        );
     }
 
     #[test]
     fn networks_do_not_share_entries() {
         let mut s = state();
-        s.networks.insert("red".into(), net("red", 4097, "10.129.0.0/16"));
+        s.networks
+            .insert("red".into(), net("red", 4097, "10.129.0.0/16"));
         s.endpoints.push(ep("red", "h3", [10, 129, 0, 2]));
         let d = desired(&s, &me());
         let red = &d.networks["ovbr4097"];
         assert_eq!(red.neigh.len(), 1);
         assert!(red.fdb.iter().all(|e| e.dst == Ipv4Addr::new(192, 0, 2, 3)));
         let blue = &d.networks["ovbr4096"];
-        assert!(blue.fdb.iter().all(|e| e.dst == Ipv4Addr::new(192, 0, 2, 2)));
+        assert!(
+            blue.fdb
+                .iter()
+                .all(|e| e.dst == Ipv4Addr::new(192, 0, 2, 2))
+        );
     }
 }

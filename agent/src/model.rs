@@ -30,13 +30,21 @@ pub fn vxlan_name(vni: u32) -> String {
 
 /// Host end of an endpoint's veth pair, from the endpoint id: `ovve1a2b3c4d5e`.
 pub fn veth_host_name(endpoint_id: &str) -> String {
-    let id: String = endpoint_id.chars().filter(|c| c.is_ascii_alphanumeric()).take(10).collect();
+    let id: String = endpoint_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(10)
+        .collect();
     format!("{DEVICE_PREFIX}ve{id}")
 }
 
 /// The container end's name while it is still in the host namespace: `ovtp1a2b3c4d5e`.
 pub fn veth_temp_name(endpoint_id: &str) -> String {
-    let id: String = endpoint_id.chars().filter(|c| c.is_ascii_alphanumeric()).take(10).collect();
+    let id: String = endpoint_id
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(10)
+        .collect();
     format!("{DEVICE_PREFIX}tp{id}")
 }
 

@@ -16,7 +16,7 @@ use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::dataplane::Dataplane;
-use crate::desired::{desired, HostContext};
+use crate::desired::{HostContext, desired};
 use crate::model::LinkKind;
 use crate::plan::plan;
 use crate::watch::StateRx;
@@ -41,7 +41,11 @@ pub async fn run<D: Dataplane>(
         if let Some(state) = state {
             let (built, ok) = pass(&dp, &me, &state).await;
             if ok && first {
-                info!(networks = built.len(), revision = state.revision, "datapath in sync with etcd");
+                info!(
+                    networks = built.len(),
+                    revision = state.revision,
+                    "datapath in sync with etcd"
+                );
                 first = false;
             }
             ready.send_if_modified(|cur| {
@@ -84,7 +88,11 @@ async fn pass<D: Dataplane>(
     for op in &ops {
         info!(revision = state.revision, "{op}");
     }
-    let errors = if ops.is_empty() { Vec::new() } else { dp.apply(&ops).await };
+    let errors = if ops.is_empty() {
+        Vec::new()
+    } else {
+        dp.apply(&ops).await
+    };
     for e in &errors {
         warn!(error = %e, "kernel operation failed; will retry");
     }
@@ -99,7 +107,9 @@ async fn pass<D: Dataplane>(
         .filter(|n| match &observed {
             None => true,
             Some(o) => {
-                o.links.get(&n.bridge.name).is_some_and(|l| l.kind == LinkKind::Bridge)
+                o.links
+                    .get(&n.bridge.name)
+                    .is_some_and(|l| l.kind == LinkKind::Bridge)
                     && o.links.contains_key(&n.vxlan.name)
             }
         })

@@ -30,8 +30,12 @@ pub fn gateway(subnet: Ipv4Net) -> Ipv4Addr {
 
 /// The block prefix used when a network does not specify one: /24, or the
 /// subnet's own prefix when the subnet is smaller than a /24.
+///
+/// /24 for a /20 or larger subnet; smaller subnets get blocks 4 bits longer
+/// (at most /28), so a /24 network still spreads over 16 hosts.
 pub fn default_block_prefix(subnet: &Ipv4Net) -> u8 {
-    DEFAULT_BLOCK_PREFIX.max(subnet.prefix_len())
+    let p = subnet.prefix_len();
+    DEFAULT_BLOCK_PREFIX.max((p + 4).min(28)).max(p)
 }
 
 /// The first network in `existing` that shares an address with `subnet`.
@@ -121,7 +125,15 @@ pub fn usable(ip: Ipv4Addr, subnet: Ipv4Net) -> bool {
     subnet.contains(&ip) && reserved_reason(ip, subnet).is_none()
 }
 
-/// Up to `limit` usable, unused addresses of `block`, lowest first.
+/// Addresses ending in .0 or .255 are valid inside a larger subnet, but many
+/// tools take them for network or broadcast addresses: automatic picks skip
+/// them (an explicit `--ip` may still ask for one).
+fn looks_special(ip: Ipv4Addr) -> bool {
+    matches!(ip.octets()[3], 0 | 255)
+}
+
+/// Up to `limit` usable, unused addresses of `block`, lowest first, skipping
+/// addresses that end in .0 or .255.
 pub fn free_ips(
     block: Ipv4Net,
     subnet: Ipv4Net,
@@ -132,7 +144,7 @@ pub fn free_ips(
     let last = u32::from(block.broadcast());
     (first..=last)
         .map(Ipv4Addr::from)
-        .filter(|ip| usable(*ip, subnet) && !used.contains(ip))
+        .filter(|ip| usable(*ip, subnet) && !looks_special(*ip) && !used.contains(ip))
         .take(limit)
         .collect()
 }
@@ -159,6 +171,11 @@ mod tests {
         assert_eq!(gateway(n("10.9.0.0/30")), ip("10.9.0.1"));
         assert_eq!(default_block_prefix(&n("10.1.0.0/16")), 24);
         assert_eq!(default_block_prefix(&n("10.9.0.0/30")), 30);
+        assert_eq!(default_block_prefix(&n("10.1.0.0/20")), 24);
+        assert_eq!(default_block_prefix(&n("10.1.0.0/22")), 26);
+        assert_eq!(default_block_prefix(&n("10.1.0.0/24")), 28);
+        assert_eq!(default_block_prefix(&n("10.1.0.0/29")), 29);
+        assert_eq!(default_block_prefix(&n("10.0.0.0/8")), 24);
     }
 
     #[test]
@@ -251,7 +268,13 @@ mod tests {
         let s = n("10.1.0.0/16");
         let none = BTreeSet::new();
         assert_eq!(pick_ip(n("10.1.0.0/24"), s, &none), Some(ip("10.1.0.2")));
-        assert_eq!(pick_ip(n("10.1.1.0/24"), s, &none), Some(ip("10.1.1.0")));
+        assert_eq!(
+            pick_ip(n("10.1.1.0/24"), s, &none),
+            Some(ip("10.1.1.1")),
+            ".0 is skipped"
+        );
+        let full: BTreeSet<Ipv4Addr> = (1..=254).map(|d| Ipv4Addr::new(10, 1, 1, d)).collect();
+        assert_eq!(pick_ip(n("10.1.1.0/24"), s, &full), None, ".255 is skipped");
         let used: BTreeSet<Ipv4Addr> = [ip("10.1.0.2"), ip("10.1.0.4")].into();
         assert_eq!(pick_ip(n("10.1.0.0/24"), s, &used), Some(ip("10.1.0.3")));
         let last = n("10.1.255.252/30");

@@ -7,10 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::{Context, bail};
 
 use crate::etcd::Etcd;
-use crate::netns::{unique_id, Netns};
+use crate::netns::{Netns, unique_id};
 
 /// The underlay: 172.30.0.0/24 inside the lab's own namespaces, never routed out.
 const UNDERLAY_GW: Ipv4Addr = Ipv4Addr::new(172, 30, 0, 254);
@@ -27,7 +27,10 @@ pub struct LabOptions {
 
 impl Default for LabOptions {
     fn default() -> Self {
-        LabOptions { hosts: 3, lease_ttl: 10 }
+        LabOptions {
+            hosts: 3,
+            lease_ttl: 10,
+        }
     }
 }
 
@@ -75,13 +78,20 @@ pub fn bin_dir() -> PathBuf {
 fn bin(name: &str) -> anyhow::Result<PathBuf> {
     let p = bin_dir().join(name);
     if !p.exists() {
-        bail!("{} not found: build it first (cargo build --workspace) or set OVNET_BIN_DIR", p.display());
+        bail!(
+            "{} not found: build it first (cargo build --workspace) or set OVNET_BIN_DIR",
+            p.display()
+        );
     }
     Ok(p)
 }
 
 /// Polls `f` until it returns Some or the deadline passes.
-pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+pub fn poll<T>(
+    what: &str,
+    timeout: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -128,15 +138,25 @@ impl Lab {
         let name = format!("h{}", i + 1);
         let ns = Netns::new(&format!("ovl{}-{name}", self.id))?;
         let port = format!("p{name}");
-        self.underlay.ip(&["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
-        self.underlay.ip(&["link", "set", &port, "master", "ul", "up"])?;
+        self.underlay.ip(&[
+            "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
+        ])?;
+        self.underlay
+            .ip(&["link", "set", &port, "master", "ul", "up"])?;
         let ip = host_ip(i);
         ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
         ns.ip(&["route", "add", "default", "via", &UNDERLAY_GW.to_string()])?;
         let socket = self.dir.path().join(format!("{name}.sock"));
         let log = self.dir.path().join(format!("{name}.log"));
-        self.hosts.push(Host { name, ns, ip, socket, log, agent: None });
+        self.hosts.push(Host {
+            name,
+            ns,
+            ip,
+            socket,
+            log,
+            agent: None,
+        });
         Ok(())
     }
 
@@ -146,11 +166,21 @@ impl Lab {
         let endpoint = self.etcd.endpoint();
         let ttl = self.opts.lease_ttl.to_string();
         let h = &mut self.hosts[i];
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(&h.log)?;
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&h.log)?;
         let child = Command::new("ip")
             .args(["netns", "exec", &h.ns.name])
             .arg(&agent)
-            .args(["--etcd-endpoints", &endpoint, "--etcd-prefix", &self.prefix, "--node-name", &h.name])
+            .args([
+                "--etcd-endpoints",
+                &endpoint,
+                "--etcd-prefix",
+                &self.prefix,
+                "--node-name",
+                &h.name,
+            ])
             .arg("--listen")
             .arg(format!("unix://{}", h.socket.display()))
             .args(["--lease-ttl", &ttl])
@@ -162,10 +192,14 @@ impl Lab {
             .context("starting ovagent")?;
         h.agent = Some(child);
         let sock = h.socket.clone();
-        poll(&format!("{}'s agent to answer", h.name), Duration::from_secs(20), || {
-            let out = ovctl_at(&sock, &["version"]).ok()?;
-            out.status.success().then_some(())
-        })
+        poll(
+            &format!("{}'s agent to answer", h.name),
+            Duration::from_secs(20),
+            || {
+                let out = ovctl_at(&sock, &["version"]).ok()?;
+                out.status.success().then_some(())
+            },
+        )
     }
 
     /// SIGKILLs host `i`'s agent and reaps it.
@@ -190,7 +224,10 @@ impl Lab {
         poll("all hosts registered", Duration::from_secs(20), || {
             let out = self.ovctl(0, &["host", "ls", "--format", "json"]).ok()?;
             let hosts: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
-            let alive = hosts.iter().filter(|h| h["alive"] == serde_json::Value::Bool(true)).count();
+            let alive = hosts
+                .iter()
+                .filter(|h| h["alive"] == serde_json::Value::Bool(true))
+                .count();
             (alive >= n).then_some(())
         })
     }
@@ -204,7 +241,11 @@ impl Lab {
     pub fn ovctl_ok(&self, i: usize, args: &[&str]) -> anyhow::Result<String> {
         let out = self.ovctl(i, args)?;
         if !out.status.success() {
-            bail!("ovctl {args:?} on {} failed: {}", self.hosts[i].name, String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "ovctl {args:?} on {} failed: {}",
+                self.hosts[i].name,
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
@@ -218,7 +259,12 @@ impl Lab {
     }
 
     /// A new container connected to `network` on host `i`: (netns name, address).
-    pub fn connected(&mut self, i: usize, network: &str, name: &str) -> anyhow::Result<(String, String)> {
+    pub fn connected(
+        &mut self,
+        i: usize,
+        network: &str,
+        name: &str,
+    ) -> anyhow::Result<(String, String)> {
         let ns = self.container(name)?;
         let ip = self.ovctl_ok(i, &["network", "connect", network, &ns])?;
         Ok((ns, ip))
@@ -231,10 +277,15 @@ impl Lab {
         let path = PathBuf::from(self.underlay.path());
         ovnet_agent::netns::block_on_in_netns(&path, move || async move {
             let mut c = etcd_client::Client::connect([endpoint], None).await?;
-            let resp = c.get(prefix, Some(etcd_client::GetOptions::new().with_prefix())).await?;
+            let resp = c
+                .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
+                .await?;
             let mut out = BTreeMap::new();
             for kv in resp.kvs() {
-                out.insert(kv.key_str()?.to_string(), String::from_utf8_lossy(kv.value()).to_string());
+                out.insert(
+                    kv.key_str()?.to_string(),
+                    String::from_utf8_lossy(kv.value()).to_string(),
+                );
             }
             Ok::<_, etcd_client::Error>(out)
         })
@@ -265,7 +316,12 @@ impl Lab {
             .filter(|e| e["ifname"].as_str().is_some_and(|d| d.starts_with("ovvx")))
             .filter_map(|e| {
                 let dst = e["dst"].as_str()?;
-                Some(format!("{} {} {}", e["ifname"].as_str()?, e["mac"].as_str()?, dst))
+                Some(format!(
+                    "{} {} {}",
+                    e["ifname"].as_str()?,
+                    e["mac"].as_str()?,
+                    dst
+                ))
             })
             .collect();
         out.sort();
@@ -280,7 +336,12 @@ impl Lab {
             .iter()
             .filter(|e| e["dev"].as_str().is_some_and(|d| d.starts_with("ovvx")))
             .filter_map(|e| {
-                Some(format!("{} {} {}", e["dev"].as_str()?, e["dst"].as_str()?, e["lladdr"].as_str()?))
+                Some(format!(
+                    "{} {} {}",
+                    e["dev"].as_str()?,
+                    e["dst"].as_str()?,
+                    e["lladdr"].as_str()?
+                ))
             })
             .collect();
         out.sort();
@@ -297,13 +358,19 @@ impl Lab {
 
     /// Runs a program inside container namespace `ns`; returns its stdout.
     pub fn containers_exec(&self, ns: &str, cmd: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new("ip").args(["netns", "exec", ns]).args(cmd).output()?;
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .args(cmd)
+            .output()?;
         Ok(String::from_utf8_lossy(&out.stdout).to_string())
     }
 
     /// The agents' logs, for failure reports.
     pub fn logs(&self) -> String {
-        self.hosts.iter().map(|h| format!("==== {} ====\n{}\n", h.name, h.log())).collect()
+        self.hosts
+            .iter()
+            .map(|h| format!("==== {} ====\n{}\n", h.name, h.log()))
+            .collect()
     }
 }
 

@@ -72,7 +72,14 @@ fn apply_one(st: &mut FakeState, op: &Op) {
                 st.observed.links.insert(name.clone(), l);
             }
         }
-        Op::CreateVxlan { name, vni, local, port, mtu, master } => {
+        Op::CreateVxlan {
+            name,
+            vni,
+            local,
+            port,
+            mtu,
+            master,
+        } => {
             if !obs.links.contains_key(name) {
                 let kind = LinkKind::Vxlan {
                     vni: *vni,
@@ -106,11 +113,17 @@ fn apply_one(st: &mut FakeState, op: &Op) {
             if !mac.is_zero() {
                 entries.retain(|e| e.mac != *mac);
             }
-            entries.insert(FdbEntry { mac: *mac, dst: *dst });
+            entries.insert(FdbEntry {
+                mac: *mac,
+                dst: *dst,
+            });
         }
         Op::DelFdb { dev, mac, dst } => {
             if let Some(entries) = obs.fdb.get_mut(dev) {
-                entries.remove(&FdbEntry { mac: *mac, dst: *dst });
+                entries.remove(&FdbEntry {
+                    mac: *mac,
+                    dst: *dst,
+                });
             }
         }
         Op::AddNeigh { dev, ip, mac } => {

@@ -25,9 +25,15 @@ pub use netlink::NetlinkDataplane;
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     #[error("{op}: {source}")]
-    Op { op: String, source: rtnetlink::Error },
+    Op {
+        op: String,
+        source: rtnetlink::Error,
+    },
     #[error("{what}: {source}")]
-    Netlink { what: String, source: rtnetlink::Error },
+    Netlink {
+        what: String,
+        source: rtnetlink::Error,
+    },
     #[error("network namespace {path}: {reason}")]
     Netns { path: PathBuf, reason: String },
     #[error("{0}")]
@@ -93,5 +99,8 @@ pub trait Dataplane: Clone + Send + Sync + 'static {
 
     /// Removes the veth pair by its host end (the peer goes with it).
     /// A link that is already gone counts as done.
-    fn detach(&self, host_ifname: String) -> impl Future<Output = Result<(), DataplaneError>> + Send;
+    fn detach(
+        &self,
+        host_ifname: String,
+    ) -> impl Future<Output = Result<(), DataplaneError>> + Send;
 }

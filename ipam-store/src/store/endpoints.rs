@@ -403,7 +403,7 @@ mod tests {
         assert_eq!(
             (got, claim),
             (
-                ip("10.1.2.0"),
+                ip("10.1.2.1"),
                 BlockClaim::New("10.1.2.0/24".parse().unwrap())
             )
         );
