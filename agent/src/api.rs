@@ -9,9 +9,7 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
-use ovnet_ipam_store::{
-    BlockRecord, EndpointRecord, EtcdStore, NetworkRecord, NewEndpoint, NewNetwork,
-};
+use ovnet_ipam_store::{BlockRecord, EndpointRecord, EtcdStore, NetworkRecord, NewEndpoint, NewNetwork};
 use ovnet_proto as pb;
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
@@ -40,21 +38,11 @@ type Reply<T> = Result<Response<T>, Status>;
 
 impl<D: Dataplane> AgentService<D> {
     pub fn new(store: EtcdStore, dp: D, me: HostContext, ready: ReadyRx) -> Self {
-        AgentService {
-            store,
-            dp,
-            me,
-            ready,
-            plumbing: Mutex::new(()),
-        }
+        AgentService { store, dp, me, ready, plumbing: Mutex::new(()) }
     }
 
     async fn create(&self, r: pb::CreateNetworkRequest) -> Result<pb::Network, AgentError> {
-        let driver = if r.driver.is_empty() {
-            "overlay".to_string()
-        } else {
-            r.driver
-        };
+        let driver = if r.driver.is_empty() { "overlay".to_string() } else { r.driver };
         ovnet_ipam_store::validate::driver(&driver)?;
         let subnet = match r.subnet.as_str() {
             "" => None,
@@ -83,14 +71,7 @@ impl<D: Dataplane> AgentService<D> {
         }
         let net = self
             .store
-            .create_network(NewNetwork {
-                name: r.name,
-                driver,
-                subnet,
-                vni: r.vni,
-                block_prefix,
-                mtu,
-            })
+            .create_network(NewNetwork { name: r.name, driver, subnet, vni: r.vni, block_prefix, mtu })
             .await?;
         info!(network = %net.name, id = %net.id, subnet = %net.subnet, vni = net.vni, "network created");
         Ok(network_pb(&net))
@@ -111,13 +92,13 @@ impl<D: Dataplane> AgentService<D> {
         let net = self.store.get_network(&r.network).await?;
         let path = netns_path(&r.netns);
         check_netns(&path)?;
-        let ip =
-            match r.ip.as_str() {
-                "" => None,
-                s => Some(s.parse::<Ipv4Addr>().map_err(|_| {
-                    AgentError::InvalidArgument(format!("invalid IP address {s:?}"))
-                })?),
-            };
+        let ip = match r.ip.as_str() {
+            "" => None,
+            s => Some(
+                s.parse::<Ipv4Addr>()
+                    .map_err(|_| AgentError::InvalidArgument(format!("invalid IP address {s:?}")))?,
+            ),
+        };
         let _plumbing = self.plumbing.lock().await;
         let existing = self.store.list_endpoints(Some(&net.name)).await?;
         let mine = existing.iter().filter(|e| e.host == self.me.node);
@@ -168,10 +149,7 @@ impl<D: Dataplane> AgentService<D> {
         let _plumbing = self.plumbing.lock().await;
         let endpoints = self.store.list_endpoints(Some(&net.name)).await?;
         let matching = |e: &&EndpointRecord| same_netns(&e.netns, &r.netns);
-        let mine = endpoints
-            .iter()
-            .filter(|e| e.host == self.me.node)
-            .find(matching);
+        let mine = endpoints.iter().filter(|e| e.host == self.me.node).find(matching);
         let Some(ep) = mine else {
             if let Some(other) = endpoints.iter().find(matching) {
                 return Err(AgentError::FailedPrecondition(format!(
@@ -243,11 +221,7 @@ fn network_pb(n: &NetworkRecord) -> pb::Network {
 }
 
 fn block_pb(b: &BlockRecord) -> pb::Block {
-    pb::Block {
-        network: b.network.clone(),
-        cidr: b.cidr.to_string(),
-        host: b.host.clone(),
-    }
+    pb::Block { network: b.network.clone(), cidr: b.cidr.to_string(), host: b.host.clone() }
 }
 
 fn endpoint_pb(e: &EndpointRecord, net: &NetworkRecord) -> pb::Endpoint {
@@ -270,20 +244,12 @@ impl<D: Dataplane> pb::agent_server::Agent for AgentService<D> {
         Ok(Response::new(self.create(req.into_inner()).await?))
     }
 
-    async fn list_networks(
-        &self,
-        _: Request<pb::ListNetworksRequest>,
-    ) -> Reply<pb::ListNetworksResponse> {
+    async fn list_networks(&self, _: Request<pb::ListNetworksRequest>) -> Reply<pb::ListNetworksResponse> {
         let nets = self.store.list_networks().await.map_err(AgentError::from)?;
-        Ok(Response::new(pb::ListNetworksResponse {
-            networks: nets.iter().map(network_pb).collect(),
-        }))
+        Ok(Response::new(pb::ListNetworksResponse { networks: nets.iter().map(network_pb).collect() }))
     }
 
-    async fn inspect_network(
-        &self,
-        req: Request<pb::InspectNetworkRequest>,
-    ) -> Reply<pb::NetworkDetail> {
+    async fn inspect_network(&self, req: Request<pb::InspectNetworkRequest>) -> Reply<pb::NetworkDetail> {
         Ok(Response::new(self.inspect(&req.into_inner().name).await?))
     }
 
@@ -291,11 +257,7 @@ impl<D: Dataplane> pb::agent_server::Agent for AgentService<D> {
         &self,
         req: Request<pb::RemoveNetworkRequest>,
     ) -> Reply<pb::RemoveNetworkResponse> {
-        let net = self
-            .store
-            .remove_network(&req.into_inner().name)
-            .await
-            .map_err(AgentError::from)?;
+        let net = self.store.remove_network(&req.into_inner().name).await.map_err(AgentError::from)?;
         info!(network = %net.name, "network removed");
         Ok(Response::new(pb::RemoveNetworkResponse {}))
     }

@@ -11,11 +11,7 @@ pub struct Backoff {
 
 impl Backoff {
     pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            next: min,
-            min,
-            max,
-        }
+        Backoff { next: min, min, max }
     }
 
     /// The delay before the next attempt; doubles up to the cap.

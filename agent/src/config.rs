@@ -28,9 +28,7 @@ impl std::str::FromStr for Listen {
                 .map(Listen::Tcp)
                 .map_err(|_| format!("invalid TCP listen address {addr:?}: expected IP:PORT"));
         }
-        Err(format!(
-            "invalid listen address {s:?}: expected unix:///path or tcp://IP:PORT"
-        ))
+        Err(format!("invalid listen address {s:?}: expected unix:///path or tcp://IP:PORT"))
     }
 }
 
@@ -72,11 +70,7 @@ pub struct Config {
     #[arg(long, env = "OVNET_ADVERTISE_ADDR")]
     pub advertise_addr: Option<Ipv4Addr>,
     /// gRPC API address: unix:///path (mode 0660) or tcp://IP:PORT.
-    #[arg(
-        long,
-        env = "OVNET_LISTEN",
-        default_value = "unix:///run/ovnet/ovagent.sock"
-    )]
+    #[arg(long, env = "OVNET_LISTEN", default_value = "unix:///run/ovnet/ovagent.sock")]
     pub listen: Listen,
     /// TTL in seconds of the etcd lease that keeps this host alive.
     #[arg(long, env = "OVNET_LEASE_TTL", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=3600))]
@@ -112,9 +106,7 @@ impl Config {
 fn parse_prefix(s: &str) -> Result<String, String> {
     let trimmed = s.trim_end_matches('/');
     if !trimmed.starts_with('/') || trimmed.len() < 2 {
-        return Err(format!(
-            "etcd prefix {s:?} must start with '/' and name something, e.g. /ovnet"
-        ));
+        return Err(format!("etcd prefix {s:?} must start with '/' and name something, e.g. /ovnet"));
     }
     Ok(trimmed.to_string())
 }
@@ -122,8 +114,7 @@ fn parse_prefix(s: &str) -> Result<String, String> {
 fn parse_node_name(s: &str) -> Result<String, String> {
     let ok = !s.is_empty()
         && s.len() <= 63
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
         && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric());
     if ok {
         Ok(s.to_string())

@@ -11,8 +11,8 @@ use ipnet::Ipv4Net;
 use ovnet_ipam_store::{ClusterState, Mac, NetworkRecord};
 
 use crate::model::{
-    BridgeSpec, Desired, FdbEntry, NeighEntry, NetworkDatapath, VXLAN_OVERHEAD, VXLAN_PORT,
-    VxlanSpec, bridge_name, vxlan_name,
+    BridgeSpec, Desired, FdbEntry, NeighEntry, NetworkDatapath, VXLAN_OVERHEAD, VXLAN_PORT, VxlanSpec,
+    bridge_name, vxlan_name,
 };
 
 /// Who this host is, as the planner needs it.
@@ -26,19 +26,14 @@ pub struct HostContext {
 impl HostContext {
     /// The MTU a network gets here: its own, capped by what the underlay carries.
     pub fn mtu_for(&self, net: &NetworkRecord) -> u32 {
-        net.mtu
-            .min(self.underlay_mtu.saturating_sub(VXLAN_OVERHEAD))
+        net.mtu.min(self.underlay_mtu.saturating_sub(VXLAN_OVERHEAD))
     }
 }
 
 /// The desired datapath of every network in the snapshot.
 pub fn desired(state: &ClusterState, me: &HostContext) -> Desired {
-    let peers: BTreeMap<&str, Ipv4Addr> = state
-        .alive
-        .values()
-        .filter(|a| a.name != me.node)
-        .map(|a| (a.name.as_str(), a.vtep))
-        .collect();
+    let peers: BTreeMap<&str, Ipv4Addr> =
+        state.alive.values().filter(|a| a.name != me.node).map(|a| (a.name.as_str(), a.vtep)).collect();
     let mut networks = BTreeMap::new();
     for net in state.networks.values() {
         let dp = network_datapath(net, state, me, &peers);
@@ -71,16 +66,10 @@ fn network_datapath(
             continue;
         }
         fdb.insert(FdbEntry { mac: ep.mac, dst });
-        neigh.insert(NeighEntry {
-            ip: ep.ip,
-            mac: ep.mac,
-        });
+        neigh.insert(NeighEntry { ip: ep.ip, mac: ep.mac });
         flood.insert(dst);
     }
-    fdb.extend(flood.into_iter().map(|dst| FdbEntry {
-        mac: Mac::ZERO,
-        dst,
-    }));
+    fdb.extend(flood.into_iter().map(|dst| FdbEntry { mac: Mac::ZERO, dst }));
     NetworkDatapath {
         network: net.name.clone(),
         bridge: BridgeSpec {
@@ -126,12 +115,7 @@ mod tests {
     }
 
     fn alive(name: &str, vtep: [u8; 4]) -> AliveRecord {
-        AliveRecord {
-            v: 1,
-            name: name.into(),
-            vtep: vtep.into(),
-            started_at: 0,
-        }
+        AliveRecord { v: 1, name: name.into(), vtep: vtep.into(), started_at: 0 }
     }
 
     fn ep(network: &str, host: &str, ip: [u8; 4]) -> EndpointRecord {
@@ -151,22 +135,13 @@ mod tests {
     }
 
     fn me() -> HostContext {
-        HostContext {
-            node: "h1".into(),
-            vtep: [192, 0, 2, 1].into(),
-            underlay_mtu: 1500,
-        }
+        HostContext { node: "h1".into(), vtep: [192, 0, 2, 1].into(), underlay_mtu: 1500 }
     }
 
     fn state() -> ClusterState {
         let mut s = ClusterState::default();
-        s.networks
-            .insert("blue".into(), net("blue", 4096, "10.128.0.0/16"));
-        for (n, v) in [
-            ("h1", [192, 0, 2, 1]),
-            ("h2", [192, 0, 2, 2]),
-            ("h3", [192, 0, 2, 3]),
-        ] {
+        s.networks.insert("blue".into(), net("blue", 4096, "10.128.0.0/16"));
+        for (n, v) in [("h1", [192, 0, 2, 1]), ("h2", [192, 0, 2, 2]), ("h3", [192, 0, 2, 3])] {
             s.alive.insert(n.into(), alive(n, v));
         }
         s.endpoints = vec![
@@ -197,20 +172,10 @@ mod tests {
         let n = &d.networks["ovbr4096"];
         let h2: Ipv4Addr = [192, 0, 2, 2].into();
         let floods: Vec<_> = n.fdb.iter().filter(|e| e.mac.is_zero()).collect();
-        assert_eq!(
-            floods,
-            vec![&FdbEntry {
-                mac: Mac::ZERO,
-                dst: h2
-            }]
-        );
+        assert_eq!(floods, vec![&FdbEntry { mac: Mac::ZERO, dst: h2 }]);
         assert_eq!(n.fdb.len(), 3, "two unicast + one flood: {:?}", n.fdb);
         assert_eq!(n.neigh.len(), 2);
-        assert!(
-            n.neigh.iter().all(|e| e.ip.octets()[2] == 1),
-            "only h2's: {:?}",
-            n.neigh
-        );
+        assert!(n.neigh.iter().all(|e| e.ip.octets()[2] == 1), "only h2's: {:?}", n.neigh);
     }
 
     #[test]
@@ -231,27 +196,19 @@ mod tests {
         assert_eq!(d.networks["ovbr4096"].bridge.mtu, 1350);
         ctx.underlay_mtu = 9000;
         let d = desired(&state(), &ctx);
-        assert_eq!(
-            d.networks["ovbr4096"].vxlan.mtu, 1450,
-            "the network's own MTU wins when smaller"
-        );
+        assert_eq!(d.networks["ovbr4096"].vxlan.mtu, 1450, "the network's own MTU wins when smaller");
     }
 
     #[test]
     fn networks_do_not_share_entries() {
         let mut s = state();
-        s.networks
-            .insert("red".into(), net("red", 4097, "10.129.0.0/16"));
+        s.networks.insert("red".into(), net("red", 4097, "10.129.0.0/16"));
         s.endpoints.push(ep("red", "h3", [10, 129, 0, 2]));
         let d = desired(&s, &me());
         let red = &d.networks["ovbr4097"];
         assert_eq!(red.neigh.len(), 1);
         assert!(red.fdb.iter().all(|e| e.dst == Ipv4Addr::new(192, 0, 2, 3)));
         let blue = &d.networks["ovbr4096"];
-        assert!(
-            blue.fdb
-                .iter()
-                .all(|e| e.dst == Ipv4Addr::new(192, 0, 2, 2))
-        );
+        assert!(blue.fdb.iter().all(|e| e.dst == Ipv4Addr::new(192, 0, 2, 2)));
     }
 }

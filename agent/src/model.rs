@@ -30,21 +30,13 @@ pub fn vxlan_name(vni: u32) -> String {
 
 /// Host end of an endpoint's veth pair, from the endpoint id: `ovve1a2b3c4d5e`.
 pub fn veth_host_name(endpoint_id: &str) -> String {
-    let id: String = endpoint_id
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .take(10)
-        .collect();
+    let id: String = endpoint_id.chars().filter(|c| c.is_ascii_alphanumeric()).take(10).collect();
     format!("{DEVICE_PREFIX}ve{id}")
 }
 
 /// The container end's name while it is still in the host namespace: `ovtp1a2b3c4d5e`.
 pub fn veth_temp_name(endpoint_id: &str) -> String {
-    let id: String = endpoint_id
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .take(10)
-        .collect();
+    let id: String = endpoint_id.chars().filter(|c| c.is_ascii_alphanumeric()).take(10).collect();
     format!("{DEVICE_PREFIX}tp{id}")
 }
 
@@ -107,13 +99,7 @@ pub struct Desired {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LinkKind {
     Bridge,
-    Vxlan {
-        vni: u32,
-        local: Option<Ipv4Addr>,
-        port: u16,
-        learning: bool,
-        proxy: bool,
-    },
+    Vxlan { vni: u32, local: Option<Ipv4Addr>, port: u16, learning: bool, proxy: bool },
     Veth,
     Other(String),
 }

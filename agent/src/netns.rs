@@ -22,11 +22,7 @@ pub const NETNS_DIR: &str = "/run/netns";
 /// The file of a namespace given by name (`/run/netns/NAME`) or by path
 /// (anything containing `/`, such as `/proc/PID/ns/net`).
 pub fn netns_path(netns: &str) -> PathBuf {
-    if netns.contains('/') {
-        PathBuf::from(netns)
-    } else {
-        Path::new(NETNS_DIR).join(netns)
-    }
+    if netns.contains('/') { PathBuf::from(netns) } else { Path::new(NETNS_DIR).join(netns) }
 }
 
 /// Checks that `path` exists and is a network namespace (`ip netns exec NAME true`),
@@ -51,16 +47,14 @@ pub async fn handle_in_netns(path: &Path) -> Result<rtnetlink::Handle, Dataplane
         let result = enter(&path).and_then(|()| {
             // The socket registers with the reactor of the runtime it is created in.
             let _guard = runtime.enter();
-            let (connection, handle, _) =
-                rtnetlink::new_connection().map_err(|e| netns_error(&path, e))?;
+            let (connection, handle, _) = rtnetlink::new_connection().map_err(|e| netns_error(&path, e))?;
             runtime.spawn(connection);
             Ok(handle)
         });
         // The receiver only goes away if the caller gave up waiting.
         let _ = tx.send(result);
     })?;
-    rx.await
-        .map_err(|_| DataplaneError::Other("namespace thread exited without an answer".into()))?
+    rx.await.map_err(|_| DataplaneError::Other("namespace thread exited without an answer".into()))?
 }
 
 /// Runs the future made by `f` to completion on a new thread inside the
@@ -95,10 +89,9 @@ pub fn open_netns(path: &Path) -> Result<File, DataplaneError> {
 fn enter(path: &Path) -> Result<(), DataplaneError> {
     let file = open_netns(path)?;
     nix::sched::setns(&file, CloneFlags::CLONE_NEWNET).map_err(|errno| match errno {
-        Errno::EINVAL => DataplaneError::Netns {
-            path: path.to_path_buf(),
-            reason: "is not a network namespace".into(),
-        },
+        Errno::EINVAL => {
+            DataplaneError::Netns { path: path.to_path_buf(), reason: "is not a network namespace".into() }
+        }
         other => netns_error(path, io::Error::from(other)),
     })
 }
@@ -109,10 +102,7 @@ fn netns_error(path: &Path, err: io::Error) -> DataplaneError {
         io::ErrorKind::NotFound => "does not exist".to_string(),
         _ => err.to_string(),
     };
-    DataplaneError::Netns {
-        path: path.to_path_buf(),
-        reason,
-    }
+    DataplaneError::Netns { path: path.to_path_buf(), reason }
 }
 
 fn spawn_thread<F>(name: &str, f: F) -> Result<std::thread::JoinHandle<()>, DataplaneError>
@@ -146,28 +136,19 @@ mod tests {
     #[test]
     fn names_and_paths() {
         assert_eq!(netns_path("c1"), PathBuf::from("/run/netns/c1"));
-        assert_eq!(
-            netns_path("/proc/42/ns/net"),
-            PathBuf::from("/proc/42/ns/net")
-        );
+        assert_eq!(netns_path("/proc/42/ns/net"), PathBuf::from("/proc/42/ns/net"));
     }
 
     #[test]
     fn missing_namespace_is_named() {
         let err = check_netns(Path::new("/run/netns/ovnet-does-not-exist")).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "network namespace /run/netns/ovnet-does-not-exist: does not exist"
-        );
+        assert_eq!(err.to_string(), "network namespace /run/netns/ovnet-does-not-exist: does not exist");
     }
 
     #[test]
     fn a_plain_file_is_not_a_namespace() {
         let err = check_netns(Path::new("/proc/self/status")).unwrap_err();
-        assert!(
-            err.to_string().ends_with("is not a network namespace"),
-            "{err}"
-        );
+        assert!(err.to_string().ends_with("is not a network namespace"), "{err}");
     }
 
     #[test]

@@ -15,14 +15,7 @@ pub enum Op {
     CreateBridge { name: String, mac: Mac, mtu: u32 },
     /// `ip link add NAME type vxlan id VNI local LOCAL dstport PORT nolearning proxy`
     /// + `ip link set NAME master MASTER mtu MTU up` + `bridge link set dev NAME learning off`
-    CreateVxlan {
-        name: String,
-        vni: u32,
-        local: Ipv4Addr,
-        port: u16,
-        mtu: u32,
-        master: String,
-    },
+    CreateVxlan { name: String, vni: u32, local: Ipv4Addr, port: u16, mtu: u32, master: String },
     /// `ip link del NAME`
     DeleteLink { name: String },
     /// `ip link set NAME address MAC`
@@ -38,17 +31,9 @@ pub enum Op {
     /// `ip addr del ADDR dev DEV`
     DelAddr { dev: String, addr: Ipv4Net },
     /// `bridge fdb append MAC dev DEV dst DST self permanent` (all-zeros MAC: a flood entry)
-    AddFdb {
-        dev: String,
-        mac: Mac,
-        dst: Ipv4Addr,
-    },
+    AddFdb { dev: String, mac: Mac, dst: Ipv4Addr },
     /// `bridge fdb del MAC dev DEV dst DST self`
-    DelFdb {
-        dev: String,
-        mac: Mac,
-        dst: Ipv4Addr,
-    },
+    DelFdb { dev: String, mac: Mac, dst: Ipv4Addr },
     /// `ip neigh replace IP lladdr MAC dev DEV nud permanent`
     AddNeigh { dev: String, ip: Ipv4Addr, mac: Mac },
     /// `ip neigh del IP dev DEV`
@@ -62,14 +47,7 @@ impl fmt::Display for Op {
                 f,
                 "ip link add name {name} type bridge && ip link set {name} address {mac} mtu {mtu} up"
             ),
-            Op::CreateVxlan {
-                name,
-                vni,
-                local,
-                port,
-                mtu,
-                master,
-            } => write!(
+            Op::CreateVxlan { name, vni, local, port, mtu, master } => write!(
                 f,
                 "ip link add {name} type vxlan id {vni} local {local} dstport {port} nolearning proxy \
                  && ip link set {name} master {master} mtu {mtu} up && bridge link set dev {name} learning off"
@@ -82,19 +60,13 @@ impl fmt::Display for Op {
             Op::AddAddr { dev, addr } => write!(f, "ip addr add {addr} dev {dev}"),
             Op::DelAddr { dev, addr } => write!(f, "ip addr del {addr} dev {dev}"),
             Op::AddFdb { dev, mac, dst } => {
-                write!(
-                    f,
-                    "bridge fdb append {mac} dev {dev} dst {dst} self permanent"
-                )
+                write!(f, "bridge fdb append {mac} dev {dev} dst {dst} self permanent")
             }
             Op::DelFdb { dev, mac, dst } => {
                 write!(f, "bridge fdb del {mac} dev {dev} dst {dst} self")
             }
             Op::AddNeigh { dev, ip, mac } => {
-                write!(
-                    f,
-                    "ip neigh replace {ip} lladdr {mac} dev {dev} nud permanent"
-                )
+                write!(f, "ip neigh replace {ip} lladdr {mac} dev {dev} nud permanent")
             }
             Op::DelNeigh { dev, ip } => write!(f, "ip neigh del {ip} dev {dev}"),
         }

@@ -25,11 +25,8 @@ pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Op> {
 /// Bridges and VXLAN devices of ours that no network wants any more.
 /// Veths are left alone: endpoint plumbing belongs to connect/disconnect.
 fn stale_links(desired: &Desired, observed: &Observed) -> Vec<Op> {
-    let wanted: BTreeSet<&str> = desired
-        .networks
-        .values()
-        .flat_map(|n| [n.bridge.name.as_str(), n.vxlan.name.as_str()])
-        .collect();
+    let wanted: BTreeSet<&str> =
+        desired.networks.values().flat_map(|n| [n.bridge.name.as_str(), n.vxlan.name.as_str()]).collect();
     let bridge = format!("{DEVICE_PREFIX}br");
     let vxlan = format!("{DEVICE_PREFIX}vx");
     let mut ops: Vec<Op> = observed
@@ -75,41 +72,22 @@ fn plan_bridge(net: &NetworkDatapath, link: Option<&ObservedLink>, ops: &mut Vec
             if other.is_some() {
                 ops.push(Op::DeleteLink { name: name.clone() });
             }
-            ops.push(Op::CreateBridge {
-                name: name.clone(),
-                mac: spec.mac,
-                mtu: spec.mtu,
-            });
-            ops.push(Op::AddAddr {
-                dev: name,
-                addr: spec.addr,
-            });
+            ops.push(Op::CreateBridge { name: name.clone(), mac: spec.mac, mtu: spec.mtu });
+            ops.push(Op::AddAddr { dev: name, addr: spec.addr });
             return;
         }
     };
     if link.mac != Some(spec.mac) {
-        ops.push(Op::SetMac {
-            name: name.clone(),
-            mac: spec.mac,
-        });
+        ops.push(Op::SetMac { name: name.clone(), mac: spec.mac });
     }
     if link.mtu != spec.mtu {
-        ops.push(Op::SetMtu {
-            name: name.clone(),
-            mtu: spec.mtu,
-        });
+        ops.push(Op::SetMtu { name: name.clone(), mtu: spec.mtu });
     }
     if !link.addrs.contains(&spec.addr) {
-        ops.push(Op::AddAddr {
-            dev: name.clone(),
-            addr: spec.addr,
-        });
+        ops.push(Op::AddAddr { dev: name.clone(), addr: spec.addr });
     }
     for addr in link.addrs.iter().filter(|a| **a != spec.addr) {
-        ops.push(Op::DelAddr {
-            dev: name.clone(),
-            addr: *addr,
-        });
+        ops.push(Op::DelAddr { dev: name.clone(), addr: *addr });
     }
     if !link.up {
         ops.push(Op::SetUp { name });
@@ -137,9 +115,7 @@ fn plan_vxlan(net: &NetworkDatapath, link: Option<&ObservedLink>, ops: &mut Vec<
             if vni == spec.vni && local == Some(spec.local) && port == spec.port
     );
     if !right_kind {
-        ops.push(Op::DeleteLink {
-            name: spec.name.clone(),
-        });
+        ops.push(Op::DeleteLink { name: spec.name.clone() });
         ops.push(create);
         return true;
     }
@@ -150,21 +126,13 @@ fn plan_vxlan(net: &NetworkDatapath, link: Option<&ObservedLink>, ops: &mut Vec<
 /// A port of the bridge: enslaved, right MTU, up.
 fn plan_port(name: &str, master: &str, mtu: u32, link: &ObservedLink, ops: &mut Vec<Op>) {
     if link.mtu != mtu {
-        ops.push(Op::SetMtu {
-            name: name.to_string(),
-            mtu,
-        });
+        ops.push(Op::SetMtu { name: name.to_string(), mtu });
     }
     if link.master.as_deref() != Some(master) {
-        ops.push(Op::SetMaster {
-            name: name.to_string(),
-            master: master.to_string(),
-        });
+        ops.push(Op::SetMaster { name: name.to_string(), master: master.to_string() });
     }
     if !link.up {
-        ops.push(Op::SetUp {
-            name: name.to_string(),
-        });
+        ops.push(Op::SetUp { name: name.to_string() });
     }
 }
 
@@ -178,34 +146,19 @@ fn plan_entries(
 ) {
     let dev = dev.to_string();
     for e in want_fdb.difference(have_fdb) {
-        ops.push(Op::AddFdb {
-            dev: dev.clone(),
-            mac: e.mac,
-            dst: e.dst,
-        });
+        ops.push(Op::AddFdb { dev: dev.clone(), mac: e.mac, dst: e.dst });
     }
     for e in want_neigh.difference(have_neigh) {
-        ops.push(Op::AddNeigh {
-            dev: dev.clone(),
-            ip: e.ip,
-            mac: e.mac,
-        });
+        ops.push(Op::AddNeigh { dev: dev.clone(), ip: e.ip, mac: e.mac });
     }
     // A unicast MAC whose destination changed was replaced by its AddFdb above;
     // deleting the old (mac, dst) pair afterwards is then a harmless no-op.
     for e in have_fdb.difference(want_fdb) {
-        ops.push(Op::DelFdb {
-            dev: dev.clone(),
-            mac: e.mac,
-            dst: e.dst,
-        });
+        ops.push(Op::DelFdb { dev: dev.clone(), mac: e.mac, dst: e.dst });
     }
     let want_ips: BTreeSet<_> = want_neigh.iter().map(|n| n.ip).collect();
     for e in have_neigh.iter().filter(|n| !want_ips.contains(&n.ip)) {
-        ops.push(Op::DelNeigh {
-            dev: dev.clone(),
-            ip: e.ip,
-        });
+        ops.push(Op::DelNeigh { dev: dev.clone(), ip: e.ip });
     }
 }
 

@@ -33,34 +33,17 @@ fn network(vni: u32) -> NetworkDatapath {
             master: bridge,
         },
         fdb: BTreeSet::from([
-            FdbEntry {
-                mac: Mac::ZERO,
-                dst: ip(192, 0, 2, 2),
-            },
-            FdbEntry {
-                mac: Mac::ZERO,
-                dst: ip(192, 0, 2, 3),
-            },
-            FdbEntry {
-                mac: Mac::endpoint(ip(10, 77, 1, 2)),
-                dst: ip(192, 0, 2, 2),
-            },
+            FdbEntry { mac: Mac::ZERO, dst: ip(192, 0, 2, 2) },
+            FdbEntry { mac: Mac::ZERO, dst: ip(192, 0, 2, 3) },
+            FdbEntry { mac: Mac::endpoint(ip(10, 77, 1, 2)), dst: ip(192, 0, 2, 2) },
         ]),
-        neigh: BTreeSet::from([NeighEntry {
-            ip: ip(10, 77, 1, 2),
-            mac: Mac::endpoint(ip(10, 77, 1, 2)),
-        }]),
+        neigh: BTreeSet::from([NeighEntry { ip: ip(10, 77, 1, 2), mac: Mac::endpoint(ip(10, 77, 1, 2)) }]),
         ports: BTreeSet::from(["ovveabc".to_string()]),
     }
 }
 
 fn desired(nets: &[NetworkDatapath]) -> Desired {
-    Desired {
-        networks: nets
-            .iter()
-            .map(|n| (n.bridge.name.clone(), n.clone()))
-            .collect(),
-    }
+    Desired { networks: nets.iter().map(|n| (n.bridge.name.clone(), n.clone())).collect() }
 }
 
 /// Applies the plan to a fake kernel until it converges; returns the kernel.
@@ -73,10 +56,7 @@ async fn converge(d: &Desired, dp: &FakeDataplane) -> Observed {
         }
         assert!(dp.apply(&ops).await.is_empty());
     }
-    panic!(
-        "plan did not converge in 3 passes: {:?}",
-        plan(d, &dp.observe().await.unwrap())
-    );
+    panic!("plan did not converge in 3 passes: {:?}", plan(d, &dp.observe().await.unwrap()));
 }
 
 #[test]
@@ -84,32 +64,20 @@ fn empty_kernel_gets_everything_in_dependency_order() {
     let d = desired(&[network(4096)]);
     let ops = plan(&d, &Observed::default());
     let shown: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
-    assert!(
-        shown[0].starts_with("ip link add name ovbr4096 type bridge"),
-        "{shown:#?}"
-    );
+    assert!(shown[0].starts_with("ip link add name ovbr4096 type bridge"), "{shown:#?}");
     assert_eq!(shown[1], "ip addr add 10.77.0.1/16 dev ovbr4096");
     assert!(shown[2].starts_with(
         "ip link add ovvx4096 type vxlan id 4096 local 192.0.2.1 dstport 4789 nolearning proxy"
     ));
-    assert!(
-        shown.contains(
-            &"bridge fdb append 00:00:00:00:00:00 dev ovvx4096 dst 192.0.2.2 self permanent"
-                .to_string()
-        )
-    );
-    assert!(
-        shown.contains(
-            &"bridge fdb append 00:00:00:00:00:00 dev ovvx4096 dst 192.0.2.3 self permanent"
-                .to_string()
-        )
-    );
-    assert!(
-        shown.contains(
-            &"ip neigh replace 10.77.1.2 lladdr 02:42:0a:4d:01:02 dev ovvx4096 nud permanent"
-                .to_string()
-        )
-    );
+    assert!(shown.contains(
+        &"bridge fdb append 00:00:00:00:00:00 dev ovvx4096 dst 192.0.2.2 self permanent".to_string()
+    ));
+    assert!(shown.contains(
+        &"bridge fdb append 00:00:00:00:00:00 dev ovvx4096 dst 192.0.2.3 self permanent".to_string()
+    ));
+    assert!(shown.contains(
+        &"ip neigh replace 10.77.1.2 lladdr 02:42:0a:4d:01:02 dev ovvx4096 nud permanent".to_string()
+    ));
     assert_eq!(ops.len(), 7, "{shown:#?}");
 }
 
@@ -127,10 +95,7 @@ async fn drift_is_repaired_and_only_drift() {
     let dp = FakeDataplane::default();
     converge(&d, &dp).await;
     dp.tamper(|o| {
-        o.fdb.get_mut("ovvx4096").unwrap().remove(&FdbEntry {
-            mac: Mac::ZERO,
-            dst: ip(192, 0, 2, 3),
-        });
+        o.fdb.get_mut("ovvx4096").unwrap().remove(&FdbEntry { mac: Mac::ZERO, dst: ip(192, 0, 2, 3) });
         o.neigh.get_mut("ovvx4096").unwrap().clear();
         o.links.get_mut("ovbr4096").unwrap().mtu = 1300;
         o.links.get_mut("ovvx4096").unwrap().up = false;
@@ -139,18 +104,9 @@ async fn drift_is_repaired_and_only_drift() {
     assert_eq!(
         ops,
         vec![
-            Op::SetMtu {
-                name: "ovbr4096".into(),
-                mtu: 1450
-            },
-            Op::SetUp {
-                name: "ovvx4096".into()
-            },
-            Op::AddFdb {
-                dev: "ovvx4096".into(),
-                mac: Mac::ZERO,
-                dst: ip(192, 0, 2, 3)
-            },
+            Op::SetMtu { name: "ovbr4096".into(), mtu: 1450 },
+            Op::SetUp { name: "ovvx4096".into() },
+            Op::AddFdb { dev: "ovvx4096".into(), mac: Mac::ZERO, dst: ip(192, 0, 2, 3) },
             Op::AddNeigh {
                 dev: "ovvx4096".into(),
                 ip: ip(10, 77, 1, 2),
@@ -168,33 +124,19 @@ async fn removed_endpoint_and_dead_peer_entries_go_away_after_additions() {
     let mut less = full.clone();
     less.fdb.retain(|e| e.dst != ip(192, 0, 2, 2));
     less.neigh.clear();
-    less.fdb.insert(FdbEntry {
-        mac: Mac::ZERO,
-        dst: ip(192, 0, 2, 4),
-    });
+    less.fdb.insert(FdbEntry { mac: Mac::ZERO, dst: ip(192, 0, 2, 4) });
     let ops = plan(&desired(&[less]), &dp.observe().await.unwrap());
     assert_eq!(
         ops,
         vec![
-            Op::AddFdb {
-                dev: "ovvx4096".into(),
-                mac: Mac::ZERO,
-                dst: ip(192, 0, 2, 4)
-            },
-            Op::DelFdb {
-                dev: "ovvx4096".into(),
-                mac: Mac::ZERO,
-                dst: ip(192, 0, 2, 2)
-            },
+            Op::AddFdb { dev: "ovvx4096".into(), mac: Mac::ZERO, dst: ip(192, 0, 2, 4) },
+            Op::DelFdb { dev: "ovvx4096".into(), mac: Mac::ZERO, dst: ip(192, 0, 2, 2) },
             Op::DelFdb {
                 dev: "ovvx4096".into(),
                 mac: Mac::endpoint(ip(10, 77, 1, 2)),
                 dst: ip(192, 0, 2, 2)
             },
-            Op::DelNeigh {
-                dev: "ovvx4096".into(),
-                ip: ip(10, 77, 1, 2)
-            },
+            Op::DelNeigh { dev: "ovvx4096".into(), ip: ip(10, 77, 1, 2) },
         ]
     );
 }
@@ -205,26 +147,11 @@ async fn moved_endpoint_is_replaced_not_duplicated() {
     let dp = FakeDataplane::default();
     converge(&desired(&[n.clone()]), &dp).await;
     let mac = Mac::endpoint(ip(10, 77, 1, 2));
-    n.fdb.remove(&FdbEntry {
-        mac,
-        dst: ip(192, 0, 2, 2),
-    });
-    n.fdb.insert(FdbEntry {
-        mac,
-        dst: ip(192, 0, 2, 3),
-    });
+    n.fdb.remove(&FdbEntry { mac, dst: ip(192, 0, 2, 2) });
+    n.fdb.insert(FdbEntry { mac, dst: ip(192, 0, 2, 3) });
     let obs = converge(&desired(&[n]), &dp).await;
-    let with_mac: Vec<_> = obs.fdb["ovvx4096"]
-        .iter()
-        .filter(|e| e.mac == mac)
-        .collect();
-    assert_eq!(
-        with_mac,
-        vec![&FdbEntry {
-            mac,
-            dst: ip(192, 0, 2, 3)
-        }]
-    );
+    let with_mac: Vec<_> = obs.fdb["ovvx4096"].iter().filter(|e| e.mac == mac).collect();
+    assert_eq!(with_mac, vec![&FdbEntry { mac, dst: ip(192, 0, 2, 3) }]);
 }
 
 #[tokio::test]
@@ -239,14 +166,7 @@ async fn removed_network_deletes_vxlan_then_bridge_and_leaves_foreign_links() {
     let ops = plan(&desired(&[network(4096)]), &dp.observe().await.unwrap());
     assert_eq!(
         ops,
-        vec![
-            Op::DeleteLink {
-                name: "ovvx4097".into()
-            },
-            Op::DeleteLink {
-                name: "ovbr4097".into()
-            }
-        ]
+        vec![Op::DeleteLink { name: "ovvx4097".into() }, Op::DeleteLink { name: "ovbr4097".into() }]
     );
 }
 
@@ -265,25 +185,10 @@ async fn vxlan_with_wrong_vni_or_local_is_recreated_with_all_entries() {
         }
     });
     let ops = plan(&d, &dp.observe().await.unwrap());
-    assert_eq!(
-        ops[0],
-        Op::DeleteLink {
-            name: "ovvx4096".into()
-        }
-    );
+    assert_eq!(ops[0], Op::DeleteLink { name: "ovvx4096".into() });
     assert!(matches!(ops[1], Op::CreateVxlan { .. }));
-    assert_eq!(
-        ops.iter()
-            .filter(|o| matches!(o, Op::AddFdb { .. }))
-            .count(),
-        3
-    );
-    assert_eq!(
-        ops.iter()
-            .filter(|o| matches!(o, Op::AddNeigh { .. }))
-            .count(),
-        1
-    );
+    assert_eq!(ops.iter().filter(|o| matches!(o, Op::AddFdb { .. })).count(), 3);
+    assert_eq!(ops.iter().filter(|o| matches!(o, Op::AddNeigh { .. })).count(), 1);
 }
 
 #[tokio::test]
@@ -299,13 +204,7 @@ async fn local_port_is_enslaved_when_present() {
         o.links.insert("ovveabc".into(), veth);
     });
     let ops = plan(&d, &dp.observe().await.unwrap());
-    assert_eq!(
-        ops,
-        vec![Op::SetMaster {
-            name: "ovveabc".into(),
-            master: "ovbr4096".into()
-        }]
-    );
+    assert_eq!(ops, vec![Op::SetMaster { name: "ovveabc".into(), master: "ovbr4096".into() }]);
 }
 
 #[test]
@@ -327,18 +226,6 @@ fn bridge_with_foreign_address_loses_it_and_gets_gateway() {
         },
     );
     let ops = plan(&d, &obs);
-    assert_eq!(
-        ops[0],
-        Op::AddAddr {
-            dev: "ovbr4096".into(),
-            addr: n.bridge.addr
-        }
-    );
-    assert_eq!(
-        ops[1],
-        Op::DelAddr {
-            dev: "ovbr4096".into(),
-            addr: "10.9.0.1/24".parse().unwrap()
-        }
-    );
+    assert_eq!(ops[0], Op::AddAddr { dev: "ovbr4096".into(), addr: n.bridge.addr });
+    assert_eq!(ops[1], Op::DelAddr { dev: "ovbr4096".into(), addr: "10.9.0.1/24".parse().unwrap() });
 }

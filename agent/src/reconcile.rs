@@ -41,11 +41,7 @@ pub async fn run<D: Dataplane>(
         if let Some(state) = state {
             let (built, ok) = pass(&dp, &me, &state).await;
             if ok && first {
-                info!(
-                    networks = built.len(),
-                    revision = state.revision,
-                    "datapath in sync with etcd"
-                );
+                info!(networks = built.len(), revision = state.revision, "datapath in sync with etcd");
                 first = false;
             }
             ready.send_if_modified(|cur| {
@@ -71,11 +67,7 @@ pub async fn run<D: Dataplane>(
 
 /// One pass. Returns the networks whose datapath is built, and false when
 /// something failed and the pass should be retried soon.
-async fn pass<D: Dataplane>(
-    dp: &D,
-    me: &HostContext,
-    state: &ClusterState,
-) -> (BTreeSet<String>, bool) {
+async fn pass<D: Dataplane>(dp: &D, me: &HostContext, state: &ClusterState) -> (BTreeSet<String>, bool) {
     let want = desired(state, me);
     let observed = match dp.observe().await {
         Ok(o) => o,
@@ -88,28 +80,18 @@ async fn pass<D: Dataplane>(
     for op in &ops {
         info!(revision = state.revision, "{op}");
     }
-    let errors = if ops.is_empty() {
-        Vec::new()
-    } else {
-        dp.apply(&ops).await
-    };
+    let errors = if ops.is_empty() { Vec::new() } else { dp.apply(&ops).await };
     for e in &errors {
         warn!(error = %e, "kernel operation failed; will retry");
     }
-    let observed = if errors.is_empty() {
-        None
-    } else {
-        dp.observe().await.ok()
-    };
+    let observed = if errors.is_empty() { None } else { dp.observe().await.ok() };
     let built = want
         .networks
         .values()
         .filter(|n| match &observed {
             None => true,
             Some(o) => {
-                o.links
-                    .get(&n.bridge.name)
-                    .is_some_and(|l| l.kind == LinkKind::Bridge)
+                o.links.get(&n.bridge.name).is_some_and(|l| l.kind == LinkKind::Bridge)
                     && o.links.contains_key(&n.vxlan.name)
             }
         })

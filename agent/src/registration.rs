@@ -17,10 +17,7 @@ use tracing::{info, warn};
 use crate::backoff::Backoff;
 
 pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 /// Keeps this host registered until dropped. `registered` turns true after
@@ -60,18 +57,8 @@ async fn register(
     started_at: u64,
 ) -> Result<i64, ovnet_ipam_store::Error> {
     let lease = store.grant_lease(ttl).await?;
-    let host = HostRecord {
-        v: 1,
-        name: node.to_string(),
-        vtep,
-        registered_at: unix_now(),
-    };
-    let alive = AliveRecord {
-        v: 1,
-        name: node.to_string(),
-        vtep,
-        started_at,
-    };
+    let host = HostRecord { v: 1, name: node.to_string(), vtep, registered_at: unix_now() };
+    let alive = AliveRecord { v: 1, name: node.to_string(), vtep, started_at };
     store.register_host(&host, &alive, lease).await?;
     Ok(lease)
 }

@@ -27,10 +27,7 @@ use crate::desired::HostContext;
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let node = cfg.node_name().map_err(anyhow::Error::msg)?;
     let dp = NetlinkDataplane::new().context("opening netlink")?;
-    let underlay = dp
-        .underlay(cfg.advertise_addr)
-        .await
-        .context("finding the underlay")?;
+    let underlay = dp.underlay(cfg.advertise_addr).await.context("finding the underlay")?;
     let listener = bind(&cfg.listen).await?;
     info!(node = %node, vtep = %underlay.addr, underlay = %underlay.ifname, mtu = underlay.mtu, listen = %cfg.listen, "ovagent starting");
     tokio::pin!(shutdown);
@@ -38,11 +35,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         s = connect(&cfg) => s,
         _ = &mut shutdown => return Ok(()),
     };
-    let me = HostContext {
-        node: node.clone(),
-        vtep: underlay.addr,
-        underlay_mtu: underlay.mtu,
-    };
+    let me = HostContext { node: node.clone(), vtep: underlay.addr, underlay_mtu: underlay.mtu };
     let (state_tx, state_rx) = watch::channel(None);
     let (ready_tx, ready_rx) = watch::channel(Arc::new(BTreeSet::new()));
     let (registered_tx, _registered_rx) = watch::channel(false);
@@ -68,15 +61,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let result = match listener {
         Listener::Unix(l) => {
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
-            server
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await
+            server.serve_with_incoming_shutdown(incoming, shutdown).await
         }
         Listener::Tcp(l) => {
             let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
-            server
-                .serve_with_incoming_shutdown(incoming, shutdown)
-                .await
+            server.serve_with_incoming_shutdown(incoming, shutdown).await
         }
     };
     for t in &tasks {
@@ -112,16 +101,11 @@ fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
     if let Ok(meta) = std::fs::symlink_metadata(path) {
-        anyhow::ensure!(
-            meta.file_type().is_socket(),
-            "{} exists and is not a socket",
-            path.display()
-        );
-        std::fs::remove_file(path)
-            .with_context(|| format!("removing stale socket {}", path.display()))?;
+        anyhow::ensure!(meta.file_type().is_socket(), "{} exists and is not a socket", path.display());
+        std::fs::remove_file(path).with_context(|| format!("removing stale socket {}", path.display()))?;
     }
-    let l = tokio::net::UnixListener::bind(path)
-        .with_context(|| format!("listening on {}", path.display()))?;
+    let l =
+        tokio::net::UnixListener::bind(path).with_context(|| format!("listening on {}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .with_context(|| format!("setting mode 0660 on {}", path.display()))?;
     Ok(l)

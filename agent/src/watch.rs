@@ -49,10 +49,7 @@ pub async fn run(store: EtcdStore, tx: StateTx) {
     loop {
         match follow(&store, &tx, &mut cache, &mut relist, &mut backoff).await {
             Err(ovnet_ipam_store::Error::Compacted { compact_revision }) => {
-                info!(
-                    revision = cache.revision,
-                    compact_revision, "watch revision compacted; listing again"
-                );
+                info!(revision = cache.revision, compact_revision, "watch revision compacted; listing again");
                 relist = true;
             }
             Err(e) => {
@@ -98,7 +95,5 @@ async fn follow(
         cache.revision = cache.revision.max(batch.revision);
         cache.publish(store, tx);
     }
-    Err(ovnet_ipam_store::Error::EtcdUnavailable(
-        "etcd watch stream ended".into(),
-    ))
+    Err(ovnet_ipam_store::Error::EtcdUnavailable("etcd watch stream ended".into()))
 }

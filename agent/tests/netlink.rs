@@ -52,22 +52,13 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        let _ = Command::new("ip").args(["netns", "del", &self.name]).status();
     }
 }
 
 fn run(argv: &[&str]) -> String {
-    let out = Command::new(argv[0])
-        .args(&argv[1..])
-        .output()
-        .expect("running a command");
-    assert!(
-        out.status.success(),
-        "{argv:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = Command::new(argv[0]).args(&argv[1..]).output().expect("running a command");
+    assert!(out.status.success(), "{argv:?}: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -86,9 +77,7 @@ fn host(tag: &str, addr: &str) -> Netns {
 /// A host namespace and a dataplane bound to it.
 async fn host_dp(tag: &str, addr: &str) -> (Netns, NetlinkDataplane) {
     let h = host(tag, addr);
-    let dp = NetlinkDataplane::in_netns(&h.path)
-        .await
-        .expect("dataplane");
+    let dp = NetlinkDataplane::in_netns(&h.path).await.expect("dataplane");
     (h, dp)
 }
 
@@ -102,27 +91,13 @@ fn fdb(mac: Mac, dst: Ipv4Addr) -> FdbEntry {
 }
 
 fn add_fdb(mac: Mac, dst: Ipv4Addr) -> Op {
-    Op::AddFdb {
-        dev: VX.into(),
-        mac,
-        dst,
-    }
+    Op::AddFdb { dev: VX.into(), mac, dst }
 }
 
 fn bridge_ops(name: &str, gateway: &str, prefix: u8) -> [Op; 2] {
     let gw = ip4(gateway);
     let (mac, addr) = (Mac::gateway(gw), Ipv4Net::new(gw, prefix).expect("prefix"));
-    [
-        Op::CreateBridge {
-            name: name.into(),
-            mac,
-            mtu: 1450,
-        },
-        Op::AddAddr {
-            dev: name.into(),
-            addr,
-        },
-    ]
+    [Op::CreateBridge { name: name.into(), mac, mtu: 1450 }, Op::AddAddr { dev: name.into(), addr }]
 }
 
 fn ip4(s: &str) -> Ipv4Addr {
@@ -141,65 +116,35 @@ const VX: &str = "ovvx4096";
 /// `peers`, and FDB plus ARP entries for `remote` (endpoint IP, its host).
 fn datapath_ops(local: Ipv4Addr, peers: &[Ipv4Addr], remote: &[(Ipv4Addr, Ipv4Addr)]) -> Vec<Op> {
     let mut ops = bridge_ops(BR, "10.77.0.1", 24).to_vec();
-    ops.push(Op::CreateVxlan {
-        name: VX.into(),
-        vni: VNI,
-        local,
-        port: 4789,
-        mtu: 1450,
-        master: BR.into(),
-    });
+    ops.push(Op::CreateVxlan { name: VX.into(), vni: VNI, local, port: 4789, mtu: 1450, master: BR.into() });
     ops.extend(peers.iter().map(|peer| add_fdb(Mac::ZERO, *peer)));
     for (ip, dst) in remote {
         ops.push(add_fdb(Mac::endpoint(*ip), *dst));
-        ops.push(Op::AddNeigh {
-            dev: VX.into(),
-            ip: *ip,
-            mac: Mac::endpoint(*ip),
-        });
+        ops.push(Op::AddNeigh { dev: VX.into(), ip: *ip, mac: Mac::endpoint(*ip) });
     }
     ops
 }
 
 async fn apply_ok(dp: &NetlinkDataplane, ops: &[Op]) {
     let errors = dp.apply(ops).await;
-    assert!(
-        errors.is_empty(),
-        "{:#?}",
-        errors.iter().map(ToString::to_string).collect::<Vec<_>>()
-    );
+    assert!(errors.is_empty(), "{:#?}", errors.iter().map(ToString::to_string).collect::<Vec<_>>());
 }
 
 #[tokio::test]
 async fn underlay_is_found_by_address_or_default_route() {
     let (h, dp) = host_dp("ul", "192.0.2.1").await;
-    let want = Underlay {
-        addr: ip4("192.0.2.1"),
-        ifname: "ul0".into(),
-        mtu: 1500,
-    };
+    let want = Underlay { addr: ip4("192.0.2.1"), ifname: "ul0".into(), mtu: 1500 };
     assert_eq!(dp.underlay(None).await.expect("default route"), want);
-    assert_eq!(
-        dp.underlay(Some(ip4("192.0.2.1")))
-            .await
-            .expect("by address"),
-        want
-    );
+    assert_eq!(dp.underlay(Some(ip4("192.0.2.1"))).await.expect("by address"), want);
     let err = dp.underlay(Some(ip4("198.51.100.9"))).await.unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        "no interface holds advertise address 198.51.100.9"
-    );
+    assert_eq!(err.to_string(), "no interface holds advertise address 198.51.100.9");
 
     h.ip("route del default");
     let err = dp.underlay(None).await.unwrap_err();
     assert!(err.to_string().contains("no IPv4 default route"), "{err}");
     h.ip("addr add 192.0.2.7/24 dev ul0");
     h.ip("route add default via 192.0.2.254 dev ul0 src 192.0.2.7");
-    assert_eq!(
-        dp.underlay(None).await.expect("prefsrc").addr,
-        ip4("192.0.2.7")
-    );
+    assert_eq!(dp.underlay(None).await.expect("prefsrc").addr, ip4("192.0.2.7"));
 }
 
 #[tokio::test]
@@ -225,35 +170,16 @@ async fn a_datapath_is_applied_observed_and_reapplied() {
     assert_eq!(bridge, &want_bridge);
     let vxlan = &observed.links[VX];
     let local = Some(ip4("192.0.2.1"));
-    let kind = LinkKind::Vxlan {
-        vni: VNI,
-        local,
-        port: 4789,
-        learning: false,
-        proxy: true,
-    };
+    let kind = LinkKind::Vxlan { vni: VNI, local, port: 4789, learning: false, proxy: true };
     assert_eq!(vxlan.kind, kind);
-    assert_eq!(
-        (vxlan.mtu, vxlan.up, vxlan.master.as_deref()),
-        (1450, true, Some(BR))
-    );
+    assert_eq!((vxlan.mtu, vxlan.up, vxlan.master.as_deref()), (1450, true, Some(BR)));
     assert!(vxlan.addrs.is_empty());
-    let want_fdb = [
-        fdb(Mac::ZERO, peer_a),
-        fdb(Mac::ZERO, peer_b),
-        fdb(Mac::endpoint(remote), peer_a),
-    ];
+    let want_fdb = [fdb(Mac::ZERO, peer_a), fdb(Mac::ZERO, peer_b), fdb(Mac::endpoint(remote), peer_a)];
     assert_eq!(observed.fdb.get(VX), Some(&BTreeSet::from(want_fdb)));
-    let neigh = BTreeSet::from([NeighEntry {
-        ip: remote,
-        mac: Mac::endpoint(remote),
-    }]);
+    let neigh = BTreeSet::from([NeighEntry { ip: remote, mac: Mac::endpoint(remote) }]);
     assert_eq!(observed.neigh.get(VX), Some(&neigh));
     let port = h.link_json(VX);
-    assert_eq!(
-        port["linkinfo"]["info_slave_data"]["learning"], false,
-        "{port}"
-    );
+    assert_eq!(port["linkinfo"]["info_slave_data"]["learning"], false, "{port}");
 
     // Replaying the whole plan is harmless.
     apply_ok(&dp, &ops).await;
@@ -270,26 +196,12 @@ async fn a_datapath_is_applied_observed_and_reapplied() {
 async fn removals_take_exactly_what_they_name_and_repeat_cleanly() {
     let (_h, dp) = host_dp("rm", "192.0.2.1").await;
     let (peer_a, peer_b, remote) = (ip4("192.0.2.2"), ip4("192.0.2.3"), ip4("10.77.0.9"));
-    apply_ok(
-        &dp,
-        &datapath_ops(ip4("192.0.2.1"), &[peer_a, peer_b], &[(remote, peer_a)]),
-    )
-    .await;
+    apply_ok(&dp, &datapath_ops(ip4("192.0.2.1"), &[peer_a, peer_b], &[(remote, peer_a)])).await;
 
     let removals = [
-        Op::DelFdb {
-            dev: VX.into(),
-            mac: Mac::ZERO,
-            dst: peer_a,
-        },
-        Op::DelNeigh {
-            dev: VX.into(),
-            ip: remote,
-        },
-        Op::DelAddr {
-            dev: BR.into(),
-            addr: net("10.77.0.1/24"),
-        },
+        Op::DelFdb { dev: VX.into(), mac: Mac::ZERO, dst: peer_a },
+        Op::DelNeigh { dev: VX.into(), ip: remote },
+        Op::DelAddr { dev: BR.into(), addr: net("10.77.0.1/24") },
     ];
     for _ in 0..2 {
         apply_ok(&dp, &removals).await;
@@ -300,52 +212,28 @@ async fn removals_take_exactly_what_they_name_and_repeat_cleanly() {
     assert_eq!(observed.neigh.get(VX), None);
     assert!(observed.links[BR].addrs.is_empty());
 
-    apply_ok(
-        &dp,
-        &[Op::SetMtu {
-            name: VX.into(),
-            mtu: 1400,
-        }],
-    )
-    .await;
+    apply_ok(&dp, &[Op::SetMtu { name: VX.into(), mtu: 1400 }]).await;
     assert_eq!(dp.observe().await.expect("observe").links[VX].mtu, 1400);
 
-    let deletes = [
-        Op::DeleteLink { name: VX.into() },
-        Op::DeleteLink { name: BR.into() },
-    ];
+    let deletes = [Op::DeleteLink { name: VX.into() }, Op::DeleteLink { name: BR.into() }];
     for _ in 0..2 {
         apply_ok(&dp, &deletes).await;
     }
     let observed = dp.observe().await.expect("observe");
-    assert!(
-        observed.links.is_empty() && observed.fdb.is_empty(),
-        "{observed:?}"
-    );
+    assert!(observed.links.is_empty() && observed.fdb.is_empty(), "{observed:?}");
 }
 
 #[tokio::test]
 async fn failures_are_reported_per_op_and_do_not_stop_the_rest() {
     let (_h, dp) = host_dp("err", "192.0.2.1").await;
-    let bad = Op::AddFdb {
-        dev: "ovvxmissing".into(),
-        mac: Mac::ZERO,
-        dst: ip4("192.0.2.2"),
-    };
-    let bad_master = Op::SetMaster {
-        name: "ul0".into(),
-        master: "ovbrmissing".into(),
-    };
+    let bad = Op::AddFdb { dev: "ovvxmissing".into(), mac: Mac::ZERO, dst: ip4("192.0.2.2") };
+    let bad_master = Op::SetMaster { name: "ul0".into(), master: "ovbrmissing".into() };
     let [good, _] = bridge_ops(BR, "10.77.0.1", 24);
     let errors = dp.apply(&[bad.clone(), bad_master.clone(), good]).await;
     let texts: Vec<String> = errors.iter().map(ToString::to_string).collect();
     assert_eq!(texts.len(), 2, "{texts:?}");
-    assert!(
-        texts[0].starts_with(&bad.to_string()) && texts[0].contains("ovvxmissing"),
-        "{texts:?}"
-    );
-    let master_failed =
-        texts[1].starts_with(&bad_master.to_string()) && texts[1].contains("ovbrmissing");
+    assert!(texts[0].starts_with(&bad.to_string()) && texts[0].contains("ovvxmissing"), "{texts:?}");
+    let master_failed = texts[1].starts_with(&bad_master.to_string()) && texts[1].contains("ovbrmissing");
     assert!(master_failed, "{texts:?}");
     assert!(dp.observe().await.expect("observe").links.contains_key(BR));
 }
@@ -372,13 +260,7 @@ fn addrs_in(ns: &Path) -> BTreeSet<Ipv4Addr> {
     block_on_in_netns(ns, || async {
         let (connection, handle, _) = rtnetlink::new_connection().expect("netlink socket");
         tokio::spawn(connection);
-        let addrs: Vec<_> = handle
-            .address()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .expect("addr dump");
+        let addrs: Vec<_> = handle.address().get().execute().try_collect().await.expect("addr dump");
         let attrs = addrs.into_iter().flat_map(|a| a.attributes);
         let locals = attrs.filter_map(|a| match a {
             AddressAttribute::Local(IpAddr::V4(ip)) => Some(ip),
@@ -399,35 +281,21 @@ async fn endpoints_are_attached_and_detached() {
     let eth0 = spec(&c.path, "aaa", "eth0", BR, "10.77.0.2");
     dp.attach(eth0).await.expect("attach eth0");
     let links = dp.netns_links(c.path.clone()).await.expect("links");
-    assert_eq!(
-        links.iter().map(String::as_str).collect::<BTreeSet<_>>(),
-        BTreeSet::from(["lo", "eth0"])
-    );
+    assert_eq!(links.iter().map(String::as_str).collect::<BTreeSet<_>>(), BTreeSet::from(["lo", "eth0"]));
     assert!(addrs_in(&c.path).contains(&ip4("10.77.0.2")));
     let eth0 = c.link_json("eth0");
     let (mac, mtu) = (eth0["address"].as_str(), eth0["mtu"].as_u64());
     assert_eq!((mac, mtu), (Some("02:42:0a:4d:00:02"), Some(1450)));
-    assert!(
-        c.ip("route show default")
-            .contains("via 10.77.0.1 dev eth0")
-    );
+    assert!(c.ip("route show default").contains("via 10.77.0.1 dev eth0"));
     let host_end = dp.observe().await.expect("observe").links["ovveaaa"].clone();
-    let host_end = (
-        host_end.kind,
-        host_end.master.as_deref(),
-        host_end.up,
-        host_end.mtu,
-    );
+    let host_end = (host_end.kind, host_end.master.as_deref(), host_end.up, host_end.mtu);
     assert_eq!(host_end, (LinkKind::Veth, Some(BR), true, 1450));
     ping(&c, "10.77.0.1");
 
     // A second interface keeps the first one's default route.
     let eth1 = spec(&c.path, "bbb", "eth1", "ovbr4097", "10.78.0.2");
     dp.attach(eth1).await.expect("attach eth1");
-    assert!(
-        c.ip("route show default")
-            .contains("via 10.77.0.1 dev eth0")
-    );
+    assert!(c.ip("route show default").contains("via 10.77.0.1 dev eth0"));
     assert!(addrs_in(&c.path).contains(&ip4("10.78.0.2")));
     ping(&c, "10.78.0.1");
 
@@ -435,69 +303,34 @@ async fn endpoints_are_attached_and_detached() {
         dp.detach("ovveaaa".into()).await.expect("detach");
     }
     let links = dp.netns_links(c.path.clone()).await.expect("links");
-    assert_eq!(
-        links.iter().map(String::as_str).collect::<BTreeSet<_>>(),
-        BTreeSet::from(["lo", "eth1"])
-    );
-    assert!(
-        !dp.observe()
-            .await
-            .expect("observe")
-            .links
-            .contains_key("ovveaaa")
-    );
+    assert_eq!(links.iter().map(String::as_str).collect::<BTreeSet<_>>(), BTreeSet::from(["lo", "eth1"]));
+    assert!(!dp.observe().await.expect("observe").links.contains_key("ovveaaa"));
 }
 
 #[tokio::test]
 async fn a_failed_attach_leaves_nothing_behind() {
     let (_h, dp) = host_dp("fail", "192.0.2.1").await;
     let c = Netns::new("c");
-    let err = dp
-        .attach(spec(&c.path, "ccc", "eth0", "ovbrmissing", "10.77.0.2"))
-        .await
-        .unwrap_err();
+    let err = dp.attach(spec(&c.path, "ccc", "eth0", "ovbrmissing", "10.77.0.2")).await.unwrap_err();
     assert!(err.to_string().contains("ovbrmissing"), "{err}");
     assert!(dp.observe().await.expect("observe").links.is_empty());
     assert_eq!(dp.netns_links(c.path.clone()).await.expect("links"), ["lo"]);
 
     apply_ok(&dp, &bridge_ops(BR, "10.77.0.1", 24)).await;
     let missing = PathBuf::from(format!("/run/netns/ovt{}-missing", std::process::id()));
-    let err = dp
-        .attach(spec(&missing, "ccc", "eth0", BR, "10.77.0.2"))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        err.to_string(),
-        format!("network namespace {}: does not exist", missing.display())
-    );
+    let err = dp.attach(spec(&missing, "ccc", "eth0", BR, "10.77.0.2")).await.unwrap_err();
+    assert_eq!(err.to_string(), format!("network namespace {}: does not exist", missing.display()));
     assert!(dp.netns_links(missing.clone()).await.is_err());
     assert!(NetlinkDataplane::in_netns(&missing).await.is_err());
-    let err = dp
-        .netns_links(PathBuf::from("/proc/self/status"))
-        .await
-        .unwrap_err();
-    assert!(
-        err.to_string().ends_with("is not a network namespace"),
-        "{err}"
-    );
-    assert_eq!(
-        dp.observe()
-            .await
-            .expect("observe")
-            .links
-            .keys()
-            .collect::<Vec<_>>(),
-        [BR]
-    );
+    let err = dp.netns_links(PathBuf::from("/proc/self/status")).await.unwrap_err();
+    assert!(err.to_string().ends_with("is not a network namespace"), "{err}");
+    assert_eq!(dp.observe().await.expect("observe").links.keys().collect::<Vec<_>>(), [BR]);
 }
 
 #[tokio::test]
 async fn containers_on_two_hosts_reach_each_other_over_vxlan() {
     let (h1, h2) = (Netns::new("h1"), Netns::new("h2"));
-    h1.ip(&format!(
-        "link add ul0 type veth peer name ul0 netns {}",
-        h2.name
-    ));
+    h1.ip(&format!("link add ul0 type veth peer name ul0 netns {}", h2.name));
     for (h, addr) in [(&h1, "192.0.2.1"), (&h2, "192.0.2.2")] {
         h.ip(&format!("addr add {addr}/24 dev ul0"));
         h.ip("link set ul0 up");
@@ -505,20 +338,12 @@ async fn containers_on_two_hosts_reach_each_other_over_vxlan() {
     let (c1, c2) = (Netns::new("c1"), Netns::new("c2"));
     let (u1, u2) = (ip4("192.0.2.1"), ip4("192.0.2.2"));
     let (e1, e2) = (ip4("10.77.0.2"), ip4("10.77.0.3"));
-    let dp1 = NetlinkDataplane::in_netns(&h1.path)
-        .await
-        .expect("dataplane 1");
-    let dp2 = NetlinkDataplane::in_netns(&h2.path)
-        .await
-        .expect("dataplane 2");
+    let dp1 = NetlinkDataplane::in_netns(&h1.path).await.expect("dataplane 1");
+    let dp2 = NetlinkDataplane::in_netns(&h2.path).await.expect("dataplane 2");
     apply_ok(&dp1, &datapath_ops(u1, &[u2], &[(e2, u2)])).await;
     apply_ok(&dp2, &datapath_ops(u2, &[u1], &[(e1, u1)])).await;
-    dp1.attach(spec(&c1.path, "c1", "eth0", BR, "10.77.0.2"))
-        .await
-        .expect("attach c1");
-    dp2.attach(spec(&c2.path, "c2", "eth0", BR, "10.77.0.3"))
-        .await
-        .expect("attach c2");
+    dp1.attach(spec(&c1.path, "c1", "eth0", BR, "10.77.0.2")).await.expect("attach c1");
+    dp2.attach(spec(&c2.path, "c2", "eth0", BR, "10.77.0.3")).await.expect("attach c2");
 
     ping(&c1, "10.77.0.3");
     ping(&c2, "10.77.0.2");

@@ -48,28 +48,20 @@ impl FromStr for AgentAddr {
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let text = s.trim();
-        let invalid = |reason: &str| CtlError::InvalidAddress {
-            addr: text.to_string(),
-            reason: reason.to_string(),
-        };
+        let invalid =
+            |reason: &str| CtlError::InvalidAddress { addr: text.to_string(), reason: reason.to_string() };
         let transport = if let Some(path) = text.strip_prefix("unix://") {
             unix(path).map_err(invalid)?
         } else if text.starts_with('/') {
             unix(text).map_err(invalid)?
-        } else if let Some(rest) = text
-            .strip_prefix("tcp://")
-            .or_else(|| text.strip_prefix("http://"))
-        {
+        } else if let Some(rest) = text.strip_prefix("tcp://").or_else(|| text.strip_prefix("http://")) {
             Transport::Tcp(authority(rest).map_err(invalid)?)
         } else if text.starts_with("https://") {
             return Err(invalid("TLS is not supported; use tcp:// or http://"));
         } else {
             return Err(invalid(EXPECTED));
         };
-        Ok(AgentAddr {
-            transport,
-            text: text.to_string(),
-        })
+        Ok(AgentAddr { transport, text: text.to_string() })
     }
 }
 
@@ -99,8 +91,7 @@ fn authority(rest: &str) -> Result<String, &'static str> {
         _ => return Err("port must be a number from 1 to 65535"),
     }
     if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-        v6.parse::<Ipv6Addr>()
-            .map_err(|_| "invalid IPv6 address in brackets")?;
+        v6.parse::<Ipv6Addr>().map_err(|_| "invalid IPv6 address in brackets")?;
     } else if !is_hostname(host) {
         return Err("invalid host; IPv6 addresses go in brackets, as in tcp://[::1]:50051");
     }
@@ -109,10 +100,7 @@ fn authority(rest: &str) -> Result<String, &'static str> {
 
 /// An IPv4 literal or a DNS name: letters, digits, `-` and `.`.
 fn is_hostname(host: &str) -> bool {
-    !host.is_empty()
-        && host
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
+    !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')
 }
 
 #[cfg(test)]
@@ -126,10 +114,7 @@ mod tests {
     #[test]
     fn accepts_unix_sockets() {
         let a = parse("unix:///run/ovnet/ovagent.sock").unwrap();
-        assert_eq!(
-            a.transport(),
-            &Transport::Unix("/run/ovnet/ovagent.sock".into())
-        );
+        assert_eq!(a.transport(), &Transport::Unix("/run/ovnet/ovagent.sock".into()));
         assert_eq!(a.to_string(), "unix:///run/ovnet/ovagent.sock");
         let bare = parse("/tmp/x.sock").unwrap();
         assert_eq!(bare.transport(), &Transport::Unix("/tmp/x.sock".into()));
@@ -145,10 +130,7 @@ mod tests {
         let v6 = parse("tcp://[::1]:50051").unwrap();
         assert_eq!(v6.transport(), &Transport::Tcp("[::1]:50051".into()));
         let name = parse(" http://node-a.example:7000 ").unwrap();
-        assert_eq!(
-            name.transport(),
-            &Transport::Tcp("node-a.example:7000".into())
-        );
+        assert_eq!(name.transport(), &Transport::Tcp("node-a.example:7000".into()));
     }
 
     #[test]

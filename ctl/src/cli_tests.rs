@@ -40,14 +40,7 @@ fn global_defaults() {
 #[test]
 fn global_flags_before_and_after_the_subcommand() {
     let before = parse_ok(&["-H", "tcp://1.2.3.4:5", "--format", "json", "host", "ls"]);
-    let after = parse_ok(&[
-        "host",
-        "ls",
-        "--format",
-        "json",
-        "--host",
-        "tcp://1.2.3.4:5",
-    ]);
+    let after = parse_ok(&["host", "ls", "--format", "json", "--host", "tcp://1.2.3.4:5"]);
     for cli in [before, after] {
         assert_eq!(cli.format, Format::Json);
         assert_eq!(cli.host.transport(), &Transport::Tcp("1.2.3.4:5".into()));
@@ -61,10 +54,7 @@ fn global_flags_before_and_after_the_subcommand() {
 fn bad_global_flags() {
     let e = parse_err(&["-H", "garbage", "version"]);
     assert_eq!(e.kind(), ErrorKind::ValueValidation);
-    assert!(
-        e.to_string().contains("invalid agent address \"garbage\""),
-        "{e}"
-    );
+    assert!(e.to_string().contains("invalid agent address \"garbage\""), "{e}");
     let e = parse_err(&["--format", "yaml", "version"]);
     assert_eq!(e.kind(), ErrorKind::InvalidValue);
     let e = parse_err(&["--timeout", "0", "version"]);
@@ -106,10 +96,7 @@ fn network_create_defaults() {
         panic!("{:?}", cli.command);
     };
     assert_eq!(c.driver, "overlay");
-    assert_eq!(
-        (c.subnet, c.vni, c.block_prefix, c.mtu),
-        (None, None, None, None)
-    );
+    assert_eq!((c.subnet, c.vni, c.block_prefix, c.mtu), (None, None, None, None));
 }
 
 #[test]
@@ -123,8 +110,7 @@ fn network_create_refuses_bad_values() {
     let e = parse_err(&["network", "create", "--driver", "bridge", "x"]);
     assert_eq!(e.kind(), ErrorKind::ValueValidation);
     assert!(
-        e.to_string()
-            .contains("unsupported network driver \"bridge\": supported drivers: overlay"),
+        e.to_string().contains("unsupported network driver \"bridge\": supported drivers: overlay"),
         "{e}"
     );
 
@@ -142,14 +128,9 @@ fn network_create_refuses_bad_values() {
 
 #[test]
 fn network_ls_inspect_rm() {
-    assert!(matches!(
-        parse_ok(&["network", "list"]).command,
-        Command::Network(NetworkCommand::Ls)
-    ));
+    assert!(matches!(parse_ok(&["network", "list"]).command, Command::Network(NetworkCommand::Ls)));
     let cli = parse_ok(&["network", "inspect", "blue"]);
-    assert!(
-        matches!(cli.command, Command::Network(NetworkCommand::Inspect { name }) if name == "blue")
-    );
+    assert!(matches!(cli.command, Command::Network(NetworkCommand::Inspect { name }) if name == "blue"));
     let cli = parse_ok(&["network", "rm", "blue"]);
     assert!(matches!(cli.command, Command::Network(NetworkCommand::Rm { name }) if name == "blue"));
     for sub in ["inspect", "rm"] {
@@ -191,16 +172,9 @@ fn network_connect_and_disconnect() {
 
 #[test]
 fn host_version_completion() {
-    assert!(matches!(
-        parse_ok(&["host", "ls"]).command,
-        Command::Host(HostCommand::Ls)
-    ));
+    assert!(matches!(parse_ok(&["host", "ls"]).command, Command::Host(HostCommand::Ls)));
     assert!(matches!(parse_ok(&["version"]).command, Command::Version));
-    for (name, shell) in [
-        ("bash", Shell::Bash),
-        ("zsh", Shell::Zsh),
-        ("fish", Shell::Fish),
-    ] {
+    for (name, shell) in [("bash", Shell::Bash), ("zsh", Shell::Zsh), ("fish", Shell::Fish)] {
         let cli = parse_ok(&["completion", name]);
         assert!(matches!(cli.command, Command::Completion { shell: s } if s == shell));
     }
@@ -209,15 +183,9 @@ fn host_version_completion() {
     let e = parse_err(&["completion"]);
     assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument);
     let e = parse_err(&[]);
-    assert_eq!(
-        e.kind(),
-        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    );
+    assert_eq!(e.kind(), ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand);
     let e = parse_err(&["network"]);
-    assert_eq!(
-        e.kind(),
-        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    );
+    assert_eq!(e.kind(), ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand);
     let e = parse_err(&["frobnicate"]);
     assert_eq!(e.kind(), ErrorKind::InvalidSubcommand);
 }

@@ -43,24 +43,15 @@ impl Agent {
                     .map_err(unreachable)?
             }
             Transport::Tcp(authority) => Endpoint::from_shared(format!("http://{authority}"))
-                .map_err(|e| CtlError::InvalidAddress {
-                    addr: addr.to_string(),
-                    reason: root_cause(&e),
-                })?
+                .map_err(|e| CtlError::InvalidAddress { addr: addr.to_string(), reason: root_cause(&e) })?
                 .connect()
                 .await
                 .map_err(unreachable)?,
         };
-        Ok(Agent {
-            client: AgentClient::new(channel),
-            addr: addr.clone(),
-        })
+        Ok(Agent { client: AgentClient::new(channel), addr: addr.clone() })
     }
 
-    pub async fn create_network(
-        &mut self,
-        req: pb::CreateNetworkRequest,
-    ) -> Result<pb::Network, CtlError> {
+    pub async fn create_network(&mut self, req: pb::CreateNetworkRequest) -> Result<pb::Network, CtlError> {
         let r = self.client.create_network(req).await;
         self.answer(r)
     }
@@ -71,25 +62,16 @@ impl Agent {
     }
 
     pub async fn inspect_network(&mut self, name: String) -> Result<pb::NetworkDetail, CtlError> {
-        let r = self
-            .client
-            .inspect_network(pb::InspectNetworkRequest { name })
-            .await;
+        let r = self.client.inspect_network(pb::InspectNetworkRequest { name }).await;
         self.answer(r)
     }
 
     pub async fn remove_network(&mut self, name: String) -> Result<(), CtlError> {
-        let r = self
-            .client
-            .remove_network(pb::RemoveNetworkRequest { name })
-            .await;
+        let r = self.client.remove_network(pb::RemoveNetworkRequest { name }).await;
         self.answer(r).map(drop)
     }
 
-    pub async fn connect_endpoint(
-        &mut self,
-        req: pb::ConnectRequest,
-    ) -> Result<pb::Endpoint, CtlError> {
+    pub async fn connect_endpoint(&mut self, req: pb::ConnectRequest) -> Result<pb::Endpoint, CtlError> {
         let r = self.client.connect_endpoint(req).await;
         self.answer(r)
     }
@@ -113,35 +95,25 @@ impl Agent {
     }
 
     fn answer<T>(&self, r: Result<tonic::Response<T>, tonic::Status>) -> Result<T, CtlError> {
-        r.map(tonic::Response::into_inner)
-            .map_err(|s| classify(&self.addr, s))
+        r.map(tonic::Response::into_inner).map_err(|s| classify(&self.addr, s))
     }
 }
 
 /// Agent verdict (exit 1) or transport failure (exit 3); see the module doc.
 pub fn classify(addr: &AgentAddr, status: tonic::Status) -> CtlError {
     if status.source().is_some() {
-        return CtlError::Unreachable {
-            addr: addr.to_string(),
-            reason: root_cause(&status),
-        };
+        return CtlError::Unreachable { addr: addr.to_string(), reason: root_cause(&status) };
     }
     let message = if status.message().is_empty() {
         format!("agent failed: {}", status.code().description())
     } else {
         status.message().to_string()
     };
-    CtlError::Agent {
-        code: status.code(),
-        message,
-    }
+    CtlError::Agent { code: status.code(), message }
 }
 
 fn unreachable(addr: &AgentAddr, e: &tonic::transport::Error) -> CtlError {
-    CtlError::Unreachable {
-        addr: addr.to_string(),
-        reason: root_cause(e),
-    }
+    CtlError::Unreachable { addr: addr.to_string(), reason: root_cause(e) }
 }
 
 /// The innermost error of a chain, without std's ` (os error N)` suffix:
@@ -178,13 +150,7 @@ mod tests {
     fn statuses_from_the_agent_are_agent_errors() {
         let addr: AgentAddr = "unix:///x".parse().unwrap();
         let e = classify(&addr, tonic::Status::unavailable("etcd is unreachable"));
-        assert!(matches!(
-            e,
-            CtlError::Agent {
-                code: tonic::Code::Unavailable,
-                ..
-            }
-        ));
+        assert!(matches!(e, CtlError::Agent { code: tonic::Code::Unavailable, .. }));
         assert_eq!(e.to_string(), "etcd is unreachable");
         assert_eq!(e.exit_code(), 1);
         let e = classify(&addr, tonic::Status::internal(""));
@@ -198,10 +164,6 @@ mod tests {
         let status = tonic::Status::from_error(Box::new(io));
         let e = classify(&addr, status);
         assert_eq!(e.exit_code(), 3);
-        assert!(
-            e.to_string()
-                .starts_with("cannot reach ovagent at tcp://1.2.3.4:5: "),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("cannot reach ovagent at tcp://1.2.3.4:5: "), "{e}");
     }
 }

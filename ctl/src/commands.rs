@@ -15,18 +15,14 @@ use crate::client::Agent;
 use crate::error::CtlError;
 use crate::output;
 use crate::view::{
-    AttachedEndpointView, ClientVersion, HostView, NetworkDetailView, NetworkView, RemovedView,
-    VersionView,
+    AttachedEndpointView, ClientVersion, HostView, NetworkDetailView, NetworkView, RemovedView, VersionView,
 };
 
 /// Runs a parsed command, appending its output to `out`. Talking to the agent
 /// (connecting and calling) is bounded by `--timeout`.
 pub async fn run(cli: Cli, out: &mut String) -> Result<(), CtlError> {
     let (format, host) = (cli.format, cli.host);
-    let limit = Limit {
-        addr: &host,
-        secs: cli.timeout,
-    };
+    let limit = Limit { addr: &host, secs: cli.timeout };
     match cli.command {
         Command::Completion { shell } => {
             let mut script = Vec::new();
@@ -59,16 +55,10 @@ struct Limit<'a> {
 }
 
 impl Limit<'_> {
-    async fn apply<T>(
-        self,
-        work: impl Future<Output = Result<T, CtlError>>,
-    ) -> Result<T, CtlError> {
+    async fn apply<T>(self, work: impl Future<Output = Result<T, CtlError>>) -> Result<T, CtlError> {
         tokio::time::timeout(Duration::from_secs(self.secs), work)
             .await
-            .map_err(|_| CtlError::Timeout {
-                addr: self.addr.to_string(),
-                secs: self.secs,
-            })?
+            .map_err(|_| CtlError::Timeout { addr: self.addr.to_string(), secs: self.secs })?
     }
 }
 
@@ -84,12 +74,8 @@ async fn network(
             render(out, format, &net, |n| format!("{}\n", n.id))
         }
         NetworkCommand::Ls => {
-            let mut nets: Vec<NetworkView> = agent
-                .list_networks()
-                .await?
-                .into_iter()
-                .map(NetworkView::from)
-                .collect();
+            let mut nets: Vec<NetworkView> =
+                agent.list_networks().await?.into_iter().map(NetworkView::from).collect();
             nets.sort_by(|a, b| a.name.cmp(&b.name));
             render(out, format, nets.as_slice(), output::networks_table)
         }
@@ -101,21 +87,15 @@ async fn network(
         }
         NetworkCommand::Rm { name } => {
             agent.remove_network(name.clone()).await?;
-            render(out, format, &RemovedView { name }, |r| {
-                format!("{}\n", r.name)
-            })
+            render(out, format, &RemovedView { name }, |r| format!("{}\n", r.name))
         }
         NetworkCommand::Connect(args) => {
-            let ep =
-                AttachedEndpointView::from(agent.connect_endpoint(connect_request(args)).await?);
+            let ep = AttachedEndpointView::from(agent.connect_endpoint(connect_request(args)).await?);
             render(out, format, &ep, |e| format!("{}\n", e.endpoint.ip))
         }
         NetworkCommand::Disconnect { network, netns } => {
             let req = pb::DisconnectRequest { network, netns };
-            let ep = agent
-                .disconnect_endpoint(req)
-                .await?
-                .map(AttachedEndpointView::from);
+            let ep = agent.disconnect_endpoint(req).await?.map(AttachedEndpointView::from);
             render(out, format, &ep, |e| match e {
                 Some(e) => format!("{}\n", e.endpoint.ip),
                 None => String::new(),
@@ -126,12 +106,8 @@ async fn network(
 
 /// `version`: the client version is printed even when the agent fails.
 async fn version(limit: Limit<'_>, format: Format, out: &mut String) -> Result<(), CtlError> {
-    let mut view = VersionView {
-        client: ClientVersion {
-            version: env!("CARGO_PKG_VERSION").to_string(),
-        },
-        agent: None,
-    };
+    let mut view =
+        VersionView { client: ClientVersion { version: env!("CARGO_PKG_VERSION").to_string() }, agent: None };
     let asked = limit.apply(async { Agent::connect(limit.addr).await?.version().await });
     let result = asked.await.map(|v| view.agent = Some(v.into()));
     render(out, format, &view, output::version_text)?;

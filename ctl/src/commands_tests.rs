@@ -49,11 +49,7 @@ fn endpoint(netns: &str, ip: &str) -> pb::Endpoint {
 }
 
 fn block(network: &str, cidr: &str, host: &str) -> pb::Block {
-    pb::Block {
-        network: network.into(),
-        cidr: cidr.into(),
-        host: host.into(),
-    }
+    pb::Block { network: network.into(), cidr: cidr.into(), host: host.into() }
 }
 
 impl Fake {
@@ -83,10 +79,8 @@ impl AgentApi for Fake {
         _: Request<pb::ListNetworksRequest>,
     ) -> Result<Response<pb::ListNetworksResponse>, Status> {
         self.gate().await?;
-        let networks = vec![
-            network("red", "fedcba9876543210", 129),
-            network("blue", "0123456789abcdef", 128),
-        ];
+        let networks =
+            vec![network("red", "fedcba9876543210", 129), network("blue", "0123456789abcdef", 128)];
         Ok(Response::new(pb::ListNetworksResponse { networks }))
     }
 
@@ -120,11 +114,7 @@ impl AgentApi for Fake {
     ) -> Result<Response<pb::Endpoint>, Status> {
         self.gate().await?;
         let r = r.into_inner();
-        let ip = if r.ip.is_empty() {
-            "10.128.0.2".to_string()
-        } else {
-            r.ip.clone()
-        };
+        let ip = if r.ip.is_empty() { "10.128.0.2".to_string() } else { r.ip.clone() };
         let ep = endpoint(&r.netns, &ip);
         self.connected.lock().unwrap().push(r);
         Ok(Response::new(ep))
@@ -146,12 +136,7 @@ impl AgentApi for Fake {
     ) -> Result<Response<pb::ListHostsResponse>, Status> {
         self.gate().await?;
         let hosts = vec![
-            pb::Host {
-                name: "node-b".into(),
-                vtep: String::new(),
-                alive: false,
-                blocks: vec![],
-            },
+            pb::Host { name: "node-b".into(), vtep: String::new(), alive: false, blocks: vec![] },
             pb::Host {
                 name: "node-a".into(),
                 vtep: "192.0.2.1".into(),
@@ -165,15 +150,9 @@ impl AgentApi for Fake {
         Ok(Response::new(pb::ListHostsResponse { hosts }))
     }
 
-    async fn version(
-        &self,
-        _: Request<pb::VersionRequest>,
-    ) -> Result<Response<pb::VersionResponse>, Status> {
+    async fn version(&self, _: Request<pb::VersionRequest>) -> Result<Response<pb::VersionResponse>, Status> {
         self.gate().await?;
-        Ok(Response::new(pb::VersionResponse {
-            version: "9.9.9".into(),
-            node_name: "node-a".into(),
-        }))
+        Ok(Response::new(pb::VersionResponse { version: "9.9.9".into(), node_name: "node-a".into() }))
     }
 }
 
@@ -191,9 +170,7 @@ fn serve(fake: Fake) -> (tempfile::TempDir, String) {
 }
 
 async fn ovctl(host: &str, args: &[&str]) -> (Result<(), CtlError>, String) {
-    let argv = ["ovctl", "-H", host]
-        .into_iter()
-        .chain(args.iter().copied());
+    let argv = ["ovctl", "-H", host].into_iter().chain(args.iter().copied());
     let cli = Cli::try_parse_from(argv).expect("valid command line");
     let mut out = String::new();
     let result = run(cli, &mut out).await;
@@ -213,26 +190,13 @@ async fn network_create_sends_the_flags_and_prints_the_id() {
     let fake = Fake::default();
     let created = fake.created.clone();
     let (_dir, host) = serve(fake);
-    let args = [
-        "network",
-        "create",
-        "--subnet",
-        "10.128.0.0/16",
-        "--vni",
-        "5000",
-        "--mtu",
-        "1400",
-        "blue",
-    ];
+    let args = ["network", "create", "--subnet", "10.128.0.0/16", "--vni", "5000", "--mtu", "1400", "blue"];
     assert_eq!(ok(&host, &args).await, "0123456789abcdef\n");
     let req = created.lock().unwrap().pop().expect("request");
     assert_eq!(req.name, "blue");
     assert_eq!(req.driver, "overlay");
     assert_eq!(req.subnet, "10.128.0.0/16");
-    assert_eq!(
-        (req.vni, req.block_prefix, req.mtu),
-        (Some(5000), None, Some(1400))
-    );
+    assert_eq!((req.vni, req.block_prefix, req.mtu), (Some(5000), None, Some(1400)));
 
     let json = ok(&host, &["network", "create", "red", "--format", "json"]).await;
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -273,10 +237,7 @@ async fn network_inspect_is_json_with_blocks_by_host() {
         serde_json::json!([{"id": "ep-ns1", "host": "node-a", "netns": "ns1", "ip": "10.128.0.2",
                             "mac": "02:42:0a:80:00:02", "ifname": "eth0"}])
     );
-    assert!(
-        text.starts_with("{\n  \"id\": \"0123456789abcdef\",\n  \"name\": \"blue\","),
-        "{text}"
-    );
+    assert!(text.starts_with("{\n  \"id\": \"0123456789abcdef\",\n  \"name\": \"blue\","), "{text}");
 }
 
 #[tokio::test]
@@ -288,42 +249,17 @@ async fn network_rm_connect_disconnect() {
     let json = ok(&host, &["network", "rm", "blue", "--format", "json"]).await;
     assert_eq!(json, "{\n  \"name\": \"blue\"\n}\n");
 
-    assert_eq!(
-        ok(&host, &["network", "connect", "blue", "ns1"]).await,
-        "10.128.0.2\n"
-    );
-    let args = [
-        "network",
-        "connect",
-        "--ip",
-        "10.128.0.9",
-        "blue",
-        "ns2",
-        "--format",
-        "json",
-    ];
+    assert_eq!(ok(&host, &["network", "connect", "blue", "ns1"]).await, "10.128.0.2\n");
+    let args = ["network", "connect", "--ip", "10.128.0.9", "blue", "ns2", "--format", "json"];
     let v: serde_json::Value = serde_json::from_str(&ok(&host, &args).await).unwrap();
-    assert_eq!(
-        (v["ip"].as_str(), v["prefix_len"].as_u64()),
-        (Some("10.128.0.9"), Some(16))
-    );
+    assert_eq!((v["ip"].as_str(), v["prefix_len"].as_u64()), (Some("10.128.0.9"), Some(16)));
     assert_eq!(v["gateway"], "10.128.0.1");
     assert_eq!(connected.lock().unwrap()[1].ip, "10.128.0.9");
     assert_eq!(connected.lock().unwrap()[0].ip, "");
 
-    assert_eq!(
-        ok(&host, &["network", "disconnect", "blue", "ns1"]).await,
-        "10.128.0.2\n"
-    );
-    assert_eq!(
-        ok(&host, &["network", "disconnect", "blue", "gone"]).await,
-        ""
-    );
-    let json = ok(
-        &host,
-        &["network", "disconnect", "blue", "gone", "--format", "json"],
-    )
-    .await;
+    assert_eq!(ok(&host, &["network", "disconnect", "blue", "ns1"]).await, "10.128.0.2\n");
+    assert_eq!(ok(&host, &["network", "disconnect", "blue", "gone"]).await, "");
+    let json = ok(&host, &["network", "disconnect", "blue", "gone", "--format", "json"]).await;
     assert_eq!(json, "null\n");
 }
 
@@ -339,25 +275,17 @@ async fn host_ls_and_version() {
     let v: serde_json::Value =
         serde_json::from_str(&ok(&host, &["host", "ls", "--format", "json"]).await).unwrap();
     assert_eq!(v[1]["vtep"], serde_json::Value::Null);
-    assert_eq!(
-        v[0]["blocks"][1],
-        serde_json::json!({"network": "red", "cidr": "10.129.0.0/24"})
-    );
+    assert_eq!(v[0]["blocks"][1], serde_json::json!({"network": "red", "cidr": "10.129.0.0/24"}));
 
     let text = ok(&host, &["version"]).await;
     let client = env!("CARGO_PKG_VERSION");
-    assert_eq!(
-        text,
-        format!("Client version: {client}\nAgent version:  9.9.9\nAgent node:     node-a\n")
-    );
+    assert_eq!(text, format!("Client version: {client}\nAgent version:  9.9.9\nAgent node:     node-a\n"));
 }
 
 #[tokio::test]
 async fn agent_statuses_are_exit_1_with_their_message() {
-    let fake = Fake {
-        fail: Some(Status::unavailable("cannot reach etcd at 192.0.2.9:2379")),
-        ..Fake::default()
-    };
+    let fake =
+        Fake { fail: Some(Status::unavailable("cannot reach etcd at 192.0.2.9:2379")), ..Fake::default() };
     let (_dir, host) = serve(fake);
     let (result, out) = ovctl(&host, &["network", "ls"]).await;
     let e = result.unwrap_err();
@@ -373,10 +301,7 @@ async fn missing_socket_is_exit_3_naming_the_address() {
     let (result, out) = ovctl(&host, &["host", "ls"]).await;
     let e = result.unwrap_err();
     assert_eq!(e.exit_code(), 3);
-    assert_eq!(
-        e.to_string(),
-        format!("cannot reach ovagent at {host}: No such file or directory")
-    );
+    assert_eq!(e.to_string(), format!("cannot reach ovagent at {host}: No such file or directory"));
     assert_eq!(out, "");
 
     let (result, out) = ovctl(&host, &["version", "--format", "json"]).await;
@@ -395,30 +320,18 @@ async fn closed_tcp_port_is_exit_3() {
     let (result, out) = ovctl(&host, &["version"]).await;
     let e = result.unwrap_err();
     assert_eq!(e.exit_code(), 3);
-    assert_eq!(
-        e.to_string(),
-        format!("cannot reach ovagent at {host}: Connection refused")
-    );
-    assert_eq!(
-        out,
-        format!("Client version: {}\n", env!("CARGO_PKG_VERSION"))
-    );
+    assert_eq!(e.to_string(), format!("cannot reach ovagent at {host}: Connection refused"));
+    assert_eq!(out, format!("Client version: {}\n", env!("CARGO_PKG_VERSION")));
 }
 
 #[tokio::test(start_paused = true)]
 async fn silent_agent_times_out_with_exit_3() {
-    let fake = Fake {
-        hang: true,
-        ..Fake::default()
-    };
+    let fake = Fake { hang: true, ..Fake::default() };
     let (_dir, host) = serve(fake);
     let (result, _) = ovctl(&host, &["network", "ls", "--timeout", "5"]).await;
     let e = result.unwrap_err();
     assert_eq!(e.exit_code(), 3);
-    assert_eq!(
-        e.to_string(),
-        format!("no answer from ovagent at {host} within 5s")
-    );
+    assert_eq!(e.to_string(), format!("no answer from ovagent at {host} within 5s"));
 }
 
 #[tokio::test]

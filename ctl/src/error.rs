@@ -54,10 +54,9 @@ impl CtlError {
         match self {
             CtlError::InvalidAddress { .. } => EXIT_USAGE,
             CtlError::Unreachable { .. } | CtlError::Timeout { .. } => EXIT_UNREACHABLE,
-            CtlError::Agent { .. }
-            | CtlError::BadReply(_)
-            | CtlError::Output(_)
-            | CtlError::Json(_) => EXIT_AGENT,
+            CtlError::Agent { .. } | CtlError::BadReply(_) | CtlError::Output(_) | CtlError::Json(_) => {
+                EXIT_AGENT
+            }
         }
     }
 }
@@ -68,26 +67,15 @@ mod tests {
 
     #[test]
     fn exit_codes_are_stable() {
-        let agent = CtlError::Agent {
-            code: tonic::Code::Unavailable,
-            message: "etcd is unreachable".into(),
-        };
+        let agent = CtlError::Agent { code: tonic::Code::Unavailable, message: "etcd is unreachable".into() };
         assert_eq!(agent.exit_code(), 1);
         assert_eq!(agent.to_string(), "etcd is unreachable");
-        let unreachable = CtlError::Unreachable {
-            addr: "unix:///x".into(),
-            reason: "Connection refused".into(),
-        };
+        let unreachable =
+            CtlError::Unreachable { addr: "unix:///x".into(), reason: "Connection refused".into() };
         assert_eq!(unreachable.exit_code(), 3);
-        let timeout = CtlError::Timeout {
-            addr: "tcp://1.2.3.4:5".into(),
-            secs: 10,
-        };
+        let timeout = CtlError::Timeout { addr: "tcp://1.2.3.4:5".into(), secs: 10 };
         assert_eq!(timeout.exit_code(), 3);
-        let addr = CtlError::InvalidAddress {
-            addr: "x".into(),
-            reason: "y".into(),
-        };
+        let addr = CtlError::InvalidAddress { addr: "x".into(), reason: "y".into() };
         assert_eq!(addr.exit_code(), 2);
     }
 }

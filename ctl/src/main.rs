@@ -53,10 +53,7 @@ async fn main() -> ExitCode {
 /// Writes the output; a closed pipe (`ovctl network ls | head -1`) is fine.
 fn write_stdout(text: &str) -> Result<(), error::CtlError> {
     let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(text.as_bytes())
-        .and_then(|()| stdout.flush())
-    {
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
         _ => Ok(()),
     }

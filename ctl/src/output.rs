@@ -22,18 +22,12 @@ pub struct Table {
 
 impl Table {
     pub fn new(header: &[&str]) -> Self {
-        Table {
-            header: header.iter().map(|h| h.to_string()).collect(),
-            rows: Vec::new(),
-        }
+        Table { header: header.iter().map(|h| h.to_string()).collect(), rows: Vec::new() }
     }
 
     /// Adds a row; an empty cell prints as `-`.
     pub fn row(&mut self, cells: Vec<String>) {
-        let cells = cells
-            .into_iter()
-            .map(|c| if c.is_empty() { "-".to_string() } else { c })
-            .collect();
+        let cells = cells.into_iter().map(|c| if c.is_empty() { "-".to_string() } else { c }).collect();
         self.rows.push(cells);
     }
 
@@ -88,11 +82,7 @@ pub fn networks_table(networks: &[NetworkView]) -> String {
 pub fn hosts_table(hosts: &[HostView]) -> String {
     let mut t = Table::new(&["NAME", "VTEP", "ALIVE", "BLOCKS"]);
     for h in hosts {
-        let blocks: Vec<String> = h
-            .blocks
-            .iter()
-            .map(|b| format!("{}:{}", b.network, b.cidr))
-            .collect();
+        let blocks: Vec<String> = h.blocks.iter().map(|b| format!("{}:{}", b.network, b.cidr)).collect();
         t.row(vec![
             h.name.clone(),
             h.vtep.clone().unwrap_or_default(),
@@ -146,22 +136,13 @@ mod tests {
 
     #[test]
     fn empty_table_is_just_the_header() {
-        assert_eq!(
-            networks_table(&[]),
-            "NAME   ID   DRIVER   SUBNET   GATEWAY   VNI   MTU\n"
-        );
+        assert_eq!(networks_table(&[]), "NAME   ID   DRIVER   SUBNET   GATEWAY   VNI   MTU\n");
     }
 
     #[test]
     fn networks_table_shortens_ids() {
         let nets = [
-            net(
-                "blue",
-                "0123456789abcdef0123",
-                "10.128.0.0/16",
-                "10.128.0.1",
-                4096,
-            ),
+            net("blue", "0123456789abcdef0123", "10.128.0.0/16", "10.128.0.1", 4096),
             net("red", "42", "10.129.0.0/16", "10.129.0.1", 4097),
         ];
         assert_eq!(
@@ -180,22 +161,11 @@ mod tests {
                 vtep: Some("192.0.2.1".into()),
                 alive: true,
                 blocks: vec![
-                    BlockView {
-                        network: "blue".into(),
-                        cidr: "10.128.0.0/24".into(),
-                    },
-                    BlockView {
-                        network: "red".into(),
-                        cidr: "10.129.3.0/24".into(),
-                    },
+                    BlockView { network: "blue".into(), cidr: "10.128.0.0/24".into() },
+                    BlockView { network: "red".into(), cidr: "10.129.3.0/24".into() },
                 ],
             },
-            HostView {
-                name: "node-b".into(),
-                vtep: None,
-                alive: false,
-                blocks: vec![],
-            },
+            HostView { name: "node-b".into(), vtep: None, alive: false, blocks: vec![] },
         ];
         assert_eq!(
             hosts_table(&hosts),
@@ -207,17 +177,9 @@ mod tests {
 
     #[test]
     fn version_text_with_and_without_agent() {
-        let mut v = VersionView {
-            client: ClientVersion {
-                version: "0.1.0".into(),
-            },
-            agent: None,
-        };
+        let mut v = VersionView { client: ClientVersion { version: "0.1.0".into() }, agent: None };
         assert_eq!(version_text(&v), "Client version: 0.1.0\n");
-        v.agent = Some(AgentVersion {
-            version: "0.1.1".into(),
-            node_name: "node-a".into(),
-        });
+        v.agent = Some(AgentVersion { version: "0.1.1".into(), node_name: "node-a".into() });
         assert_eq!(
             version_text(&v),
             "Client version: 0.1.0\nAgent version:  0.1.1\nAgent node:     node-a\n"
@@ -230,16 +192,7 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
-        let mut want = [
-            "id",
-            "name",
-            "driver",
-            "subnet",
-            "gateway",
-            "vni",
-            "mtu",
-            "block_prefix",
-        ];
+        let mut want = ["id", "name", "driver", "subnet", "gateway", "vni", "mtu", "block_prefix"];
         want.sort_unstable();
         assert_eq!(keys, want);
         assert!(text.ends_with("}\n"));

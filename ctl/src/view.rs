@@ -56,11 +56,7 @@ impl NetworkDetailView {
             blocks.entry(b.host).or_default().push(b.cidr);
         }
         let endpoints = d.endpoints.into_iter().map(EndpointView::from).collect();
-        Some(NetworkDetailView {
-            network,
-            blocks,
-            endpoints,
-        })
+        Some(NetworkDetailView { network, blocks, endpoints })
     }
 }
 
@@ -77,14 +73,7 @@ pub struct EndpointView {
 
 impl From<pb::Endpoint> for EndpointView {
     fn from(e: pb::Endpoint) -> Self {
-        EndpointView {
-            id: e.id,
-            host: e.host,
-            netns: e.netns,
-            ip: e.ip,
-            mac: e.mac,
-            ifname: e.ifname,
-        }
+        EndpointView { id: e.id, host: e.host, netns: e.netns, ip: e.ip, mac: e.mac, ifname: e.ifname }
     }
 }
 
@@ -103,12 +92,7 @@ impl From<pb::Endpoint> for AttachedEndpointView {
     fn from(e: pb::Endpoint) -> Self {
         let network = e.network.clone();
         let (prefix_len, gateway) = (e.prefix_len, e.gateway.clone());
-        AttachedEndpointView {
-            endpoint: EndpointView::from(e),
-            network,
-            prefix_len,
-            gateway,
-        }
+        AttachedEndpointView { endpoint: EndpointView::from(e), network, prefix_len, gateway }
     }
 }
 
@@ -148,10 +132,7 @@ pub struct BlockView {
 
 impl From<pb::Block> for BlockView {
     fn from(b: pb::Block) -> Self {
-        BlockView {
-            network: b.network,
-            cidr: b.cidr,
-        }
+        BlockView { network: b.network, cidr: b.cidr }
     }
 }
 
@@ -175,9 +156,6 @@ pub struct AgentVersion {
 
 impl From<pb::VersionResponse> for AgentVersion {
     fn from(v: pb::VersionResponse) -> Self {
-        AgentVersion {
-            version: v.version,
-            node_name: v.node_name,
-        }
+        AgentVersion { version: v.version, node_name: v.node_name }
     }
 }

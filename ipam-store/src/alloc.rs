@@ -40,10 +40,7 @@ pub fn default_block_prefix(subnet: &Ipv4Net) -> u8 {
 
 /// The first network in `existing` that shares an address with `subnet`.
 pub fn overlapping(subnet: Ipv4Net, existing: &[Ipv4Net]) -> Option<Ipv4Net> {
-    existing
-        .iter()
-        .copied()
-        .find(|e| e.contains(&subnet.network()) || subnet.contains(&e.network()))
+    existing.iter().copied().find(|e| e.contains(&subnet.network()) || subnet.contains(&e.network()))
 }
 
 /// The lowest `/prefix` inside `pool` that overlaps none of `existing`.
@@ -95,9 +92,7 @@ pub fn free_blocks(
 
 /// The lowest free block of `subnet`.
 pub fn pick_block(subnet: Ipv4Net, block_prefix: u8, taken: &BTreeSet<Ipv4Net>) -> Option<Ipv4Net> {
-    free_blocks(subnet, block_prefix, taken, 1)
-        .into_iter()
-        .next()
+    free_blocks(subnet, block_prefix, taken, 1).into_iter().next()
 }
 
 /// The block of `subnet` that contains `ip`.
@@ -134,12 +129,7 @@ fn looks_special(ip: Ipv4Addr) -> bool {
 
 /// Up to `limit` usable, unused addresses of `block`, lowest first, skipping
 /// addresses that end in .0 or .255.
-pub fn free_ips(
-    block: Ipv4Net,
-    subnet: Ipv4Net,
-    used: &BTreeSet<Ipv4Addr>,
-    limit: usize,
-) -> Vec<Ipv4Addr> {
+pub fn free_ips(block: Ipv4Net, subnet: Ipv4Net, used: &BTreeSet<Ipv4Addr>, limit: usize) -> Vec<Ipv4Addr> {
     let first = u32::from(block.network());
     let last = u32::from(block.broadcast());
     (first..=last)
@@ -187,11 +177,7 @@ mod tests {
             (&["10.128.0.0/24"], 16, Some("10.129.0.0/16")),
             (&["10.0.0.0/8"], 16, None),
             (&["10.128.0.0/10"], 16, Some("10.192.0.0/16")),
-            (
-                &["10.128.0.0/16", "10.130.0.0/16"],
-                16,
-                Some("10.129.0.0/16"),
-            ),
+            (&["10.128.0.0/16", "10.130.0.0/16"], 16, Some("10.129.0.0/16")),
             (&["10.128.0.0/17"], 24, Some("10.128.128.0/24")),
             (&["192.168.0.0/16"], 16, Some("10.128.0.0/16")),
             (&[], 8, None),
@@ -237,10 +223,7 @@ mod tests {
         let taken: BTreeSet<Ipv4Net> = [n("10.1.0.0/24"), n("10.1.2.0/24")].into();
         assert_eq!(pick_block(s, 24, &BTreeSet::new()), Some(n("10.1.0.0/24")));
         assert_eq!(pick_block(s, 24, &taken), Some(n("10.1.1.0/24")));
-        assert_eq!(
-            free_blocks(s, 24, &taken, 5),
-            vec![n("10.1.1.0/24"), n("10.1.3.0/24")]
-        );
+        assert_eq!(free_blocks(s, 24, &taken, 5), vec![n("10.1.1.0/24"), n("10.1.3.0/24")]);
         let all: BTreeSet<Ipv4Net> = s.subnets(24).unwrap().collect();
         assert_eq!(pick_block(s, 24, &all), None);
         assert_eq!(block_of(ip("10.1.2.77"), s, 24), n("10.1.2.0/24"));
@@ -268,11 +251,7 @@ mod tests {
         let s = n("10.1.0.0/16");
         let none = BTreeSet::new();
         assert_eq!(pick_ip(n("10.1.0.0/24"), s, &none), Some(ip("10.1.0.2")));
-        assert_eq!(
-            pick_ip(n("10.1.1.0/24"), s, &none),
-            Some(ip("10.1.1.1")),
-            ".0 is skipped"
-        );
+        assert_eq!(pick_ip(n("10.1.1.0/24"), s, &none), Some(ip("10.1.1.1")), ".0 is skipped");
         let full: BTreeSet<Ipv4Addr> = (1..=254).map(|d| Ipv4Addr::new(10, 1, 1, d)).collect();
         assert_eq!(pick_ip(n("10.1.1.0/24"), s, &full), None, ".255 is skipped");
         let used: BTreeSet<Ipv4Addr> = [ip("10.1.0.2"), ip("10.1.0.4")].into();

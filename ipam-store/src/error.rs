@@ -34,17 +34,10 @@ pub enum Error {
     InvalidSubnet { subnet: String, rule: String },
 
     #[error("invalid block prefix /{len} for subnet {subnet}: {rule}")]
-    InvalidBlockPrefix {
-        len: u8,
-        subnet: Ipv4Net,
-        rule: String,
-    },
+    InvalidBlockPrefix { len: u8, subnet: Ipv4Net, rule: String },
 
     #[error("unsupported driver {driver:?}: supported drivers are {supported}")]
-    UnsupportedDriver {
-        driver: String,
-        supported: &'static str,
-    },
+    UnsupportedDriver { driver: String, supported: &'static str },
 
     #[error("network {0:?} already exists")]
     NetworkExists(String),
@@ -56,11 +49,7 @@ pub enum Error {
     VniTaken { vni: u32, network: String },
 
     #[error("subnet {subnet} overlaps network {network:?} ({other_subnet})")]
-    SubnetOverlap {
-        subnet: Ipv4Net,
-        network: String,
-        other_subnet: Ipv4Net,
-    },
+    SubnetOverlap { subnet: Ipv4Net, network: String, other_subnet: Ipv4Net },
 
     #[error("no free subnet left in the address pool {pool}")]
     PoolExhausted { pool: Ipv4Net },
@@ -81,11 +70,7 @@ pub enum Error {
     IpReserved { ip: Ipv4Addr, why: String },
 
     #[error("address {ip} lies in block {block}, which belongs to host {host:?}")]
-    BlockOwnedByOtherHost {
-        ip: Ipv4Addr,
-        block: Ipv4Net,
-        host: String,
-    },
+    BlockOwnedByOtherHost { ip: Ipv4Addr, block: Ipv4Net, host: String },
 
     #[error("network {network:?} is still in use by {endpoints} endpoint(s)")]
     NetworkInUse { network: String, endpoints: usize },
@@ -102,9 +87,7 @@ pub enum Error {
     #[error("etcd is unreachable: {0}")]
     EtcdUnavailable(String),
 
-    #[error(
-        "watch revision was compacted (oldest available revision is {compact_revision}); list again"
-    )]
+    #[error("watch revision was compacted (oldest available revision is {compact_revision}); list again")]
     Compacted { compact_revision: i64 },
 
     #[error("etcd watch ended: {reason}")]
@@ -144,9 +127,7 @@ impl Error {
                 ErrorKind::AlreadyExists
             }
             NetworkNotFound(_) | EndpointNotFound { .. } => ErrorKind::NotFound,
-            PoolExhausted { .. } | NoFreeVni | AddressExhausted { .. } => {
-                ErrorKind::ResourceExhausted
-            }
+            PoolExhausted { .. } | NoFreeVni | AddressExhausted { .. } => ErrorKind::ResourceExhausted,
             BlockOwnedByOtherHost { .. } | NetworkInUse { .. } | Compacted { .. } => {
                 ErrorKind::FailedPrecondition
             }
@@ -158,11 +139,7 @@ impl Error {
 }
 
 fn etcd_kind(e: &etcd_client::Error) -> ErrorKind {
-    if is_unavailable(e) {
-        ErrorKind::Unavailable
-    } else {
-        ErrorKind::Internal
-    }
+    if is_unavailable(e) { ErrorKind::Unavailable } else { ErrorKind::Internal }
 }
 
 /// Whether an etcd client error means "could not reach etcd" (transport
@@ -178,10 +155,8 @@ pub(crate) fn is_unavailable(e: &etcd_client::Error) -> bool {
         // A status carrying a source was made on our side from a transport
         // (hyper/h2/io) failure; statuses sent by etcd never have one.
         E::GRpcStatus(s) => {
-            matches!(
-                i32::from(s.code()),
-                CANCELLED | DEADLINE_EXCEEDED | UNAVAILABLE
-            ) || std::error::Error::source(s).is_some()
+            matches!(i32::from(s.code()), CANCELLED | DEADLINE_EXCEEDED | UNAVAILABLE)
+                || std::error::Error::source(s).is_some()
         }
         _ => false,
     }
@@ -198,51 +173,22 @@ mod tests {
             network: "blue".into(),
             other_subnet: "10.1.0.0/24".parse().unwrap(),
         };
-        assert_eq!(
-            e.to_string(),
-            r#"subnet 10.1.0.0/16 overlaps network "blue" (10.1.0.0/24)"#
-        );
-        let e = Error::VniTaken {
-            vni: 4096,
-            network: "blue".into(),
-        };
-        assert_eq!(
-            e.to_string(),
-            r#"VNI 4096 is already used by network "blue""#
-        );
-        let e = Error::AddressExhausted {
-            network: "tiny".into(),
-            subnet: "10.9.0.0/30".parse().unwrap(),
-        };
-        assert_eq!(
-            e.to_string(),
-            r#"no free address left in network "tiny" (10.9.0.0/30)"#
-        );
-        assert!(
-            Error::EtcdUnavailable("x".into())
-                .to_string()
-                .starts_with("etcd is unreachable")
-        );
+        assert_eq!(e.to_string(), r#"subnet 10.1.0.0/16 overlaps network "blue" (10.1.0.0/24)"#);
+        let e = Error::VniTaken { vni: 4096, network: "blue".into() };
+        assert_eq!(e.to_string(), r#"VNI 4096 is already used by network "blue""#);
+        let e = Error::AddressExhausted { network: "tiny".into(), subnet: "10.9.0.0/30".parse().unwrap() };
+        assert_eq!(e.to_string(), r#"no free address left in network "tiny" (10.9.0.0/30)"#);
+        assert!(Error::EtcdUnavailable("x".into()).to_string().starts_with("etcd is unreachable"));
     }
 
     #[test]
     fn kinds() {
-        assert_eq!(
-            Error::NetworkExists("a".into()).kind(),
-            ErrorKind::AlreadyExists
-        );
+        assert_eq!(Error::NetworkExists("a".into()).kind(), ErrorKind::AlreadyExists);
         assert_eq!(Error::NoFreeVni.kind(), ErrorKind::ResourceExhausted);
         assert_eq!(
-            Error::NetworkInUse {
-                network: "a".into(),
-                endpoints: 1
-            }
-            .kind(),
+            Error::NetworkInUse { network: "a".into(), endpoints: 1 }.kind(),
             ErrorKind::FailedPrecondition
         );
-        assert_eq!(
-            Error::EtcdUnavailable("x".into()).kind(),
-            ErrorKind::Unavailable
-        );
+        assert_eq!(Error::EtcdUnavailable("x".into()).kind(), ErrorKind::Unavailable);
     }
 }

@@ -90,12 +90,7 @@ impl Keys {
         format!("{}/vnis/", self.prefix)
     }
     pub fn block(&self, network: &str, cidr: &Ipv4Net) -> String {
-        format!(
-            "{}/blocks/{network}/{}_{}",
-            self.prefix,
-            cidr.network(),
-            cidr.prefix_len()
-        )
+        format!("{}/blocks/{network}/{}_{}", self.prefix, cidr.network(), cidr.prefix_len())
     }
     /// `<p>/blocks/<network>/`
     pub fn blocks_prefix(&self, network: &str) -> String {
@@ -128,14 +123,8 @@ impl Keys {
             ["alive", n] => name(n).map(Key::Alive),
             ["networks", n] => name(n).map(Key::Network),
             ["vnis", v] => parse_u32(v).map(Key::Vni),
-            ["blocks", n, c] => Some(Key::Block {
-                network: name(n)?,
-                cidr: parse_block(c)?,
-            }),
-            ["endpoints", n, ip] => Some(Key::Endpoint {
-                network: name(n)?,
-                ip: ip.parse().ok()?,
-            }),
+            ["blocks", n, c] => Some(Key::Block { network: name(n)?, cidr: parse_block(c)? }),
+            ["endpoints", n, ip] => Some(Key::Endpoint { network: name(n)?, ip: ip.parse().ok()? }),
             _ => None,
         }
     }
@@ -145,11 +134,7 @@ impl Keys {
 fn parse_u32(s: &str) -> Option<u32> {
     let canonical = !s.is_empty() && (s == "0" || !s.starts_with('0'));
     let digits = s.bytes().all(|b| b.is_ascii_digit());
-    if canonical && digits {
-        s.parse().ok()
-    } else {
-        None
-    }
+    if canonical && digits { s.parse().ok() } else { None }
 }
 
 /// `a.b.c.d_len`, which must be a network address (no host bits).
@@ -200,20 +185,8 @@ mod tests {
             (k.alive("h"), Key::Alive("h".into())),
             (k.network("n_1"), Key::Network("n_1".into())),
             (k.vni(16_777_215), Key::Vni(16_777_215)),
-            (
-                k.block("n", &net),
-                Key::Block {
-                    network: "n".into(),
-                    cidr: net,
-                },
-            ),
-            (
-                k.endpoint("n", ip),
-                Key::Endpoint {
-                    network: "n".into(),
-                    ip,
-                },
-            ),
+            (k.block("n", &net), Key::Block { network: "n".into(), cidr: net }),
+            (k.endpoint("n", ip), Key::Endpoint { network: "n".into(), ip }),
         ];
         for (key, want) in cases {
             assert_eq!(k.parse(&key), Some(want), "{key}");

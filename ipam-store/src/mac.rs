@@ -38,11 +38,7 @@ impl Mac {
 impl fmt::Display for Mac {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let b = self.0;
-        write!(
-            f,
-            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-            b[0], b[1], b[2], b[3], b[4], b[5]
-        )
+        write!(f, "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3], b[4], b[5])
     }
 }
 
@@ -97,17 +93,8 @@ mod tests {
 
     #[test]
     fn parses_and_rejects() {
-        assert_eq!(
-            "02:42:0a:4d:00:01".parse::<Mac>(),
-            Ok(Mac::endpoint(Ipv4Addr::new(10, 77, 0, 1)))
-        );
-        for bad in [
-            "",
-            "02:42",
-            "02:42:0a:4d:00:01:ff",
-            "zz:42:0a:4d:00:01",
-            "2:42:0a:4d:00:01",
-        ] {
+        assert_eq!("02:42:0a:4d:00:01".parse::<Mac>(), Ok(Mac::endpoint(Ipv4Addr::new(10, 77, 0, 1))));
+        for bad in ["", "02:42", "02:42:0a:4d:00:01:ff", "zz:42:0a:4d:00:01", "2:42:0a:4d:00:01"] {
             assert!(bad.parse::<Mac>().is_err(), "{bad}");
         }
     }

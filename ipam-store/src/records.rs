@@ -121,12 +121,9 @@ struct VersionProbe {
 
 /// Decodes the record stored at `key`; any problem is `Error::BadRecord { key, .. }`.
 pub fn decode<T: DeserializeOwned + Versioned>(key: &str, bytes: &[u8]) -> Result<T, Error> {
-    let bad = |reason: String| Error::BadRecord {
-        key: key.to_string(),
-        reason,
-    };
-    let probe: VersionProbe = serde_json::from_slice(bytes)
-        .map_err(|e| bad(format!("not a JSON {} record: {e}", T::KIND)))?;
+    let bad = |reason: String| Error::BadRecord { key: key.to_string(), reason };
+    let probe: VersionProbe =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("not a JSON {} record: {e}", T::KIND)))?;
     match probe.v {
         Some(serde_json::Value::Number(n)) if n.as_u64() == Some(u64::from(RECORD_VERSION)) => {}
         Some(other) => {
@@ -136,10 +133,7 @@ pub fn decode<T: DeserializeOwned + Versioned>(key: &str, bytes: &[u8]) -> Resul
             )));
         }
         None => {
-            return Err(bad(format!(
-                "{} record has no version field \"v\"",
-                T::KIND
-            )));
+            return Err(bad(format!("{} record has no version field \"v\"", T::KIND)));
         }
     }
     serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid {} record: {e}", T::KIND)))
@@ -154,10 +148,7 @@ pub fn encode<T: Serialize>(record: &T) -> Vec<u8> {
 
 /// Seconds since the Unix epoch (0 if the clock is before 1970).
 pub fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -202,17 +193,11 @@ mod tests {
             (b"".to_vec(), "not a JSON block record"),
             (good[..good.len() / 2].to_vec(), "not a JSON block record"),
             (b"[1,2]".to_vec(), "not a JSON block record"),
-            (
-                br#"{"v":2,"network":"x"}"#.to_vec(),
-                "unsupported block record version 2",
-            ),
+            (br#"{"v":2,"network":"x"}"#.to_vec(), "unsupported block record version 2"),
             (br#"{"v":"1"}"#.to_vec(), "unsupported block record version"),
             (br#"{"network":"x"}"#.to_vec(), "no version field"),
             (br#"{"v":1,"network":"x"}"#.to_vec(), "invalid block record"),
-            (
-                br#"{"v":1,"network":"x","cidr":"nope","host":"h"}"#.to_vec(),
-                "invalid block record",
-            ),
+            (br#"{"v":1,"network":"x","cidr":"nope","host":"h"}"#.to_vec(), "invalid block record"),
         ];
         for (bytes, want) in cases {
             let err = decode::<BlockRecord>("/ovnet/blocks/x/y", &bytes).unwrap_err();

@@ -14,8 +14,7 @@ use serde::de::DeserializeOwned;
 use crate::error::Error;
 use crate::keys::{Key, Keys};
 use crate::records::{
-    AliveRecord, BlockRecord, EndpointRecord, HostRecord, NetworkRecord, Versioned, VniRecord,
-    decode,
+    AliveRecord, BlockRecord, EndpointRecord, HostRecord, NetworkRecord, Versioned, VniRecord, decode,
 };
 
 /// Every record of the cluster at one etcd revision.
@@ -47,10 +46,7 @@ impl std::fmt::Display for BadRecord {
 fn typed<T: DeserializeOwned + Versioned>(key: &str, bytes: &[u8]) -> Result<T, BadRecord> {
     decode(key, bytes).map_err(|e| match e {
         Error::BadRecord { key, reason } => BadRecord { key, reason },
-        other => BadRecord {
-            key: key.to_string(),
-            reason: other.to_string(),
-        },
+        other => BadRecord { key: key.to_string(), reason: other.to_string() },
     })
 }
 
@@ -73,10 +69,7 @@ impl ClusterState {
         revision: i64,
         kvs: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     ) -> (ClusterState, Vec<BadRecord>) {
-        let mut state = ClusterState {
-            revision,
-            ..ClusterState::default()
-        };
+        let mut state = ClusterState { revision, ..ClusterState::default() };
         let mut bad = Vec::new();
         for (key, value) in kvs {
             let Some(parsed) = keys.parse(key) else {
@@ -86,12 +79,8 @@ impl ClusterState {
                 bad.push(b);
             }
         }
-        state
-            .blocks
-            .sort_by(|a, b| (&a.network, a.cidr).cmp(&(&b.network, b.cidr)));
-        state
-            .endpoints
-            .sort_by(|a, b| (&a.network, a.ip).cmp(&(&b.network, b.ip)));
+        state.blocks.sort_by(|a, b| (&a.network, a.cidr).cmp(&(&b.network, b.cidr)));
+        state.endpoints.sort_by(|a, b| (&a.network, a.ip).cmp(&(&b.network, b.ip)));
         (state, bad)
     }
 
@@ -140,11 +129,7 @@ fn check<T: PartialEq + std::fmt::Display>(
     in_key: &T,
     in_value: &T,
 ) -> Result<(), BadRecord> {
-    if in_key == in_value {
-        Ok(())
-    } else {
-        Err(mismatch(key, what, in_key, in_value))
-    }
+    if in_key == in_value { Ok(()) } else { Err(mismatch(key, what, in_key, in_value)) }
 }
 
 #[cfg(test)]
@@ -173,12 +158,8 @@ mod tests {
     #[test]
     fn decodes_good_records_and_reports_garbage() {
         let k = Keys::new("/ovnet");
-        let host = HostRecord {
-            v: 1,
-            name: "h1".into(),
-            vtep: Ipv4Addr::new(192, 0, 2, 1),
-            registered_at: 1,
-        };
+        let host =
+            HostRecord { v: 1, name: "h1".into(), vtep: Ipv4Addr::new(192, 0, 2, 1), registered_at: 1 };
         let block = BlockRecord {
             v: 1,
             network: "blue".into(),
@@ -195,20 +176,14 @@ mod tests {
             (k.endpoint("blue", ip10), encode(&endpoint(ip10))),
             (k.endpoint("blue", ip2), encode(&endpoint(ip2))),
             // key says .3, record says .2
-            (
-                k.endpoint("blue", Ipv4Addr::new(10, 1, 0, 3)),
-                encode(&endpoint(ip2)),
-            ),
+            (k.endpoint("blue", Ipv4Addr::new(10, 1, 0, 3)), encode(&endpoint(ip2))),
             (k.network("red"), br#"{"v":1,"name":"red"#.to_vec()),
             (k.vni(5), br#"{"v":1,"vni":6,"network":"red"}"#.to_vec()),
             ("/ovnet/unknown/x".into(), b"whatever".to_vec()),
             ("/elsewhere/hosts/h9".into(), b"whatever".to_vec()),
         ];
-        let (state, bad) = ClusterState::from_kvs(
-            &k,
-            42,
-            kvs.iter().map(|(key, v)| (key.as_str(), v.as_slice())),
-        );
+        let (state, bad) =
+            ClusterState::from_kvs(&k, 42, kvs.iter().map(|(key, v)| (key.as_str(), v.as_slice())));
         assert_eq!(state.revision, 42);
         assert_eq!(state.hosts.len(), 1);
         assert_eq!(state.hosts["h1"], host);

@@ -29,10 +29,7 @@ fn name_chars_ok(name: &str) -> Result<(), &'static str> {
 
 /// A network name: 1..=64 characters of `[A-Za-z0-9][A-Za-z0-9_.-]*`.
 pub fn network_name(name: &str) -> Result<(), Error> {
-    let invalid = |rule| Error::InvalidName {
-        name: name.to_string(),
-        rule,
-    };
+    let invalid = |rule| Error::InvalidName { name: name.to_string(), rule };
     if name.len() > 64 {
         return Err(invalid("it is longer than 64 characters"));
     }
@@ -41,10 +38,7 @@ pub fn network_name(name: &str) -> Result<(), Error> {
 
 /// A host name: 1..=253 characters of `[A-Za-z0-9][A-Za-z0-9_.-]*`.
 pub fn host_name(name: &str) -> Result<(), Error> {
-    let invalid = |rule: &str| Error::InvalidHostName {
-        name: name.to_string(),
-        rule: rule.to_string(),
-    };
+    let invalid = |rule: &str| Error::InvalidHostName { name: name.to_string(), rule: rule.to_string() };
     if name.len() > 253 {
         return Err(invalid("it is longer than 253 characters"));
     }
@@ -53,39 +47,23 @@ pub fn host_name(name: &str) -> Result<(), Error> {
 
 /// A VXLAN network identifier: 1..=16_777_215 (24 bits, 0 excluded).
 pub fn vni(vni: u32) -> Result<(), Error> {
-    if (1..=16_777_215).contains(&vni) {
-        Ok(())
-    } else {
-        Err(Error::InvalidVni { vni })
-    }
+    if (1..=16_777_215).contains(&vni) { Ok(()) } else { Err(Error::InvalidVni { vni }) }
 }
 
 /// An MTU for the overlay interfaces: 68..=9000.
 pub fn mtu(mtu: u32) -> Result<(), Error> {
-    if (68..=9000).contains(&mtu) {
-        Ok(())
-    } else {
-        Err(Error::InvalidMtu { mtu })
-    }
+    if (68..=9000).contains(&mtu) { Ok(()) } else { Err(Error::InvalidMtu { mtu }) }
 }
 
 /// A network subnet: prefix length 8..=30, written as its own network address.
 pub fn subnet(subnet: &Ipv4Net) -> Result<(), Error> {
-    let invalid = |rule: String| Error::InvalidSubnet {
-        subnet: subnet.to_string(),
-        rule,
-    };
+    let invalid = |rule: String| Error::InvalidSubnet { subnet: subnet.to_string(), rule };
     let len = subnet.prefix_len();
     if !(8..=30).contains(&len) {
-        return Err(invalid(format!(
-            "the prefix length must be between /8 and /30, not /{len}"
-        )));
+        return Err(invalid(format!("the prefix length must be between /8 and /30, not /{len}")));
     }
     if subnet.addr() != subnet.network() {
-        return Err(invalid(format!(
-            "it has host bits set; did you mean {}?",
-            subnet.trunc()
-        )));
+        return Err(invalid(format!("it has host bits set; did you mean {}?", subnet.trunc())));
     }
     Ok(())
 }
@@ -93,11 +71,7 @@ pub fn subnet(subnet: &Ipv4Net) -> Result<(), Error> {
 /// The size of the blocks hosts lease: at least as long as the subnet's
 /// prefix (a block fits inside it) and at most /30 (a block has a usable address).
 pub fn block_prefix(subnet: &Ipv4Net, len: u8) -> Result<(), Error> {
-    let invalid = |rule: String| Error::InvalidBlockPrefix {
-        len,
-        subnet: *subnet,
-        rule,
-    };
+    let invalid = |rule: String| Error::InvalidBlockPrefix { len, subnet: *subnet, rule };
     if len < subnet.prefix_len() {
         return Err(invalid(format!(
             "a block must fit in the subnet, so its prefix must be /{} or longer",
@@ -115,10 +89,7 @@ pub fn driver(driver: &str) -> Result<(), Error> {
     if driver == "overlay" {
         Ok(())
     } else {
-        Err(Error::UnsupportedDriver {
-            driver: driver.to_string(),
-            supported: SUPPORTED_DRIVERS,
-        })
+        Err(Error::UnsupportedDriver { driver: driver.to_string(), supported: SUPPORTED_DRIVERS })
     }
 }
 
@@ -157,10 +128,7 @@ mod tests {
         assert!(subnet(&net("10.1.0.0/16")).is_ok());
         assert!(subnet(&net("10.9.0.0/30")).is_ok());
         let e = subnet(&net("10.1.2.3/16")).unwrap_err().to_string();
-        assert!(
-            e.contains("10.1.2.3/16") && e.contains("10.1.0.0/16"),
-            "{e}"
-        );
+        assert!(e.contains("10.1.2.3/16") && e.contains("10.1.0.0/16"), "{e}");
         assert!(subnet(&net("10.0.0.0/7")).is_err());
         assert!(subnet(&net("10.0.0.0/31")).is_err());
     }

@@ -39,11 +39,8 @@ fn etcd_binary() -> PathBuf {
     if system.exists() {
         return system.to_path_buf();
     }
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|p| p.join("etcd"))
-            .find(|p| p.is_file())
-    });
+    let found = std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|p| p.join("etcd")).find(|p| p.is_file()));
     match found {
         Some(p) => p,
         None => {
@@ -82,10 +79,8 @@ impl Etcd {
     }
 
     fn start(netns: Option<String>, ip: Ipv4Addr, client: u16, peer: u16) -> anyhow::Result<Etcd> {
-        let dir = tempfile::Builder::new()
-            .prefix("ovnet-etcd-")
-            .tempdir()
-            .context("creating etcd's tempdir")?;
+        let dir =
+            tempfile::Builder::new().prefix("ovnet-etcd-").tempdir().context("creating etcd's tempdir")?;
         let data = dir.path().join("data");
         let log = dir.path().join("etcd.log");
         let client_url = format!("http://{ip}:{client}");
@@ -103,14 +98,7 @@ impl Etcd {
             "--initial-cluster-state=new".to_string(),
             format!("--initial-cluster-token={token}"),
         ];
-        let mut etcd = Etcd {
-            child: None,
-            dir,
-            log,
-            netns,
-            args,
-            endpoint: client_url,
-        };
+        let mut etcd = Etcd { child: None, dir, log, netns, args, endpoint: client_url };
         etcd.spawn()?;
         Ok(etcd)
     }
@@ -136,10 +124,7 @@ impl Etcd {
                 cmd.env_remove(k);
             }
         }
-        cmd.args(&self.args)
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
+        cmd.args(&self.args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         let child = cmd.spawn().context("spawning etcd")?;
         self.child = Some(child);
         if let Err(e) = self.wait_ready(offset) {
@@ -160,10 +145,7 @@ impl Etcd {
                 None => None,
             };
             if let Some(status) = exited {
-                bail!(
-                    "etcd exited with {status} before serving; log tail:\n{}",
-                    self.log_tail()
-                );
+                bail!("etcd exited with {status} before serving; log tail:\n{}", self.log_tail());
             }
             if Instant::now() > deadline {
                 bail!(

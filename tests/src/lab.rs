@@ -27,10 +27,7 @@ pub struct LabOptions {
 
 impl Default for LabOptions {
     fn default() -> Self {
-        LabOptions {
-            hosts: 3,
-            lease_ttl: 10,
-        }
+        LabOptions { hosts: 3, lease_ttl: 10 }
     }
 }
 
@@ -78,20 +75,13 @@ pub fn bin_dir() -> PathBuf {
 fn bin(name: &str) -> anyhow::Result<PathBuf> {
     let p = bin_dir().join(name);
     if !p.exists() {
-        bail!(
-            "{} not found: build it first (cargo build --workspace) or set OVNET_BIN_DIR",
-            p.display()
-        );
+        bail!("{} not found: build it first (cargo build --workspace) or set OVNET_BIN_DIR", p.display());
     }
     Ok(p)
 }
 
 /// Polls `f` until it returns Some or the deadline passes.
-pub fn poll<T>(
-    what: &str,
-    timeout: Duration,
-    mut f: impl FnMut() -> Option<T>,
-) -> anyhow::Result<T> {
+pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -138,25 +128,16 @@ impl Lab {
         let name = format!("h{}", i + 1);
         let ns = Netns::new(&format!("ovl{}-{name}", self.id))?;
         let port = format!("p{name}");
-        self.underlay.ip(&[
-            "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name,
-        ])?;
         self.underlay
-            .ip(&["link", "set", &port, "master", "ul", "up"])?;
+            .ip(&["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
+        self.underlay.ip(&["link", "set", &port, "master", "ul", "up"])?;
         let ip = host_ip(i);
         ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
         ns.ip(&["route", "add", "default", "via", &UNDERLAY_GW.to_string()])?;
         let socket = self.dir.path().join(format!("{name}.sock"));
         let log = self.dir.path().join(format!("{name}.log"));
-        self.hosts.push(Host {
-            name,
-            ns,
-            ip,
-            socket,
-            log,
-            agent: None,
-        });
+        self.hosts.push(Host { name, ns, ip, socket, log, agent: None });
         Ok(())
     }
 
@@ -166,21 +147,11 @@ impl Lab {
         let endpoint = self.etcd.endpoint();
         let ttl = self.opts.lease_ttl.to_string();
         let h = &mut self.hosts[i];
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&h.log)?;
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&h.log)?;
         let child = Command::new("ip")
             .args(["netns", "exec", &h.ns.name])
             .arg(&agent)
-            .args([
-                "--etcd-endpoints",
-                &endpoint,
-                "--etcd-prefix",
-                &self.prefix,
-                "--node-name",
-                &h.name,
-            ])
+            .args(["--etcd-endpoints", &endpoint, "--etcd-prefix", &self.prefix, "--node-name", &h.name])
             .arg("--listen")
             .arg(format!("unix://{}", h.socket.display()))
             .args(["--lease-ttl", &ttl])
@@ -192,14 +163,10 @@ impl Lab {
             .context("starting ovagent")?;
         h.agent = Some(child);
         let sock = h.socket.clone();
-        poll(
-            &format!("{}'s agent to answer", h.name),
-            Duration::from_secs(20),
-            || {
-                let out = ovctl_at(&sock, &["version"]).ok()?;
-                out.status.success().then_some(())
-            },
-        )
+        poll(&format!("{}'s agent to answer", h.name), Duration::from_secs(20), || {
+            let out = ovctl_at(&sock, &["version"]).ok()?;
+            out.status.success().then_some(())
+        })
     }
 
     /// SIGKILLs host `i`'s agent and reaps it.
@@ -224,10 +191,7 @@ impl Lab {
         poll("all hosts registered", Duration::from_secs(20), || {
             let out = self.ovctl(0, &["host", "ls", "--format", "json"]).ok()?;
             let hosts: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).ok()?;
-            let alive = hosts
-                .iter()
-                .filter(|h| h["alive"] == serde_json::Value::Bool(true))
-                .count();
+            let alive = hosts.iter().filter(|h| h["alive"] == serde_json::Value::Bool(true)).count();
             (alive >= n).then_some(())
         })
     }
@@ -250,6 +214,12 @@ impl Lab {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     }
 
+    /// `ovctl` on host `i` with a command line split at whitespace, e.g.
+    /// `lab.ctl(0, "network create -d overlay demo")`; returns stdout.
+    pub fn ctl(&self, i: usize, command: &str) -> anyhow::Result<String> {
+        self.ovctl_ok(i, &command.split_whitespace().collect::<Vec<_>>())
+    }
+
     /// A new container namespace, owned (and deleted) by the lab; returns its name.
     pub fn container(&mut self, name: &str) -> anyhow::Result<String> {
         let ns = Netns::new(&format!("ovl{}-{name}", self.id))?;
@@ -259,12 +229,7 @@ impl Lab {
     }
 
     /// A new container connected to `network` on host `i`: (netns name, address).
-    pub fn connected(
-        &mut self,
-        i: usize,
-        network: &str,
-        name: &str,
-    ) -> anyhow::Result<(String, String)> {
+    pub fn connected(&mut self, i: usize, network: &str, name: &str) -> anyhow::Result<(String, String)> {
         let ns = self.container(name)?;
         let ip = self.ovctl_ok(i, &["network", "connect", network, &ns])?;
         Ok((ns, ip))
@@ -277,15 +242,10 @@ impl Lab {
         let path = PathBuf::from(self.underlay.path());
         ovnet_agent::netns::block_on_in_netns(&path, move || async move {
             let mut c = etcd_client::Client::connect([endpoint], None).await?;
-            let resp = c
-                .get(prefix, Some(etcd_client::GetOptions::new().with_prefix()))
-                .await?;
+            let resp = c.get(prefix, Some(etcd_client::GetOptions::new().with_prefix())).await?;
             let mut out = BTreeMap::new();
             for kv in resp.kvs() {
-                out.insert(
-                    kv.key_str()?.to_string(),
-                    String::from_utf8_lossy(kv.value()).to_string(),
-                );
+                out.insert(kv.key_str()?.to_string(), String::from_utf8_lossy(kv.value()).to_string());
             }
             Ok::<_, etcd_client::Error>(out)
         })
@@ -316,12 +276,7 @@ impl Lab {
             .filter(|e| e["ifname"].as_str().is_some_and(|d| d.starts_with("ovvx")))
             .filter_map(|e| {
                 let dst = e["dst"].as_str()?;
-                Some(format!(
-                    "{} {} {}",
-                    e["ifname"].as_str()?,
-                    e["mac"].as_str()?,
-                    dst
-                ))
+                Some(format!("{} {} {}", e["ifname"].as_str()?, e["mac"].as_str()?, dst))
             })
             .collect();
         out.sort();
@@ -336,12 +291,7 @@ impl Lab {
             .iter()
             .filter(|e| e["dev"].as_str().is_some_and(|d| d.starts_with("ovvx")))
             .filter_map(|e| {
-                Some(format!(
-                    "{} {} {}",
-                    e["dev"].as_str()?,
-                    e["dst"].as_str()?,
-                    e["lladdr"].as_str()?
-                ))
+                Some(format!("{} {} {}", e["dev"].as_str()?, e["dst"].as_str()?, e["lladdr"].as_str()?))
             })
             .collect();
         out.sort();
@@ -358,19 +308,13 @@ impl Lab {
 
     /// Runs a program inside container namespace `ns`; returns its stdout.
     pub fn containers_exec(&self, ns: &str, cmd: &[&str]) -> anyhow::Result<String> {
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns])
-            .args(cmd)
-            .output()?;
+        let out = Command::new("ip").args(["netns", "exec", ns]).args(cmd).output()?;
         Ok(String::from_utf8_lossy(&out.stdout).to_string())
     }
 
     /// The agents' logs, for failure reports.
     pub fn logs(&self) -> String {
-        self.hosts
-            .iter()
-            .map(|h| format!("==== {} ====\n{}\n", h.name, h.log()))
-            .collect()
+        self.hosts.iter().map(|h| format!("==== {} ====\n{}\n", h.name, h.log())).collect()
     }
 }
 

@@ -8,21 +8,14 @@ use anyhow::{Context, bail};
 /// A unique short id for one lab or test: pid and a counter.
 pub fn unique_id() -> String {
     static NEXT: AtomicU32 = AtomicU32::new(0);
-    format!(
-        "{:x}{}",
-        std::process::id() % 0xffff,
-        NEXT.fetch_add(1, Ordering::SeqCst)
-    )
+    format!("{:x}{}", std::process::id() % 0xffff, NEXT.fetch_add(1, Ordering::SeqCst))
 }
 
 /// Runs a command, failing with its stderr when it exits non-zero.
 pub fn run(cmd: &mut Command) -> anyhow::Result<Output> {
     let out = cmd.output().with_context(|| format!("running {cmd:?}"))?;
     if !out.status.success() {
-        bail!(
-            "{cmd:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{cmd:?} failed: {}", String::from_utf8_lossy(&out.stderr).trim());
     }
     Ok(out)
 }
@@ -50,9 +43,7 @@ pub struct Netns {
 impl Netns {
     pub fn new(name: &str) -> anyhow::Result<Netns> {
         ip(&["netns", "add", name])?;
-        let ns = Netns {
-            name: name.to_string(),
-        };
+        let ns = Netns { name: name.to_string() };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -64,10 +55,7 @@ impl Netns {
 
     /// `ip netns exec NAME PROGRAM ARGS...`, output captured.
     pub fn exec(&self, program: &str, args: &[&str]) -> std::io::Result<Output> {
-        Command::new("ip")
-            .args(["netns", "exec", &self.name, program])
-            .args(args)
-            .output()
+        Command::new("ip").args(["netns", "exec", &self.name, program]).args(args).output()
     }
 
     /// A parsed `-j` listing: `ip -n NAME -j ARGS` or `bridge -n NAME -j ARGS`.
@@ -77,8 +65,7 @@ impl Netns {
         if text.trim().is_empty() {
             return Ok(Vec::new());
         }
-        serde_json::from_str(&text)
-            .with_context(|| format!("parsing {tool} {args:?} output: {text}"))
+        serde_json::from_str(&text).with_context(|| format!("parsing {tool} {args:?} output: {text}"))
     }
 
     /// One ping with a one-second deadline.

@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use ipnet::Ipv4Net;
 use ovnet_ipam_store::{
-    AliveRecord, ClusterState, Error, ErrorKind, EtcdStore, HostRecord, NewEndpoint, NewNetwork,
-    StoreConfig, WatchEvent,
+    AliveRecord, ClusterState, Error, ErrorKind, EtcdStore, HostRecord, NewEndpoint, NewNetwork, StoreConfig,
+    WatchEvent,
 };
 use ovnet_tests::Etcd;
 
@@ -35,11 +35,7 @@ fn net(name: &str) -> NewNetwork {
 }
 
 fn net_with(name: &str, subnet: &str, vni: Option<u32>) -> NewNetwork {
-    NewNetwork {
-        subnet: Some(subnet.parse().unwrap()),
-        vni,
-        ..net(name)
-    }
+    NewNetwork { subnet: Some(subnet.parse().unwrap()), vni, ..net(name) }
 }
 
 fn endpoint(network: &str, host: &str, id: &str, ip: Option<Ipv4Addr>) -> NewEndpoint {
@@ -57,10 +53,7 @@ fn endpoint(network: &str, host: &str, id: &str, ip: Option<Ipv4Addr>) -> NewEnd
 fn assert_disjoint(nets: &[Ipv4Net]) {
     for (i, a) in nets.iter().enumerate() {
         for b in &nets[i + 1..] {
-            assert!(
-                !a.contains(&b.network()) && !b.contains(&a.network()),
-                "{a} overlaps {b}"
-            );
+            assert!(!a.contains(&b.network()) && !b.contains(&a.network()), "{a} overlaps {b}");
         }
     }
 }
@@ -111,9 +104,7 @@ async fn same_name_concurrently_exactly_one_wins() {
 async fn concurrent_block_leases(hosts: usize) {
     let etcd = Etcd::start_local().unwrap();
     let s = store(&etcd).await;
-    s.create_network(net_with("blue", "10.20.0.0/16", None))
-        .await
-        .unwrap();
+    s.create_network(net_with("blue", "10.20.0.0/16", None)).await.unwrap();
     let tasks: Vec<_> = (0..hosts)
         .map(|i| {
             let s = s.clone();
@@ -152,10 +143,9 @@ async fn concurrent_endpoints_get_distinct_addresses_in_their_hosts_blocks() {
         .map(|i| {
             let s = s.clone();
             let host = format!("host{}", i % 4);
-            tokio::spawn(async move {
-                s.allocate_endpoint(endpoint("blue", &host, &format!("c{i}"), None))
-                    .await
-            })
+            tokio::spawn(
+                async move { s.allocate_endpoint(endpoint("blue", &host, &format!("c{i}"), None)).await },
+            )
         })
         .collect();
     let mut eps = Vec::new();
@@ -167,16 +157,8 @@ async fn concurrent_endpoints_get_distinct_addresses_in_their_hosts_blocks() {
     let blocks = s.list_blocks(Some("blue")).await.unwrap();
     for e in &eps {
         let owner = blocks.iter().find(|b| b.cidr.contains(&e.ip));
-        assert_eq!(
-            owner.map(|b| b.host.as_str()),
-            Some(e.host.as_str()),
-            "{}",
-            e.ip
-        );
-        assert!(
-            e.ip != "10.30.0.1".parse::<Ipv4Addr>().unwrap(),
-            "gateway handed out"
-        );
+        assert_eq!(owner.map(|b| b.host.as_str()), Some(e.host.as_str()), "{}", e.ip);
+        assert!(e.ip != "10.30.0.1".parse::<Ipv4Addr>().unwrap(), "gateway handed out");
         assert_eq!(e.mac, ovnet_ipam_store::Mac::endpoint(e.ip));
     }
     assert_eq!(s.list_endpoints(Some("blue")).await.unwrap().len(), 32);
@@ -187,47 +169,23 @@ async fn concurrent_endpoints_get_distinct_addresses_in_their_hosts_blocks() {
 async fn explicit_conflicts_are_reported_specifically() {
     let etcd = Etcd::start_local().unwrap();
     let s = store(&etcd).await;
-    s.create_network(net_with("blue", "10.1.0.0/24", Some(4096)))
-        .await
-        .unwrap();
+    s.create_network(net_with("blue", "10.1.0.0/24", Some(4096))).await.unwrap();
 
-    let e = s
-        .create_network(net_with("red", "10.2.0.0/16", Some(4096)))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        r#"VNI 4096 is already used by network "blue""#
-    );
+    let e = s.create_network(net_with("red", "10.2.0.0/16", Some(4096))).await.unwrap_err();
+    assert_eq!(e.to_string(), r#"VNI 4096 is already used by network "blue""#);
     assert_eq!(e.kind(), ErrorKind::AlreadyExists);
 
-    let e = s
-        .create_network(net_with("red", "10.1.0.0/16", None))
-        .await
-        .unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        r#"subnet 10.1.0.0/16 overlaps network "blue" (10.1.0.0/24)"#
-    );
+    let e = s.create_network(net_with("red", "10.1.0.0/16", None)).await.unwrap_err();
+    assert_eq!(e.to_string(), r#"subnet 10.1.0.0/16 overlaps network "blue" (10.1.0.0/24)"#);
 
-    let e = s
-        .create_network(net_with("blue", "10.3.0.0/16", None))
-        .await
-        .unwrap_err();
+    let e = s.create_network(net_with("blue", "10.3.0.0/16", None)).await.unwrap_err();
     assert!(matches!(e, Error::NetworkExists(_)), "{e}");
 
     let before = s.snapshot().await.unwrap();
-    let e = s
-        .create_network(net_with("red", "10.1.2.3/16", None))
-        .await
-        .unwrap_err();
+    let e = s.create_network(net_with("red", "10.1.2.3/16", None)).await.unwrap_err();
     assert!(e.to_string().contains("10.1.0.0/16"), "{e}");
     assert_eq!(e.kind(), ErrorKind::InvalidArgument);
-    assert_eq!(
-        s.snapshot().await.unwrap(),
-        before,
-        "a refused create wrote something"
-    );
+    assert_eq!(s.snapshot().await.unwrap(), before, "a refused create wrote something");
 
     // Explicit addresses.
     let ep = |host: &str, ip: &str| endpoint("blue", host, "c", Some(ip.parse().unwrap()));
@@ -236,10 +194,7 @@ async fn explicit_conflicts_are_reported_specifically() {
     let e = s.allocate_endpoint(ep("a", "10.1.0.77")).await.unwrap_err();
     assert!(matches!(e, Error::IpTaken { .. }), "{e}");
     let e = s.allocate_endpoint(ep("b", "10.1.0.78")).await.unwrap_err();
-    assert!(
-        matches!(e, Error::BlockOwnedByOtherHost { ref host, .. } if host == "a"),
-        "{e}"
-    );
+    assert!(matches!(e, Error::BlockOwnedByOtherHost { ref host, .. } if host == "a"), "{e}");
     let e = s.allocate_endpoint(ep("a", "10.1.0.1")).await.unwrap_err();
     assert!(matches!(e, Error::IpReserved { .. }), "{e}");
     let e = s.allocate_endpoint(ep("a", "10.9.0.5")).await.unwrap_err();
@@ -252,33 +207,17 @@ async fn explicit_conflicts_are_reported_specifically() {
 async fn exhausting_a_tiny_network_writes_nothing() {
     let etcd = Etcd::start_local().unwrap();
     let s = store(&etcd).await;
-    let tiny = s
-        .create_network(net_with("tiny", "10.9.0.0/30", None))
-        .await
-        .unwrap();
+    let tiny = s.create_network(net_with("tiny", "10.9.0.0/30", None)).await.unwrap();
     assert_eq!(tiny.block_prefix, 30);
-    let first = s
-        .allocate_endpoint(endpoint("tiny", "a", "c1", None))
-        .await
-        .unwrap();
+    let first = s.allocate_endpoint(endpoint("tiny", "a", "c1", None)).await.unwrap();
     assert_eq!(first.ip.to_string(), "10.9.0.2");
 
     for host in ["a", "b"] {
         let before = s.snapshot().await.unwrap();
-        let e = s
-            .allocate_endpoint(endpoint("tiny", host, "c2", None))
-            .await
-            .unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            r#"no free address left in network "tiny" (10.9.0.0/30)"#
-        );
+        let e = s.allocate_endpoint(endpoint("tiny", host, "c2", None)).await.unwrap_err();
+        assert_eq!(e.to_string(), r#"no free address left in network "tiny" (10.9.0.0/30)"#);
         assert_eq!(e.kind(), ErrorKind::ResourceExhausted);
-        assert_eq!(
-            s.snapshot().await.unwrap(),
-            before,
-            "exhausted allocation wrote something"
-        );
+        assert_eq!(s.snapshot().await.unwrap(), before, "exhausted allocation wrote something");
     }
     let e = s.lease_block("tiny", "b").await.unwrap_err();
     assert!(matches!(e, Error::AddressExhausted { .. }), "{e}");
@@ -288,10 +227,7 @@ async fn exhausting_a_tiny_network_writes_nothing() {
     let e = s.release_endpoint("tiny", first.ip).await.unwrap_err();
     assert!(matches!(e, Error::EndpointNotFound { .. }), "{e}");
     assert_eq!(s.list_blocks(Some("tiny")).await.unwrap()[0].host, "a");
-    let again = s
-        .allocate_endpoint(endpoint("tiny", "a", "c3", None))
-        .await
-        .unwrap();
+    let again = s.allocate_endpoint(endpoint("tiny", "a", "c3", None)).await.unwrap();
     assert_eq!(again.ip, first.ip);
 }
 
@@ -300,25 +236,16 @@ async fn remove_network_is_refused_while_an_endpoint_exists() {
     let etcd = Etcd::start_local().unwrap();
     let s = store(&etcd).await;
     let blue = s.create_network(net("blue")).await.unwrap();
-    let ep = s
-        .allocate_endpoint(endpoint("blue", "a", "c1", None))
-        .await
-        .unwrap();
+    let ep = s.allocate_endpoint(endpoint("blue", "a", "c1", None)).await.unwrap();
     let e = s.remove_network("blue").await.unwrap_err();
-    assert_eq!(
-        e.to_string(),
-        r#"network "blue" is still in use by 1 endpoint(s)"#
-    );
+    assert_eq!(e.to_string(), r#"network "blue" is still in use by 1 endpoint(s)"#);
     assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
 
     s.release_endpoint("blue", ep.ip).await.unwrap();
     assert_eq!(s.remove_network("blue").await.unwrap(), blue);
     let (_, kvs) = s.snapshot().await.unwrap();
     assert!(kvs.is_empty(), "left behind: {kvs:?}");
-    assert!(matches!(
-        s.remove_network("blue").await,
-        Err(Error::NetworkNotFound(_))
-    ));
+    assert!(matches!(s.remove_network("blue").await, Err(Error::NetworkNotFound(_))));
     // The VNI and subnet are free again.
     let again = s.create_network(net("green")).await.unwrap();
     assert_eq!((again.vni, again.subnet), (blue.vni, blue.subnet));
@@ -329,45 +256,22 @@ async fn bad_records_are_reported_and_the_rest_kept() {
     let etcd = Etcd::start_local().unwrap();
     let s = store(&etcd).await;
     s.create_network(net("blue")).await.unwrap();
-    s.allocate_endpoint(endpoint("blue", "a", "c1", None))
-        .await
-        .unwrap();
+    s.allocate_endpoint(endpoint("blue", "a", "c1", None)).await.unwrap();
     let mut c = s.client();
     let k = s.keys().clone();
-    c.put(k.network("junk"), b"\xff\x00not json".to_vec(), None)
+    c.put(k.network("junk"), b"\xff\x00not json".to_vec(), None).await.unwrap();
+    c.put(k.host("h9"), br#"{"v":2,"name":"h9"}"#.to_vec(), None).await.unwrap();
+    c.put(k.endpoint("blue", "10.128.0.9".parse().unwrap()), br#"{"v":1,"id":"x""#.to_vec(), None)
         .await
         .unwrap();
-    c.put(k.host("h9"), br#"{"v":2,"name":"h9"}"#.to_vec(), None)
-        .await
-        .unwrap();
-    c.put(
-        k.endpoint("blue", "10.128.0.9".parse().unwrap()),
-        br#"{"v":1,"id":"x""#.to_vec(),
-        None,
-    )
-    .await
-    .unwrap();
-    c.put(
-        format!("{}unknown/thing", k.all()),
-        b"ignored".to_vec(),
-        None,
-    )
-    .await
-    .unwrap();
+    c.put(format!("{}unknown/thing", k.all()), b"ignored".to_vec(), None).await.unwrap();
 
     let (rev, kvs) = s.snapshot().await.unwrap();
-    let (state, bad) = ClusterState::from_kvs(
-        &k,
-        rev,
-        kvs.iter().map(|(key, v)| (key.as_str(), v.as_slice())),
-    );
+    let (state, bad) =
+        ClusterState::from_kvs(&k, rev, kvs.iter().map(|(key, v)| (key.as_str(), v.as_slice())));
     let bad_keys: BTreeSet<String> = bad.iter().map(|b| b.key.clone()).collect();
-    let want: BTreeSet<String> = [
-        k.network("junk"),
-        k.host("h9"),
-        k.endpoint("blue", "10.128.0.9".parse().unwrap()),
-    ]
-    .into();
+    let want: BTreeSet<String> =
+        [k.network("junk"), k.host("h9"), k.endpoint("blue", "10.128.0.9".parse().unwrap())].into();
     assert_eq!(bad_keys, want, "{bad:?}");
     assert_eq!(state.revision, rev);
     assert_eq!(state.networks.keys().collect::<Vec<_>>(), vec!["blue"]);
@@ -377,12 +281,7 @@ async fn bad_records_are_reported_and_the_rest_kept() {
     assert_eq!(s.list_networks().await.unwrap().len(), 1);
     // An unreadable endpoint key still blocks its address.
     let e = s
-        .allocate_endpoint(endpoint(
-            "blue",
-            "a",
-            "c2",
-            Some("10.128.0.9".parse().unwrap()),
-        ))
+        .allocate_endpoint(endpoint("blue", "a", "c2", Some("10.128.0.9".parse().unwrap())))
         .await
         .unwrap_err();
     assert!(matches!(e, Error::IpTaken { .. }), "{e}");
@@ -394,18 +293,8 @@ async fn hosts_register_stay_alive_and_die_with_their_lease() {
     let s = store(&etcd).await;
     let vtep: Ipv4Addr = "192.0.2.1".parse().unwrap();
     let lease = s.grant_lease(10).await.unwrap();
-    let host = HostRecord {
-        v: 1,
-        name: "h1".into(),
-        vtep,
-        registered_at: 1,
-    };
-    let alive = AliveRecord {
-        v: 1,
-        name: "h1".into(),
-        vtep,
-        started_at: 2,
-    };
+    let host = HostRecord { v: 1, name: "h1".into(), vtep, registered_at: 1 };
+    let alive = AliveRecord { v: 1, name: "h1".into(), vtep, started_at: 2 };
     s.register_host(&host, &alive, lease).await.unwrap();
     s.create_network(net("blue")).await.unwrap();
     s.lease_block("blue", "h2").await.unwrap();
@@ -443,12 +332,7 @@ async fn watch_reports_changes_and_compaction() {
     assert_eq!(keys, vec![s.keys().network("blue"), s.keys().vni(blue.vni)]);
     s.remove_network("blue").await.unwrap();
     let batch = w.next().await.unwrap().expect("a batch");
-    assert!(
-        batch
-            .events
-            .iter()
-            .all(|e| matches!(e, WatchEvent::Delete { .. }))
-    );
+    assert!(batch.events.iter().all(|e| matches!(e, WatchEvent::Delete { .. })));
 
     let (now, _) = s.snapshot().await.unwrap();
     s.client().compact(now, None).await.unwrap();
@@ -468,27 +352,16 @@ async fn calls_fail_fast_when_etcd_is_down() {
 
     let started = Instant::now();
     let e = s.create_network(net("red")).await.unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_secs(6),
-        "took {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() < Duration::from_secs(6), "took {:?}", started.elapsed());
     assert!(e.to_string().starts_with("etcd is unreachable"), "{e}");
     assert_eq!(e.kind(), ErrorKind::Unavailable);
 
     let started = Instant::now();
-    let e = EtcdStore::connect(StoreConfig {
-        endpoints: vec![etcd.endpoint()],
-        ..StoreConfig::default()
-    })
-    .await
-    .err()
-    .expect("connect to a dead etcd");
-    assert!(
-        started.elapsed() < Duration::from_secs(6),
-        "took {:?}",
-        started.elapsed()
-    );
+    let e = EtcdStore::connect(StoreConfig { endpoints: vec![etcd.endpoint()], ..StoreConfig::default() })
+        .await
+        .err()
+        .expect("connect to a dead etcd");
+    assert!(started.elapsed() < Duration::from_secs(6), "took {:?}", started.elapsed());
     assert!(e.to_string().contains("etcd is unreachable"), "{e}");
     assert!(e.to_string().contains(&etcd.endpoint()), "{e}");
 

@@ -10,9 +10,7 @@ use ovnet_tests::{Lab, LabOptions};
 const CONVERGE: Duration = Duration::from_secs(10);
 
 fn wait_ping(lab: &Lab, from: &str, ip: &str) {
-    if let Err(e) = poll(&format!("{from} to ping {ip}"), CONVERGE, || {
-        ping(from, ip).then_some(())
-    }) {
+    if let Err(e) = poll(&format!("{from} to ping {ip}"), CONVERGE, || ping(from, ip).then_some(())) {
         panic!("{e}\n{}", lab.logs());
     }
 }
@@ -24,36 +22,26 @@ fn vni(lab: &Lab, network: &str) -> u64 {
 }
 
 fn mac_of(ip: &str) -> String {
-    let octets: Vec<String> = ip
-        .split('.')
-        .map(|o| format!("{:02x}", o.parse::<u8>().unwrap()))
-        .collect();
+    let octets: Vec<String> = ip.split('.').map(|o| format!("{:02x}", o.parse::<u8>().unwrap())).collect();
     format!("02:42:{}", octets.join(":"))
 }
 
 #[test]
 fn network_appears_everywhere_and_containers_ping_all_pairs() {
     let mut lab = Lab::start(LabOptions::default()).unwrap();
-    let id = lab
-        .ovctl_ok(1, &["network", "create", "-d", "overlay", "demo"])
-        .unwrap();
+    let id = lab.ovctl_ok(1, &["network", "create", "-d", "overlay", "demo"]).unwrap();
     assert_eq!(id.len(), 16, "prints the network id: {id:?}");
     let vni = vni(&lab, "demo");
     let (br, vx) = (format!("ovbr{vni}"), format!("ovvx{vni}"));
     for i in 0..3 {
-        poll(
-            "bridge and VXLAN device on every host within a second",
-            Duration::from_secs(1),
-            || {
-                let links = lab.links(i).ok()?;
-                (links.contains(&br) && links.contains(&vx)).then_some(())
-            },
-        )
+        poll("bridge and VXLAN device on every host within a second", Duration::from_secs(1), || {
+            let links = lab.links(i).ok()?;
+            (links.contains(&br) && links.contains(&vx)).then_some(())
+        })
         .unwrap();
     }
-    let cs: Vec<(String, String)> = (0..3)
-        .map(|i| lab.connected(i, "demo", &format!("c{}", i + 1)).unwrap())
-        .collect();
+    let cs: Vec<(String, String)> =
+        (0..3).map(|i| lab.connected(i, "demo", &format!("c{}", i + 1)).unwrap()).collect();
     for (a, (ns, _)) in cs.iter().enumerate() {
         for (b, (_, ip)) in cs.iter().enumerate() {
             if a != b {
@@ -64,40 +52,23 @@ fn network_appears_everywhere_and_containers_ping_all_pairs() {
         wait_ping(&lab, ns, "10.128.0.1");
     }
 
-    let hosts: Vec<serde_json::Value> = serde_json::from_str(
-        &lab.ovctl_ok(2, &["host", "ls", "--format", "json"])
-            .unwrap(),
-    )
-    .unwrap();
+    let hosts: Vec<serde_json::Value> =
+        serde_json::from_str(&lab.ctl(2, "host ls --format json").unwrap()).unwrap();
     assert_eq!(hosts.len(), 3, "{hosts:?}");
     assert!(hosts.iter().all(|h| h["alive"] == true), "{hosts:?}");
-    let table = lab.ovctl_ok(0, &["host", "ls"]).unwrap();
+    let table = lab.ctl(0, "host ls").unwrap();
     for h in ["h1", "h2", "h3"] {
         assert!(table.contains(h), "{table}");
     }
     let inspect: serde_json::Value =
-        serde_json::from_str(&lab.ovctl_ok(2, &["network", "inspect", "demo"]).unwrap()).unwrap();
-    assert_eq!(
-        inspect["endpoints"].as_array().unwrap().len(),
-        3,
-        "{inspect}"
-    );
+        serde_json::from_str(&lab.ctl(2, "network inspect demo").unwrap()).unwrap();
+    assert_eq!(inspect["endpoints"].as_array().unwrap().len(), 3, "{inspect}");
     assert_eq!(inspect["subnet"], "10.128.0.0/16");
-    assert_eq!(
-        inspect["blocks"].as_object().unwrap().len(),
-        3,
-        "one block per host: {inspect}"
-    );
+    assert_eq!(inspect["blocks"].as_object().unwrap().len(), 3, "one block per host: {inspect}");
     // Each host: a flood entry toward each other host, FDB + neigh for the two remote containers.
     for i in 0..3 {
         let fdb = lab.fdb(i).unwrap();
-        assert_eq!(
-            fdb.iter()
-                .filter(|e| e.contains("00:00:00:00:00:00"))
-                .count(),
-            2,
-            "{fdb:?}"
-        );
+        assert_eq!(fdb.iter().filter(|e| e.contains("00:00:00:00:00:00")).count(), 2, "{fdb:?}");
         assert_eq!(fdb.len(), 4, "{fdb:?}");
         assert_eq!(lab.neigh(i).unwrap().len(), 2);
     }
@@ -105,23 +76,14 @@ fn network_appears_everywhere_and_containers_ping_all_pairs() {
 
 #[test]
 fn a_second_network_is_isolated_from_the_first() {
-    let mut lab = Lab::start(LabOptions {
-        hosts: 2,
-        ..Default::default()
-    })
-    .unwrap();
-    lab.ovctl_ok(0, &["network", "create", "-d", "overlay", "red"])
-        .unwrap();
-    lab.ovctl_ok(0, &["network", "create", "-d", "overlay", "blue"])
-        .unwrap();
+    let mut lab = Lab::start(LabOptions { hosts: 2, ..Default::default() }).unwrap();
+    lab.ctl(0, "network create -d overlay red").unwrap();
+    lab.ctl(0, "network create -d overlay blue").unwrap();
     let (r1, r1_ip) = lab.connected(0, "red", "r1").unwrap();
     let (_r2, r2_ip) = lab.connected(1, "red", "r2").unwrap();
     let (b1, b1_ip) = lab.connected(0, "blue", "b1").unwrap();
     let (_b2, b2_ip) = lab.connected(1, "blue", "b2").unwrap();
-    assert!(
-        r1_ip.starts_with("10.128.") && b1_ip.starts_with("10.129."),
-        "{r1_ip} {b1_ip}"
-    );
+    assert!(r1_ip.starts_with("10.128.") && b1_ip.starts_with("10.129."), "{r1_ip} {b1_ip}");
     wait_ping(&lab, &r1, &r2_ip);
     wait_ping(&lab, &b1, &b2_ip);
     for (from, to) in [(&r1, &b1_ip), (&r1, &b2_ip), (&b1, &r1_ip), (&b1, &r2_ip)] {
@@ -132,45 +94,24 @@ fn a_second_network_is_isolated_from_the_first() {
 #[test]
 fn disconnect_removes_entries_everywhere_and_frees_the_address() {
     let mut lab = Lab::start(LabOptions::default()).unwrap();
-    lab.ovctl_ok(
-        0,
-        &[
-            "network",
-            "create",
-            "-d",
-            "overlay",
-            "--subnet",
-            "10.50.0.0/24",
-            "net",
-        ],
-    )
-    .unwrap();
+    lab.ctl(0, "network create -d overlay --subnet 10.50.0.0/24 net").unwrap();
     let (c1, _) = lab.connected(0, "net", "c1").unwrap();
     let (c2, ip2) = lab.connected(1, "net", "c2").unwrap();
     let mac2 = mac_of(&ip2);
     wait_ping(&lab, &c1, &ip2);
     for i in [0, 2] {
         poll("c2's entries on the others", CONVERGE, || {
-            lab.fdb(i)
-                .ok()?
-                .iter()
-                .any(|e| e.contains(&mac2))
-                .then_some(())
+            lab.fdb(i).ok()?.iter().any(|e| e.contains(&mac2)).then_some(())
         })
         .unwrap();
     }
-    lab.ovctl_ok(1, &["network", "disconnect", "net", &c2])
-        .unwrap();
+    lab.ovctl_ok(1, &["network", "disconnect", "net", &c2]).unwrap();
     for i in [0, 2] {
-        poll(
-            "c2's FDB and neighbour entries gone from the others",
-            CONVERGE,
-            || {
-                let gone = !lab.fdb(i).ok()?.iter().any(|e| e.contains(&mac2))
-                    && !lab.neigh(i).ok()?.iter().any(|e| e.contains(&ip2));
-                gone.then_some(())
-            },
-        )
+        poll("c2's FDB and neighbour entries gone from the others", CONVERGE, || {
+            let gone = !lab.fdb(i).ok()?.iter().any(|e| e.contains(&mac2))
+                && !lab.neigh(i).ok()?.iter().any(|e| e.contains(&ip2));
+            gone.then_some(())
+        })
         .unwrap();
     }
     // h2 has no endpoints left: the others drop their flood entry toward it too.
@@ -179,39 +120,28 @@ fn disconnect_removes_entries_everywhere_and_frees_the_address() {
         (!lab.fdb(0).ok()?.iter().any(|e| e.ends_with(&h2))).then_some(())
     })
     .unwrap();
-    assert!(
-        !lab.links(1).unwrap().iter().any(|l| l.starts_with("ovve")),
-        "veth removed"
-    );
+    assert!(!lab.links(1).unwrap().iter().any(|l| l.starts_with("ovve")), "veth removed");
     assert!(!ping(&c1, &ip2));
     // The freed address is handed out again, here to a new container on h2.
     let (_c3, ip3) = lab.connected(1, "net", "c3").unwrap();
     assert_eq!(ip3, ip2);
     let dump = lab.etcd_dump().unwrap();
-    assert_eq!(
-        dump.keys().filter(|k| k.contains("/endpoints/")).count(),
-        2,
-        "{dump:?}"
-    );
+    assert_eq!(dump.keys().filter(|k| k.contains("/endpoints/")).count(), 2, "{dump:?}");
 }
 
 #[test]
 fn sigkilled_agent_restarts_without_loss_or_duplicates() {
     let mut lab = Lab::start(LabOptions::default()).unwrap();
-    lab.ovctl_ok(0, &["network", "create", "-d", "overlay", "net"])
-        .unwrap();
-    let cs: Vec<(String, String)> = (0..3)
-        .map(|i| lab.connected(i, "net", &format!("c{}", i + 1)).unwrap())
-        .collect();
+    lab.ctl(0, "network create -d overlay net").unwrap();
+    let cs: Vec<(String, String)> =
+        (0..3).map(|i| lab.connected(i, "net", &format!("c{}", i + 1)).unwrap()).collect();
     wait_ping(&lab, &cs[0].0, &cs[1].1);
     wait_ping(&lab, &cs[0].0, &cs[2].1);
     let before: Vec<Vec<String>> = (0..3).map(|i| lab.kernel(i).unwrap()).collect();
 
     // 100 pings at 50 ms from h1 to h2 while h2's agent is killed and restarted.
     let pinger = Command::new("ip")
-        .args([
-            "netns", "exec", &cs[0].0, "ping", "-c", "100", "-i", "0.05", "-W", "1", &cs[1].1,
-        ])
+        .args(["netns", "exec", &cs[0].0, "ping", "-c", "100", "-i", "0.05", "-W", "1", &cs[1].1])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -221,10 +151,7 @@ fn sigkilled_agent_restarts_without_loss_or_duplicates() {
     lab.start_agent(1).unwrap();
     let out = pinger.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        text.contains(" 0% packet loss"),
-        "pings lost across the restart:\n{text}"
-    );
+    assert!(text.contains(" 0% packet loss"), "pings lost across the restart:\n{text}");
 
     // The restarted agent converges to the same kernel state, nothing duplicated.
     poll("the restarted agent's first pass", CONVERGE, || {
@@ -236,32 +163,19 @@ fn sigkilled_agent_restarts_without_loss_or_duplicates() {
         assert_eq!(&now, before, "host {} changed across the restart", i + 1);
         let mut dedup = now.clone();
         dedup.dedup();
-        assert_eq!(
-            dedup.len(),
-            now.len(),
-            "duplicates on host {}: {now:?}",
-            i + 1
-        );
+        assert_eq!(dedup.len(), now.len(), "duplicates on host {}: {now:?}", i + 1);
     }
     let restarted = lab.hosts[1].log()[mark..].to_string();
     for change in ["ip link add", "ip link del", "bridge fdb", "ip neigh"] {
-        assert!(
-            !restarted.contains(change),
-            "the restarted agent changed the kernel:\n{restarted}"
-        );
+        assert!(!restarted.contains(change), "the restarted agent changed the kernel:\n{restarted}");
     }
     wait_ping(&lab, &cs[0].0, &cs[1].1);
 }
 
 #[test]
 fn host_whose_agent_stays_down_past_the_ttl_loses_its_entries_elsewhere() {
-    let mut lab = Lab::start(LabOptions {
-        hosts: 3,
-        lease_ttl: 2,
-    })
-    .unwrap();
-    lab.ovctl_ok(0, &["network", "create", "-d", "overlay", "net"])
-        .unwrap();
+    let mut lab = Lab::start(LabOptions { hosts: 3, lease_ttl: 2 }).unwrap();
+    lab.ctl(0, "network create -d overlay net").unwrap();
     for i in 0..3 {
         lab.connected(i, "net", &format!("c{}", i + 1)).unwrap();
     }
@@ -272,22 +186,15 @@ fn host_whose_agent_stays_down_past_the_ttl_loses_its_entries_elsewhere() {
     .unwrap();
     lab.kill_agent(2);
     for i in [0, 1] {
-        poll(
-            "h3's flood and FDB entries removed after its lease expired",
-            Duration::from_secs(15),
-            || {
-                let fdb = lab.fdb(i).ok()?;
-                let neigh = lab.neigh(i).ok()?;
-                (!fdb.iter().any(|e| e.ends_with(&h3)) && neigh.len() == 1).then_some(())
-            },
-        )
+        poll("h3's flood and FDB entries removed after its lease expired", Duration::from_secs(15), || {
+            let fdb = lab.fdb(i).ok()?;
+            let neigh = lab.neigh(i).ok()?;
+            (!fdb.iter().any(|e| e.ends_with(&h3)) && neigh.len() == 1).then_some(())
+        })
         .unwrap();
     }
-    let hosts: Vec<serde_json::Value> = serde_json::from_str(
-        &lab.ovctl_ok(0, &["host", "ls", "--format", "json"])
-            .unwrap(),
-    )
-    .unwrap();
+    let hosts: Vec<serde_json::Value> =
+        serde_json::from_str(&lab.ctl(0, "host ls --format json").unwrap()).unwrap();
     let dead: Vec<_> = hosts.iter().filter(|h| h["alive"] == false).collect();
     assert_eq!(dead.len(), 1, "h3 listed as not alive: {hosts:?}");
 }

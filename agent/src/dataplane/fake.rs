@@ -72,14 +72,7 @@ fn apply_one(st: &mut FakeState, op: &Op) {
                 st.observed.links.insert(name.clone(), l);
             }
         }
-        Op::CreateVxlan {
-            name,
-            vni,
-            local,
-            port,
-            mtu,
-            master,
-        } => {
+        Op::CreateVxlan { name, vni, local, port, mtu, master } => {
             if !obs.links.contains_key(name) {
                 let kind = LinkKind::Vxlan {
                     vni: *vni,
@@ -113,17 +106,11 @@ fn apply_one(st: &mut FakeState, op: &Op) {
             if !mac.is_zero() {
                 entries.retain(|e| e.mac != *mac);
             }
-            entries.insert(FdbEntry {
-                mac: *mac,
-                dst: *dst,
-            });
+            entries.insert(FdbEntry { mac: *mac, dst: *dst });
         }
         Op::DelFdb { dev, mac, dst } => {
             if let Some(entries) = obs.fdb.get_mut(dev) {
-                entries.remove(&FdbEntry {
-                    mac: *mac,
-                    dst: *dst,
-                });
+                entries.remove(&FdbEntry { mac: *mac, dst: *dst });
             }
         }
         Op::AddNeigh { dev, ip, mac } => {
@@ -160,11 +147,7 @@ impl Dataplane for FakeDataplane {
     }
 
     async fn underlay(&self, addr: Option<Ipv4Addr>) -> Result<Underlay, DataplaneError> {
-        Ok(Underlay {
-            addr: addr.unwrap_or(Ipv4Addr::new(192, 0, 2, 1)),
-            ifname: "eth0".into(),
-            mtu: 1500,
-        })
+        Ok(Underlay { addr: addr.unwrap_or(Ipv4Addr::new(192, 0, 2, 1)), ifname: "eth0".into(), mtu: 1500 })
     }
 
     async fn netns_links(&self, _netns: PathBuf) -> Result<Vec<String>, DataplaneError> {

@@ -25,15 +25,9 @@ pub use netlink::NetlinkDataplane;
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
     #[error("{op}: {source}")]
-    Op {
-        op: String,
-        source: rtnetlink::Error,
-    },
+    Op { op: String, source: rtnetlink::Error },
     #[error("{what}: {source}")]
-    Netlink {
-        what: String,
-        source: rtnetlink::Error,
-    },
+    Netlink { what: String, source: rtnetlink::Error },
     #[error("network namespace {path}: {reason}")]
     Netns { path: PathBuf, reason: String },
     #[error("{0}")]
@@ -86,10 +80,8 @@ pub trait Dataplane: Clone + Send + Sync + 'static {
     ) -> impl Future<Output = Result<Underlay, DataplaneError>> + Send;
 
     /// Names of the links inside a container namespace (to pick the next ethN).
-    fn netns_links(
-        &self,
-        netns: PathBuf,
-    ) -> impl Future<Output = Result<Vec<String>, DataplaneError>> + Send;
+    fn netns_links(&self, netns: PathBuf)
+    -> impl Future<Output = Result<Vec<String>, DataplaneError>> + Send;
 
     /// Creates the veth pair, moves one end into the namespace and configures
     /// it (name, MAC, address, MTU, up, `lo` up, default route via the gateway
@@ -99,8 +91,5 @@ pub trait Dataplane: Clone + Send + Sync + 'static {
 
     /// Removes the veth pair by its host end (the peer goes with it).
     /// A link that is already gone counts as done.
-    fn detach(
-        &self,
-        host_ifname: String,
-    ) -> impl Future<Output = Result<(), DataplaneError>> + Send;
+    fn detach(&self, host_ifname: String) -> impl Future<Output = Result<(), DataplaneError>> + Send;
 }

@@ -46,9 +46,7 @@ impl NetlinkDataplane {
 
     /// A dataplane for the namespace at `path` (a "host" in tests and labs).
     pub async fn in_netns(path: &Path) -> Result<Self, DataplaneError> {
-        Ok(Self {
-            handle: netns::handle_in_netns(path).await?,
-        })
+        Ok(Self { handle: netns::handle_in_netns(path).await? })
     }
 
     /// The raw rtnetlink handle, for callers that need more than the trait.
@@ -78,17 +76,11 @@ impl Dataplane for NetlinkDataplane {
 
     async fn netns_links(&self, netns: PathBuf) -> Result<Vec<String>, DataplaneError> {
         let handle = netns::handle_in_netns(&netns).await?;
-        let links = dump_links(&handle)
-            .await
-            .map_err(|source| DataplaneError::Netlink {
-                what: format!("ip -n {} link show", netns.display()),
-                source,
-            })?;
-        Ok(links
-            .iter()
-            .filter_map(link_name)
-            .map(str::to_string)
-            .collect())
+        let links = dump_links(&handle).await.map_err(|source| DataplaneError::Netlink {
+            what: format!("ip -n {} link show", netns.display()),
+            source,
+        })?;
+        Ok(links.iter().filter_map(link_name).map(str::to_string).collect())
     }
 
     async fn attach(&self, spec: AttachSpec) -> Result<(), DataplaneError> {
@@ -98,10 +90,7 @@ impl Dataplane for NetlinkDataplane {
     async fn detach(&self, host_ifname: String) -> Result<(), DataplaneError> {
         ops::delete_link(&self.handle, &host_ifname)
             .await
-            .map_err(|source| DataplaneError::Netlink {
-                what: format!("ip link del {host_ifname}"),
-                source,
-            })
+            .map_err(|source| DataplaneError::Netlink { what: format!("ip link del {host_ifname}"), source })
     }
 }
 
@@ -122,13 +111,8 @@ impl From<rtnetlink::Error> for OpError {
 impl OpError {
     fn into_dataplane(self, op: &Op) -> DataplaneError {
         match self {
-            OpError::Netlink(source) => DataplaneError::Op {
-                op: op.to_string(),
-                source,
-            },
-            OpError::NoDevice(dev) => {
-                DataplaneError::Other(format!("{op}: device {dev} does not exist"))
-            }
+            OpError::Netlink(source) => DataplaneError::Op { op: op.to_string(), source },
+            OpError::NoDevice(dev) => DataplaneError::Other(format!("{op}: device {dev} does not exist")),
         }
     }
 }
@@ -181,14 +165,7 @@ async fn link_by_name(
     handle: &rtnetlink::Handle,
     name: &str,
 ) -> Result<Option<LinkMessage>, rtnetlink::Error> {
-    match handle
-        .link()
-        .get()
-        .match_name(name)
-        .execute()
-        .try_next()
-        .await
-    {
+    match handle.link().get().match_name(name).execute().try_next().await {
         Ok(link) => Ok(link),
         Err(e) if is_errno(&e, &[Errno::ENODEV, Errno::ENOENT]) => Ok(None),
         Err(e) => Err(e),
@@ -197,16 +174,12 @@ async fn link_by_name(
 
 /// The index of link `name`, or `None` if there is no such link.
 async fn index_of(handle: &rtnetlink::Handle, name: &str) -> Result<Option<u32>, rtnetlink::Error> {
-    Ok(link_by_name(handle, name)
-        .await?
-        .map(|link| link.header.index))
+    Ok(link_by_name(handle, name).await?.map(|link| link.header.index))
 }
 
 /// The index of link `name`; its absence is an error naming it.
 async fn require_index(handle: &rtnetlink::Handle, name: &str) -> Result<u32, OpError> {
-    index_of(handle, name)
-        .await?
-        .ok_or_else(|| OpError::NoDevice(name.to_string()))
+    index_of(handle, name).await?.ok_or_else(|| OpError::NoDevice(name.to_string()))
 }
 
 fn link_name(link: &LinkMessage) -> Option<&str> {

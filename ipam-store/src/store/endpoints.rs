@@ -20,9 +20,7 @@ use crate::alloc;
 use crate::error::Error;
 use crate::keys::{Key, Keys};
 use crate::mac::Mac;
-use crate::records::{
-    BlockRecord, EndpointRecord, NetworkRecord, RECORD_VERSION, decode, encode, now_secs,
-};
+use crate::records::{BlockRecord, EndpointRecord, NetworkRecord, RECORD_VERSION, decode, encode, now_secs};
 use crate::validate;
 
 /// A request for an endpoint address; `ip: None` means "any free address".
@@ -88,19 +86,11 @@ impl NetworkView {
                 _ => None,
             })
             .collect();
-        Ok(NetworkView {
-            network,
-            network_mod_revision: net.mod_revision,
-            blocks,
-            used,
-        })
+        Ok(NetworkView { network, network_mod_revision: net.mod_revision, blocks, used })
     }
 
     fn exhausted(&self) -> Error {
-        Error::AddressExhausted {
-            network: self.network.name.clone(),
-            subnet: self.network.subnet,
-        }
+        Error::AddressExhausted { network: self.network.name.clone(), subnet: self.network.subnet }
     }
 
     /// Up to `limit` free blocks, lowest first.
@@ -128,38 +118,19 @@ impl NetworkView {
     fn plan_fixed(&self, host: &str, ip: Ipv4Addr) -> Result<(Ipv4Addr, BlockClaim), Error> {
         let n = &self.network;
         if !n.subnet.contains(&ip) {
-            return Err(Error::IpNotInSubnet {
-                ip,
-                subnet: n.subnet,
-            });
+            return Err(Error::IpNotInSubnet { ip, subnet: n.subnet });
         }
         if let Some(why) = alloc::reserved_reason(ip, n.subnet) {
-            return Err(Error::IpReserved {
-                ip,
-                why: why.to_string(),
-            });
+            return Err(Error::IpReserved { ip, why: why.to_string() });
         }
         if self.used.contains(&ip) {
-            return Err(Error::IpTaken {
-                ip,
-                network: n.name.clone(),
-            });
+            return Err(Error::IpTaken { ip, network: n.name.clone() });
         }
         let cidr = alloc::block_of(ip, n.subnet, n.block_prefix);
         match self.blocks.get(&cidr) {
             None => Ok((ip, BlockClaim::New(cidr))),
-            Some((owner, rev)) if owner == host => Ok((
-                ip,
-                BlockClaim::Ours {
-                    cidr,
-                    mod_revision: *rev,
-                },
-            )),
-            Some((owner, _)) => Err(Error::BlockOwnedByOtherHost {
-                ip,
-                block: cidr,
-                host: owner.clone(),
-            }),
+            Some((owner, rev)) if owner == host => Ok((ip, BlockClaim::Ours { cidr, mod_revision: *rev })),
+            Some((owner, _)) => Err(Error::BlockOwnedByOtherHost { ip, block: cidr, host: owner.clone() }),
         }
     }
 
@@ -175,10 +146,7 @@ impl NetworkView {
             if owner != host || candidates.len() >= spread {
                 continue;
             }
-            let claim = BlockClaim::Ours {
-                cidr: *cidr,
-                mod_revision: *rev,
-            };
+            let claim = BlockClaim::Ours { cidr: *cidr, mod_revision: *rev };
             let free = alloc::free_ips(*cidr, subnet, &self.used, spread - candidates.len());
             candidates.extend(free.into_iter().map(|ip| (ip, claim)));
         }
@@ -201,10 +169,7 @@ impl EtcdStore {
     /// Reads a network with its blocks (and endpoints, when asked) at one revision.
     async fn view(&self, network: &str, with_endpoints: bool) -> Result<NetworkView, Error> {
         let keys = &self.keys;
-        let mut reads = vec![
-            Read::Key(keys.network(network)),
-            Read::Prefix(keys.blocks_prefix(network)),
-        ];
+        let mut reads = vec![Read::Key(keys.network(network)), Read::Prefix(keys.blocks_prefix(network))];
         if with_endpoints {
             reads.push(Read::Prefix(keys.endpoints_prefix(network)));
         }
@@ -217,12 +182,7 @@ impl EtcdStore {
     }
 
     fn block_record(&self, network: &str, cidr: Ipv4Net, host: &str) -> BlockRecord {
-        BlockRecord {
-            v: RECORD_VERSION,
-            network: network.to_string(),
-            cidr,
-            host: host.to_string(),
-        }
+        BlockRecord { v: RECORD_VERSION, network: network.to_string(), cidr, host: host.to_string() }
     }
 
     /// Leases a free block of `network` to `host`.
@@ -249,9 +209,7 @@ impl EtcdStore {
                 return Ok(record);
             }
         }
-        Err(Error::Contention {
-            what: format!("leasing a block of network {network:?} for host {host:?}"),
-        })
+        Err(Error::Contention { what: format!("leasing a block of network {network:?} for host {host:?}") })
     }
 
     /// Gives an endpoint an address (and its host a block, when needed).
@@ -290,11 +248,7 @@ impl EtcdStore {
             let mut ops = Vec::new();
             match claim {
                 BlockClaim::Ours { mod_revision, .. } => {
-                    compares.push(Compare::mod_revision(
-                        block_key,
-                        CompareOp::Equal,
-                        mod_revision,
-                    ));
+                    compares.push(Compare::mod_revision(block_key, CompareOp::Equal, mod_revision));
                 }
                 BlockClaim::New(cidr) => {
                     compares.push(Compare::version(block_key.clone(), CompareOp::Equal, 0));
@@ -307,46 +261,29 @@ impl EtcdStore {
                 return Ok(record);
             }
         }
-        Err(Error::Contention {
-            what: format!("allocating an address in network {:?}", req.network),
-        })
+        Err(Error::Contention { what: format!("allocating an address in network {:?}", req.network) })
     }
 
     /// Deletes an endpoint; its block stays with the host.
-    pub async fn release_endpoint(
-        &self,
-        network: &str,
-        ip: Ipv4Addr,
-    ) -> Result<EndpointRecord, Error> {
+    pub async fn release_endpoint(&self, network: &str, ip: Ipv4Addr) -> Result<EndpointRecord, Error> {
         let key = self.keys.endpoint(network, ip);
         for attempt in 0..MAX_ATTEMPTS {
             if attempt > 0 {
                 backoff(attempt).await;
             }
-            let (_, res) = self
-                .read("reading an endpoint", vec![Read::Key(key.clone())])
-                .await?;
+            let (_, res) = self.read("reading an endpoint", vec![Read::Key(key.clone())]).await?;
             let Some(kv) = res[0].first() else {
-                return Err(Error::EndpointNotFound {
-                    network: network.to_string(),
-                    ip,
-                });
+                return Err(Error::EndpointNotFound { network: network.to_string(), ip });
             };
             // An unreadable record is still removed; the caller gets the error.
             let record = decode::<EndpointRecord>(&kv.key, &kv.value);
-            let compares = vec![Compare::mod_revision(
-                key.clone(),
-                CompareOp::Equal,
-                kv.mod_revision,
-            )];
+            let compares = vec![Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision)];
             let ops = vec![TxnOp::delete(key.clone(), None)];
             if self.commit("releasing an endpoint", compares, ops).await? {
                 return record;
             }
         }
-        Err(Error::Contention {
-            what: format!("releasing {ip} in network {network:?}"),
-        })
+        Err(Error::Contention { what: format!("releasing {ip} in network {network:?}") })
     }
 }
 
@@ -370,10 +307,7 @@ mod tests {
                 created_at: 0,
             },
             network_mod_revision: 5,
-            blocks: blocks
-                .iter()
-                .map(|(c, h)| (c.parse().unwrap(), (h.to_string(), 3)))
-                .collect(),
+            blocks: blocks.iter().map(|(c, h)| (c.parse().unwrap(), (h.to_string(), 3))).collect(),
             used: used.iter().map(|s| s.parse().unwrap()).collect(),
         }
     }
@@ -384,29 +318,12 @@ mod tests {
 
     #[test]
     fn any_address_prefers_own_blocks_then_lowest_free_block() {
-        let v = view(
-            "10.1.0.0/16",
-            24,
-            &[("10.1.0.0/24", "a"), ("10.1.1.0/24", "b")],
-            &["10.1.0.2"],
-        );
+        let v = view("10.1.0.0/16", 24, &[("10.1.0.0/24", "a"), ("10.1.1.0/24", "b")], &["10.1.0.2"]);
         let (got, claim) = v.plan_endpoint("a", None, 1, |_| 0).unwrap();
         assert_eq!(got, ip("10.1.0.3"));
-        assert!(matches!(
-            claim,
-            BlockClaim::Ours {
-                mod_revision: 3,
-                ..
-            }
-        ));
+        assert!(matches!(claim, BlockClaim::Ours { mod_revision: 3, .. }));
         let (got, claim) = v.plan_endpoint("c", None, 1, |_| 0).unwrap();
-        assert_eq!(
-            (got, claim),
-            (
-                ip("10.1.2.1"),
-                BlockClaim::New("10.1.2.0/24".parse().unwrap())
-            )
-        );
+        assert_eq!((got, claim), (ip("10.1.2.1"), BlockClaim::New("10.1.2.0/24".parse().unwrap())));
         // Spreading picks among the first candidates.
         let (got, _) = v.plan_endpoint("a", None, 4, |n| n - 1).unwrap();
         assert_eq!(got, ip("10.1.0.6"));
@@ -416,43 +333,22 @@ mod tests {
     fn exhaustion() {
         let v = view("10.9.0.0/30", 30, &[], &["10.9.0.2"]);
         let e = v.plan_endpoint("a", None, 1, |_| 0).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            r#"no free address left in network "n" (10.9.0.0/30)"#
-        );
+        assert_eq!(e.to_string(), r#"no free address left in network "n" (10.9.0.0/30)"#);
         let v = view("10.9.0.0/30", 30, &[("10.9.0.0/30", "b")], &[]);
-        assert!(matches!(
-            v.plan_endpoint("a", None, 1, |_| 0),
-            Err(Error::AddressExhausted { .. })
-        ));
+        assert!(matches!(v.plan_endpoint("a", None, 1, |_| 0), Err(Error::AddressExhausted { .. })));
     }
 
     #[test]
     fn fixed_address_rules() {
         let v = view("10.1.0.0/16", 24, &[("10.1.0.0/24", "a")], &["10.1.0.2"]);
         let plan = |host: &str, s: &str| v.plan_endpoint(host, Some(ip(s)), 1, |_| 0);
-        assert!(matches!(
-            plan("a", "10.2.0.2"),
-            Err(Error::IpNotInSubnet { .. })
-        ));
+        assert!(matches!(plan("a", "10.2.0.2"), Err(Error::IpNotInSubnet { .. })));
         for reserved in ["10.1.0.0", "10.1.0.1", "10.1.255.255"] {
-            assert!(
-                matches!(plan("a", reserved), Err(Error::IpReserved { .. })),
-                "{reserved}"
-            );
+            assert!(matches!(plan("a", reserved), Err(Error::IpReserved { .. })), "{reserved}");
         }
         assert!(matches!(plan("a", "10.1.0.2"), Err(Error::IpTaken { .. })));
-        assert!(matches!(
-            plan("b", "10.1.0.9"),
-            Err(Error::BlockOwnedByOtherHost { .. })
-        ));
-        assert!(matches!(
-            plan("a", "10.1.0.9"),
-            Ok((_, BlockClaim::Ours { .. }))
-        ));
-        assert_eq!(
-            plan("b", "10.1.7.0").unwrap().1,
-            BlockClaim::New("10.1.7.0/24".parse().unwrap())
-        );
+        assert!(matches!(plan("b", "10.1.0.9"), Err(Error::BlockOwnedByOtherHost { .. })));
+        assert!(matches!(plan("a", "10.1.0.9"), Ok((_, BlockClaim::Ours { .. }))));
+        assert_eq!(plan("b", "10.1.7.0").unwrap().1, BlockClaim::New("10.1.7.0/24".parse().unwrap()));
     }
 }

@@ -32,9 +32,7 @@ impl EtcdStore {
     /// Grants a lease of `ttl_secs` seconds and returns its id.
     pub async fn grant_lease(&self, ttl_secs: i64) -> Result<i64, Error> {
         let mut c = self.client();
-        let resp = self
-            .timed("granting a lease", c.lease_grant(ttl_secs, None))
-            .await?;
+        let resp = self.timed("granting a lease", c.lease_grant(ttl_secs, None)).await?;
         Ok(resp.id())
     }
 
@@ -99,11 +97,8 @@ impl EtcdStore {
         ];
         let (rev, res) = self.read("listing hosts", reads).await?;
         let all = res.iter().flatten();
-        let (state, bad) = ClusterState::from_kvs(
-            keys,
-            rev,
-            all.map(|kv| (kv.key.as_str(), kv.value.as_slice())),
-        );
+        let (state, bad) =
+            ClusterState::from_kvs(keys, rev, all.map(|kv| (kv.key.as_str(), kv.value.as_slice())));
         log_bad(&bad);
         let mut hosts: BTreeMap<String, HostStatus> = BTreeMap::new();
         for (name, h) in &state.hosts {

@@ -109,21 +109,17 @@ impl EtcdStore {
             opts = opts.with_user(user.clone(), password.clone());
         }
         let deadline = cfg.connect_timeout.max(cfg.request_timeout);
-        let client =
-            match tokio::time::timeout(deadline, Client::connect(&cfg.endpoints, Some(opts))).await
-            {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => {
-                    return Err(Error::EtcdUnavailable(format!(
-                        "cannot connect to {endpoints}: {e}"
-                    )));
-                }
-                Err(_) => {
-                    return Err(Error::EtcdUnavailable(format!(
-                        "no answer from {endpoints} within {deadline:?}"
-                    )));
-                }
-            };
+        let client = match tokio::time::timeout(deadline, Client::connect(&cfg.endpoints, Some(opts))).await {
+            Ok(Ok(c)) => c,
+            Ok(Err(e)) => {
+                return Err(Error::EtcdUnavailable(format!("cannot connect to {endpoints}: {e}")));
+            }
+            Err(_) => {
+                return Err(Error::EtcdUnavailable(format!(
+                    "no answer from {endpoints} within {deadline:?}"
+                )));
+            }
+        };
         let store = EtcdStore {
             client,
             keys: Keys::new(&cfg.prefix),
@@ -132,9 +128,7 @@ impl EtcdStore {
         };
         let mut c = store.client();
         let probe = GetOptions::new().with_prefix().with_count_only();
-        store
-            .timed("connecting", c.get(store.keys.all(), Some(probe)))
-            .await?;
+        store.timed("connecting", c.get(store.keys.all(), Some(probe))).await?;
         Ok(store)
     }
 
@@ -156,10 +150,9 @@ impl EtcdStore {
     ) -> Result<T, Error> {
         match tokio::time::timeout(self.request_timeout, fut).await {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) if is_unavailable(&e) => Err(Error::EtcdUnavailable(format!(
-                "{what}: {} failed: {e}",
-                self.endpoints
-            ))),
+            Ok(Err(e)) if is_unavailable(&e) => {
+                Err(Error::EtcdUnavailable(format!("{what}: {} failed: {e}", self.endpoints)))
+            }
             Ok(Err(e)) => Err(Error::Etcd(e)),
             Err(_) => Err(Error::EtcdUnavailable(format!(
                 "{what}: no answer from {} within {:?}",
@@ -169,11 +162,7 @@ impl EtcdStore {
     }
 
     /// Several reads at one revision (a compare-less transaction).
-    pub(crate) async fn read(
-        &self,
-        what: &str,
-        reads: Vec<Read>,
-    ) -> Result<(i64, Vec<Vec<Kv>>), Error> {
+    pub(crate) async fn read(&self, what: &str, reads: Vec<Read>) -> Result<(i64, Vec<Vec<Kv>>), Error> {
         let ops: Vec<TxnOp> = reads
             .into_iter()
             .map(|r| match r {
@@ -223,9 +212,7 @@ impl EtcdStore {
     /// The network called `name`.
     pub async fn get_network(&self, name: &str) -> Result<NetworkRecord, Error> {
         let key = self.keys.network(name);
-        let (_, mut res) = self
-            .read("reading a network", vec![Read::Key(key.clone())])
-            .await?;
+        let (_, mut res) = self.read("reading a network", vec![Read::Key(key.clone())]).await?;
         match res.pop().and_then(|kvs| kvs.into_iter().next()) {
             Some(kv) => crate::records::decode(&key, &kv.value),
             None => Err(Error::NetworkNotFound(name.to_string())),
@@ -234,9 +221,7 @@ impl EtcdStore {
 
     /// All networks, by name.
     pub async fn list_networks(&self) -> Result<Vec<NetworkRecord>, Error> {
-        let state = self
-            .state_of("listing networks", self.keys.networks_prefix())
-            .await?;
+        let state = self.state_of("listing networks", self.keys.networks_prefix()).await?;
         Ok(state.networks.into_values().collect())
     }
 
@@ -250,10 +235,7 @@ impl EtcdStore {
     }
 
     /// The endpoints of one network, or of all networks; sorted by network and address.
-    pub async fn list_endpoints(
-        &self,
-        network: Option<&str>,
-    ) -> Result<Vec<EndpointRecord>, Error> {
+    pub async fn list_endpoints(&self, network: Option<&str>) -> Result<Vec<EndpointRecord>, Error> {
         let prefix = match network {
             Some(n) => self.keys.endpoints_prefix(n),
             None => self.keys.all_endpoints_prefix(),
@@ -265,15 +247,9 @@ impl EtcdStore {
     pub async fn snapshot(&self) -> Result<(i64, Vec<(String, Vec<u8>)>), Error> {
         let mut c = self.client();
         let opts = GetOptions::new().with_prefix();
-        let resp = self
-            .timed("taking a snapshot", c.get(self.keys.all(), Some(opts)))
-            .await?;
+        let resp = self.timed("taking a snapshot", c.get(self.keys.all(), Some(opts))).await?;
         let revision = resp.header().map_or(0, |h| h.revision());
-        let kvs = resp
-            .kvs()
-            .iter()
-            .map(|kv| (key_string(kv.key()), kv.value().to_vec()))
-            .collect();
+        let kvs = resp.kvs().iter().map(|kv| (key_string(kv.key()), kv.value().to_vec())).collect();
         Ok((revision, kvs))
     }
 }
@@ -283,11 +259,7 @@ fn key_string(key: &[u8]) -> String {
 }
 
 fn to_kv(kv: &etcd_client::KeyValue) -> Kv {
-    Kv {
-        key: key_string(kv.key()),
-        value: kv.value().to_vec(),
-        mod_revision: kv.mod_revision(),
-    }
+    Kv { key: key_string(kv.key()), value: kv.value().to_vec(), mod_revision: kv.mod_revision() }
 }
 
 pub(crate) fn log_bad(bad: &[BadRecord]) {
@@ -304,11 +276,7 @@ pub(crate) fn spread(attempt: u32) -> usize {
 
 /// A random index below `len` (0 when `len` is 0).
 pub(crate) fn roll(len: usize) -> usize {
-    if len <= 1 {
-        0
-    } else {
-        rand::random_range(0..len)
-    }
+    if len <= 1 { 0 } else { rand::random_range(0..len) }
 }
 
 /// A short random pause before retrying a transaction that lost a race.

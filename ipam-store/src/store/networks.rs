@@ -85,11 +85,8 @@ pub fn plan_network(
         }
         None => {
             let existing: Vec<Ipv4Net> = networks.values().map(|n| n.subnet).collect();
-            alloc::pick_subnet(alloc::DEFAULT_POOL, alloc::DEFAULT_SUBNET_PREFIX, &existing).ok_or(
-                Error::PoolExhausted {
-                    pool: alloc::DEFAULT_POOL,
-                },
-            )?
+            alloc::pick_subnet(alloc::DEFAULT_POOL, alloc::DEFAULT_SUBNET_PREFIX, &existing)
+                .ok_or(Error::PoolExhausted { pool: alloc::DEFAULT_POOL })?
         }
     };
     let mut used: BTreeMap<u32, String> = vnis.clone();
@@ -99,10 +96,7 @@ pub fn plan_network(
     let vni = match req.vni {
         Some(vni) => match used.get(&vni) {
             Some(owner) => {
-                return Err(Error::VniTaken {
-                    vni,
-                    network: owner.clone(),
-                });
+                return Err(Error::VniTaken { vni, network: owner.clone() });
             }
             None => vni,
         },
@@ -111,9 +105,7 @@ pub fn plan_network(
             alloc::pick_vni(&set).ok_or(Error::NoFreeVni)?
         }
     };
-    let block_prefix = req
-        .block_prefix
-        .unwrap_or_else(|| alloc::default_block_prefix(&subnet));
+    let block_prefix = req.block_prefix.unwrap_or_else(|| alloc::default_block_prefix(&subnet));
     validate::block_prefix(&subnet, block_prefix)?;
     Ok(NetworkRecord {
         v: RECORD_VERSION,
@@ -154,10 +146,7 @@ impl EtcdStore {
             if attempt > 0 {
                 backoff(attempt).await;
             }
-            let reads = vec![
-                Read::Prefix(keys.networks_prefix()),
-                Read::Prefix(keys.vnis_prefix()),
-            ];
+            let reads = vec![Read::Prefix(keys.networks_prefix()), Read::Prefix(keys.vnis_prefix())];
             let (rev, res) = self.read("reading networks", reads).await?;
             let (nets, vnis) = (&res[0], &res[1]);
             let (state, bad) = ClusterState::from_kvs(
@@ -166,38 +155,23 @@ impl EtcdStore {
                 nets.iter().map(|kv| (kv.key.as_str(), kv.value.as_slice())),
             );
             log_bad(&bad);
-            let record = plan_network(
-                &req,
-                &state.networks,
-                &vni_index(keys, vnis),
-                id.clone(),
-                now_secs(),
-            )?;
+            let record = plan_network(&req, &state.networks, &vni_index(keys, vnis), id.clone(), now_secs())?;
             let net_key = keys.network(&record.name);
             let vni_key = keys.vni(record.vni);
-            let index = VniRecord {
-                v: RECORD_VERSION,
-                vni: record.vni,
-                network: record.name.clone(),
-            };
+            let index = VniRecord { v: RECORD_VERSION, vni: record.vni, network: record.name.clone() };
             let compares = vec![
                 Compare::version(net_key.clone(), CompareOp::Equal, 0),
                 Compare::version(vni_key.clone(), CompareOp::Equal, 0),
-                Compare::mod_revision(keys.networks_prefix(), CompareOp::Less, rev + 1)
-                    .with_prefix(),
+                Compare::mod_revision(keys.networks_prefix(), CompareOp::Less, rev + 1).with_prefix(),
             ];
-            let ops = vec![
-                TxnOp::put(net_key, encode(&record), None),
-                TxnOp::put(vni_key, encode(&index), None),
-            ];
+            let ops =
+                vec![TxnOp::put(net_key, encode(&record), None), TxnOp::put(vni_key, encode(&index), None)];
             if self.commit("creating a network", compares, ops).await? {
                 tracing::info!(network = %record.name, subnet = %record.subnet, vni = record.vni, "created network");
                 return Ok(record);
             }
         }
-        Err(Error::Contention {
-            what: format!("creating network {:?}", req.name),
-        })
+        Err(Error::Contention { what: format!("creating network {:?}", req.name) })
     }
 
     /// Removes a network with no endpoints, with its VNI index entry and blocks.
@@ -220,10 +194,7 @@ impl EtcdStore {
             };
             let record: NetworkRecord = decode(&net_kv.key, &net_kv.value)?;
             if !res[2].is_empty() {
-                return Err(Error::NetworkInUse {
-                    network: name.to_string(),
-                    endpoints: res[2].len(),
-                });
+                return Err(Error::NetworkInUse { network: name.to_string(), endpoints: res[2].len() });
             }
             let mut compares = vec![
                 Compare::mod_revision(net_key.clone(), CompareOp::Equal, net_kv.mod_revision),
@@ -231,21 +202,14 @@ impl EtcdStore {
             ];
             let mut ops = vec![
                 TxnOp::delete(net_key.clone(), None),
-                TxnOp::delete(
-                    keys.blocks_prefix(name),
-                    Some(DeleteOptions::new().with_prefix()),
-                ),
+                TxnOp::delete(keys.blocks_prefix(name), Some(DeleteOptions::new().with_prefix())),
             ];
             // Delete the VNI index entry only if it is ours.
             let vni_key = keys.vni(record.vni);
             if let Some(kv) = res[1].iter().find(|kv| kv.key == vni_key) {
                 let ours = decode::<VniRecord>(&kv.key, &kv.value).is_ok_and(|r| r.network == name);
                 if ours {
-                    compares.push(Compare::mod_revision(
-                        vni_key.clone(),
-                        CompareOp::Equal,
-                        kv.mod_revision,
-                    ));
+                    compares.push(Compare::mod_revision(vni_key.clone(), CompareOp::Equal, kv.mod_revision));
                     ops.push(TxnOp::delete(vni_key, None));
                 }
             }
@@ -254,9 +218,7 @@ impl EtcdStore {
                 return Ok(record);
             }
         }
-        Err(Error::Contention {
-            what: format!("removing network {name:?}"),
-        })
+        Err(Error::Contention { what: format!("removing network {name:?}") })
     }
 }
 
@@ -276,14 +238,7 @@ mod tests {
     }
 
     fn existing(name: &str, subnet: &str, vni: u32) -> (String, NetworkRecord) {
-        let mut r = plan_network(
-            &req(name),
-            &BTreeMap::new(),
-            &BTreeMap::new(),
-            "0".into(),
-            0,
-        )
-        .unwrap();
+        let mut r = plan_network(&req(name), &BTreeMap::new(), &BTreeMap::new(), "0".into(), 0).unwrap();
         r.subnet = subnet.parse().unwrap();
         r.vni = vni;
         (name.to_string(), r)
@@ -291,24 +246,14 @@ mod tests {
 
     #[test]
     fn automatic_choices() {
-        let r = plan_network(
-            &req("a"),
-            &BTreeMap::new(),
-            &BTreeMap::new(),
-            "id".into(),
-            7,
-        )
-        .unwrap();
+        let r = plan_network(&req("a"), &BTreeMap::new(), &BTreeMap::new(), "id".into(), 7).unwrap();
         assert_eq!(r.subnet.to_string(), "10.128.0.0/16");
         assert_eq!(r.gateway.to_string(), "10.128.0.1");
         assert_eq!((r.vni, r.block_prefix, r.created_at), (4096, 24, 7));
         let nets: BTreeMap<_, _> = [existing("a", "10.128.0.0/16", 4096)].into();
         let vnis: BTreeMap<u32, String> = [(4097, "ghost".to_string())].into();
         let r = plan_network(&req("b"), &nets, &vnis, "id".into(), 0).unwrap();
-        assert_eq!(
-            (r.subnet.to_string().as_str(), r.vni),
-            ("10.129.0.0/16", 4098)
-        );
+        assert_eq!((r.subnet.to_string().as_str(), r.vni), ("10.129.0.0/16", 4098));
     }
 
     #[test]
@@ -316,34 +261,22 @@ mod tests {
         let nets: BTreeMap<_, _> = [existing("blue", "10.1.0.0/24", 4096)].into();
         let none = BTreeMap::new();
         let e = plan_network(&req("blue"), &nets, &none, "i".into(), 0).unwrap_err();
-        assert!(
-            matches!(e, Error::NetworkExists(ref n) if n == "blue"),
-            "{e}"
-        );
+        assert!(matches!(e, Error::NetworkExists(ref n) if n == "blue"), "{e}");
         let mut r = req("red");
         r.vni = Some(4096);
         let e = plan_network(&r, &nets, &none, "i".into(), 0).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            r#"VNI 4096 is already used by network "blue""#
-        );
+        assert_eq!(e.to_string(), r#"VNI 4096 is already used by network "blue""#);
         let mut r = req("red");
         r.subnet = Some("10.1.0.0/16".parse().unwrap());
         let e = plan_network(&r, &nets, &none, "i".into(), 0).unwrap_err();
-        assert_eq!(
-            e.to_string(),
-            r#"subnet 10.1.0.0/16 overlaps network "blue" (10.1.0.0/24)"#
-        );
+        assert_eq!(e.to_string(), r#"subnet 10.1.0.0/16 overlaps network "blue" (10.1.0.0/24)"#);
     }
 
     #[test]
     fn validation_before_anything() {
         let mut r = req("ok");
         r.block_prefix = Some(12);
-        assert!(matches!(
-            r.validate(),
-            Err(Error::InvalidBlockPrefix { .. })
-        ));
+        assert!(matches!(r.validate(), Err(Error::InvalidBlockPrefix { .. })));
         let mut r = req("ok");
         r.subnet = Some("10.9.0.0/30".parse().unwrap());
         assert!(r.validate().is_ok());

@@ -38,18 +38,11 @@ impl EtcdStore {
     /// Watches every key under the prefix, starting at `from_revision`
     /// (inclusive; use the snapshot revision + 1).
     pub async fn watch(&self, from_revision: i64) -> Result<StoreWatch, Error> {
-        let opts = WatchOptions::new()
-            .with_prefix()
-            .with_start_revision(from_revision)
-            .with_progress_notify();
+        let opts =
+            WatchOptions::new().with_prefix().with_start_revision(from_revision).with_progress_notify();
         let mut c = self.client();
-        let stream = self
-            .timed("opening a watch", c.watch(self.keys.all(), Some(opts)))
-            .await?;
-        Ok(StoreWatch {
-            stream,
-            endpoints: self.endpoints.clone(),
-        })
+        let stream = self.timed("opening a watch", c.watch(self.keys.all(), Some(opts))).await?;
+        Ok(StoreWatch { stream, endpoints: self.endpoints.clone() })
     }
 }
 
@@ -62,22 +55,15 @@ impl StoreWatch {
             let msg = match self.stream.message().await {
                 Ok(m) => m,
                 Err(e) if crate::error::is_unavailable(&e) => {
-                    return Err(Error::EtcdUnavailable(format!(
-                        "watch on {} broke: {e}",
-                        self.endpoints
-                    )));
+                    return Err(Error::EtcdUnavailable(format!("watch on {} broke: {e}", self.endpoints)));
                 }
                 Err(e) => return Err(Error::Etcd(e)),
             };
             let Some(resp) = msg else {
-                return Err(Error::WatchEnded {
-                    reason: "etcd closed the watch stream".to_string(),
-                });
+                return Err(Error::WatchEnded { reason: "etcd closed the watch stream".to_string() });
             };
             if resp.compact_revision() > 0 {
-                return Err(Error::Compacted {
-                    compact_revision: resp.compact_revision(),
-                });
+                return Err(Error::Compacted { compact_revision: resp.compact_revision() });
             }
             if resp.canceled() {
                 let reason = match resp.cancel_reason() {
@@ -96,10 +82,7 @@ impl StoreWatch {
                     let kv = ev.kv()?;
                     let key = key_string(kv.key());
                     Some(match ev.event_type() {
-                        EventType::Put => WatchEvent::Put {
-                            key,
-                            value: kv.value().to_vec(),
-                        },
+                        EventType::Put => WatchEvent::Put { key, value: kv.value().to_vec() },
                         EventType::Delete => WatchEvent::Delete { key },
                     })
                 })

@@ -10,10 +10,7 @@ use ovnet_tests::lab::poll;
 use ovnet_tests::{Lab, LabOptions};
 
 #[derive(Parser)]
-#[command(
-    name = "ovlab",
-    about = "The ovnet lab: hosts, etcd and containers in network namespaces"
-)]
+#[command(name = "ovlab", about = "The ovnet lab: hosts, etcd and containers in network namespaces")]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -32,46 +29,25 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
-    let Cli {
-        cmd: Cmd::Demo { hosts, keep },
-    } = Cli::parse();
+    let Cli { cmd: Cmd::Demo { hosts, keep } } = Cli::parse();
     let hosts = usize::from(hosts);
     println!("== starting the lab: etcd + underlay bridge, {hosts} hosts, an ovagent on each");
-    let mut lab = Lab::start(LabOptions {
-        hosts,
-        ..Default::default()
-    })?;
-    println!(
-        "   underlay namespace {} (etcd at {})",
-        lab.underlay.name,
-        lab.etcd.endpoint()
-    );
+    let mut lab = Lab::start(LabOptions { hosts, ..Default::default() })?;
+    println!("   underlay namespace {} (etcd at {})", lab.underlay.name, lab.etcd.endpoint());
     for h in &lab.hosts {
-        println!(
-            "   host {} = namespace {}, VTEP {}",
-            h.name, h.ns.name, h.ip
-        );
+        println!("   host {} = namespace {}, VTEP {}", h.name, h.ns.name, h.ip);
     }
     println!("\n$ ovctl network create -d overlay demo");
-    println!(
-        "{}",
-        lab.ovctl_ok(0, &["network", "create", "-d", "overlay", "demo"])?
-    );
+    println!("{}", lab.ovctl_ok(0, &["network", "create", "-d", "overlay", "demo"])?);
     let mut containers = Vec::new();
     for i in 0..hosts {
         let name = format!("c{}", i + 1);
         let (ns, ip) = lab.connected(i, "demo", &name)?;
-        println!(
-            "$ ovctl -H {} network connect demo {ns}\n{ip}",
-            lab.hosts[i].name
-        );
+        println!("$ ovctl -H {} network connect demo {ns}\n{ip}", lab.hosts[i].name);
         containers.push((ns, ip));
     }
     println!("\n$ ovctl host ls\n{}", lab.ovctl_ok(0, &["host", "ls"])?);
-    println!(
-        "\n$ ovctl network ls\n{}",
-        lab.ovctl_ok(0, &["network", "ls"])?
-    );
+    println!("\n$ ovctl network ls\n{}", lab.ovctl_ok(0, &["network", "ls"])?);
     println!("\n== cross-host pings");
     let mut failed = 0;
     for (a, (from, from_ip)) in containers.iter().enumerate() {
@@ -79,10 +55,9 @@ fn main() -> anyhow::Result<()> {
             if a == b {
                 continue;
             }
-            let ok = poll("ping", Duration::from_secs(5), || {
-                ovnet_tests::netns::ping(from, to_ip).then_some(())
-            })
-            .is_ok();
+            let ok =
+                poll("ping", Duration::from_secs(5), || ovnet_tests::netns::ping(from, to_ip).then_some(()))
+                    .is_ok();
             let out = lab.containers_exec(from, &["ping", "-c", "3", "-i", "0.2", to_ip])?;
             let summary = out
                 .lines()
@@ -117,10 +92,7 @@ fn main() -> anyhow::Result<()> {
 
 /// Sends on `tx` at SIGINT or SIGTERM.
 fn ctrlc_channel(tx: std::sync::mpsc::Sender<()>) -> anyhow::Result<()> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("runtime")?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().context("runtime")?;
     std::thread::spawn(move || {
         rt.block_on(async {
             let _ = tokio::signal::ctrl_c().await;

@@ -28,22 +28,19 @@ pub(super) async fn attach(h: &Handle, spec: &AttachSpec) -> Result<(), Dataplan
     // before anything is created.
     let inner = netns::handle_in_netns(&spec.netns).await?;
     let ns_file = netns::open_netns(&spec.netns)?;
-    let bridge = index_of(h, &spec.bridge)
-        .await
-        .map_err(netlink(format!("ip link show {}", spec.bridge)))?;
-    let bridge = bridge
-        .ok_or_else(|| DataplaneError::Other(format!("bridge {} does not exist", spec.bridge)))?;
+    let bridge = index_of(h, &spec.bridge).await.map_err(netlink(format!("ip link show {}", spec.bridge)))?;
+    let bridge =
+        bridge.ok_or_else(|| DataplaneError::Other(format!("bridge {} does not exist", spec.bridge)))?;
     let (host, temp) = (&spec.host_ifname, &spec.temp_ifname);
     for stale in [host, temp] {
-        delete_link(h, stale)
-            .await
-            .map_err(netlink(format!("ip link del {stale}")))?;
+        delete_link(h, stale).await.map_err(netlink(format!("ip link del {stale}")))?;
     }
     let veth = LinkVeth::new(host, temp).mtu(spec.mtu).build();
-    h.link().add(veth).execute().await.map_err(netlink(format!(
-        "ip link add {host} mtu {} type veth peer name {temp}",
-        spec.mtu
-    )))?;
+    h.link()
+        .add(veth)
+        .execute()
+        .await
+        .map_err(netlink(format!("ip link add {host} mtu {} type veth peer name {temp}", spec.mtu)))?;
 
     let Err(err) = plumb(h, &inner, ns_file.as_raw_fd(), bridge, spec).await else {
         return Ok(());
@@ -65,93 +62,48 @@ async fn plumb(
 ) -> Result<(), DataplaneError> {
     let (host, temp, ns) = (&spec.host_ifname, &spec.temp_ifname, spec.netns.display());
     let to_ns = LinkUnspec::new_with_name(temp).setns_by_fd(ns_fd).build();
-    h.link()
-        .set(to_ns)
-        .execute()
-        .await
-        .map_err(netlink(format!("ip link set {temp} netns {ns}")))?;
+    h.link().set(to_ns).execute().await.map_err(netlink(format!("ip link set {temp} netns {ns}")))?;
 
     configure_container_end(inner, spec).await?;
 
-    let host_end = LinkUnspec::new_with_name(host)
-        .mtu(spec.mtu)
-        .controller(bridge)
-        .up()
-        .build();
+    let host_end = LinkUnspec::new_with_name(host).mtu(spec.mtu).controller(bridge).up().build();
     h.link()
         .set(host_end)
         .execute()
         .await
-        .map_err(netlink(format!(
-            "ip link set {host} mtu {} master {} up",
-            spec.mtu, spec.bridge
-        )))
+        .map_err(netlink(format!("ip link set {host} mtu {} master {} up", spec.mtu, spec.bridge)))
 }
 
 /// Inside the namespace: name, MAC, MTU, address, up, `lo` up, default route.
 async fn configure_container_end(inner: &Handle, spec: &AttachSpec) -> Result<(), DataplaneError> {
     let (temp, ifname, ns) = (&spec.temp_ifname, &spec.ifname, spec.netns.display());
-    let index = index_of(inner, temp)
-        .await
-        .map_err(netlink(format!("ip -n {ns} link show {temp}")))?;
-    let index =
-        index.ok_or_else(|| DataplaneError::Other(format!("{temp} did not arrive in {ns}")))?;
+    let index = index_of(inner, temp).await.map_err(netlink(format!("ip -n {ns} link show {temp}")))?;
+    let index = index.ok_or_else(|| DataplaneError::Other(format!("{temp} did not arrive in {ns}")))?;
 
-    let what = format!(
-        "ip -n {ns} link set {temp} name {ifname} address {} mtu {}",
-        spec.mac, spec.mtu
-    );
-    let set = LinkUnspec::new_with_index(index)
-        .name(ifname.clone())
-        .address(spec.mac.0.to_vec())
-        .mtu(spec.mtu);
-    inner
-        .link()
-        .set(set.build())
-        .execute()
-        .await
-        .map_err(netlink(what))?;
+    let what = format!("ip -n {ns} link set {temp} name {ifname} address {} mtu {}", spec.mac, spec.mtu);
+    let set =
+        LinkUnspec::new_with_index(index).name(ifname.clone()).address(spec.mac.0.to_vec()).mtu(spec.mtu);
+    inner.link().set(set.build()).execute().await.map_err(netlink(what))?;
 
-    let addr = inner
-        .address()
-        .add(index, IpAddr::V4(spec.addr.addr()), spec.addr.prefix_len());
-    ok_if_exists(addr.execute().await).map_err(netlink(format!(
-        "ip -n {ns} addr add {} dev {ifname}",
-        spec.addr
-    )))?;
+    let addr = inner.address().add(index, IpAddr::V4(spec.addr.addr()), spec.addr.prefix_len());
+    ok_if_exists(addr.execute().await)
+        .map_err(netlink(format!("ip -n {ns} addr add {} dev {ifname}", spec.addr)))?;
 
     let up = LinkUnspec::new_with_index(index).up().build();
-    inner
-        .link()
-        .set(up)
-        .execute()
-        .await
-        .map_err(netlink(format!("ip -n {ns} link set {ifname} up")))?;
+    inner.link().set(up).execute().await.map_err(netlink(format!("ip -n {ns} link set {ifname} up")))?;
     let lo = LinkUnspec::new_with_name("lo").up().build();
-    inner
-        .link()
-        .set(lo)
-        .execute()
-        .await
-        .map_err(netlink(format!("ip -n {ns} link set lo up")))?;
+    inner.link().set(lo).execute().await.map_err(netlink(format!("ip -n {ns} link set lo up")))?;
 
     if default_routes(inner).await?.is_empty() {
         add_default_route(inner, index, spec.gateway)
             .await
-            .map_err(netlink(format!(
-                "ip -n {ns} route add default via {} dev {ifname}",
-                spec.gateway
-            )))?;
+            .map_err(netlink(format!("ip -n {ns} route add default via {} dev {ifname}", spec.gateway)))?;
     }
     Ok(())
 }
 
 /// `ip route add default via GATEWAY dev INDEX`.
-async fn add_default_route(
-    inner: &Handle,
-    index: u32,
-    gateway: Ipv4Addr,
-) -> Result<(), rtnetlink::Error> {
+async fn add_default_route(inner: &Handle, index: u32, gateway: Ipv4Addr) -> Result<(), rtnetlink::Error> {
     let route = RouteMessageBuilder::<Ipv4Addr>::new()
         .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
         .gateway(gateway)

@@ -26,31 +26,20 @@ use crate::model::{DEVICE_PREFIX, FdbEntry, LinkKind, NeighEntry, Observed, Obse
 
 /// Everything of ours in the namespace of `handle`.
 pub(super) async fn observe(handle: &rtnetlink::Handle) -> Result<Observed, DataplaneError> {
-    let links = dump_links(handle)
-        .await
-        .map_err(|source| failed("ip link show", source))?;
-    let names: HashMap<u32, &str> = links
-        .iter()
-        .filter_map(|l| link_name(l).map(|n| (l.header.index, n)))
-        .collect();
+    let links = dump_links(handle).await.map_err(|source| failed("ip link show", source))?;
+    let names: HashMap<u32, &str> =
+        links.iter().filter_map(|l| link_name(l).map(|n| (l.header.index, n))).collect();
     let mut observed = Observed::default();
     for link in &links {
         if let Some(ours) = observed_link(link, &names) {
             observed.links.insert(ours.name.clone(), ours);
         }
     }
-    let by_index: HashMap<u32, String> = observed
-        .links
-        .values()
-        .map(|l| (l.index, l.name.clone()))
-        .collect();
+    let by_index: HashMap<u32, String> = observed.links.values().map(|l| (l.index, l.name.clone())).collect();
 
     let addrs = ipv4_addrs(handle).await?;
     for (index, net) in addrs.iter().filter_map(ipv4_addr) {
-        if let Some(link) = by_index
-            .get(&index)
-            .and_then(|name| observed.links.get_mut(name))
-        {
+        if let Some(link) = by_index.get(&index).and_then(|name| observed.links.get_mut(name)) {
             link.addrs.insert(net);
         }
     }
@@ -67,10 +56,7 @@ pub(super) async fn observe(handle: &rtnetlink::Handle) -> Result<Observed, Data
 }
 
 fn failed(what: &str, source: rtnetlink::Error) -> DataplaneError {
-    DataplaneError::Netlink {
-        what: what.to_string(),
-        source,
-    }
+    DataplaneError::Netlink { what: what.to_string(), source }
 }
 
 /// The link as the planner sees it, if its name carries our prefix.
@@ -134,13 +120,7 @@ fn vxlan_kind(link: &LinkMessage) -> LinkKind {
             }
         }
     }
-    LinkKind::Vxlan {
-        vni,
-        local,
-        port,
-        learning,
-        proxy,
-    }
+    LinkKind::Vxlan { vni, local, port, learning, proxy }
 }
 
 fn mac_from(bytes: &[u8]) -> Option<Mac> {
@@ -148,16 +128,10 @@ fn mac_from(bytes: &[u8]) -> Option<Mac> {
 }
 
 /// `ip -4 addr show`: every IPv4 address of the namespace.
-pub(super) async fn ipv4_addrs(
-    handle: &rtnetlink::Handle,
-) -> Result<Vec<AddressMessage>, DataplaneError> {
+pub(super) async fn ipv4_addrs(handle: &rtnetlink::Handle) -> Result<Vec<AddressMessage>, DataplaneError> {
     let mut request = handle.address().get();
     request.message_mut().header.family = AddressFamily::Inet;
-    request
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|source| failed("ip -4 addr show", source))
+    request.execute().try_collect().await.map_err(|source| failed("ip -4 addr show", source))
 }
 
 /// An IPv4 address with its prefix and link index (`IFA_LOCAL`, else `IFA_ADDRESS`).
@@ -203,9 +177,7 @@ async fn fdb_entries(
             continue;
         }
         if let (Some(mac), Some(dst)) = (neigh_mac(msg), neigh_ipv4(msg)) {
-            out.entry(dev.clone())
-                .or_default()
-                .insert(FdbEntry { mac, dst });
+            out.entry(dev.clone()).or_default().insert(FdbEntry { mac, dst });
         }
     }
     Ok(out)
@@ -236,9 +208,7 @@ async fn neigh_entries(
             continue;
         }
         if let (Some(mac), Some(ip)) = (neigh_mac(msg), neigh_ipv4(msg)) {
-            out.entry(dev.clone())
-                .or_default()
-                .insert(NeighEntry { ip, mac });
+            out.entry(dev.clone()).or_default().insert(NeighEntry { ip, mac });
         }
     }
     Ok(out)
@@ -256,9 +226,7 @@ fn neigh_ipv4(msg: &NeighbourMessage) -> Option<Ipv4Addr> {
     msg.attributes.iter().find_map(|a| match a {
         NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
         NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
-            <[u8; 4]>::try_from(bytes.as_slice())
-                .ok()
-                .map(Ipv4Addr::from)
+            <[u8; 4]>::try_from(bytes.as_slice()).ok().map(Ipv4Addr::from)
         }
         _ => None,
     })

@@ -11,8 +11,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use futures::StreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage,
-    NetlinkPayload,
+    NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REPLACE, NLM_F_REQUEST, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::RouteNetlinkMessage;
@@ -36,19 +35,8 @@ type Handle = rtnetlink::Handle;
 pub(super) async fn apply_op(h: &Handle, op: &Op) -> Result<(), OpError> {
     match op {
         Op::CreateBridge { name, mac, mtu } => create_bridge(h, name, *mac, *mtu).await,
-        Op::CreateVxlan {
-            name,
-            vni,
-            local,
-            port,
-            mtu,
-            master,
-        } => {
-            let vxlan = LinkVxlan::new(name, *vni)
-                .local(*local)
-                .port(*port)
-                .learning(false)
-                .proxy(true);
+        Op::CreateVxlan { name, vni, local, port, mtu, master } => {
+            let vxlan = LinkVxlan::new(name, *vni).local(*local).port(*port).learning(false).proxy(true);
             create_vxlan(h, name, vxlan, *mtu, master).await
         }
         Op::DeleteLink { name } => Ok(delete_link(h, name).await?),
@@ -75,22 +63,12 @@ async fn set_link<T>(h: &Handle, msg: LinkMessageBuilder<T>) -> Result<(), OpErr
 /// `ip link add name NAME type bridge` + `ip link set NAME address MAC mtu MTU up`.
 async fn create_bridge(h: &Handle, name: &str, mac: Mac, mtu: u32) -> Result<(), OpError> {
     // LinkBridge::new already sets the link up.
-    let bridge = LinkBridge::new(name)
-        .address(mac.0.to_vec())
-        .mtu(mtu)
-        .build();
+    let bridge = LinkBridge::new(name).address(mac.0.to_vec()).mtu(mtu).build();
     if created(h.link().add(bridge).execute().await)? {
         return Ok(());
     }
     // It was there already: make sure of the rest.
-    set_link(
-        h,
-        LinkUnspec::new_with_name(name)
-            .address(mac.0.to_vec())
-            .mtu(mtu)
-            .up(),
-    )
-    .await
+    set_link(h, LinkUnspec::new_with_name(name).address(mac.0.to_vec()).mtu(mtu).up()).await
 }
 
 /// `ip link add NAME type vxlan ... nolearning proxy` + `ip link set NAME
@@ -105,10 +83,7 @@ async fn create_vxlan(
     let master_index = require_index(h, master).await?;
     let msg = vxlan.mtu(mtu).controller(master_index).up().build();
     if !created(h.link().add(msg).execute().await)? {
-        let set = LinkUnspec::new_with_name(name)
-            .mtu(mtu)
-            .controller(master_index)
-            .up();
+        let set = LinkUnspec::new_with_name(name).mtu(mtu).controller(master_index).up();
         set_link(h, set).await?;
     }
     port_learning_off(h, name).await
@@ -117,15 +92,9 @@ async fn create_vxlan(
 /// `ip link set NAME master MASTER`, and for a VXLAN device also
 /// `bridge link set dev NAME learning off`.
 async fn set_master(h: &Handle, name: &str, master: &str) -> Result<(), OpError> {
-    let link = link_by_name(h, name)
-        .await?
-        .ok_or_else(|| OpError::NoDevice(name.to_string()))?;
+    let link = link_by_name(h, name).await?.ok_or_else(|| OpError::NoDevice(name.to_string()))?;
     let master_index = require_index(h, master).await?;
-    set_link(
-        h,
-        LinkUnspec::new_with_index(link.header.index).controller(master_index),
-    )
-    .await?;
+    set_link(h, LinkUnspec::new_with_index(link.header.index).controller(master_index)).await?;
     if link_kind(&link) == Some(&InfoKind::Vxlan) {
         port_learning_off(h, name).await?;
     }
@@ -148,9 +117,7 @@ pub(super) async fn delete_link(h: &Handle, name: &str) -> Result<(), rtnetlink:
 /// `ip addr add ADDR dev DEV`; an existing address counts as added.
 async fn add_addr(h: &Handle, dev: &str, addr: Ipv4Net) -> Result<(), OpError> {
     let index = require_index(h, dev).await?;
-    let request = h
-        .address()
-        .add(index, IpAddr::V4(addr.addr()), addr.prefix_len());
+    let request = h.address().add(index, IpAddr::V4(addr.addr()), addr.prefix_len());
     Ok(ok_if_exists(request.execute().await)?)
 }
 
@@ -159,10 +126,8 @@ async fn del_addr(h: &Handle, dev: &str, addr: Ipv4Net) -> Result<(), OpError> {
     let Some(index) = index_of(h, dev).await? else {
         return Ok(());
     };
-    let msg = AddressMessageBuilder::<Ipv4Addr>::new()
-        .index(index)
-        .address(addr.addr(), addr.prefix_len())
-        .build();
+    let msg =
+        AddressMessageBuilder::<Ipv4Addr>::new().index(index).address(addr.addr(), addr.prefix_len()).build();
     Ok(ok_if_missing(h.address().del(msg).execute().await)?)
 }
 
@@ -185,11 +150,7 @@ fn fdb_message(index: u32, mac: Mac, dst: Ipv4Addr) -> NeighbourMessage {
 /// DST self permanent` for a unicast one (one destination per MAC).
 async fn add_fdb(h: &Handle, dev: &str, mac: Mac, dst: Ipv4Addr) -> Result<(), OpError> {
     let index = require_index(h, dev).await?;
-    let mode = if mac == Mac::ZERO {
-        NLM_F_APPEND
-    } else {
-        NLM_F_REPLACE
-    };
+    let mode = if mac == Mac::ZERO { NLM_F_APPEND } else { NLM_F_REPLACE };
     let msg = RouteNetlinkMessage::NewNeighbour(fdb_message(index, mac, dst));
     Ok(send(h, msg, NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | mode).await?)
 }
@@ -201,9 +162,7 @@ async fn del_fdb(h: &Handle, dev: &str, mac: Mac, dst: Ipv4Addr) -> Result<(), O
         return Ok(());
     };
     let msg = RouteNetlinkMessage::DelNeighbour(fdb_message(index, mac, dst));
-    Ok(ok_if_missing(
-        send(h, msg, NLM_F_REQUEST | NLM_F_ACK).await,
-    )?)
+    Ok(ok_if_missing(send(h, msg, NLM_F_REQUEST | NLM_F_ACK).await)?)
 }
 
 /// `ip neigh replace IP lladdr MAC dev DEV nud permanent`.

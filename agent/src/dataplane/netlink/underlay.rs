@@ -9,9 +9,7 @@ use std::net::Ipv4Addr;
 
 use futures::TryStreamExt;
 use netlink_packet_route::link::LinkAttribute;
-use netlink_packet_route::route::{
-    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType,
-};
+use netlink_packet_route::route::{RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteType};
 use rtnetlink::RouteMessageBuilder;
 
 use super::link_name;
@@ -21,21 +19,13 @@ use crate::dataplane::{DataplaneError, Underlay};
 type Handle = rtnetlink::Handle;
 
 /// The underlay for `addr`, or the default route's when `None`.
-pub(super) async fn underlay(
-    h: &Handle,
-    addr: Option<Ipv4Addr>,
-) -> Result<Underlay, DataplaneError> {
-    let addrs: Vec<(u32, Ipv4Addr)> = ipv4_addrs(h)
-        .await?
-        .iter()
-        .filter_map(ipv4_addr)
-        .map(|(i, net)| (i, net.addr()))
-        .collect();
+pub(super) async fn underlay(h: &Handle, addr: Option<Ipv4Addr>) -> Result<Underlay, DataplaneError> {
+    let addrs: Vec<(u32, Ipv4Addr)> =
+        ipv4_addrs(h).await?.iter().filter_map(ipv4_addr).map(|(i, net)| (i, net.addr())).collect();
     let (addr, index) = match addr {
         Some(want) => {
             let index = addrs.iter().find(|(_, ip)| *ip == want).map(|(i, _)| *i);
-            let index = index
-                .ok_or_else(|| other(format!("no interface holds advertise address {want}")))?;
+            let index = index.ok_or_else(|| other(format!("no interface holds advertise address {want}")))?;
             (want, index)
         }
         None => {
@@ -44,9 +34,7 @@ pub(super) async fn underlay(
             })?;
             let first = || addrs.iter().find(|(i, _)| *i == index).map(|(_, ip)| *ip);
             let addr = src.or_else(first).ok_or_else(|| {
-                other(format!(
-                    "the default route's interface (index {index}) has no IPv4 address"
-                ))
+                other(format!("the default route's interface (index {index}) has no IPv4 address"))
             })?;
             (addr, index)
         }
@@ -58,21 +46,14 @@ pub(super) async fn underlay(
         .execute()
         .try_next()
         .await
-        .map_err(|source| DataplaneError::Netlink {
-            what: format!("ip link show index {index}"),
-            source,
-        })?
+        .map_err(|source| DataplaneError::Netlink { what: format!("ip link show index {index}"), source })?
         .ok_or_else(|| other(format!("no link with index {index}")))?;
     let ifname = link_name(&link).unwrap_or_default().to_string();
     let mtu = link.attributes.iter().find_map(|a| match a {
         LinkAttribute::Mtu(mtu) => Some(*mtu),
         _ => None,
     });
-    Ok(Underlay {
-        addr,
-        ifname,
-        mtu: mtu.unwrap_or(1500),
-    })
+    Ok(Underlay { addr, ifname, mtu: mtu.unwrap_or(1500) })
 }
 
 fn other(msg: String) -> DataplaneError {
@@ -83,12 +64,8 @@ fn other(msg: String) -> DataplaneError {
 /// first unicast default route, if there is one.
 async fn default_route(h: &Handle) -> Result<Option<(u32, Option<Ipv4Addr>)>, DataplaneError> {
     let routes = default_routes(h).await?;
-    let unicast = routes
-        .iter()
-        .filter(|r| r.header.kind == RouteType::Unicast);
-    Ok(unicast
-        .into_iter()
-        .find_map(|r| Some((output_interface(r)?, pref_source(r)))))
+    let unicast = routes.iter().filter(|r| r.header.kind == RouteType::Unicast);
+    Ok(unicast.into_iter().find_map(|r| Some((output_interface(r)?, pref_source(r)))))
 }
 
 /// Every IPv4 default route (of any type) in the main table.
@@ -99,15 +76,9 @@ pub(super) async fn default_routes(h: &Handle) -> Result<Vec<RouteMessage>, Data
         .execute()
         .try_collect()
         .await
-        .map_err(|source| DataplaneError::Netlink {
-            what: "ip -4 route show".into(),
-            source,
-        })?;
+        .map_err(|source| DataplaneError::Netlink { what: "ip -4 route show".into(), source })?;
     let main = u32::from(RouteHeader::RT_TABLE_MAIN);
-    Ok(routes
-        .into_iter()
-        .filter(|r| r.header.destination_prefix_length == 0 && table(r) == main)
-        .collect())
+    Ok(routes.into_iter().filter(|r| r.header.destination_prefix_length == 0 && table(r) == main).collect())
 }
 
 fn table(route: &RouteMessage) -> u32 {
