@@ -220,6 +220,24 @@ impl Lab {
         self.ovctl_ok(i, &command.split_whitespace().collect::<Vec<_>>())
     }
 
+    /// `ovctl network create ARGS` on host `i`, then waits until every host
+    /// holds the network's bridge and VXLAN device. Returns the network id.
+    pub fn create_network(&self, i: usize, args: &str) -> anyhow::Result<String> {
+        let id = self.ctl(i, &format!("network create {args}"))?;
+        let name = args.split_whitespace().last().context("no network name")?;
+        let inspect: serde_json::Value =
+            serde_json::from_str(&self.ctl(i, &format!("network inspect {name}"))?)?;
+        let vni = inspect["vni"].as_u64().context("inspect shows no vni")?;
+        let want = [format!("ovbr{vni}"), format!("ovvx{vni}")];
+        for h in 0..self.hosts.len() {
+            poll("the network's devices on every host", Duration::from_secs(10), || {
+                let links = self.links(h).ok()?;
+                want.iter().all(|w| links.contains(w)).then_some(())
+            })?;
+        }
+        Ok(id)
+    }
+
     /// A new container namespace, owned (and deleted) by the lab; returns its name.
     pub fn container(&mut self, name: &str) -> anyhow::Result<String> {
         let ns = Netns::new(&format!("ovl{}-{name}", self.id))?;

@@ -49,7 +49,7 @@ fn invalid_cidr() {
 #[test]
 fn subnet_overlapping_another_network() {
     let lab = lab();
-    lab.ctl(0, "network create -d overlay --subnet 10.60.0.0/16 a").unwrap();
+    lab.create_network(0, "-d overlay --subnet 10.60.0.0/16 a").unwrap();
     refused(&lab, "network create -d overlay --subnet 10.60.4.0/24 b", "overlaps");
     refused(&lab, "network create -d overlay --subnet 10.0.0.0/8 b", "overlaps");
 }
@@ -57,7 +57,7 @@ fn subnet_overlapping_another_network() {
 #[test]
 fn vni_taken_or_out_of_range() {
     let lab = lab();
-    lab.ctl(0, "network create -d overlay --vni 5000 a").unwrap();
+    lab.create_network(0, "-d overlay --vni 5000 a").unwrap();
     refused(&lab, "network create -d overlay --vni 5000 b", "VNI 5000");
     refused(&lab, "network create -d overlay --vni 0 b", "0 is not in 1..=16777215");
     refused(&lab, "network create -d overlay --vni 16777216 b", "16777216 is not in 1..=16777215");
@@ -66,7 +66,7 @@ fn vni_taken_or_out_of_range() {
 #[test]
 fn duplicate_name() {
     let lab = lab();
-    lab.ctl(0, "network create -d overlay a").unwrap();
+    lab.create_network(0, "-d overlay a").unwrap();
     refused(&lab, "network create -d overlay a", "already exists");
 }
 
@@ -89,7 +89,7 @@ fn unknown_network() {
 #[test]
 fn unknown_netns() {
     let lab = lab();
-    lab.ctl(0, "network create -d overlay a").unwrap();
+    lab.create_network(0, "-d overlay a").unwrap();
     refused(&lab, &format!("network connect a ovl{}-ghost", lab.id), "does not exist");
     refused(&lab, "network connect a /proc/self/status", "not a network namespace");
 }
@@ -97,7 +97,7 @@ fn unknown_netns() {
 #[test]
 fn address_exhausted() {
     let mut lab = lab();
-    lab.ctl(0, "network create -d overlay --subnet 10.70.0.0/30 tiny").unwrap();
+    lab.create_network(0, "-d overlay --subnet 10.70.0.0/30 tiny").unwrap();
     let (_c1, ip) = lab.connected(0, "tiny", "c1").unwrap();
     assert_eq!(ip, "10.70.0.2", "a /30 has one address besides the gateway");
     let c2 = lab.container("c2").unwrap();
@@ -107,7 +107,7 @@ fn address_exhausted() {
 #[test]
 fn network_in_use_cannot_be_removed() {
     let mut lab = lab();
-    lab.ctl(0, "network create -d overlay a").unwrap();
+    lab.create_network(0, "-d overlay a").unwrap();
     let (c, _) = lab.connected(0, "a", "c").unwrap();
     refused(&lab, "network rm a", "endpoint");
     lab.ctl(0, &format!("network disconnect a {c}")).unwrap();
