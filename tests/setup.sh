@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building and running ovnet needs on a fresh Debian machine:
-# etcd (Debian's etcd-server), iproute2, ping, protoc (etcd-client's build runs it).
+# etcd (Debian's etcd-server), iproute2, ping, protoc (etcd-client's build runs it);
+# for tests/deploy/check.sh: etcdctl, openssl, shellcheck, ruby, vagrant with
+# the libvirt plugin (vagrant validate), systemd-analyze.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "run as root: the lab creates network namespaces" >&2
@@ -11,6 +13,14 @@ command -v etcd >/dev/null || need+=(etcd-server)
 command -v ip >/dev/null && command -v bridge >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v etcdctl >/dev/null || need+=(etcd-client)
+command -v openssl >/dev/null || need+=(openssl)
+command -v shellcheck >/dev/null || need+=(shellcheck)
+command -v ruby >/dev/null || need+=(ruby)
+command -v vagrant >/dev/null || need+=(vagrant)
+[ "$(dpkg-query -W -f='${Status}' vagrant-libvirt 2>/dev/null)" = "install ok installed" ] || need+=(vagrant-libvirt)
+command -v systemd-analyze >/dev/null || need+=(systemd)
+command -v nsenter >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q

@@ -17,7 +17,9 @@ use tracing::{info, warn};
 
 use crate::dataplane::{AttachSpec, Dataplane};
 use crate::desired::HostContext;
+use crate::doctor::{self, Severity};
 use crate::error::AgentError;
+use crate::metrics::Metrics;
 use crate::model::{VXLAN_OVERHEAD, bridge_name, veth_host_name, veth_temp_name};
 use crate::netns::{check_netns, netns_path};
 use crate::reconcile::ReadyRx;
@@ -30,6 +32,7 @@ pub struct AgentService<D: Dataplane> {
     dp: D,
     me: HostContext,
     ready: ReadyRx,
+    metrics: Metrics,
     /// Serialises connect/disconnect on this host (interface names in a namespace).
     plumbing: Mutex<()>,
 }
@@ -37,8 +40,19 @@ pub struct AgentService<D: Dataplane> {
 type Reply<T> = Result<Response<T>, Status>;
 
 impl<D: Dataplane> AgentService<D> {
-    pub fn new(store: EtcdStore, dp: D, me: HostContext, ready: ReadyRx) -> Self {
-        AgentService { store, dp, me, ready, plumbing: Mutex::new(()) }
+    pub fn new(store: EtcdStore, dp: D, me: HostContext, ready: ReadyRx, metrics: Metrics) -> Self {
+        AgentService { store, dp, me, ready, metrics, plumbing: Mutex::new(()) }
+    }
+
+    /// Counts the errors that are etcd's (unreachable, timed out) before
+    /// they become a status.
+    fn counted<T>(&self, r: Result<T, AgentError>) -> Result<T, AgentError> {
+        if let Err(AgentError::Store(e)) = &r
+            && e.kind() == ovnet_ipam_store::ErrorKind::Unavailable
+        {
+            self.metrics.etcd_error();
+        }
+        r
     }
 
     async fn create(&self, r: pb::CreateNetworkRequest) -> Result<pb::Network, AgentError> {
@@ -241,41 +255,42 @@ fn endpoint_pb(e: &EndpointRecord, net: &NetworkRecord) -> pb::Endpoint {
 #[tonic::async_trait]
 impl<D: Dataplane> pb::agent_server::Agent for AgentService<D> {
     async fn create_network(&self, req: Request<pb::CreateNetworkRequest>) -> Reply<pb::Network> {
-        Ok(Response::new(self.create(req.into_inner()).await?))
+        Ok(Response::new(self.counted(self.create(req.into_inner()).await)?))
     }
 
     async fn list_networks(&self, _: Request<pb::ListNetworksRequest>) -> Reply<pb::ListNetworksResponse> {
-        let nets = self.store.list_networks().await.map_err(AgentError::from)?;
+        let nets = self.counted(self.store.list_networks().await.map_err(AgentError::from))?;
         Ok(Response::new(pb::ListNetworksResponse { networks: nets.iter().map(network_pb).collect() }))
     }
 
     async fn inspect_network(&self, req: Request<pb::InspectNetworkRequest>) -> Reply<pb::NetworkDetail> {
-        Ok(Response::new(self.inspect(&req.into_inner().name).await?))
+        Ok(Response::new(self.counted(self.inspect(&req.into_inner().name).await)?))
     }
 
     async fn remove_network(
         &self,
         req: Request<pb::RemoveNetworkRequest>,
     ) -> Reply<pb::RemoveNetworkResponse> {
-        let net = self.store.remove_network(&req.into_inner().name).await.map_err(AgentError::from)?;
+        let net =
+            self.counted(self.store.remove_network(&req.into_inner().name).await.map_err(AgentError::from))?;
         info!(network = %net.name, "network removed");
         Ok(Response::new(pb::RemoveNetworkResponse {}))
     }
 
     async fn connect_endpoint(&self, req: Request<pb::ConnectRequest>) -> Reply<pb::Endpoint> {
-        Ok(Response::new(self.connect(req.into_inner()).await?))
+        Ok(Response::new(self.counted(self.connect(req.into_inner()).await)?))
     }
 
     async fn disconnect_endpoint(
         &self,
         req: Request<pb::DisconnectRequest>,
     ) -> Reply<pb::DisconnectResponse> {
-        let ep = self.disconnect(req.into_inner()).await?;
+        let ep = self.counted(self.disconnect(req.into_inner()).await)?;
         Ok(Response::new(pb::DisconnectResponse { endpoint: Some(ep) }))
     }
 
     async fn list_hosts(&self, _: Request<pb::ListHostsRequest>) -> Reply<pb::ListHostsResponse> {
-        let hosts = self.store.list_hosts().await.map_err(AgentError::from)?;
+        let hosts = self.counted(self.store.list_hosts().await.map_err(AgentError::from))?;
         let hosts = hosts
             .iter()
             .map(|h| pb::Host {
@@ -294,6 +309,31 @@ impl<D: Dataplane> pb::agent_server::Agent for AgentService<D> {
             node_name: self.me.node.clone(),
         }))
     }
+
+    async fn doctor(&self, _: Request<pb::DoctorRequest>) -> Reply<pb::DoctorReport> {
+        let report = self.counted(doctor::examine(&self.store, &self.dp, &self.me).await)?;
+        Ok(Response::new(report_pb(report)))
+    }
+}
+
+fn report_pb(r: doctor::Report) -> pb::DoctorReport {
+    use pb::finding::Severity as S;
+    let findings = r
+        .findings
+        .into_iter()
+        .map(|f| pb::Finding {
+            severity: match f.severity {
+                Severity::Ok => S::Ok,
+                Severity::Warning => S::Warning,
+                Severity::Problem => S::Problem,
+            }
+            .into(),
+            area: f.area.as_str().to_string(),
+            message: f.message,
+            fix: f.fix.unwrap_or_default(),
+        })
+        .collect();
+    pb::DoctorReport { node_name: r.node, revision: r.revision, findings }
 }
 
 #[cfg(test)]

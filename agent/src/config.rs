@@ -81,6 +81,10 @@ pub struct Config {
     /// Log format.
     #[arg(long, env = "OVNET_LOG_FORMAT", value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Serve /metrics (Prometheus), /healthz and /readyz over HTTP on this
+    /// IP:PORT, e.g. 127.0.0.1:9475 (off when not given).
+    #[arg(long, env = "OVNET_METRICS_LISTEN", value_name = "IP:PORT")]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 impl Config {
@@ -140,6 +144,7 @@ mod tests {
         assert_eq!(c.etcd_prefix, "/ovnet");
         assert_eq!(c.listen, Listen::Unix("/run/ovnet/ovagent.sock".into()));
         assert_eq!(c.lease_ttl, 10);
+        assert_eq!(c.metrics_listen, None);
     }
 
     #[test]
@@ -157,8 +162,11 @@ mod tests {
             "tcp://127.0.0.1:7000",
             "--lease-ttl",
             "3",
+            "--metrics-listen",
+            "127.0.0.1:9475",
         ])
         .unwrap();
+        assert_eq!(c.metrics_listen, Some("127.0.0.1:9475".parse().unwrap()));
         assert_eq!(c.etcd_endpoints.len(), 2);
         assert_eq!(c.etcd_prefix, "/lab1");
         assert_eq!(c.node_name().unwrap(), "h1");
@@ -177,6 +185,7 @@ mod tests {
             &["--node-name", ""],
             &["--advertise-addr", "::1"],
             &["--lease-ttl", "0"],
+            &["--metrics-listen", "9475"],
         ] {
             assert!(parse(args).is_err(), "{args:?} should be refused");
         }

@@ -5,14 +5,19 @@
 //! `desired` turns it into what this host's kernel should hold; `plan`
 //! compares that with what `dataplane` observes and returns operations; the
 //! `reconcile` loop applies them. Watch events only wake the loop, so a missed
-//! event or a hand-deleted entry is repaired on the next pass.
+//! event or a hand-deleted entry is repaired on the next pass. `doctor`
+//! compares the same two sides on request and explains every difference;
+//! `metrics` and `http` report how the loop is doing.
 
 pub mod api;
 pub mod backoff;
 pub mod config;
 pub mod dataplane;
 pub mod desired;
+pub mod doctor;
 pub mod error;
+pub mod http;
+pub mod metrics;
 pub mod model;
 pub mod netns;
 pub mod op;
@@ -21,3 +26,6 @@ pub mod reconcile;
 pub mod registration;
 pub mod run;
 pub mod watch;
+
+#[cfg(test)]
+mod testutil;

@@ -35,10 +35,24 @@ pub fn check_netns(path: &Path) -> Result<(), DataplaneError> {
 /// A netlink handle whose socket lives inside the namespace at `path`
 /// (what `ip -n NAME ...` talks to).
 ///
-/// A dedicated thread enters the namespace and opens the socket there; the
-/// connection task runs on the caller's tokio runtime and ends when the last
-/// clone of the handle is dropped.
+/// The connection task runs on the caller's tokio runtime and ends when the
+/// last clone of the handle is dropped.
 pub async fn handle_in_netns(path: &Path) -> Result<rtnetlink::Handle, DataplaneError> {
+    let runtime = tokio::runtime::Handle::try_current()
+        .map_err(|e| DataplaneError::Other(format!("no tokio runtime: {e}")))?;
+    let (connection, handle, _) = open_in_netns(path, rtnetlink::new_connection).await?;
+    runtime.spawn(connection);
+    Ok(handle)
+}
+
+/// Calls `open` on a dedicated thread inside the namespace at `path`, with
+/// the caller's tokio runtime entered: for sockets that must be created there
+/// and then serve on the caller's runtime (a socket keeps its namespace).
+pub async fn open_in_netns<T, F>(path: &Path, open: F) -> Result<T, DataplaneError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> io::Result<T> + Send + 'static,
+{
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|e| DataplaneError::Other(format!("no tokio runtime: {e}")))?;
     let path = path.to_path_buf();
@@ -47,14 +61,23 @@ pub async fn handle_in_netns(path: &Path) -> Result<rtnetlink::Handle, Dataplane
         let result = enter(&path).and_then(|()| {
             // The socket registers with the reactor of the runtime it is created in.
             let _guard = runtime.enter();
-            let (connection, handle, _) = rtnetlink::new_connection().map_err(|e| netns_error(&path, e))?;
-            runtime.spawn(connection);
-            Ok(handle)
+            open().map_err(|e| netns_error(&path, e))
         });
         // The receiver only goes away if the caller gave up waiting.
         let _ = tx.send(result);
     })?;
     rx.await.map_err(|_| DataplaneError::Other("namespace thread exited without an answer".into()))?
+}
+
+/// Runs the blocking `f` on a new thread inside the namespace at `path` and
+/// returns its result (for reading `/proc/thread-self/net/...` there).
+pub fn run_in_netns<T, F>(path: &Path, f: F) -> Result<T, DataplaneError>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    let path = path.to_path_buf();
+    on_thread("netns-run", move || enter(&path).map(|()| f()))?
 }
 
 /// Runs the future made by `f` to completion on a new thread inside the

@@ -40,6 +40,27 @@ pub enum Op {
     DelNeigh { dev: String, ip: Ipv4Addr },
 }
 
+impl Op {
+    /// A short snake_case name of the operation, for metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Op::CreateBridge { .. } => "create_bridge",
+            Op::CreateVxlan { .. } => "create_vxlan",
+            Op::DeleteLink { .. } => "delete_link",
+            Op::SetMac { .. } => "set_mac",
+            Op::SetMtu { .. } => "set_mtu",
+            Op::SetMaster { .. } => "set_master",
+            Op::SetUp { .. } => "set_up",
+            Op::AddAddr { .. } => "add_addr",
+            Op::DelAddr { .. } => "del_addr",
+            Op::AddFdb { .. } => "add_fdb",
+            Op::DelFdb { .. } => "del_fdb",
+            Op::AddNeigh { .. } => "add_neigh",
+            Op::DelNeigh { .. } => "del_neigh",
+        }
+    }
+}
+
 impl fmt::Display for Op {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

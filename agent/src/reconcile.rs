@@ -1,9 +1,12 @@
 //! The reconcile loop: wake, observe, plan, apply, back off.
 //!
-//! Level-triggered: a new cluster snapshot or the periodic resync only wakes
-//! the loop; each pass compares the whole desired state with the whole
-//! observed kernel state, so whatever was missed or changed by hand is
-//! repaired. After each pass it publishes the networks whose datapath is
+//! Level-triggered: a new cluster snapshot, a netlink notification about our
+//! devices or the periodic resync only wakes the loop; each pass compares the
+//! whole desired state with the whole observed kernel state, so whatever was
+//! missed or changed by hand is repaired. What woke a pass decides how its
+//! ops count: after a new snapshot they are etcd's changes (timed from the
+//! snapshot's arrival), after a netlink event or a resync they are drift
+//! corrections. After each pass it publishes the networks whose datapath is
 //! built here, which `connect` waits for.
 
 use std::collections::BTreeSet;
@@ -12,12 +15,15 @@ use std::time::Duration;
 
 use ovnet_ipam_store::ClusterState;
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
-use crate::dataplane::Dataplane;
+use crate::dataplane::{Changes, Dataplane};
 use crate::desired::{HostContext, desired};
+use crate::metrics::{Metrics, Trigger};
 use crate::model::LinkKind;
+use crate::op::Op;
 use crate::plan::plan;
 use crate::watch::StateRx;
 
@@ -25,66 +31,147 @@ use crate::watch::StateRx;
 pub type ReadyTx = watch::Sender<Arc<BTreeSet<String>>>;
 pub type ReadyRx = watch::Receiver<Arc<BTreeSet<String>>>;
 
-/// Runs until dropped.
-pub async fn run<D: Dataplane>(
-    dp: D,
-    me: HostContext,
-    mut state_rx: StateRx,
-    ready: ReadyTx,
-    resync: Duration,
-) {
+/// What the loop needs besides its inputs.
+pub struct Loop<D: Dataplane> {
+    pub dp: D,
+    pub me: HostContext,
+    pub ready: ReadyTx,
+    pub resync: Duration,
+    pub metrics: Metrics,
+}
+
+/// Runs until the state channel closes or the task is dropped.
+pub async fn run<D: Dataplane>(l: Loop<D>, mut state_rx: StateRx) {
+    let mut changes = match l.dp.changes().await {
+        Ok(c) => Some(c),
+        Err(e) => {
+            l.metrics.netlink_errors(1);
+            warn!(error = %e, "cannot subscribe to netlink events; drift is repaired at the next resync");
+            None
+        }
+    };
     let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
     let mut retry: Option<Duration> = None;
     let mut first = true;
+    let mut trigger = Trigger::Etcd;
+    // Arrival of the oldest etcd change whose kernel changes are not applied yet.
+    let mut pending: Option<Instant> = None;
     loop {
-        let state = state_rx.borrow_and_update().clone();
-        if let Some(state) = state {
-            let (built, ok) = pass(&dp, &me, &state).await;
-            if ok && first {
-                info!(networks = built.len(), revision = state.revision, "datapath in sync with etcd");
-                first = false;
+        // A snapshot that arrived while something else woke the loop is etcd's.
+        if state_rx.has_changed().unwrap_or(false) {
+            trigger = Trigger::Etcd;
+        }
+        let snapshot = state_rx.borrow_and_update().clone();
+        if let Some(snap) = snapshot {
+            if trigger == Trigger::Etcd {
+                l.metrics.cluster(&snap.state, &l.me.node);
+                pending.get_or_insert(snap.received);
             }
-            ready.send_if_modified(|cur| {
-                let changed = **cur != built;
-                if changed {
-                    *cur = Arc::new(built);
+            let started = Instant::now();
+            let outcome = pass(&l, &snap.state).await;
+            l.metrics.pass(trigger, started.elapsed());
+            if outcome.ok {
+                account(&l.metrics, trigger, &outcome.ops, pending.take());
+                if first {
+                    info!(
+                        networks = outcome.built.len(),
+                        revision = snap.state.revision,
+                        "datapath in sync with etcd"
+                    );
+                    l.metrics.synced();
+                    first = false;
                 }
-                changed
-            });
-            if ok {
                 backoff.reset();
                 retry = None;
             } else {
                 retry = Some(backoff.next_delay());
             }
+            l.ready.send_if_modified(|cur| {
+                let changed = **cur != outcome.built;
+                if changed {
+                    *cur = Arc::new(outcome.built);
+                }
+                changed
+            });
         }
-        tokio::select! {
-            changed = state_rx.changed() => if changed.is_err() { return },
-            _ = tokio::time::sleep(retry.unwrap_or(resync)) => debug!("periodic resync"),
-        }
+        trigger = tokio::select! {
+            changed = state_rx.changed() => match changed {
+                Ok(()) => Trigger::Etcd,
+                Err(_) => return,
+            },
+            () = next_change(&mut changes) => {
+                debug!("netlink event");
+                Trigger::Netlink
+            }
+            _ = tokio::time::sleep(retry.unwrap_or(l.resync)) => if retry.is_some() {
+                Trigger::Retry
+            } else {
+                debug!("periodic resync");
+                Trigger::Resync
+            },
+        };
     }
 }
 
-/// One pass. Returns the networks whose datapath is built, and false when
-/// something failed and the pass should be retried soon.
-async fn pass<D: Dataplane>(dp: &D, me: &HostContext, state: &ClusterState) -> (BTreeSet<String>, bool) {
-    let want = desired(state, me);
-    let observed = match dp.observe().await {
+/// Counts a successful pass's ops: the time since the etcd change that asked
+/// for them, or, when no etcd change was pending and a netlink event or the
+/// resync found work, drift corrections.
+fn account(metrics: &Metrics, trigger: Trigger, ops: &[Op], pending: Option<Instant>) {
+    if ops.is_empty() {
+        return;
+    }
+    match pending {
+        Some(since) => metrics.event_to_kernel(since.elapsed()),
+        None if matches!(trigger, Trigger::Netlink | Trigger::Resync) => {
+            for op in ops {
+                metrics.drift(op);
+            }
+        }
+        None => {}
+    }
+}
+
+/// The next netlink wake-up; never completes once the subscription is gone.
+async fn next_change(changes: &mut Option<Changes>) {
+    if let Some(c) = changes {
+        if c.next().await.is_some() {
+            return;
+        }
+        warn!("netlink event subscription ended; drift is repaired at the next resync");
+        *changes = None;
+    }
+    std::future::pending::<()>().await
+}
+
+struct Outcome {
+    /// Networks whose datapath is built.
+    built: BTreeSet<String>,
+    /// The ops the pass applied (or tried to).
+    ops: Vec<Op>,
+    /// False when something failed and the pass should be retried soon.
+    ok: bool,
+}
+
+async fn pass<D: Dataplane>(l: &Loop<D>, state: &ClusterState) -> Outcome {
+    let want = desired(state, &l.me);
+    let observed = match l.dp.observe().await {
         Ok(o) => o,
         Err(e) => {
+            l.metrics.netlink_errors(1);
             warn!(error = %e, "observing the kernel failed");
-            return (BTreeSet::new(), false);
+            return Outcome { built: BTreeSet::new(), ops: Vec::new(), ok: false };
         }
     };
     let ops = plan(&want, &observed);
     for op in &ops {
         info!(revision = state.revision, "{op}");
     }
-    let errors = if ops.is_empty() { Vec::new() } else { dp.apply(&ops).await };
+    let errors = if ops.is_empty() { Vec::new() } else { l.dp.apply(&ops).await };
+    l.metrics.netlink_errors(errors.len());
     for e in &errors {
         warn!(error = %e, "kernel operation failed; will retry");
     }
-    let observed = if errors.is_empty() { None } else { dp.observe().await.ok() };
+    let observed = if errors.is_empty() { None } else { l.dp.observe().await.ok() };
     let built = want
         .networks
         .values()
@@ -97,5 +184,9 @@ async fn pass<D: Dataplane>(dp: &D, me: &HostContext, state: &ClusterState) -> (
         })
         .map(|n| n.network.clone())
         .collect();
-    (built, errors.is_empty())
+    Outcome { built, ops, ok: errors.is_empty() }
 }
+
+#[cfg(test)]
+#[path = "reconcile_tests.rs"]
+mod tests;

@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
+use crate::metrics::Metrics;
 
 pub fn unix_now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0)
@@ -28,6 +29,7 @@ pub async fn run(
     vtep: Ipv4Addr,
     ttl: Duration,
     registered: watch::Sender<bool>,
+    metrics: Metrics,
 ) {
     let ttl_secs = ttl.as_secs().max(1) as i64;
     let started_at = unix_now();
@@ -36,6 +38,7 @@ pub async fn run(
         let lease = match register(&store, &node, vtep, ttl_secs, started_at).await {
             Ok(lease) => lease,
             Err(e) => {
+                metrics.etcd_error();
                 let delay = backoff.next_delay();
                 warn!(error = %e, retry_in = ?delay, "registering host in etcd failed");
                 tokio::time::sleep(delay).await;
@@ -43,9 +46,10 @@ pub async fn run(
             }
         };
         backoff.reset();
+        metrics.etcd_ok();
         registered.send_replace(true);
         info!(node = %node, vtep = %vtep, lease, ttl = ttl_secs, "host registered");
-        keep_alive(&store, lease, ttl).await;
+        keep_alive(&store, lease, ttl, &metrics).await;
     }
 }
 
@@ -64,7 +68,7 @@ async fn register(
 }
 
 /// Returns when the lease is lost, so the caller registers again.
-async fn keep_alive(store: &EtcdStore, lease: i64, ttl: Duration) {
+async fn keep_alive(store: &EtcdStore, lease: i64, ttl: Duration, metrics: &Metrics) {
     let period = (ttl / 3).max(Duration::from_millis(500));
     let mut failing_since: Option<tokio::time::Instant> = None;
     loop {
@@ -74,8 +78,12 @@ async fn keep_alive(store: &EtcdStore, lease: i64, ttl: Duration) {
                 warn!(lease, "etcd lease expired; registering again");
                 return;
             }
-            Ok(_) => failing_since = None,
+            Ok(_) => {
+                metrics.etcd_ok();
+                failing_since = None;
+            }
             Err(e) => {
+                metrics.etcd_error();
                 let since = *failing_since.get_or_insert_with(tokio::time::Instant::now);
                 warn!(error = %e, lease, "lease keep-alive failed");
                 if since.elapsed() > ttl {

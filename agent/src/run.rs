@@ -2,10 +2,13 @@
 //!
 //! Shutdown is injected (a signal in `main`, anything in tests). Stopping
 //! ends the tasks and the API but never touches the kernel: the datapath of
-//! this host keeps forwarding while the agent is down or restarting.
+//! this host keeps forwarding while the agent is down or restarting. The
+//! metrics listener starts first, so `/healthz` answers (and `/readyz` says
+//! why not ready) while etcd is still being dialed.
 
 use std::collections::BTreeSet;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::Path;
 use std::sync::Arc;
@@ -22,6 +25,8 @@ use crate::backoff::Backoff;
 use crate::config::{Config, Listen};
 use crate::dataplane::{Dataplane, NetlinkDataplane};
 use crate::desired::HostContext;
+use crate::metrics::Metrics;
+use crate::reconcile::Loop;
 
 /// Runs the agent until `shutdown` completes.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -29,46 +34,42 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let dp = NetlinkDataplane::new().context("opening netlink")?;
     let underlay = dp.underlay(cfg.advertise_addr).await.context("finding the underlay")?;
     let listener = bind(&cfg.listen).await?;
+    let metrics = Metrics::new();
+    let http = match cfg.metrics_listen {
+        Some(addr) => Some(serve_metrics(addr, metrics.clone()).await?),
+        None => None,
+    };
     info!(node = %node, vtep = %underlay.addr, underlay = %underlay.ifname, mtu = underlay.mtu, listen = %cfg.listen, "ovagent starting");
     tokio::pin!(shutdown);
     let store = tokio::select! {
-        s = connect(&cfg) => s,
+        s = connect(&cfg, &metrics) => s,
         _ = &mut shutdown => return Ok(()),
     };
     let me = HostContext { node: node.clone(), vtep: underlay.addr, underlay_mtu: underlay.mtu };
     let (state_tx, state_rx) = watch::channel(None);
     let (ready_tx, ready_rx) = watch::channel(Arc::new(BTreeSet::new()));
     let (registered_tx, _registered_rx) = watch::channel(false);
+    let reconcile = Loop {
+        dp: dp.clone(),
+        me: me.clone(),
+        ready: ready_tx,
+        resync: cfg.resync_interval(),
+        metrics: metrics.clone(),
+    };
     let tasks = [
-        tokio::spawn(crate::watch::run(store.clone(), state_tx)),
+        tokio::spawn(crate::watch::run(store.clone(), state_tx, metrics.clone())),
         tokio::spawn(crate::registration::run(
             store.clone(),
             node,
             underlay.addr,
             cfg.lease_ttl(),
             registered_tx,
+            metrics.clone(),
         )),
-        tokio::spawn(crate::reconcile::run(
-            dp.clone(),
-            me.clone(),
-            state_rx,
-            ready_tx,
-            cfg.resync_interval(),
-        )),
+        tokio::spawn(crate::reconcile::run(reconcile, state_rx)),
     ];
-    let service = AgentServer::new(AgentService::new(store, dp, me, ready_rx));
-    let server = tonic::transport::Server::builder().add_service(service);
-    let result = match listener {
-        Listener::Unix(l) => {
-            let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
-            server.serve_with_incoming_shutdown(incoming, shutdown).await
-        }
-        Listener::Tcp(l) => {
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
-            server.serve_with_incoming_shutdown(incoming, shutdown).await
-        }
-    };
-    for t in &tasks {
+    let result = serve_api(listener, AgentService::new(store, dp, me, ready_rx, metrics), shutdown).await;
+    for t in tasks.iter().chain(&http) {
         t.abort();
     }
     if let Listen::Unix(path) = &cfg.listen {
@@ -78,12 +79,46 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     result.context("serving the API")
 }
 
-enum Listener {
+/// Binds the metrics listener and serves it in a task of its own.
+async fn serve_metrics(addr: SocketAddr, metrics: Metrics) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listening for metrics on {addr}"))?;
+    info!(listen = %addr, "serving /metrics, /healthz and /readyz");
+    Ok(tokio::spawn(async move {
+        if let Err(e) = crate::http::serve(listener, metrics, std::future::pending()).await {
+            warn!(error = %e, "the metrics listener stopped");
+        }
+    }))
+}
+
+/// Serves the gRPC API on `listener` until `shutdown` completes.
+pub async fn serve_api<D: Dataplane>(
+    listener: Listener,
+    service: AgentService<D>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let server = tonic::transport::Server::builder().add_service(AgentServer::new(service));
+    match listener {
+        Listener::Unix(l) => {
+            let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
+            server.serve_with_incoming_shutdown(incoming, shutdown).await
+        }
+        Listener::Tcp(l) => {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(l);
+            server.serve_with_incoming_shutdown(incoming, shutdown).await
+        }
+    }
+}
+
+/// A bound API listener.
+pub enum Listener {
     Unix(tokio::net::UnixListener),
     Tcp(tokio::net::TcpListener),
 }
 
-async fn bind(listen: &Listen) -> anyhow::Result<Listener> {
+/// Binds the API listener (a Unix socket gets mode 0660; a stale one is replaced).
+pub async fn bind(listen: &Listen) -> anyhow::Result<Listener> {
     match listen {
         Listen::Unix(path) => Ok(Listener::Unix(bind_unix(path)?)),
         Listen::Tcp(addr) => {
@@ -112,7 +147,7 @@ fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
 }
 
 /// Connects to etcd, retrying until it answers.
-async fn connect(cfg: &Config) -> EtcdStore {
+async fn connect(cfg: &Config, metrics: &Metrics) -> EtcdStore {
     let sc = StoreConfig {
         endpoints: cfg.etcd_endpoints.clone(),
         prefix: cfg.etcd_prefix.clone(),
@@ -121,8 +156,12 @@ async fn connect(cfg: &Config) -> EtcdStore {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(3));
     loop {
         match EtcdStore::connect(sc.clone()).await {
-            Ok(s) => return s,
+            Ok(s) => {
+                metrics.etcd_ok();
+                return s;
+            }
             Err(e) => {
+                metrics.etcd_error();
                 let delay = backoff.next_delay();
                 warn!(error = %e, retry_in = ?delay, "connecting to etcd failed");
                 tokio::time::sleep(delay).await;

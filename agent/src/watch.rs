@@ -4,7 +4,9 @@
 //! The copy is listed once, then kept current by watching from the listed
 //! revision + 1. When the watch breaks it resumes from the last revision it
 //! saw; when etcd says that revision was compacted, it lists again (flannel's
-//! `LeaseWatcher.Reset`). Consumers only see whole snapshots, never events.
+//! `LeaseWatcher.Reset`). Consumers only see whole snapshots, never events;
+//! each carries the instant its newest change was received, so the reconcile
+//! loop can measure how long that change took to reach the kernel.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -12,13 +14,29 @@ use std::time::Duration;
 
 use ovnet_ipam_store::{ClusterState, EtcdStore, WatchEvent};
 use tokio::sync::watch;
+use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::backoff::Backoff;
+use crate::metrics::Metrics;
+
+/// One published view of the cluster.
+#[derive(Clone, Debug)]
+pub struct Snapshot {
+    pub state: Arc<ClusterState>,
+    /// When the listing or watch batch that produced it arrived.
+    pub received: Instant,
+}
+
+impl Snapshot {
+    pub fn new(state: ClusterState) -> Self {
+        Snapshot { state: Arc::new(state), received: Instant::now() }
+    }
+}
 
 /// The published view: `None` until the first listing succeeded.
-pub type StateRx = watch::Receiver<Option<Arc<ClusterState>>>;
-pub type StateTx = watch::Sender<Option<Arc<ClusterState>>>;
+pub type StateRx = watch::Receiver<Option<Snapshot>>;
+pub type StateTx = watch::Sender<Option<Snapshot>>;
 
 #[derive(Default)]
 struct Cache {
@@ -30,6 +48,7 @@ struct Cache {
 
 impl Cache {
     fn publish(&mut self, store: &EtcdStore, tx: &StateTx) {
+        let received = Instant::now();
         let kvs = self.kvs.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
         let (state, bad) = ClusterState::from_kvs(store.keys(), self.revision, kvs);
         let now: BTreeSet<String> = bad.iter().map(|b| b.key.clone()).collect();
@@ -37,22 +56,23 @@ impl Cache {
             warn!(key = %b.key, reason = %b.reason, "skipping invalid record in etcd");
         }
         self.bad = now;
-        tx.send_replace(Some(Arc::new(state)));
+        tx.send_replace(Some(Snapshot { state: Arc::new(state), received }));
     }
 }
 
 /// Runs until the task is dropped; never returns an error, it retries.
-pub async fn run(store: EtcdStore, tx: StateTx) {
+pub async fn run(store: EtcdStore, tx: StateTx, metrics: Metrics) {
     let mut cache = Cache::default();
     let mut relist = true;
     let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(3));
     loop {
-        match follow(&store, &tx, &mut cache, &mut relist, &mut backoff).await {
+        match follow(&store, &tx, &mut cache, &mut relist, &mut backoff, &metrics).await {
             Err(ovnet_ipam_store::Error::Compacted { compact_revision }) => {
                 info!(revision = cache.revision, compact_revision, "watch revision compacted; listing again");
                 relist = true;
             }
             Err(e) => {
+                metrics.etcd_error();
                 let delay = backoff.next_delay();
                 warn!(error = %e, retry_in = ?delay, "etcd watch interrupted");
                 tokio::time::sleep(delay).await;
@@ -68,9 +88,11 @@ async fn follow(
     cache: &mut Cache,
     relist: &mut bool,
     backoff: &mut Backoff,
+    metrics: &Metrics,
 ) -> Result<(), ovnet_ipam_store::Error> {
     if *relist {
         let (revision, kvs) = store.snapshot().await?;
+        metrics.etcd_ok();
         cache.revision = revision;
         cache.kvs = kvs.into_iter().collect();
         *relist = false;
@@ -79,6 +101,7 @@ async fn follow(
     let mut w = store.watch(cache.revision + 1).await?;
     while let Some(batch) = w.next().await? {
         backoff.reset();
+        metrics.etcd_ok();
         if batch.events.is_empty() {
             continue; // progress notification
         }

@@ -348,3 +348,59 @@ async fn containers_on_two_hosts_reach_each_other_over_vxlan() {
     ping(&c1, "10.77.0.3");
     ping(&c2, "10.77.0.2");
 }
+
+/// Waits up to 5 s for a wake-up from `changes`; false when none came.
+async fn woken(changes: &mut ovnet_agent::dataplane::Changes) -> bool {
+    tokio::time::timeout(std::time::Duration::from_secs(5), changes.next()).await.is_ok_and(|w| w.is_some())
+}
+
+/// Whether a wake-up is already waiting (after the coalescing window).
+async fn pending(changes: &mut ovnet_agent::dataplane::Changes) -> bool {
+    let window = ovnet_agent::dataplane::netlink::COALESCE * 4;
+    tokio::time::timeout(window, changes.next()).await.is_ok()
+}
+
+#[tokio::test]
+async fn changes_wake_on_our_devices_and_entries_and_coalesce_bursts() {
+    let (h, dp) = host_dp("ch", "192.0.2.1").await;
+    let mut changes = dp.changes().await.expect("subscribe");
+    let peer = ip4("192.0.2.2");
+    // A whole datapath at once (8 ops, a dozen notifications) is one burst:
+    // one wake-up, two if a loaded machine stretches it past the window.
+    apply_ok(&dp, &datapath_ops(ip4("192.0.2.1"), &[peer], &[(ip4("10.77.0.9"), peer)])).await;
+    assert!(woken(&mut changes).await, "no wake-up for our own changes");
+    let mut more = 0;
+    while pending(&mut changes).await {
+        more += 1;
+    }
+    assert!(more <= 1, "a burst must coalesce, got {} wake-ups", more + 1);
+
+    // Entries deleted by hand wake the loop.
+    h.ip(&format!("neigh del 10.77.0.9 dev {VX}"));
+    assert!(woken(&mut changes).await, "no wake-up for a deleted neighbour entry");
+    run(&["bridge", "-n", &h.name, "fdb", "del", "00:00:00:00:00:00", "dev", VX, "dst", "192.0.2.2", "self"]);
+    assert!(woken(&mut changes).await, "no wake-up for a deleted FDB entry");
+    h.ip(&format!("link set {VX} mtu 1400"));
+    assert!(woken(&mut changes).await, "no wake-up for a changed MTU");
+
+    // Others' links and neighbours do not.
+    h.ip("link add other0 type veth peer name other1");
+    h.ip("neigh add 192.0.2.77 lladdr 02:00:00:00:00:77 dev ul0");
+    assert!(!pending(&mut changes).await, "woken by a foreign link or neighbour");
+}
+
+#[tokio::test]
+async fn facts_read_offloads_udp_ports_and_the_kernel() {
+    let (_h, dp) = host_dp("fx", "192.0.2.1").await;
+    apply_ok(&dp, &datapath_ops(ip4("192.0.2.1"), &[], &[])).await;
+    let facts = dp.facts(vec![VX.into(), "ul0".into()]).await;
+    let release = facts.kernel.expect("kernel release");
+    assert!(release.chars().next().is_some_and(|c| c.is_ascii_digit()), "{release}");
+    assert!(facts.udp_ports.expect("udp ports").contains(&4789), "the VXLAN socket is bound");
+    let vx = &facts.devices[VX];
+    let features = vx.features.as_ref().expect("ethtool features of the VXLAN device");
+    assert!(features.iter().any(|f| f.starts_with("tx-checksum")), "{features:?}");
+    assert!(vx.udp_csum.is_some(), "udpcsum of a VXLAN device is known");
+    assert!(facts.devices["ul0"].features.is_ok());
+    assert_eq!(facts.devices["ul0"].udp_csum, None);
+}

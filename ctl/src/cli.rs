@@ -71,6 +71,10 @@ pub enum Command {
     Host(HostCommand),
     /// Show the client's and the agent's versions.
     Version,
+    /// Compare this host's kernel with what etcd says it should hold, and
+    /// check the VXLAN UDP port, MTUs and checksum offload. Exits 4 when it
+    /// finds a problem.
+    Doctor,
     /// Print a shell completion script.
     Completion {
         /// The shell to complete for.

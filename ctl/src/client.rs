@@ -94,6 +94,11 @@ impl Agent {
         self.answer(r)
     }
 
+    pub async fn doctor(&mut self) -> Result<pb::DoctorReport, CtlError> {
+        let r = self.client.doctor(pb::DoctorRequest {}).await;
+        self.answer(r)
+    }
+
     fn answer<T>(&self, r: Result<tonic::Response<T>, tonic::Status>) -> Result<T, CtlError> {
         r.map(tonic::Response::into_inner).map_err(|s| classify(&self.addr, s))
     }

@@ -15,7 +15,8 @@ use crate::client::Agent;
 use crate::error::CtlError;
 use crate::output;
 use crate::view::{
-    AttachedEndpointView, ClientVersion, HostView, NetworkDetailView, NetworkView, RemovedView, VersionView,
+    AttachedEndpointView, ClientVersion, DoctorView, HostView, NetworkDetailView, NetworkView, RemovedView,
+    VersionView,
 };
 
 /// Runs a parsed command, appending its output to `out`. Talking to the agent
@@ -31,6 +32,15 @@ pub async fn run(cli: Cli, out: &mut String) -> Result<(), CtlError> {
             Ok(())
         }
         Command::Version => version(limit, format, out).await,
+        Command::Doctor => {
+            let report = limit.apply(async { Agent::connect(&host).await?.doctor().await }).await?;
+            let report = DoctorView::from(report);
+            render(out, format, &report, output::doctor_text)?;
+            match report.problems {
+                0 => Ok(()),
+                count => Err(CtlError::Problems { node: report.node, count }),
+            }
+        }
         Command::Network(cmd) => {
             let work = async {
                 let mut agent = Agent::connect(&host).await?;

@@ -17,6 +17,8 @@ use super::*;
 struct Fake {
     fail: Option<Status>,
     hang: bool,
+    /// Whether `doctor` reports a problem.
+    broken: bool,
     created: Arc<Mutex<Vec<pb::CreateNetworkRequest>>>,
     connected: Arc<Mutex<Vec<pb::ConnectRequest>>>,
 }
@@ -153,6 +155,31 @@ impl AgentApi for Fake {
     async fn version(&self, _: Request<pb::VersionRequest>) -> Result<Response<pb::VersionResponse>, Status> {
         self.gate().await?;
         Ok(Response::new(pb::VersionResponse { version: "9.9.9".into(), node_name: "node-a".into() }))
+    }
+
+    async fn doctor(&self, _: Request<pb::DoctorRequest>) -> Result<Response<pb::DoctorReport>, Status> {
+        self.gate().await?;
+        use pb::finding::Severity;
+        let finding = |severity: Severity, area: &str, message: &str, fix: &str| pb::Finding {
+            severity: severity.into(),
+            area: area.into(),
+            message: message.into(),
+            fix: fix.into(),
+        };
+        let mut findings = vec![finding(Severity::Ok, "mtu", "3 devices fit the underlay", "")];
+        if self.broken {
+            findings.insert(
+                0,
+                finding(
+                    Severity::Problem,
+                    "neigh",
+                    "missing neighbour entry 10.128.1.2 lladdr 02:42:0a:80:01:02 on ovvx4096",
+                    "ip neigh replace 10.128.1.2 lladdr 02:42:0a:80:01:02 dev ovvx4096 nud permanent",
+                ),
+            );
+            findings.push(finding(Severity::Warning, "checksum", "cannot read the kernel version", ""));
+        }
+        Ok(Response::new(pb::DoctorReport { node_name: "node-a".into(), revision: 42, findings }))
     }
 }
 
@@ -341,4 +368,28 @@ async fn completion_scripts_name_the_binary() {
         assert!(script.contains("ovctl"), "{shell}");
         assert!(script.contains("disconnect"), "{shell}");
     }
+}
+
+#[tokio::test]
+async fn doctor_exits_0_when_clean_and_4_with_the_list_otherwise() {
+    let (_dir, host) = serve(Fake::default());
+    let out = ok(&host, &["doctor"]).await;
+    assert!(out.ends_with("\nnode-a: no problems (etcd revision 42)\n"), "{out}");
+
+    let (_dir, host) = serve(Fake { broken: true, ..Fake::default() });
+    let (result, out) = ovctl(&host, &["doctor"]).await;
+    let err = result.unwrap_err();
+    assert_eq!(err.exit_code(), 4);
+    assert_eq!(err.to_string(), "doctor found 1 problem(s) on host node-a");
+    assert!(out.contains("problem   neigh      missing neighbour entry 10.128.1.2"), "{out}");
+    assert!(out.contains("fix: ip neigh replace 10.128.1.2"), "{out}");
+    assert!(out.ends_with("node-a: 1 problem, 1 warning (etcd revision 42)\n"), "{out}");
+
+    let (result, out) = ovctl(&host, &["doctor", "--format", "json"]).await;
+    assert_eq!(result.unwrap_err().exit_code(), 4);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((v["problems"].as_u64(), v["warnings"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(v["findings"][0]["severity"], "problem");
+    assert_eq!(v["findings"][0]["area"], "neigh");
+    assert_eq!(v["findings"][1]["fix"], serde_json::Value::Null);
 }

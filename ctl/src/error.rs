@@ -15,6 +15,8 @@ pub const EXIT_AGENT: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 /// Exit code when the agent could not be reached (or did not answer in time).
 pub const EXIT_UNREACHABLE: u8 = 3;
+/// Exit code of `doctor` when it found at least one problem.
+pub const EXIT_PROBLEMS: u8 = 4;
 
 /// Everything that can go wrong in `ovctl`.
 #[derive(Debug, Error)]
@@ -46,6 +48,10 @@ pub enum CtlError {
     /// Encoding the JSON output failed.
     #[error("cannot encode output as JSON: {0}")]
     Json(#[from] serde_json::Error),
+
+    /// `doctor` ran and found problems (they are in the output).
+    #[error("doctor found {count} problem(s) on host {node}")]
+    Problems { node: String, count: usize },
 }
 
 impl CtlError {
@@ -57,6 +63,7 @@ impl CtlError {
             CtlError::Agent { .. } | CtlError::BadReply(_) | CtlError::Output(_) | CtlError::Json(_) => {
                 EXIT_AGENT
             }
+            CtlError::Problems { .. } => EXIT_PROBLEMS,
         }
     }
 }
@@ -77,5 +84,8 @@ mod tests {
         assert_eq!(timeout.exit_code(), 3);
         let addr = CtlError::InvalidAddress { addr: "x".into(), reason: "y".into() };
         assert_eq!(addr.exit_code(), 2);
+        let problems = CtlError::Problems { node: "h1".into(), count: 3 };
+        assert_eq!(problems.exit_code(), 4);
+        assert_eq!(problems.to_string(), "doctor found 3 problem(s) on host h1");
     }
 }

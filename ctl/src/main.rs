@@ -11,6 +11,7 @@
 //! | 1 | the agent answered with an error (printed as `ovctl: <message>`), or the output could not be written |
 //! | 2 | usage error: bad flag, argument or value, refused before contacting the agent (clap's own code) |
 //! | 3 | the agent could not be reached, or did not answer within `--timeout` |
+//! | 4 | `ovctl doctor` found at least one problem (listed on stdout) |
 //!
 //! Code 1 covers every status the agent returns, including `Unavailable`
 //! (which the agent uses when etcd is unreachable); code 3 is only for

@@ -6,7 +6,7 @@
 
 use serde::Serialize;
 
-use crate::view::{HostView, NetworkView, VersionView};
+use crate::view::{DoctorView, HostView, NetworkView, VersionView};
 
 /// Network ids are shown in tables this short, as `docker network ls` does.
 pub const SHORT_ID_LEN: usize = 12;
@@ -103,6 +103,29 @@ pub fn version_text(v: &VersionView) -> String {
     t
 }
 
+/// `doctor`: STATUS AREA FINDING, each fix on its own line under its
+/// finding, then a summary line.
+pub fn doctor_text(d: &DoctorView) -> String {
+    let status_w = "problem".len();
+    let area_w = d.findings.iter().map(|f| f.area.chars().count()).chain(["AREA".len()]).max().unwrap_or(4);
+    let gap = " ".repeat(GAP);
+    let mut out = format!("{:<status_w$}{gap}{:<area_w$}{gap}FINDING\n", "STATUS", "AREA");
+    for f in &d.findings {
+        out.push_str(&format!("{:<status_w$}{gap}{:<area_w$}{gap}{}\n", f.severity, f.area, f.message));
+        if let Some(fix) = &f.fix {
+            let indent = " ".repeat(status_w + area_w + 2 * GAP);
+            out.push_str(&format!("{indent}fix: {fix}\n"));
+        }
+    }
+    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let verdict = match (d.problems, d.warnings) {
+        (0, 0) => "no problems".to_string(),
+        (p, w) => format!("{}, {}", plural(p, "problem"), plural(w, "warning")),
+    };
+    out.push_str(&format!("\n{}: {verdict} (etcd revision {})\n", d.node, d.revision));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +207,44 @@ mod tests {
             version_text(&v),
             "Client version: 0.1.0\nAgent version:  0.1.1\nAgent node:     node-a\n"
         );
+    }
+
+    #[test]
+    fn doctor_text_lists_findings_with_fixes_and_a_verdict() {
+        use crate::view::FindingView;
+        let finding = |severity, area: &str, message: &str, fix: Option<&str>| FindingView {
+            severity,
+            area: area.into(),
+            message: message.into(),
+            fix: fix.map(str::to_string),
+        };
+        let mut d = DoctorView {
+            node: "h1".into(),
+            revision: 42,
+            problems: 1,
+            warnings: 0,
+            findings: vec![
+                finding(
+                    "problem",
+                    "fdb",
+                    "missing flood entry toward 192.0.2.2 on ovvx9",
+                    Some("bridge fdb append ..."),
+                ),
+                finding("ok", "vxlan-port", "UDP port 4789 is open", None),
+            ],
+        };
+        assert_eq!(
+            doctor_text(&d),
+            "STATUS    AREA         FINDING\n\
+             problem   fdb          missing flood entry toward 192.0.2.2 on ovvx9\n\
+             \x20                      fix: bridge fdb append ...\n\
+             ok        vxlan-port   UDP port 4789 is open\n\
+             \n\
+             h1: 1 problem, 0 warnings (etcd revision 42)\n"
+        );
+        d.findings.remove(0);
+        d.problems = 0;
+        assert!(doctor_text(&d).ends_with("\nh1: no problems (etcd revision 42)\n"));
     }
 
     #[test]

@@ -159,3 +159,53 @@ impl From<pb::VersionResponse> for AgentVersion {
         AgentVersion { version: v.version, node_name: v.node_name }
     }
 }
+
+/// `doctor`: the agent's findings, counted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DoctorView {
+    pub node: String,
+    /// The etcd revision the agent compared the kernel with.
+    pub revision: i64,
+    pub problems: usize,
+    pub warnings: usize,
+    pub findings: Vec<FindingView>,
+}
+
+/// One finding: `severity` is `ok`, `warning` or `problem`; `fix` is the
+/// command that repairs it, when there is one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FindingView {
+    pub severity: &'static str,
+    pub area: String,
+    pub message: String,
+    pub fix: Option<String>,
+}
+
+impl From<pb::DoctorReport> for DoctorView {
+    fn from(r: pb::DoctorReport) -> Self {
+        use pb::finding::Severity;
+        let findings: Vec<FindingView> = r
+            .findings
+            .into_iter()
+            .map(|f| FindingView {
+                severity: match f.severity() {
+                    Severity::Ok => "ok",
+                    Severity::Problem => "problem",
+                    // Unknown to this client: worth a look, not a failure.
+                    Severity::Warning | Severity::Unspecified => "warning",
+                },
+                area: f.area,
+                message: f.message,
+                fix: Some(f.fix).filter(|x| !x.is_empty()),
+            })
+            .collect();
+        let count = |s: &str| findings.iter().filter(|f| f.severity == s).count();
+        DoctorView {
+            node: r.node_name,
+            revision: r.revision,
+            problems: count("problem"),
+            warnings: count("warning"),
+            findings,
+        }
+    }
+}

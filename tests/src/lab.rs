@@ -2,7 +2,7 @@
 //! agents, container namespaces, and helpers to drive and inspect them.
 
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -31,12 +31,30 @@ impl Default for LabOptions {
     }
 }
 
+/// Settings of every agent a lab starts, beyond `LabOptions` (kept apart so
+/// `LabOptions { .. }` literals elsewhere keep compiling).
+#[derive(Clone, Debug, Default)]
+pub struct AgentOptions {
+    /// Serve metrics on `127.0.0.1:`[`METRICS_PORT`] inside each host's namespace.
+    pub metrics: bool,
+    /// `--resync-interval`, when not the agent's default.
+    pub resync_interval: Option<u64>,
+    /// `--log-format json`.
+    pub log_json: bool,
+}
+
+/// The metrics port of every agent: each host namespace has its own
+/// loopback, so the same port is free in all of them.
+pub const METRICS_PORT: u16 = 9475;
+
 /// One host: its namespace and its agent.
 pub struct Host {
     pub name: String,
     pub ns: Netns,
     pub ip: Ipv4Addr,
     pub socket: PathBuf,
+    /// Where the agent serves /metrics, /healthz and /readyz (inside `ns`).
+    pub metrics: Option<SocketAddr>,
     log: PathBuf,
     agent: Option<Child>,
 }
@@ -60,14 +78,28 @@ pub struct Lab {
     pub etcd: Etcd,
     pub underlay: Netns,
     opts: LabOptions,
+    agent_opts: AgentOptions,
     dir: tempfile::TempDir,
 }
 
+/// The directory set by [`set_bin_dir`], if any.
+static BIN_DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes labs of this process use the `ovagent` and `ovctl` in `dir` unless
+/// `$OVNET_BIN_DIR` says otherwise (ovbench: the binaries built beside it).
+/// Only the first call counts.
+pub fn set_bin_dir(dir: PathBuf) {
+    let _ = BIN_DIR.set(dir);
+}
+
 /// Where the built `ovagent` and `ovctl` are: `$OVNET_BIN_DIR`, else the
-/// workspace's target/debug.
+/// directory given to [`set_bin_dir`], else the workspace's target/debug.
 pub fn bin_dir() -> PathBuf {
     if let Ok(d) = std::env::var("OVNET_BIN_DIR") {
         return PathBuf::from(d);
+    }
+    if let Some(d) = BIN_DIR.get() {
+        return d.clone();
     }
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/debug")
 }
@@ -97,6 +129,11 @@ pub fn poll<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) 
 impl Lab {
     /// Builds the underlay, etcd and the hosts, and starts every agent.
     pub fn start(opts: LabOptions) -> anyhow::Result<Lab> {
+        Lab::start_with(opts, AgentOptions::default())
+    }
+
+    /// `start`, with extra settings for the agents.
+    pub fn start_with(opts: LabOptions, agent_opts: AgentOptions) -> anyhow::Result<Lab> {
         let id = unique_id();
         let underlay = Netns::new(&format!("ovl{id}-u"))?;
         underlay.ip(&["link", "add", "name", "ul", "type", "bridge"])?;
@@ -112,6 +149,7 @@ impl Lab {
             etcd,
             underlay,
             opts: opts.clone(),
+            agent_opts,
             dir,
         };
         for i in 0..opts.hosts {
@@ -137,7 +175,8 @@ impl Lab {
         ns.ip(&["route", "add", "default", "via", &UNDERLAY_GW.to_string()])?;
         let socket = self.dir.path().join(format!("{name}.sock"));
         let log = self.dir.path().join(format!("{name}.log"));
-        self.hosts.push(Host { name, ns, ip, socket, log, agent: None });
+        let metrics = self.agent_opts.metrics.then(|| SocketAddr::from(([127, 0, 0, 1], METRICS_PORT)));
+        self.hosts.push(Host { name, ns, ip, socket, metrics, log, agent: None });
         Ok(())
     }
 
@@ -146,6 +185,7 @@ impl Lab {
         let agent = bin("ovagent")?;
         let endpoint = self.etcd.endpoint();
         let ttl = self.opts.lease_ttl.to_string();
+        let extra = self.agent_args(i);
         let h = &mut self.hosts[i];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&h.log)?;
         let child = Command::new("ip")
@@ -155,6 +195,7 @@ impl Lab {
             .arg("--listen")
             .arg(format!("unix://{}", h.socket.display()))
             .args(["--lease-ttl", &ttl])
+            .args(&extra)
             .env("OVNET_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -167,6 +208,70 @@ impl Lab {
             let out = ovctl_at(&sock, &["version"]).ok()?;
             out.status.success().then_some(())
         })
+    }
+
+    /// The flags `AgentOptions` adds to host `i`'s agent.
+    fn agent_args(&self, i: usize) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(addr) = self.hosts[i].metrics {
+            args.extend(["--metrics-listen".to_string(), addr.to_string()]);
+        }
+        if let Some(secs) = self.agent_opts.resync_interval {
+            args.extend(["--resync-interval".to_string(), secs.to_string()]);
+        }
+        if self.agent_opts.log_json {
+            args.extend(["--log-format".to_string(), "json".to_string()]);
+        }
+        args
+    }
+
+    /// Freezes host `i`'s agent (SIGSTOP): it neither repairs nor answers.
+    pub fn pause_agent(&self, i: usize) -> anyhow::Result<()> {
+        self.signal_agent(i, nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// Lets a paused agent run again (SIGCONT).
+    pub fn resume_agent(&self, i: usize) -> anyhow::Result<()> {
+        self.signal_agent(i, nix::sys::signal::Signal::SIGCONT)
+    }
+
+    fn signal_agent(&self, i: usize, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
+        let pid = self.hosts[i].agent_pid().context("the agent is not running")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), signal)?;
+        Ok(())
+    }
+
+    /// `GET PATH` on host `i`'s metrics listener, from inside its namespace:
+    /// (status code, body).
+    pub fn http_get(&self, i: usize, path: &str) -> anyhow::Result<(u16, String)> {
+        let addr = self.hosts[i].metrics.context("the lab was started without metrics")?;
+        let ns = PathBuf::from(self.hosts[i].ns.path());
+        let request = format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n");
+        let text = ovnet_agent::netns::block_on_in_netns(&ns, move || async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let work = async {
+                let mut s = tokio::net::TcpStream::connect(addr).await?;
+                s.write_all(request.as_bytes()).await?;
+                let mut text = String::new();
+                s.read_to_string(&mut text).await?;
+                Ok::<_, std::io::Error>(text)
+            };
+            tokio::time::timeout(Duration::from_secs(5), work).await
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .context("no answer from the metrics listener within 5s")?
+        .with_context(|| format!("GET {path} from {addr}"))?;
+        let (head, body) = text.split_once("\r\n\r\n").context("no end of HTTP headers")?;
+        let code = head.split_whitespace().nth(1).context("no status code")?.parse()?;
+        Ok((code, body.to_string()))
+    }
+
+    /// Host `i`'s `/metrics`, which must answer 200.
+    pub fn scrape(&self, i: usize) -> anyhow::Result<String> {
+        match self.http_get(i, "/metrics")? {
+            (200, body) => Ok(body),
+            (code, body) => bail!("/metrics answered {code}: {body}"),
+        }
     }
 
     /// SIGKILLs host `i`'s agent and reaps it.

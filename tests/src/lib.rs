@@ -6,6 +6,7 @@
 //! its own namespaces, etcd and key prefix, and removes them all on drop, so
 //! labs run side by side and leave nothing behind when a test fails.
 
+pub mod bench;
 pub mod etcd;
 pub mod lab;
 pub mod netns;

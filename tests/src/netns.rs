@@ -38,14 +38,20 @@ pub fn ping(ns: &str, ip: &str) -> bool {
 #[derive(Debug)]
 pub struct Netns {
     pub name: String,
+    owned: bool,
 }
 
 impl Netns {
     pub fn new(name: &str) -> anyhow::Result<Netns> {
         ip(&["netns", "add", name])?;
-        let ns = Netns { name: name.to_string() };
+        let ns = Netns { name: name.to_string(), owned: true };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
+    }
+
+    /// A handle on a namespace someone else owns: dropping it deletes nothing.
+    pub fn borrowed(name: &str) -> Netns {
+        Netns { name: name.to_string(), owned: false }
     }
 
     /// `ip -n NAME ARGS...`
@@ -80,6 +86,9 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
+        if !self.owned {
+            return;
+        }
         if let Err(e) = ip(&["netns", "del", &self.name]) {
             eprintln!("cleanup: {e}");
         }

@@ -198,3 +198,38 @@ fn host_whose_agent_stays_down_past_the_ttl_loses_its_entries_elsewhere() {
     let dead: Vec<_> = hosts.iter().filter(|h| h["alive"] == false).collect();
     assert_eq!(dead.len(), 1, "h3 listed as not alive: {hosts:?}");
 }
+
+#[test]
+fn second_network_in_one_namespace_is_eth1_with_fixed_ip_and_no_second_default_route() {
+    let mut lab = Lab::start(LabOptions { hosts: 2, ..Default::default() }).unwrap();
+    lab.ctl(0, "network create -d overlay --subnet 10.91.0.0/16 front").unwrap();
+    lab.ctl(0, "network create -d overlay --subnet 10.92.0.0/16 back").unwrap();
+    let c = lab.container("multi").unwrap();
+    assert_eq!(lab.ctl(0, &format!("network connect front {c}")).unwrap(), "10.91.0.2");
+    assert_eq!(lab.ctl(0, &format!("network connect --ip 10.92.7.7 back {c}")).unwrap(), "10.92.7.7");
+    let ns = ovnet_tests::Netns::borrowed(&c);
+    let addrs = ns.json("ip", &["-4", "addr", "show"]).unwrap();
+    let on = |ifname: &str| -> Vec<String> {
+        addrs
+            .iter()
+            .filter(|l| l["ifname"] == ifname)
+            .flat_map(|l| l["addr_info"].as_array().cloned().unwrap_or_default())
+            .filter_map(|a| Some(format!("{}/{}", a["local"].as_str()?, a["prefixlen"].as_u64()?)))
+            .collect()
+    };
+    assert_eq!(on("eth0"), vec!["10.91.0.2/16"]);
+    assert_eq!(on("eth1"), vec!["10.92.7.7/16"]);
+    let routes = ns.json("ip", &["-4", "route", "show", "default"]).unwrap();
+    assert_eq!(routes.len(), 1, "one default route: {routes:?}");
+    assert_eq!(routes[0]["gateway"], "10.91.0.1");
+    assert_eq!(routes[0]["dev"], "eth0");
+    // Both networks work across hosts from the same namespace.
+    let (_, front2) = lab.connected(1, "front", "f2").unwrap();
+    let (_, back2) = lab.connected(1, "back", "b2").unwrap();
+    wait_ping(&lab, &c, &front2);
+    wait_ping(&lab, &c, &back2);
+    // Disconnecting the second network leaves the first in place.
+    lab.ctl(0, &format!("network disconnect back {c}")).unwrap();
+    assert!(on("eth0").len() == 1 && ns.json("ip", &["link", "show", "eth1"]).is_err());
+    wait_ping(&lab, &c, &front2);
+}

@@ -1,13 +1,17 @@
 //! A recording dataplane for tests of the reconcile loop: it keeps an
 //! `Observed` in memory and applies ops to it the way the kernel would.
+//! Tampering with it (drift) wakes its `changes()` subscribers, as a netlink
+//! notification would.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use super::{AttachSpec, Dataplane, DataplaneError, Underlay};
+use super::{AttachSpec, Changes, Dataplane, DataplaneError, DeviceFacts, HostFacts, Underlay};
 use crate::model::{FdbEntry, LinkKind, NeighEntry, Observed, ObservedLink};
 use crate::op::Op;
+use tokio::sync::mpsc::error::TrySendError;
 
 /// An in-memory kernel. Clones share state.
 #[derive(Clone, Default)]
@@ -20,6 +24,10 @@ struct FakeState {
     observed: Observed,
     applied: Vec<Op>,
     next_index: u32,
+    subscribers: Vec<tokio::sync::mpsc::Sender<()>>,
+    /// Active features by device, for `facts`; unknown devices have none.
+    features: BTreeMap<String, DeviceFacts>,
+    kernel: Option<String>,
 }
 
 impl FakeDataplane {
@@ -38,9 +46,27 @@ impl FakeDataplane {
         self.state().applied.clear();
     }
 
-    /// Changes the fake kernel behind the agent's back (drift).
+    /// Changes the fake kernel behind the agent's back (drift) and wakes
+    /// the `changes()` subscribers.
     pub fn tamper(&self, f: impl FnOnce(&mut Observed)) {
+        let mut st = self.state();
+        f(&mut st.observed);
+        st.subscribers.retain(|tx| !matches!(tx.try_send(()), Err(TrySendError::Closed(_))));
+    }
+
+    /// Changes the fake kernel without any notification (a missed event).
+    pub fn tamper_silently(&self, f: impl FnOnce(&mut Observed)) {
         f(&mut self.state().observed);
+    }
+
+    /// What `facts` reports for `device`.
+    pub fn set_device_facts(&self, device: &str, facts: DeviceFacts) {
+        self.state().features.insert(device.to_string(), facts);
+    }
+
+    /// The kernel release `facts` reports (default `6.1.0-fake`).
+    pub fn set_kernel(&self, release: &str) {
+        self.state().kernel = Some(release.to_string());
     }
 
     pub fn snapshot(&self) -> Observed {
@@ -165,5 +191,32 @@ impl Dataplane for FakeDataplane {
     async fn detach(&self, host_ifname: String) -> Result<(), DataplaneError> {
         self.state().observed.links.remove(&host_ifname);
         Ok(())
+    }
+
+    async fn changes(&self) -> Result<Changes, DataplaneError> {
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        self.state().subscribers.push(tx);
+        Ok(Changes::new(rx))
+    }
+
+    /// Like the kernel: the ports of VXLAN devices that are up are bound.
+    async fn facts(&self, devices: Vec<String>) -> HostFacts {
+        let st = self.state();
+        let ports = st.observed.links.values().filter(|l| l.up).filter_map(|l| match l.kind {
+            LinkKind::Vxlan { port, .. } => Some(port),
+            _ => None,
+        });
+        let unknown = DeviceFacts { features: Ok(Default::default()), udp_csum: None };
+        HostFacts {
+            kernel: Ok(st.kernel.clone().unwrap_or_else(|| "6.1.0-fake".into())),
+            udp_ports: Ok(ports.collect()),
+            devices: devices
+                .into_iter()
+                .map(|d| {
+                    let f = st.features.get(&d).cloned().unwrap_or_else(|| unknown.clone());
+                    (d, f)
+                })
+                .collect(),
+        }
     }
 }

@@ -4,7 +4,10 @@
 //! decisions. Every operation is idempotent (EEXIST on create and ENOENT on
 //! delete count as done), so a replayed plan is harmless. `NetlinkDataplane`
 //! is the real one; `FakeDataplane` records operations for tests of the loop.
+//! `changes()` only says "look again", never what changed: the loop stays
+//! level-triggered.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
@@ -61,6 +64,45 @@ pub struct AttachSpec {
     pub mtu: u32,
 }
 
+/// Wake-ups from the kernel: one `()` per burst of changes to our devices or
+/// their FDB and neighbour entries (bursts are coalesced, so the agent's own
+/// changes cause one extra pass, not a storm). Ends when the source is gone.
+pub struct Changes {
+    rx: tokio::sync::mpsc::Receiver<()>,
+}
+
+impl Changes {
+    pub fn new(rx: tokio::sync::mpsc::Receiver<()>) -> Self {
+        Changes { rx }
+    }
+
+    /// The next wake-up; `None` when no more will come.
+    pub async fn next(&mut self) -> Option<()> {
+        self.rx.recv().await
+    }
+}
+
+/// What the doctor checks beyond the planner's view. Each part carries its
+/// own error, since one unreadable fact must not hide the others.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostFacts {
+    /// `uname -r`.
+    pub kernel: Result<String, String>,
+    /// Local ports of the UDP sockets in the namespace (`ss -uln`).
+    pub udp_ports: Result<BTreeSet<u16>, String>,
+    /// Per device asked about.
+    pub devices: BTreeMap<String, DeviceFacts>,
+}
+
+/// Offload settings of one device.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DeviceFacts {
+    /// Names of the active features (`ethtool -k DEV` lines that say `on`).
+    pub features: Result<BTreeSet<String>, String>,
+    /// For a VXLAN device: whether outer UDP checksums are computed (`udpcsum`).
+    pub udp_csum: Option<bool>,
+}
+
 /// Reads and changes the kernel of the agent's own network namespace and of
 /// container namespaces. Implementations are cheap to clone and shareable.
 pub trait Dataplane: Clone + Send + Sync + 'static {
@@ -92,4 +134,12 @@ pub trait Dataplane: Clone + Send + Sync + 'static {
     /// Removes the veth pair by its host end (the peer goes with it).
     /// A link that is already gone counts as done.
     fn detach(&self, host_ifname: String) -> impl Future<Output = Result<(), DataplaneError>> + Send;
+
+    /// Subscribes to changes of our links and of the FDB and neighbour
+    /// entries of our VXLAN devices (`ip monitor link neigh`).
+    fn changes(&self) -> impl Future<Output = Result<Changes, DataplaneError>> + Send;
+
+    /// Offload features of `devices`, the bound UDP ports and the kernel
+    /// release, for the doctor.
+    fn facts(&self, devices: Vec<String>) -> impl Future<Output = HostFacts> + Send;
 }

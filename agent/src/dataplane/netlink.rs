@@ -16,20 +16,27 @@ use futures::TryStreamExt;
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use nix::errno::Errno;
 
-use super::{AttachSpec, Dataplane, DataplaneError, Underlay};
+use super::{AttachSpec, Changes, Dataplane, DataplaneError, HostFacts, Underlay};
 use crate::model::Observed;
 use crate::netns;
 use crate::op::Op;
 
+mod changes;
 mod endpoint;
+mod facts;
 mod observe;
 mod ops;
 mod underlay;
+
+pub use changes::COALESCE;
 
 /// Dataplane over a netlink socket in one network namespace. Clones share the socket.
 #[derive(Clone)]
 pub struct NetlinkDataplane {
     handle: rtnetlink::Handle,
+    /// The namespace of `handle` when it is not the process's own; further
+    /// sockets (subscriptions, ethtool) are opened there too.
+    netns: Option<PathBuf>,
 }
 
 impl NetlinkDataplane {
@@ -41,12 +48,12 @@ impl NetlinkDataplane {
         let (connection, handle, _) = rtnetlink::new_connection()
             .map_err(|e| DataplaneError::Other(format!("opening a netlink socket: {e}")))?;
         runtime.spawn(connection);
-        Ok(Self { handle })
+        Ok(Self { handle, netns: None })
     }
 
     /// A dataplane for the namespace at `path` (a "host" in tests and labs).
     pub async fn in_netns(path: &Path) -> Result<Self, DataplaneError> {
-        Ok(Self { handle: netns::handle_in_netns(path).await? })
+        Ok(Self { handle: netns::handle_in_netns(path).await?, netns: Some(path.to_path_buf()) })
     }
 
     /// The raw rtnetlink handle, for callers that need more than the trait.
@@ -88,9 +95,29 @@ impl Dataplane for NetlinkDataplane {
     }
 
     async fn detach(&self, host_ifname: String) -> Result<(), DataplaneError> {
-        ops::delete_link(&self.handle, &host_ifname)
+        let what = format!("ip link del {host_ifname}");
+        let existed = ops::delete_existing_link(&self.handle, &host_ifname)
             .await
-            .map_err(|source| DataplaneError::Netlink { what: format!("ip link del {host_ifname}"), source })
+            .map_err(|source| DataplaneError::Netlink { what: what.clone(), source })?;
+        if existed {
+            tracing::info!("{what}");
+        }
+        Ok(())
+    }
+
+    async fn changes(&self) -> Result<Changes, DataplaneError> {
+        let open = || rtnetlink::new_multicast_connection(changes::GROUPS);
+        let (connection, _, messages) = match &self.netns {
+            Some(path) => netns::open_in_netns(path, open).await?,
+            None => {
+                open().map_err(|e| DataplaneError::Other(format!("subscribing to netlink events: {e}")))?
+            }
+        };
+        changes::subscribe(&self.handle, connection, messages).await
+    }
+
+    async fn facts(&self, devices: Vec<String>) -> HostFacts {
+        facts::facts(&self.handle, self.netns.clone(), devices).await
     }
 }
 

@@ -114,6 +114,17 @@ pub(super) async fn delete_link(h: &Handle, name: &str) -> Result<(), rtnetlink:
     ok_if_missing(h.link().del_with_message(msg).execute().await)
 }
 
+/// `ip link del NAME`; returns whether there was such a link to delete (so
+/// callers log only deletions that happened).
+pub(super) async fn delete_existing_link(h: &Handle, name: &str) -> Result<bool, rtnetlink::Error> {
+    let msg = LinkUnspec::new_with_name(name).build();
+    match h.link().del_with_message(msg).execute().await {
+        Ok(()) => Ok(true),
+        Err(e) if super::is_errno(&e, &[nix::errno::Errno::ENOENT, nix::errno::Errno::ENODEV]) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// `ip addr add ADDR dev DEV`; an existing address counts as added.
 async fn add_addr(h: &Handle, dev: &str, addr: Ipv4Net) -> Result<(), OpError> {
     let index = require_index(h, dev).await?;

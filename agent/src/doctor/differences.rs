@@ -1,0 +1,180 @@
+//! Kernel versus etcd: the planner's ops explained as findings, and the veths
+//! of local endpoints, which the planner leaves to connect/disconnect.
+//!
+//! Each op becomes one problem whose fix is the op itself (the iproute2
+//! command the agent will run). Ops that only follow from another one (the
+//! delete half of a recreate, entries re-added to a recreated device that are
+//! already there) are folded into the finding that explains them.
+
+use std::collections::BTreeSet;
+
+use super::{Area, Finding, Inputs, Severity};
+use crate::model::{DEVICE_PREFIX, LinkKind, Observed};
+use crate::op::Op;
+use crate::plan::plan;
+
+/// Adds one finding per difference; returns the devices whose MTU differs.
+pub(super) fn kernel_vs_etcd(inp: &Inputs, out: &mut Vec<Finding>) -> BTreeSet<String> {
+    let ops = plan(&inp.desired, &inp.observed);
+    let wanted: BTreeSet<&str> =
+        inp.desired.networks.values().flat_map(|n| [n.bridge.name.as_str(), n.vxlan.name.as_str()]).collect();
+    let mut mtu = BTreeSet::new();
+    let before = out.len();
+    for op in &ops {
+        if let Op::SetMtu { name, .. } = op {
+            mtu.insert(name.clone());
+        }
+        if let Some((area, message)) = explain(op, &inp.observed, &wanted) {
+            out.push(Finding::new(Severity::Problem, area, message).fix(op.to_string()));
+        }
+    }
+    if out.len() == before {
+        out.push(Finding::new(Severity::Ok, Area::Link, in_sync(inp)));
+    }
+    mtu
+}
+
+fn in_sync(inp: &Inputs) -> String {
+    let nets = inp.desired.networks.values();
+    let fdb: usize = nets.clone().map(|n| n.fdb.len()).sum();
+    let neigh: usize = nets.map(|n| n.neigh.len()).sum();
+    format!(
+        "kernel matches etcd revision {}: {} networks, {fdb} FDB entries, {neigh} neighbour entries",
+        inp.revision,
+        inp.desired.networks.len()
+    )
+}
+
+/// What is wrong, for the op that would repair it; `None` when another
+/// finding already explains it.
+fn explain(op: &Op, obs: &Observed, wanted: &BTreeSet<&str>) -> Option<(Area, String)> {
+    let link = |name: &str| obs.links.get(name);
+    Some(match op {
+        Op::CreateBridge { name, .. } => match link(name) {
+            Some(l) => (Area::Link, format!("{name} is {}, not a bridge", kind(&l.kind))),
+            None => (Area::Link, format!("missing bridge {name}")),
+        },
+        Op::CreateVxlan { name, vni, local, port, .. } => match link(name) {
+            Some(l) => (
+                Area::Link,
+                format!(
+                    "{name} is {}; etcd says VXLAN id {vni} local {local} dstport {port} nolearning proxy",
+                    kind(&l.kind)
+                ),
+            ),
+            None => (Area::Link, format!("missing VXLAN device {name} (VNI {vni})")),
+        },
+        Op::DeleteLink { name } if wanted.contains(name.as_str()) => return None,
+        Op::DeleteLink { name } => (Area::Link, format!("stale device {name}: no network in etcd wants it")),
+        Op::SetMac { name, mac } => {
+            let has = link(name).and_then(|l| l.mac).map_or("none".to_string(), |m| m.to_string());
+            (Area::Link, format!("{name} has MAC {has}, etcd says {mac}"))
+        }
+        Op::SetMtu { name, mtu } => {
+            let has = link(name).map_or(0, |l| l.mtu);
+            (Area::Mtu, format!("MTU of {name} is {has}, etcd says {mtu}"))
+        }
+        Op::SetMaster { name, master } => {
+            let has = link(name).and_then(|l| l.master.clone()).unwrap_or_else(|| "none".into());
+            (Area::Link, format!("{name} is not a port of {master} (its master: {has})"))
+        }
+        Op::SetUp { name } => (Area::Link, format!("{name} is down")),
+        Op::AddAddr { dev, addr } => (Area::Addr, format!("{dev} lacks the gateway address {addr}")),
+        Op::DelAddr { dev, addr } => (Area::Addr, format!("unexpected address {addr} on {dev}")),
+        Op::AddFdb { dev, mac, dst } => {
+            let have = obs.fdb.get(dev);
+            if have.is_some_and(|s| s.iter().any(|e| e.mac == *mac && e.dst == *dst)) {
+                return None; // re-added to a recreated device
+            }
+            let moved = have.and_then(|s| s.iter().find(|e| e.mac == *mac && !mac.is_zero()));
+            match moved {
+                Some(old) => {
+                    (Area::Fdb, format!("FDB entry {mac} on {dev} points to {}, etcd says {dst}", old.dst))
+                }
+                None if mac.is_zero() => (Area::Fdb, format!("missing flood entry toward {dst} on {dev}")),
+                None => (Area::Fdb, format!("missing FDB entry {mac} -> {dst} on {dev}")),
+            }
+        }
+        Op::DelFdb { dev, mac, dst } if mac.is_zero() => {
+            (Area::Fdb, format!("stale flood entry toward {dst} on {dev}"))
+        }
+        Op::DelFdb { dev, mac, dst } => (Area::Fdb, format!("stale FDB entry {mac} -> {dst} on {dev}")),
+        Op::AddNeigh { dev, ip, mac } => {
+            let have = obs.neigh.get(dev).and_then(|s| s.iter().find(|e| e.ip == *ip));
+            match have {
+                Some(e) if e.mac == *mac => return None, // re-added to a recreated device
+                Some(e) => {
+                    (Area::Neigh, format!("neighbour {ip} on {dev} has lladdr {}, etcd says {mac}", e.mac))
+                }
+                None => (Area::Neigh, format!("missing neighbour entry {ip} lladdr {mac} on {dev}")),
+            }
+        }
+        Op::DelNeigh { dev, ip } => (Area::Neigh, format!("stale neighbour entry {ip} on {dev}")),
+    })
+}
+
+/// "a bridge", "a VXLAN device (id 1 local 192.0.2.1 dstport 4789 learning)".
+fn kind(k: &LinkKind) -> String {
+    match k {
+        LinkKind::Bridge => "a bridge".into(),
+        LinkKind::Veth => "a veth".into(),
+        LinkKind::Vxlan { vni, local, port, learning, proxy } => {
+            let local = local.map_or("none".to_string(), |l| l.to_string());
+            let learning = if *learning { "learning" } else { "nolearning" };
+            let proxy = if *proxy { "proxy" } else { "noproxy" };
+            format!("a VXLAN device with id {vni} local {local} dstport {port} {learning} {proxy}")
+        }
+        LinkKind::Other(k) if k.is_empty() => "a device of unknown kind".into(),
+        LinkKind::Other(k) => format!("a {k} device"),
+    }
+}
+
+/// Local endpoints without their veth, and our veths without an endpoint.
+pub(super) fn veths(inp: &Inputs, out: &mut Vec<Finding>) {
+    let mut fine = 0;
+    for ep in &inp.endpoints {
+        let whose = format!("endpoint {} of network {} (namespace {})", ep.ip, ep.network, ep.netns);
+        match inp.observed.links.get(&ep.host_ifname) {
+            Some(l) if l.kind == LinkKind::Veth => fine += 1,
+            Some(l) => out.push(Finding::new(
+                Severity::Problem,
+                Area::Veth,
+                format!("{} of {whose} is {}, not a veth", ep.host_ifname, kind(&l.kind)),
+            )),
+            None if ep.netns_exists => out.push(
+                Finding::new(
+                    Severity::Problem,
+                    Area::Veth,
+                    format!("missing veth {} of {whose}", ep.host_ifname),
+                )
+                .fix(format!(
+                    "ovctl network disconnect {net} {ns} && ovctl network connect --ip {ip} {net} {ns}",
+                    net = ep.network,
+                    ns = ep.netns,
+                    ip = ep.ip
+                )),
+            ),
+            None => out.push(
+                Finding::new(
+                    Severity::Problem,
+                    Area::Veth,
+                    format!("missing veth {} of {whose}: the namespace no longer exists", ep.host_ifname),
+                )
+                .fix(format!("ovctl network disconnect {} {}", ep.network, ep.netns)),
+            ),
+        }
+    }
+    let known: BTreeSet<&str> = inp.endpoints.iter().map(|e| e.host_ifname.as_str()).collect();
+    let ours = [format!("{DEVICE_PREFIX}ve"), format!("{DEVICE_PREFIX}tp")];
+    for l in inp.observed.links.values() {
+        let veth = l.kind == LinkKind::Veth && ours.iter().any(|p| l.name.starts_with(p.as_str()));
+        if veth && !known.contains(l.name.as_str()) {
+            let msg =
+                format!("veth {} belongs to no endpoint in etcd (left by an interrupted connect?)", l.name);
+            out.push(Finding::new(Severity::Problem, Area::Veth, msg).fix(format!("ip link del {}", l.name)));
+        }
+    }
+    if fine > 0 {
+        out.push(Finding::new(Severity::Ok, Area::Veth, format!("{fine} local endpoints have their veth")));
+    }
+}

@@ -1,0 +1,183 @@
+//! scale: one real agent against simulated hosts and endpoints written
+//! straight into etcd ([`seed`](super::seed)): 1,000 hosts with 10,000
+//! endpoints in one network, and 100 networks of 100 endpoints.
+//!
+//! The agent is stopped while the records are written and started again
+//! with the clock running, so "agent start until every entry is in the
+//! kernel" covers its whole cold start: listing etcd, planning, programming.
+//! Entries are counted from RTNLGRP_NEIGH notifications (re-dumped if the
+//! kernel ever drops some) and the final count is checked with a dump. Then
+//! one more remote endpoint at a time is written and timed until its FDB and
+//! neighbour entries arrive.
+
+use std::collections::HashSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, ensure};
+
+use super::common::{DEADLINE, agent_pid, host_path, lab, programmed};
+use super::nlwatch::{Entry, Event, Monitor, RTNLGRP_NEIGH, count, dump};
+use super::nsthread::{block_on_in_netns, ns_path};
+use super::procstat;
+use super::report::{Report, Row, Stat};
+use super::seed::{self, Layout, SIM_RANGE, sim_vtep};
+use super::stats::ms;
+use crate::Lab;
+
+/// How long a cold start at scale may take before the scenario fails.
+const COLD_START_DEADLINE: Duration = Duration::from_secs(300);
+
+/// Runs the scenario; `smoke` uses 10 hosts x 10 endpoints and 5 networks x 20.
+pub fn run(smoke: bool) -> anyhow::Result<Report> {
+    let (layouts, extra) = if smoke {
+        ([Layout::one_network(10, 10), Layout::many_networks(5, 2, 10)], 3)
+    } else {
+        ([Layout::one_network(1000, 10), Layout::many_networks(100, 10, 10)], 20)
+    };
+    let mut rows = Vec::new();
+    let mut details = Vec::new();
+    for (i, layout) in layouts.iter().enumerate() {
+        let (r, d) = one(layout, extra, i == 0)?;
+        rows.extend(r);
+        details.push(d);
+    }
+    Ok(Report { rows, details: serde_json::Value::Array(details), ..Default::default() })
+}
+
+fn one(layout: &Layout, extra: usize, report_idle: bool) -> anyhow::Result<(Vec<Row>, serde_json::Value)> {
+    let label = format!(
+        "{} hosts, {} net(s), {} endpoints:",
+        layout.hosts,
+        layout.networks.len(),
+        layout.endpoints()
+    );
+    let mut lab = lab(1)?;
+    lab.underlay.ip(&["route", "add", "blackhole", SIM_RANGE])?;
+    let idle = procstat::read(agent_pid(&lab, 0)?)?;
+    lab.stop_agent(0)?;
+    let (keys, bytes) = seed_etcd(&lab, layout)?;
+    let host = host_path(&lab, 0);
+    let mut monitor = Monitor::open(&host, &[RTNLGRP_NEIGH])?;
+    let t0 = Instant::now();
+    lab.start_agent(0)?;
+    let answering = t0.elapsed();
+    let done = count_until(&mut monitor, &host, layout.expected(), t0 + COLD_START_DEADLINE)?;
+    let programmed_stats = procstat::read(agent_pid(&lab, 0)?)?;
+    let (fdb, neigh) = count(&dump(&host)?);
+    ensure!(
+        (fdb, neigh) == layout.expected(),
+        "the kernel holds {fdb} FDB and {neigh} neighbour entries, expected {:?}",
+        layout.expected()
+    );
+    let more = one_more(&lab, monitor, layout, extra)?;
+    let after = procstat::read(agent_pid(&lab, 0)?)?;
+    let mut rows = vec![
+        Row::value(
+            &format!("{label} agent start until every entry is in the kernel"),
+            "ms",
+            fdb + neigh,
+            ms(done - t0),
+        )
+        .at_most(Stat::Value, 1000.0),
+        Row::samples(&format!("{label} one more remote endpoint programmed"), "ms", &more)
+            .at_most(Stat::P99, 20.0),
+        Row::value(&format!("{label} agent peak RSS (VmHWM)"), "MiB", 1, after.hwm_mib)
+            .at_most(Stat::Value, 40.0),
+        Row::value(
+            &format!("{label} agent CPU from start until programmed"),
+            "s",
+            1,
+            programmed_stats.cpu_secs,
+        ),
+        Row::value(&format!("{label} agent answers ovctl after start"), "ms", 1, ms(answering)),
+    ];
+    if report_idle {
+        rows.insert(
+            0,
+            Row::value("idle agent RSS (no networks)", "MiB", 1, idle.rss_mib).at_most(Stat::Value, 15.0),
+        );
+    }
+    let details = serde_json::json!({
+        "hosts": layout.hosts, "networks": layout.networks.len(), "endpoints": layout.endpoints(),
+        "fdb_entries": fdb, "neigh_entries": neigh, "etcd_keys": keys, "etcd_bytes": bytes,
+        "idle": { "rss_mib": idle.rss_mib, "hwm_mib": idle.hwm_mib },
+        "programmed": { "rss_mib": programmed_stats.rss_mib, "hwm_mib": programmed_stats.hwm_mib, "cpu_secs": programmed_stats.cpu_secs },
+        "after_extra": { "rss_mib": after.rss_mib, "hwm_mib": after.hwm_mib, "cpu_secs": after.cpu_secs },
+    });
+    Ok((rows, details))
+}
+
+/// Writes the layout into the lab's etcd; returns the keys and bytes under the prefix.
+fn seed_etcd(lab: &Lab, layout: &Layout) -> anyhow::Result<(usize, usize)> {
+    let (endpoint, prefix, layout) = (lab.etcd.endpoint(), lab.prefix.clone(), layout.clone());
+    block_on_in_netns(&ns_path(&lab.underlay.name), move || async move {
+        let store = seed::connect(endpoint, prefix).await?;
+        seed::seed(&store, &layout).await?;
+        seed::size(&store).await
+    })
+}
+
+/// When the count of FDB and neighbour entries in the namespace reached `want`.
+fn count_until(
+    m: &mut Monitor,
+    ns: &Path,
+    want: (usize, usize),
+    deadline: Instant,
+) -> anyhow::Result<Instant> {
+    let mut have: HashSet<Entry> = HashSet::new();
+    let (mut fdb, mut neigh) = (0, 0);
+    loop {
+        let Some(s) = m.recv(deadline)? else {
+            bail!(
+                "after {COLD_START_DEADLINE:?} the kernel holds {fdb} FDB and {neigh} neighbour entries of {want:?}"
+            );
+        };
+        match s.event {
+            Event::New(e) if have.insert(e.clone()) => bump(&e, &mut fdb, &mut neigh, 1),
+            Event::Del(e) if have.remove(&e) => bump(&e, &mut fdb, &mut neigh, -1),
+            Event::Overrun => {
+                have = dump(ns)?;
+                (fdb, neigh) = count(&have);
+            }
+            _ => continue,
+        }
+        if fdb >= want.0 && neigh >= want.1 {
+            return Ok(s.at);
+        }
+    }
+}
+
+fn bump(e: &Entry, fdb: &mut usize, neigh: &mut usize, by: isize) {
+    match e {
+        Entry::Fdb { .. } => *fdb = fdb.saturating_add_signed(by),
+        Entry::Neigh { .. } => *neigh = neigh.saturating_add_signed(by),
+        Entry::Link { .. } => {}
+    }
+}
+
+/// Writes `n` more remote endpoints one at a time (spread over networks and
+/// hosts) and times each until its entries are in the kernel.
+fn one_more(lab: &Lab, monitor: Monitor, layout: &Layout, n: usize) -> anyhow::Result<Vec<f64>> {
+    let (endpoint, prefix, layout) = (lab.etcd.endpoint(), lab.prefix.clone(), layout.clone());
+    block_on_in_netns(&ns_path(&lab.underlay.name), move || async move {
+        let store = seed::connect(endpoint, prefix).await?;
+        let nets = store.list_networks().await?;
+        let mut monitor = monitor;
+        let mut out = Vec::new();
+        for i in 0..n {
+            let plan = &layout.networks[i % layout.networks.len()];
+            let h = (i / layout.networks.len()) % plan.hosts;
+            let Some(net) = nets.iter().find(|r| r.name == plan.name) else {
+                bail!("network {} is gone", plan.name)
+            };
+            let ep = seed::endpoint(net, plan, h, plan.per_host + i / (layout.networks.len() * plan.hosts));
+            monitor.clear();
+            let t0 = Instant::now();
+            seed::put_endpoint(&store, &ep).await?;
+            let at = programmed(&mut monitor, t0 + DEADLINE, ep.ip, sim_vtep(plan.first_host + h))?;
+            out.push(ms(at - t0));
+        }
+        Ok(out)
+    })
+}
