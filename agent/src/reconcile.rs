@@ -25,7 +25,7 @@ use crate::metrics::{Metrics, Trigger};
 use crate::model::LinkKind;
 use crate::op::Op;
 use crate::plan::plan;
-use crate::watch::StateRx;
+use crate::watch::{Snapshot, StateRx};
 
 /// Names of the networks whose bridge and VXLAN device exist on this host.
 pub type ReadyTx = watch::Sender<Arc<BTreeSet<String>>>;
@@ -42,7 +42,7 @@ pub struct Loop<D: Dataplane> {
 
 /// Runs until the state channel closes or the task is dropped.
 pub async fn run<D: Dataplane>(l: Loop<D>, mut state_rx: StateRx) {
-    let mut changes = match l.dp.changes().await {
+    let changes = match l.dp.changes().await {
         Ok(c) => Some(c),
         Err(e) => {
             l.metrics.netlink_errors(1);
@@ -50,12 +50,15 @@ pub async fn run<D: Dataplane>(l: Loop<D>, mut state_rx: StateRx) {
             None
         }
     };
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
-    let mut retry: Option<Duration> = None;
-    let mut first = true;
+    let mut r = Runner {
+        backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(5)),
+        retry: None,
+        first: true,
+        pending: None,
+        changes,
+        l,
+    };
     let mut trigger = Trigger::Etcd;
-    // Arrival of the oldest etcd change whose kernel changes are not applied yet.
-    let mut pending: Option<Instant> = None;
     loop {
         // A snapshot that arrived while something else woke the loop is etcd's.
         if state_rx.has_changed().unwrap_or(false) {
@@ -63,53 +66,70 @@ pub async fn run<D: Dataplane>(l: Loop<D>, mut state_rx: StateRx) {
         }
         let snapshot = state_rx.borrow_and_update().clone();
         if let Some(snap) = snapshot {
-            if trigger == Trigger::Etcd {
-                l.metrics.cluster(&snap.state, &l.me.node);
-                pending.get_or_insert(snap.received);
-            }
-            let started = Instant::now();
-            let outcome = pass(&l, &snap.state).await;
-            l.metrics.pass(trigger, started.elapsed());
-            if outcome.ok {
-                account(&l.metrics, trigger, &outcome.ops, pending.take());
-                if first {
-                    info!(
-                        networks = outcome.built.len(),
-                        revision = snap.state.revision,
-                        "datapath in sync with etcd"
-                    );
-                    l.metrics.synced();
-                    first = false;
-                }
-                backoff.reset();
-                retry = None;
-            } else {
-                retry = Some(backoff.next_delay());
-            }
-            l.ready.send_if_modified(|cur| {
-                let changed = **cur != outcome.built;
-                if changed {
-                    *cur = Arc::new(outcome.built);
-                }
-                changed
-            });
+            r.pass(trigger, &snap).await;
         }
         trigger = tokio::select! {
             changed = state_rx.changed() => match changed {
                 Ok(()) => Trigger::Etcd,
                 Err(_) => return,
             },
-            () = next_change(&mut changes) => {
+            () = next_change(&mut r.changes) => {
                 debug!("netlink event");
                 Trigger::Netlink
             }
-            _ = tokio::time::sleep(retry.unwrap_or(l.resync)) => if retry.is_some() {
+            _ = tokio::time::sleep(r.retry.unwrap_or(r.l.resync)) => if r.retry.is_some() {
                 Trigger::Retry
             } else {
                 debug!("periodic resync");
                 Trigger::Resync
             },
         };
+    }
+}
+
+/// The loop's state between passes.
+struct Runner<D: Dataplane> {
+    l: Loop<D>,
+    changes: Option<Changes>,
+    backoff: Backoff,
+    /// Set after a failed pass: when to try again.
+    retry: Option<Duration>,
+    first: bool,
+    /// Arrival of the oldest etcd change whose kernel changes are not applied yet.
+    pending: Option<Instant>,
+}
+
+impl<D: Dataplane> Runner<D> {
+    /// One pass over `snap`, woken by `trigger`, with its bookkeeping.
+    async fn pass(&mut self, trigger: Trigger, snap: &Snapshot) {
+        let l = &self.l;
+        if trigger == Trigger::Etcd {
+            l.metrics.cluster(&snap.state, &l.me.node);
+            self.pending.get_or_insert(snap.received);
+        }
+        let started = Instant::now();
+        let outcome = pass(l, &snap.state).await;
+        l.metrics.pass(trigger, started.elapsed());
+        if outcome.ok {
+            account(&l.metrics, trigger, &outcome.ops, self.pending.take());
+            if self.first {
+                let (networks, revision) = (outcome.built.len(), snap.state.revision);
+                info!(networks, revision, "datapath in sync with etcd");
+                l.metrics.synced();
+                self.first = false;
+            }
+            self.backoff.reset();
+            self.retry = None;
+        } else {
+            self.retry = Some(self.backoff.next_delay());
+        }
+        l.ready.send_if_modified(|cur| {
+            let changed = **cur != outcome.built;
+            if changed {
+                *cur = Arc::new(outcome.built);
+            }
+            changed
+        });
     }
 }
 

@@ -141,7 +141,7 @@ fn sigkilled_agent_restarts_without_loss_or_duplicates() {
 
     // 100 pings at 50 ms from h1 to h2 while h2's agent is killed and restarted.
     let pinger = Command::new("ip")
-        .args(["netns", "exec", &cs[0].0, "ping", "-c", "100", "-i", "0.05", "-W", "1", &cs[1].1])
+        .args(["netns", "exec", &cs[0].0, "ping", "-c", "100", "-i", "0.05", "-w", "30", &cs[1].1])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
