@@ -10,3 +10,4 @@ cargo clippy --workspace --all-targets -- -D warnings
 bash tests/deploy/check.sh # deploy/ and vagrant/: scripts, units, Vagrantfile, a 3-member etcd lab
 # Lab tests start several agents each; two at a time suits a 2-core machine.
 cargo test --workspace -- --test-threads "${OVNET_TEST_THREADS:-2}"
+target/debug/ovbench all --smoke # every benchmark scenario, tiny counts, no timing verdicts (BENCHMARKS.md)

@@ -2,7 +2,7 @@
 # Installs what building and running ovnet needs on a fresh Debian machine:
 # etcd (Debian's etcd-server), iproute2, ping, protoc (etcd-client's build runs it);
 # for tests/deploy/check.sh: etcdctl, openssl, shellcheck, ruby, vagrant with
-# the libvirt plugin (vagrant validate), systemd-analyze.
+# the libvirt plugin (vagrant validate), systemd-analyze; for ovbench: iperf3.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "run as root: the lab creates network namespaces" >&2
@@ -21,6 +21,7 @@ command -v vagrant >/dev/null || need+=(vagrant)
 [ "$(dpkg-query -W -f='${Status}' vagrant-libvirt 2>/dev/null)" = "install ok installed" ] || need+=(vagrant-libvirt)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v nsenter >/dev/null || need+=(util-linux)
+command -v iperf3 >/dev/null || need+=(iperf3) # ovbench datapath
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q

@@ -40,7 +40,7 @@ fn cpu_secs(stat: &str) -> anyhow::Result<f64> {
     let fields: Vec<&str> = rest.split_whitespace().collect();
     // After ')': state is field 3 of proc(5), utime 14 and stime 15.
     let ticks = |i: usize| -> anyhow::Result<f64> {
-        Ok(fields.get(i - 3).context("short stat")?.parse::<f64>().context("stat field")?)
+        fields.get(i - 3).context("short stat")?.parse::<f64>().context("stat field")
     };
     Ok((ticks(14)? + ticks(15)?) / USER_HZ)
 }

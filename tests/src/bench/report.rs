@@ -127,7 +127,7 @@ pub struct Report {
 /// A number with as many decimals as its size deserves.
 pub fn num(v: f64) -> String {
     let a = v.abs();
-    if a >= 1000.0 || a == a.trunc() && a >= 100.0 {
+    if a >= 1000.0 || a == a.trunc() {
         format!("{v:.0}")
     } else if a >= 10.0 {
         format!("{v:.1}")
@@ -207,5 +207,6 @@ mod tests {
         assert_eq!(num(0.123), "0.12");
         assert_eq!(num(12.34), "12.3");
         assert_eq!(num(21000.0), "21000");
+        assert_eq!(num(10.0), "10");
     }
 }

@@ -45,67 +45,82 @@ pub fn run(smoke: bool) -> anyhow::Result<Report> {
     Ok(Report { rows, details: serde_json::Value::Array(details), ..Default::default() })
 }
 
+/// What one layout measured.
+struct Measured {
+    idle: procstat::ProcStats,
+    programmed: procstat::ProcStats,
+    after: procstat::ProcStats,
+    cold_start_ms: f64,
+    answering_ms: f64,
+    more: Vec<f64>,
+    entries: (usize, usize),
+    etcd: (usize, usize),
+}
+
 fn one(layout: &Layout, extra: usize, report_idle: bool) -> anyhow::Result<(Vec<Row>, serde_json::Value)> {
+    let mut lab = lab(1)?;
+    lab.underlay.ip(&["route", "add", "blackhole", SIM_RANGE])?;
+    let idle = procstat::read(agent_pid(&lab, 0)?)?;
+    lab.stop_agent(0)?;
+    let etcd = seed_etcd(&lab, layout)?;
+    let host = host_path(&lab, 0);
+    let mut monitor = Monitor::open(&host, &[RTNLGRP_NEIGH])?;
+    let t0 = Instant::now();
+    lab.start_agent(0)?;
+    let answering_ms = ms(t0.elapsed());
+    let done = count_until(&mut monitor, &host, layout.expected(), t0 + COLD_START_DEADLINE)?;
+    let programmed = procstat::read(agent_pid(&lab, 0)?)?;
+    let entries = count(&dump(&host)?);
+    ensure!(
+        entries == layout.expected(),
+        "the kernel holds {entries:?} FDB and neighbour entries, expected {:?}",
+        layout.expected()
+    );
+    let more = one_more(&lab, monitor, layout, extra)?;
+    let after = procstat::read(agent_pid(&lab, 0)?)?;
+    let m =
+        Measured { idle, programmed, after, cold_start_ms: ms(done - t0), answering_ms, more, entries, etcd };
+    Ok((rows(layout, &m, report_idle), details(layout, &m)))
+}
+
+fn rows(layout: &Layout, m: &Measured, report_idle: bool) -> Vec<Row> {
     let label = format!(
         "{} hosts, {} net(s), {} endpoints:",
         layout.hosts,
         layout.networks.len(),
         layout.endpoints()
     );
-    let mut lab = lab(1)?;
-    lab.underlay.ip(&["route", "add", "blackhole", SIM_RANGE])?;
-    let idle = procstat::read(agent_pid(&lab, 0)?)?;
-    lab.stop_agent(0)?;
-    let (keys, bytes) = seed_etcd(&lab, layout)?;
-    let host = host_path(&lab, 0);
-    let mut monitor = Monitor::open(&host, &[RTNLGRP_NEIGH])?;
-    let t0 = Instant::now();
-    lab.start_agent(0)?;
-    let answering = t0.elapsed();
-    let done = count_until(&mut monitor, &host, layout.expected(), t0 + COLD_START_DEADLINE)?;
-    let programmed_stats = procstat::read(agent_pid(&lab, 0)?)?;
-    let (fdb, neigh) = count(&dump(&host)?);
-    ensure!(
-        (fdb, neigh) == layout.expected(),
-        "the kernel holds {fdb} FDB and {neigh} neighbour entries, expected {:?}",
-        layout.expected()
-    );
-    let more = one_more(&lab, monitor, layout, extra)?;
-    let after = procstat::read(agent_pid(&lab, 0)?)?;
+    let entries = m.entries.0 + m.entries.1;
     let mut rows = vec![
         Row::value(
             &format!("{label} agent start until every entry is in the kernel"),
             "ms",
-            fdb + neigh,
-            ms(done - t0),
+            entries,
+            m.cold_start_ms,
         )
         .at_most(Stat::Value, 1000.0),
-        Row::samples(&format!("{label} one more remote endpoint programmed"), "ms", &more)
+        Row::samples(&format!("{label} one more remote endpoint programmed"), "ms", &m.more)
             .at_most(Stat::P99, 20.0),
-        Row::value(&format!("{label} agent peak RSS (VmHWM)"), "MiB", 1, after.hwm_mib)
+        Row::value(&format!("{label} agent peak RSS (VmHWM)"), "MiB", 1, m.after.hwm_mib)
             .at_most(Stat::Value, 40.0),
-        Row::value(
-            &format!("{label} agent CPU from start until programmed"),
-            "s",
-            1,
-            programmed_stats.cpu_secs,
-        ),
-        Row::value(&format!("{label} agent answers ovctl after start"), "ms", 1, ms(answering)),
+        Row::value(&format!("{label} agent CPU from start until programmed"), "s", 1, m.programmed.cpu_secs),
+        Row::value(&format!("{label} agent answers ovctl after start"), "ms", 1, m.answering_ms),
     ];
     if report_idle {
-        rows.insert(
-            0,
-            Row::value("idle agent RSS (no networks)", "MiB", 1, idle.rss_mib).at_most(Stat::Value, 15.0),
-        );
+        let idle =
+            Row::value("idle agent RSS (no networks)", "MiB", 1, m.idle.rss_mib).at_most(Stat::Value, 15.0);
+        rows.insert(0, idle);
     }
-    let details = serde_json::json!({
+    rows
+}
+
+fn details(layout: &Layout, m: &Measured) -> serde_json::Value {
+    let stats = |p: &procstat::ProcStats| serde_json::json!({ "rss_mib": p.rss_mib, "hwm_mib": p.hwm_mib, "cpu_secs": p.cpu_secs });
+    serde_json::json!({
         "hosts": layout.hosts, "networks": layout.networks.len(), "endpoints": layout.endpoints(),
-        "fdb_entries": fdb, "neigh_entries": neigh, "etcd_keys": keys, "etcd_bytes": bytes,
-        "idle": { "rss_mib": idle.rss_mib, "hwm_mib": idle.hwm_mib },
-        "programmed": { "rss_mib": programmed_stats.rss_mib, "hwm_mib": programmed_stats.hwm_mib, "cpu_secs": programmed_stats.cpu_secs },
-        "after_extra": { "rss_mib": after.rss_mib, "hwm_mib": after.hwm_mib, "cpu_secs": after.cpu_secs },
-    });
-    Ok((rows, details))
+        "fdb_entries": m.entries.0, "neigh_entries": m.entries.1, "etcd_keys": m.etcd.0, "etcd_bytes": m.etcd.1,
+        "idle": stats(&m.idle), "programmed": stats(&m.programmed), "after_extra": stats(&m.after),
+    })
 }
 
 /// Writes the layout into the lab's etcd; returns the keys and bytes under the prefix.

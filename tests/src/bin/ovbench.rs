@@ -26,8 +26,9 @@ struct Cli {
     /// every scenario works, says nothing about time.
     #[arg(long)]
     smoke: bool,
-    /// Where to write the JSON (default target/ovbench/<scenario>.json; for `all`, the
-    /// combined file, each scenario's own file still going to target/ovbench/).
+    /// Where to write the JSON (default target/ovbench/<scenario>.json, under
+    /// target/ovbench/smoke/ with --smoke; for `all`, the combined file, each
+    /// scenario's own file still going to the default directory).
     #[arg(long, value_name = "FILE")]
     json: Option<PathBuf>,
 }
@@ -46,7 +47,8 @@ fn main() -> anyhow::Result<()> {
     println!("# ovbench {} (binaries: {}, machine: {machine})\n", cli.scenario.name(), bins.display());
     let list: Vec<Scenario> =
         if cli.scenario == Scenario::All { Scenario::EACH.to_vec() } else { vec![cli.scenario] };
-    let out_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/ovbench");
+    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("no workspace directory")?;
+    let out_dir = workspace.join(if cli.smoke { "target/ovbench/smoke" } else { "target/ovbench" });
     let mut reports = Vec::new();
     let mut failed = Vec::new();
     for s in list {
