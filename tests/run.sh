@@ -8,6 +8,10 @@ cargo fmt --all -- --check
 cargo build --workspace --bins
 cargo clippy --workspace --all-targets -- -D warnings
 bash tests/deploy/check.sh # deploy/ and vagrant/: scripts, units, Vagrantfile, a 3-member etcd lab
-# Lab tests start several agents each; two at a time suits a 2-core machine.
-cargo test --workspace -- --test-threads "${OVNET_TEST_THREADS:-2}"
 target/debug/ovbench all --smoke # every benchmark scenario, tiny counts, no timing verdicts (BENCHMARKS.md)
+# Lab tests start several agents each; two at a time suits a 2-core machine.
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+cargo test --workspace -- --test-threads "${OVNET_TEST_THREADS:-2}" 2>&1 | tee "$log"
+# One closing line with the totals of every test binary.
+awk '/^test result:/ { p += $4; f += $6 } END { printf "cargo test: %d passed, %d failed\n", p, f }' "$log"
