@@ -54,7 +54,7 @@ fn network_datapath(
     let mut neigh = BTreeSet::new();
     let mut ports = BTreeSet::new();
     let mut flood = BTreeSet::new();
-    for ep in state.endpoints.iter().filter(|e| e.network == net.name) {
+    for ep in state.endpoints_of(&net.name) {
         if ep.host == me.node {
             ports.insert(ep.host_ifname.clone());
             continue;
@@ -144,12 +144,14 @@ mod tests {
         for (n, v) in [("h1", [192, 0, 2, 1]), ("h2", [192, 0, 2, 2]), ("h3", [192, 0, 2, 3])] {
             s.alive.insert(n.into(), alive(n, v));
         }
-        s.endpoints = vec![
+        for e in [
             ep("blue", "h1", [10, 128, 0, 2]),
             ep("blue", "h2", [10, 128, 1, 0]),
             ep("blue", "h2", [10, 128, 1, 1]),
             ep("blue", "h4", [10, 128, 3, 1]), // h4 is not alive
-        ];
+        ] {
+            s.insert_endpoint(e);
+        }
         s
     }
 
@@ -203,7 +205,7 @@ mod tests {
     fn networks_do_not_share_entries() {
         let mut s = state();
         s.networks.insert("red".into(), net("red", 4097, "10.129.0.0/16"));
-        s.endpoints.push(ep("red", "h3", [10, 129, 0, 2]));
+        s.insert_endpoint(ep("red", "h3", [10, 129, 0, 2]));
         let d = desired(&s, &me());
         let red = &d.networks["ovbr4097"];
         assert_eq!(red.neigh.len(), 1);

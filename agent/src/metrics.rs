@@ -167,8 +167,14 @@ impl Metrics {
         m.networks.set(state.networks.len() as i64);
         m.hosts.set(state.hosts.len() as i64);
         m.hosts_alive.set(state.alive.len() as i64);
-        let local = state.endpoints.iter().filter(|e| e.host == node).count() as i64;
-        let remote = state.endpoints.len() as i64 - local;
+        let (mut local, mut remote) = (0, 0);
+        for e in state.all_endpoints() {
+            if e.host == node {
+                local += 1;
+            } else {
+                remote += 1;
+            }
+        }
         m.endpoints.get_or_create(&LocationLabel { location: "local" }).set(local);
         m.endpoints.get_or_create(&LocationLabel { location: "remote" }).set(remote);
     }
@@ -270,7 +276,9 @@ mod tests {
             "h1".into(),
             AliveRecord { v: 1, name: "h1".into(), vtep: [1, 1, 1, 1].into(), started_at: 0 },
         );
-        s.endpoints = vec![endpoint("h1", 2), endpoint("h2", 3), endpoint("h2", 4)];
+        for e in [endpoint("h1", 2), endpoint("h2", 3), endpoint("h2", 4)] {
+            s.insert_endpoint(e);
+        }
         m.cluster(&s, "h1");
         m.pass(Trigger::Etcd, Duration::from_millis(3));
         m.pass(Trigger::Resync, Duration::from_millis(1));

@@ -53,7 +53,7 @@ pub fn cluster() -> ClusterState {
     let mut s = ClusterState { revision: 7, ..ClusterState::default() };
     hosts(&mut s);
     s.networks.insert("blue".into(), network("blue", 4096, "10.128.0.0/16"));
-    s.endpoints = vec![endpoint("blue", "h2", [10, 128, 1, 2])];
+    s.insert_endpoint(endpoint("blue", "h2", [10, 128, 1, 2]));
     s
 }
 

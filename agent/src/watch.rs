@@ -1,14 +1,15 @@
-//! Keeps a local copy of every key under the prefix, fed by one etcd watch,
-//! and publishes a parsed `ClusterState` after each change.
+//! Keeps a decoded copy of every record under the prefix, fed by one etcd
+//! watch, and publishes it as a `ClusterState` after each change.
 //!
 //! The copy is listed once, then kept current by watching from the listed
-//! revision + 1. When the watch breaks it resumes from the last revision it
+//! revision + 1; only the keys a watch batch names are decoded, and the
+//! published state is copied only when a reader still holds the previous one. When the watch breaks it resumes from the last revision it
 //! saw; when etcd says that revision was compacted, it lists again (flannel's
 //! `LeaseWatcher.Reset`). Consumers only see whole snapshots, never events;
 //! each carries the instant its newest change was received, so the reconcile
 //! loop can measure how long that change took to reach the kernel.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,23 +41,43 @@ pub type StateTx = watch::Sender<Option<Snapshot>>;
 
 #[derive(Default)]
 struct Cache {
-    revision: i64,
-    kvs: BTreeMap<String, Vec<u8>>,
-    /// Keys whose bad value was already logged, so each is logged once.
+    state: Arc<ClusterState>,
+    /// Keys whose value is bad, each logged once until it changes.
     bad: BTreeSet<String>,
 }
 
 impl Cache {
-    fn publish(&mut self, store: &EtcdStore, tx: &StateTx) {
-        let received = Instant::now();
-        let kvs = self.kvs.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
-        let (state, bad) = ClusterState::from_kvs(store.keys(), self.revision, kvs);
-        let now: BTreeSet<String> = bad.iter().map(|b| b.key.clone()).collect();
-        for b in bad.iter().filter(|b| !self.bad.contains(&b.key)) {
-            warn!(key = %b.key, reason = %b.reason, "skipping invalid record in etcd");
+    /// Replaces everything with a fresh listing.
+    fn reset(&mut self, store: &EtcdStore, revision: i64, kvs: Vec<(String, Vec<u8>)>) {
+        let kvs = kvs.iter().map(|(k, v)| (k.as_str(), v.as_slice()));
+        let (state, bad) = ClusterState::from_kvs(store.keys(), revision, kvs);
+        self.state = Arc::new(state);
+        let before = std::mem::take(&mut self.bad);
+        for b in bad {
+            if !before.contains(&b.key) {
+                warn!(key = %b.key, reason = %b.reason, "skipping invalid record in etcd");
+            }
+            self.bad.insert(b.key);
         }
-        self.bad = now;
-        tx.send_replace(Some(Snapshot { state: Arc::new(state), received }));
+    }
+
+    /// Applies one watched change, decoding only its key.
+    fn apply(&mut self, store: &EtcdStore, key: &str, value: Option<&[u8]>) {
+        let state = Arc::make_mut(&mut self.state);
+        match state.apply(store.keys(), key, value) {
+            Ok(()) => {
+                self.bad.remove(key);
+            }
+            Err(b) => {
+                if self.bad.insert(b.key.clone()) {
+                    warn!(key = %b.key, reason = %b.reason, "skipping invalid record in etcd");
+                }
+            }
+        }
+    }
+
+    fn publish(&self, tx: &StateTx, received: Instant) {
+        tx.send_replace(Some(Snapshot { state: self.state.clone(), received }));
     }
 }
 
@@ -68,7 +89,10 @@ pub async fn run(store: EtcdStore, tx: StateTx, metrics: Metrics) {
     loop {
         match follow(&store, &tx, &mut cache, &mut relist, &mut backoff, &metrics).await {
             Err(ovnet_ipam_store::Error::Compacted { compact_revision }) => {
-                info!(revision = cache.revision, compact_revision, "watch revision compacted; listing again");
+                info!(
+                    revision = cache.state.revision,
+                    compact_revision, "watch revision compacted; listing again"
+                );
                 relist = true;
             }
             Err(e) => {
@@ -92,31 +116,29 @@ async fn follow(
 ) -> Result<(), ovnet_ipam_store::Error> {
     if *relist {
         let (revision, kvs) = store.snapshot().await?;
+        let received = Instant::now();
         metrics.etcd_ok();
-        cache.revision = revision;
-        cache.kvs = kvs.into_iter().collect();
+        cache.reset(store, revision, kvs);
         *relist = false;
-        cache.publish(store, tx);
+        cache.publish(tx, received);
     }
-    let mut w = store.watch(cache.revision + 1).await?;
+    let mut w = store.watch(cache.state.revision + 1).await?;
     while let Some(batch) = w.next().await? {
+        let received = Instant::now();
         backoff.reset();
         metrics.etcd_ok();
         if batch.events.is_empty() {
             continue; // progress notification
         }
-        for ev in batch.events {
+        for ev in &batch.events {
             match ev {
-                WatchEvent::Put { key, value } => {
-                    cache.kvs.insert(key, value);
-                }
-                WatchEvent::Delete { key } => {
-                    cache.kvs.remove(&key);
-                }
+                WatchEvent::Put { key, value } => cache.apply(store, key, Some(value)),
+                WatchEvent::Delete { key } => cache.apply(store, key, None),
             }
         }
-        cache.revision = cache.revision.max(batch.revision);
-        cache.publish(store, tx);
+        let state = Arc::make_mut(&mut cache.state);
+        state.revision = state.revision.max(batch.revision);
+        cache.publish(tx, received);
     }
     Err(ovnet_ipam_store::Error::EtcdUnavailable("etcd watch stream ended".into()))
 }

@@ -1,14 +1,19 @@
-//! The whole cluster as typed records, decoded from one etcd snapshot.
+//! The whole cluster as typed records, decoded from one etcd snapshot and
+//! kept current one change at a time.
 //!
-//! [`ClusterState::from_kvs`] is pure, so the agent can rebuild its desired
-//! state from a `snapshot()` plus watch events, and tests can feed it garbage.
-//! The design decision: one bad value must not hide the rest of the cluster, so
-//! undecodable records, and records whose content disagrees with their key,
-//! are skipped and returned as [`BadRecord`]s for the caller to log; keys
-//! outside the layout are ignored silently.
+//! [`ClusterState::from_kvs`] decodes a snapshot; [`ClusterState::apply`]
+//! applies one watched put or delete, so a watcher decodes only the keys that
+//! changed. Blocks and endpoints are indexed by network, so one network's
+//! entries are found without scanning the others. The design decision: one
+//! bad value must not hide the rest of the cluster, so undecodable records,
+//! and records whose content disagrees with their key, are skipped (a bad
+//! put removes what the key held before) and returned as [`BadRecord`]s for
+//! the caller to log; keys outside the layout are ignored silently.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 
+use ipnet::Ipv4Net;
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
@@ -24,10 +29,10 @@ pub struct ClusterState {
     pub hosts: BTreeMap<String, HostRecord>,
     pub alive: BTreeMap<String, AliveRecord>,
     pub networks: BTreeMap<String, NetworkRecord>,
-    /// Sorted by network, then address.
-    pub blocks: Vec<BlockRecord>,
-    /// Sorted by network, then address.
-    pub endpoints: Vec<EndpointRecord>,
+    /// Blocks by network, then block.
+    pub blocks: BTreeMap<String, BTreeMap<Ipv4Net, BlockRecord>>,
+    /// Endpoints by network, then address.
+    pub endpoints: BTreeMap<String, BTreeMap<Ipv4Addr, EndpointRecord>>,
 }
 
 /// A value under the prefix that could not be used, and why.
@@ -70,18 +75,56 @@ impl ClusterState {
         kvs: impl IntoIterator<Item = (&'a str, &'a [u8])>,
     ) -> (ClusterState, Vec<BadRecord>) {
         let mut state = ClusterState { revision, ..ClusterState::default() };
-        let mut bad = Vec::new();
-        for (key, value) in kvs {
-            let Some(parsed) = keys.parse(key) else {
-                continue;
-            };
-            if let Err(b) = state.add(key, parsed, value) {
-                bad.push(b);
-            }
-        }
-        state.blocks.sort_by(|a, b| (&a.network, a.cidr).cmp(&(&b.network, b.cidr)));
-        state.endpoints.sort_by(|a, b| (&a.network, a.ip).cmp(&(&b.network, b.ip)));
+        let bad =
+            kvs.into_iter().filter_map(|(key, value)| state.apply(keys, key, Some(value)).err()).collect();
         (state, bad)
+    }
+
+    /// Applies one change: a put (`Some(value)`) or a delete (`None`). A bad
+    /// value is reported and leaves the key empty.
+    pub fn apply(&mut self, keys: &Keys, key: &str, value: Option<&[u8]>) -> Result<(), BadRecord> {
+        let Some(parsed) = keys.parse(key) else {
+            return Ok(());
+        };
+        self.remove(&parsed);
+        match value {
+            Some(value) => self.add(key, parsed, value),
+            None => Ok(()),
+        }
+    }
+
+    /// Every endpoint, by network and address.
+    pub fn all_endpoints(&self) -> impl Iterator<Item = &EndpointRecord> {
+        self.endpoints.values().flat_map(|m| m.values())
+    }
+
+    /// The endpoints of one network, by address.
+    pub fn endpoints_of(&self, network: &str) -> impl Iterator<Item = &EndpointRecord> {
+        self.endpoints.get(network).into_iter().flat_map(|m| m.values())
+    }
+
+    /// Every block, by network and address.
+    pub fn all_blocks(&self) -> impl Iterator<Item = &BlockRecord> {
+        self.blocks.values().flat_map(|m| m.values())
+    }
+
+    pub fn insert_endpoint(&mut self, r: EndpointRecord) {
+        self.endpoints.entry(r.network.clone()).or_default().insert(r.ip, r);
+    }
+
+    pub fn insert_block(&mut self, r: BlockRecord) {
+        self.blocks.entry(r.network.clone()).or_default().insert(r.cidr, r);
+    }
+
+    fn remove(&mut self, parsed: &Key) {
+        match parsed {
+            Key::Host(name) => drop(self.hosts.remove(name)),
+            Key::Alive(name) => drop(self.alive.remove(name)),
+            Key::Network(name) => drop(self.networks.remove(name)),
+            Key::Vni(_) => {}
+            Key::Block { network, cidr } => remove_nested(&mut self.blocks, network, cidr),
+            Key::Endpoint { network, ip } => remove_nested(&mut self.endpoints, network, ip),
+        }
     }
 
     fn add(&mut self, key: &str, parsed: Key, value: &[u8]) -> Result<(), BadRecord> {
@@ -110,16 +153,26 @@ impl ClusterState {
                 let r: BlockRecord = typed(key, value)?;
                 check(key, "network", &network, &r.network)?;
                 check(key, "block", &cidr, &r.cidr)?;
-                self.blocks.push(r);
+                self.insert_block(r);
             }
             Key::Endpoint { network, ip } => {
                 let r: EndpointRecord = typed(key, value)?;
                 check(key, "network", &network, &r.network)?;
                 check(key, "address", &ip, &r.ip)?;
-                self.endpoints.push(r);
+                self.insert_endpoint(r);
             }
         }
         Ok(())
+    }
+}
+
+/// Removes `inner` from `outer[network]`, dropping the network's map when empty.
+fn remove_nested<K: Ord, V>(outer: &mut BTreeMap<String, BTreeMap<K, V>>, network: &str, inner: &K) {
+    if let Some(m) = outer.get_mut(network) {
+        m.remove(inner);
+        if m.is_empty() {
+            outer.remove(network);
+        }
     }
 }
 
@@ -156,6 +209,28 @@ mod tests {
     }
 
     #[test]
+    fn applies_puts_and_deletes_one_key_at_a_time() {
+        let k = Keys::new("/ovnet");
+        let mut s = ClusterState::default();
+        let (ip2, ip3) = (Ipv4Addr::new(10, 1, 0, 2), Ipv4Addr::new(10, 1, 0, 3));
+        s.apply(&k, &k.endpoint("blue", ip2), Some(&encode(&endpoint(ip2)))).unwrap();
+        s.apply(&k, &k.endpoint("blue", ip3), Some(&encode(&endpoint(ip3)))).unwrap();
+        assert_eq!(s.endpoints_of("blue").count(), 2);
+        assert_eq!(s.endpoints_of("red").count(), 0);
+        s.apply(&k, &k.endpoint("blue", ip2), None).unwrap();
+        assert_eq!(s.all_endpoints().map(|e| e.ip).collect::<Vec<_>>(), vec![ip3]);
+        // Garbage over a good record: reported, and the old record is gone.
+        let bad = s.apply(&k, &k.endpoint("blue", ip3), Some(b"{")).unwrap_err();
+        assert_eq!(bad.key, k.endpoint("blue", ip3));
+        assert_eq!(s.all_endpoints().count(), 0);
+        assert!(s.endpoints.is_empty(), "an empty network's map is dropped");
+        // Deleting what is not there, and keys outside the layout, are no-ops.
+        s.apply(&k, &k.endpoint("blue", ip3), None).unwrap();
+        s.apply(&k, "/ovnet/unknown/x", Some(b"zz")).unwrap();
+        assert_eq!(s, ClusterState::default());
+    }
+
+    #[test]
     fn decodes_good_records_and_reports_garbage() {
         let k = Keys::new("/ovnet");
         let host =
@@ -188,8 +263,8 @@ mod tests {
         assert_eq!(state.hosts.len(), 1);
         assert_eq!(state.hosts["h1"], host);
         assert!(state.alive.is_empty() && state.networks.is_empty());
-        assert_eq!(state.blocks, vec![block]);
-        let ips: Vec<Ipv4Addr> = state.endpoints.iter().map(|e| e.ip).collect();
+        assert_eq!(state.all_blocks().collect::<Vec<_>>(), vec![&block]);
+        let ips: Vec<Ipv4Addr> = state.all_endpoints().map(|e| e.ip).collect();
         assert_eq!(ips, vec![ip2, ip10], "sorted numerically");
         let bad_keys: Vec<&str> = bad.iter().map(|b| b.key.as_str()).collect();
         assert_eq!(

@@ -161,8 +161,7 @@ pub async fn examine<D: Dataplane>(
     devices.push(underlay.ifname.clone());
     let facts = dp.facts(devices).await;
     let endpoints = state
-        .endpoints
-        .iter()
+        .all_endpoints()
         .filter(|e| e.host == me.node)
         .map(|e| LocalEndpoint {
             network: e.network.clone(),

@@ -22,7 +22,7 @@ fn features(names: &[&str]) -> DeviceFacts {
 /// (10.128.0.2, veth ovve2), all in place.
 async fn healthy() -> Inputs {
     let mut state = cluster();
-    state.endpoints.push(endpoint("blue", "h1", [10, 128, 0, 2]));
+    state.insert_endpoint(endpoint("blue", "h1", [10, 128, 0, 2]));
     let want = desired(&state, &me());
     let dp = FakeDataplane::default();
     assert!(dp.apply(&plan(&want, &dp.observe().await.unwrap())).await.is_empty());

@@ -109,9 +109,8 @@ impl EtcdStore {
             s.vtep = Some(a.vtep);
             s.alive = true;
         }
-        for b in state.blocks {
-            let host = b.host.clone();
-            status(&mut hosts, &host).blocks.push(b);
+        for b in state.all_blocks() {
+            status(&mut hosts, &b.host).blocks.push(b.clone());
         }
         Ok(hosts.into_values().collect())
     }

@@ -231,7 +231,7 @@ impl EtcdStore {
             Some(n) => self.keys.blocks_prefix(n),
             None => self.keys.all_blocks_prefix(),
         };
-        Ok(self.state_of("listing blocks", prefix).await?.blocks)
+        Ok(self.state_of("listing blocks", prefix).await?.all_blocks().cloned().collect())
     }
 
     /// The endpoints of one network, or of all networks; sorted by network and address.
@@ -240,7 +240,7 @@ impl EtcdStore {
             Some(n) => self.keys.endpoints_prefix(n),
             None => self.keys.all_endpoints_prefix(),
         };
-        Ok(self.state_of("listing endpoints", prefix).await?.endpoints)
+        Ok(self.state_of("listing endpoints", prefix).await?.all_endpoints().cloned().collect())
     }
 
     /// Every key under the prefix with its value, and the revision of the read.
