@@ -3,7 +3,7 @@
 # multi-host lab tests (real etcd, agents and namespaces). Runs as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-tests/setup.sh
+tests/setup.sh --test
 cargo fmt --all -- --check
 cargo build --workspace --bins
 cargo clippy --workspace --all-targets -- -D warnings

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what building and running ovnet needs on a fresh Debian machine:
-# etcd (Debian's etcd-server), iproute2, ping, protoc (etcd-client's build runs it);
-# for tests/deploy/check.sh: etcdctl, openssl, shellcheck, ruby, vagrant with
-# the libvirt plugin (vagrant validate), systemd-analyze; for ovbench: iperf3.
+# etcd (Debian's etcd-server), iproute2, ping, protoc (etcd-client's build runs it).
+# With --test, also what the test suite needs: for tests/deploy/check.sh etcdctl,
+# openssl, shellcheck, ruby, vagrant with the libvirt plugin (vagrant validate),
+# systemd-analyze, nsenter; for ovbench iperf3.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "run as root: the lab creates network namespaces" >&2
@@ -13,6 +14,7 @@ command -v etcd >/dev/null || need+=(etcd-server)
 command -v ip >/dev/null && command -v bridge >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
+if [ "${1:-}" = "--test" ]; then
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v openssl >/dev/null || need+=(openssl)
 command -v shellcheck >/dev/null || need+=(shellcheck)
@@ -22,6 +24,7 @@ command -v vagrant >/dev/null || need+=(vagrant)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v iperf3 >/dev/null || need+=(iperf3) # ovbench datapath
+fi
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
