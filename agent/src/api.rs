@@ -9,19 +9,21 @@ use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use ipnet::Ipv4Net;
-use ovnet_ipam_store::{BlockRecord, EndpointRecord, EtcdStore, NetworkRecord, NewEndpoint, NewNetwork};
+use ovnet_ipam_store::{
+    BlockRecord, EndpointOffer, EndpointRecord, EtcdStore, Mac, NetworkRecord, NewEndpoint, NewNetwork,
+};
 use ovnet_proto as pb;
 use tokio::sync::Mutex;
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-use crate::dataplane::{AttachSpec, Dataplane};
+use crate::dataplane::{AttachSpec, Dataplane, DataplaneError};
 use crate::desired::HostContext;
 use crate::doctor::{self, Severity};
 use crate::error::AgentError;
 use crate::metrics::Metrics;
-use crate::model::{VXLAN_OVERHEAD, bridge_name, veth_host_name, veth_temp_name};
-use crate::netns::{check_netns, netns_path};
+use crate::model::{VXLAN_OVERHEAD, bridge_name, veth_host_name};
+use crate::netns::netns_path;
 use crate::reconcile::ReadyRx;
 
 /// How long `connect` waits for this host to build a just-created network.
@@ -102,10 +104,13 @@ impl<D: Dataplane> AgentService<D> {
         })
     }
 
+    /// A connect is one visit to the container's namespace and one etcd
+    /// read, side by side (its links; the address, refused when the namespace
+    /// is already connected here), then the veth is made and raised while
+    /// etcd writes the endpoint, then given its address. No extra read of the
+    /// network when this host has built it already. Answers once the veth
+    /// forwards.
     async fn connect(&self, r: pb::ConnectRequest) -> Result<pb::Endpoint, AgentError> {
-        let net = self.store.get_network(&r.network).await?;
-        let path = netns_path(&r.netns);
-        check_netns(&path)?;
         let ip = match r.ip.as_str() {
             "" => None,
             s => Some(
@@ -113,56 +118,117 @@ impl<D: Dataplane> AgentService<D> {
                     .map_err(|_| AgentError::InvalidArgument(format!("invalid IP address {s:?}")))?,
             ),
         };
-        let _plumbing = self.plumbing.lock().await;
-        let existing = self.store.list_endpoints(Some(&net.name)).await?;
-        let mine = existing.iter().filter(|e| e.host == self.me.node);
-        if let Some(e) = mine.into_iter().find(|e| same_netns(&e.netns, &r.netns)) {
-            return Err(AgentError::AlreadyExists(format!(
-                "namespace {} is already connected to network {} (address {})",
-                r.netns, net.name, e.ip
-            )));
+        if !self.ready.borrow().contains(&r.network) {
+            // Not built here (yet): a clear "not found" before waiting for it.
+            self.store.get_network(&r.network).await?;
         }
-        let ifname = next_ifname(&self.dp.netns_links(path.clone()).await?);
-        self.wait_ready(&net.name).await?;
-        let id = new_id();
-        let ep = self
-            .store
-            .allocate_endpoint(NewEndpoint {
-                id: id.clone(),
-                network: net.name.clone(),
-                host: self.me.node.clone(),
-                netns: r.netns.clone(),
-                ifname: ifname.clone(),
-                host_ifname: veth_host_name(&id),
-                ip,
-            })
-            .await?;
-        let spec = AttachSpec {
-            netns: path,
-            host_ifname: ep.host_ifname.clone(),
-            temp_ifname: veth_temp_name(&id),
-            ifname,
-            bridge: bridge_name(net.vni),
-            mac: ep.mac,
-            addr: Ipv4Net::new(ep.ip, net.subnet.prefix_len()).unwrap_or(net.subnet),
-            gateway: net.gateway,
-            mtu: self.me.mtu_for(&net),
+        let _plumbing = self.plumbing.lock().await;
+        let same = netns_matcher(&r.netns);
+        let (ns, req, offer) = self.prepare(&r, ip, &same).await?;
+        self.wait_ready(&r.network).await?;
+        let planned = self.attach_spec(&req.host_ifname, &req.ifname, &offer.network, offer.ip);
+        let (made, claimed) =
+            tokio::join!(self.dp.create_veth(&ns, &planned), self.store.claim_endpoint(offer, req, &same));
+        let (ep, net) = match (made, claimed) {
+            (Ok(()), Ok(claimed)) => claimed,
+            (Ok(()), Err(e)) => return Err(self.undo_connect(Some(&planned.host_ifname), None, e.into()).await),
+            (Err(e), Ok((ep, net))) => return Err(self.undo_connect(None, Some((&net, ep.ip)), e.into()).await),
+            (Err(_), Err(e)) => return Err(e.into()),
         };
-        if let Err(e) = self.dp.attach(spec).await {
-            if let Err(undo) = self.store.release_endpoint(&net.name, ep.ip).await {
-                warn!(error = %undo, ip = %ep.ip, "could not release the address of a failed connect");
-            }
-            return Err(e.into());
+        let spec = self.attach_spec(&ep.host_ifname, &ep.ifname, &net, ep.ip);
+        if let Err(e) = self.finish_veth(&ns, &planned, &spec).await {
+            return Err(self.undo_connect(Some(&spec.host_ifname), Some((&net, ep.ip)), e.into()).await);
         }
         info!(network = %net.name, netns = %r.netns, ip = %ep.ip, ifname = %ep.ifname, "endpoint connected");
         Ok(endpoint_pb(&ep, &net))
     }
 
+    /// Enters the namespace (its links give the interface name) while etcd
+    /// offers an address; nothing is written yet.
+    async fn prepare(
+        &self,
+        r: &pb::ConnectRequest,
+        ip: Option<Ipv4Addr>,
+        same_netns: &(impl Fn(&str) -> bool + Sync),
+    ) -> Result<(D::Netns, NewEndpoint, EndpointOffer), AgentError> {
+        let id = new_id();
+        let mut req = NewEndpoint {
+            id: id.clone(),
+            network: r.network.clone(),
+            host: self.me.node.clone(),
+            netns: r.netns.clone(),
+            ifname: String::new(),
+            host_ifname: veth_host_name(&id),
+            ip,
+        };
+        let visit = async {
+            let ns = self.dp.open_netns(netns_path(&r.netns)).await?;
+            let links = self.dp.netns_links(&ns).await?;
+            Ok::<_, DataplaneError>((ns, links))
+        };
+        let (visit, offer) = tokio::join!(visit, self.store.offer_endpoint(&req, same_netns));
+        let (ns, links) = visit?;
+        let offer = offer?;
+        req.ifname = next_ifname(&links);
+        Ok((ns, req, offer))
+    }
+
+    /// Gives the pair made as `planned` its address. When the claim ended
+    /// with another address (it lost a race and picked again), the pair is
+    /// made again first, since its MAC follows the address.
+    async fn finish_veth(&self, ns: &D::Netns, planned: &AttachSpec, spec: &AttachSpec) -> Result<(), DataplaneError> {
+        if planned != spec {
+            self.dp.detach(planned.host_ifname.clone()).await?;
+            self.dp.create_veth(ns, spec).await?;
+        }
+        self.dp.configure_veth(ns, spec).await
+    }
+
+    /// How to plumb an endpoint with address `ip` of `net`.
+    fn attach_spec(&self, host_ifname: &str, ifname: &str, net: &NetworkRecord, ip: Ipv4Addr) -> AttachSpec {
+        AttachSpec {
+            host_ifname: host_ifname.to_string(),
+            ifname: ifname.to_string(),
+            bridge: bridge_name(net.vni),
+            mac: Mac::endpoint(ip),
+            addr: Ipv4Net::new(ip, net.subnet.prefix_len()).unwrap_or(net.subnet),
+            gateway: net.gateway,
+            mtu: self.me.mtu_for(net),
+        }
+    }
+
+    /// Undoes the half of a failed connect that succeeded (the veth, the
+    /// address) and returns `err`; what cannot be undone is logged.
+    async fn undo_connect(
+        &self,
+        veth: Option<&str>,
+        address: Option<(&NetworkRecord, Ipv4Addr)>,
+        err: AgentError,
+    ) -> AgentError {
+        if let Some(host_ifname) = veth
+            && let Err(undo) = self.dp.detach(host_ifname.to_string()).await
+        {
+            warn!(error = %undo, "could not remove veth {host_ifname} of a failed connect");
+        }
+        if let Some((net, ip)) = address
+            && let Err(undo) = self.store.release_endpoint(&net.name, ip).await
+        {
+            warn!(error = %undo, %ip, "could not release the address of a failed connect");
+        }
+        err
+    }
+
+    /// Deletes the veth before it frees the address and answers, on purpose:
+    /// the deletion is most of a disconnect (about 20 ms of RCU grace periods
+    /// in the kernel), but answering first would hand the address out again
+    /// while the old container still holds it, leave `ethN` inside the
+    /// namespace after `disconnect` returned (a reconnect would get `eth1`),
+    /// and leave a veth behind if the agent stopped in between.
     async fn disconnect(&self, r: pb::DisconnectRequest) -> Result<pb::Endpoint, AgentError> {
-        let net = self.store.get_network(&r.network).await?;
         let _plumbing = self.plumbing.lock().await;
-        let endpoints = self.store.list_endpoints(Some(&net.name)).await?;
-        let matching = |e: &&EndpointRecord| same_netns(&e.netns, &r.netns);
+        let (net, endpoints) = self.store.network_endpoints(&r.network).await?;
+        let same = netns_matcher(&r.netns);
+        let matching = |e: &&EndpointRecord| same(&e.netns);
         let mine = endpoints.iter().filter(|e| e.host == self.me.node).find(matching);
         let Some(ep) = mine else {
             if let Some(other) = endpoints.iter().find(matching) {
@@ -197,13 +263,20 @@ impl<D: Dataplane> AgentService<D> {
 /// True when two netns references name the same namespace: the same path,
 /// or the same namespace inode (a name and /proc/PID/ns/net of one process).
 pub fn same_netns(a: &str, b: &str) -> bool {
-    let (pa, pb) = (netns_path(a), netns_path(b));
-    if pa == pb {
-        return true;
-    }
-    match (std::fs::metadata(&pa), std::fs::metadata(&pb)) {
-        (Ok(ma), Ok(mb)) => ma.dev() == mb.dev() && ma.ino() == mb.ino(),
-        _ => false,
+    netns_matcher(a)(b)
+}
+
+/// `same_netns(netns, _)` with `netns` looked up once, for checking many.
+pub fn netns_matcher(netns: &str) -> impl Fn(&str) -> bool + Send + Sync + use<> {
+    let path = netns_path(netns);
+    let id = std::fs::metadata(&path).ok().map(|m| (m.dev(), m.ino()));
+    move |other: &str| {
+        let other = netns_path(other);
+        if other == path {
+            return true;
+        }
+        let other_id = || std::fs::metadata(&other).ok().map(|m| (m.dev(), m.ino()));
+        id.is_some() && id == other_id()
     }
 }
 

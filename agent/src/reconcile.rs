@@ -3,11 +3,15 @@
 //! Level-triggered: a new cluster snapshot, a netlink notification about our
 //! devices or the periodic resync only wakes the loop; each pass compares the
 //! whole desired state with the whole observed kernel state, so whatever was
-//! missed or changed by hand is repaired. What woke a pass decides how its
-//! ops count: after a new snapshot they are etcd's changes (timed from the
-//! snapshot's arrival), after a netlink event or a resync they are drift
-//! corrections. After each pass it publishes the networks whose datapath is
-//! built here, which `connect` waits for.
+//! missed or changed by hand is repaired. Passes woken by etcd or netlink
+//! may take the FDB and neighbour entries from the dataplane's view kept by
+//! its notifications (`observe_cached`); the resync and retries read the
+//! kernel in full, so whatever that view missed is repaired there at the
+//! latest. What woke a pass decides how its ops count: after a new snapshot
+//! they are etcd's changes (timed from the snapshot's arrival), after a
+//! netlink event or a resync they are drift corrections. After each pass it
+//! publishes the networks whose datapath is built here, which `connect`
+//! waits for.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -108,8 +112,13 @@ impl<D: Dataplane> Runner<D> {
             self.pending.get_or_insert(snap.received);
         }
         let started = Instant::now();
-        let outcome = pass(l, &snap.state).await;
+        // The periodic resync and retries read the whole kernel; other passes
+        // may take the FDB and neighbour entries from the netlink view.
+        let fresh = matches!(trigger, Trigger::Resync | Trigger::Retry);
+        let outcome = pass(l, &snap.state, fresh).await;
         l.metrics.pass(trigger, started.elapsed());
+        let (trigger_name, ops, took) = (trigger.as_str(), outcome.ops.len(), started.elapsed());
+        debug!(trigger = trigger_name, ops, ?took, "reconcile pass");
         if outcome.ok {
             account(&l.metrics, trigger, &outcome.ops, self.pending.take());
             if self.first {
@@ -172,9 +181,10 @@ struct Outcome {
     ok: bool,
 }
 
-async fn pass<D: Dataplane>(l: &Loop<D>, state: &ClusterState) -> Outcome {
+async fn pass<D: Dataplane>(l: &Loop<D>, state: &ClusterState, fresh: bool) -> Outcome {
     let want = desired(state, &l.me);
-    let observed = match l.dp.observe().await {
+    let observed = if fresh { l.dp.observe().await } else { l.dp.observe_cached().await };
+    let observed = match observed {
         Ok(o) => o,
         Err(e) => {
             l.metrics.netlink_errors(1);
@@ -191,7 +201,7 @@ async fn pass<D: Dataplane>(l: &Loop<D>, state: &ClusterState) -> Outcome {
     for e in &errors {
         warn!(error = %e, "kernel operation failed; will retry");
     }
-    let observed = if errors.is_empty() { None } else { l.dp.observe().await.ok() };
+    let observed = if errors.is_empty() { None } else { l.dp.observe_cached().await.ok() };
     let built = want
         .networks
         .values()

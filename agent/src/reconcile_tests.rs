@@ -109,6 +109,8 @@ async fn drift_nobody_announced_is_repaired_by_the_resync() {
     h.wait_for("ovnet_reconcile_passes_total{trigger=\"resync\"}", 1.0).await;
     assert_eq!(h.value("ovnet_drift_corrections_total{op=\"add_neigh\"}"), 1.0);
     assert_eq!(h.value("ovnet_drift_corrections_total{op=\"set_mtu\"}"), 1.0);
+    let (full, cached) = h.dp.observes();
+    assert_eq!((full, cached), (1, 1), "the etcd pass may use the netlink view, the resync reads the kernel");
     assert_eq!(h.dp.snapshot().links["ovvx4096"].mtu, 1450);
     // An unchanged kernel: further resyncs apply nothing.
     h.dp.clear_applied();

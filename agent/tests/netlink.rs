@@ -238,14 +238,12 @@ async fn failures_are_reported_per_op_and_do_not_stop_the_rest() {
     assert!(dp.observe().await.expect("observe").links.contains_key(BR));
 }
 
-/// Endpoint `id` as `ifname` in `ns` on `bridge`, with `addr`/24 and the
-/// subnet's first address as gateway.
-fn spec(ns: &Path, id: &str, ifname: &str, bridge: &str, addr: &str) -> AttachSpec {
+/// Endpoint `id` as `ifname` on `bridge`, with `addr`/24 and the subnet's
+/// first address as gateway.
+fn spec(id: &str, ifname: &str, bridge: &str, addr: &str) -> AttachSpec {
     let addr: Ipv4Net = format!("{addr}/24").parse().expect("prefix");
     AttachSpec {
-        netns: ns.to_path_buf(),
         host_ifname: format!("ovve{id}"),
-        temp_ifname: format!("ovtp{id}"),
         ifname: ifname.into(),
         bridge: bridge.into(),
         mac: Mac::endpoint(addr.addr()),
@@ -278,9 +276,9 @@ async fn endpoints_are_attached_and_detached() {
     apply_ok(&dp, &datapath_ops(ip4("192.0.2.1"), &[], &[])).await;
     apply_ok(&dp, &bridge_ops("ovbr4097", "10.78.0.1", 24)).await;
 
-    let eth0 = spec(&c.path, "aaa", "eth0", BR, "10.77.0.2");
-    dp.attach(eth0).await.expect("attach eth0");
-    let links = dp.netns_links(c.path.clone()).await.expect("links");
+    let ns = dp.open_netns(c.path.clone()).await.expect("open the namespace");
+    dp.attach(&ns, spec("aaa", "eth0", BR, "10.77.0.2")).await.expect("attach eth0");
+    let links = dp.netns_links(&ns).await.expect("links");
     assert_eq!(links.iter().map(String::as_str).collect::<BTreeSet<_>>(), BTreeSet::from(["lo", "eth0"]));
     assert!(addrs_in(&c.path).contains(&ip4("10.77.0.2")));
     let eth0 = c.link_json("eth0");
@@ -293,8 +291,7 @@ async fn endpoints_are_attached_and_detached() {
     ping(&c, "10.77.0.1");
 
     // A second interface keeps the first one's default route.
-    let eth1 = spec(&c.path, "bbb", "eth1", "ovbr4097", "10.78.0.2");
-    dp.attach(eth1).await.expect("attach eth1");
+    dp.attach(&ns, spec("bbb", "eth1", "ovbr4097", "10.78.0.2")).await.expect("attach eth1");
     assert!(c.ip("route show default").contains("via 10.77.0.1 dev eth0"));
     assert!(addrs_in(&c.path).contains(&ip4("10.78.0.2")));
     ping(&c, "10.78.0.1");
@@ -302,7 +299,7 @@ async fn endpoints_are_attached_and_detached() {
     for _ in 0..2 {
         dp.detach("ovveaaa".into()).await.expect("detach");
     }
-    let links = dp.netns_links(c.path.clone()).await.expect("links");
+    let links = dp.netns_links(&ns).await.expect("links");
     assert_eq!(links.iter().map(String::as_str).collect::<BTreeSet<_>>(), BTreeSet::from(["lo", "eth1"]));
     assert!(!dp.observe().await.expect("observe").links.contains_key("ovveaaa"));
 }
@@ -311,20 +308,55 @@ async fn endpoints_are_attached_and_detached() {
 async fn a_failed_attach_leaves_nothing_behind() {
     let (_h, dp) = host_dp("fail", "192.0.2.1").await;
     let c = Netns::new("c");
-    let err = dp.attach(spec(&c.path, "ccc", "eth0", "ovbrmissing", "10.77.0.2")).await.unwrap_err();
+    let ns = dp.open_netns(c.path.clone()).await.expect("open the namespace");
+    let err = dp.attach(&ns, spec("ccc", "eth0", "ovbrmissing", "10.77.0.2")).await.unwrap_err();
     assert!(err.to_string().contains("ovbrmissing"), "{err}");
     assert!(dp.observe().await.expect("observe").links.is_empty());
-    assert_eq!(dp.netns_links(c.path.clone()).await.expect("links"), ["lo"]);
+    assert_eq!(dp.netns_links(&ns).await.expect("links"), ["lo"]);
 
+    // The container end's name is taken: the pair is refused as a whole.
     apply_ok(&dp, &bridge_ops(BR, "10.77.0.1", 24)).await;
+    c.ip("link add eth0 type veth peer name taken0");
+    let err = dp.attach(&ns, spec("ccc", "eth0", BR, "10.77.0.2")).await.unwrap_err();
+    assert!(err.to_string().contains("peer name eth0"), "{err}");
+    assert_eq!(dp.observe().await.expect("observe").links.keys().collect::<Vec<_>>(), [BR]);
+    assert_eq!(dp.netns_links(&ns).await.expect("links").len(), 3, "lo, eth0, taken0");
+
     let missing = PathBuf::from(format!("/run/netns/ovt{}-missing", std::process::id()));
-    let err = dp.attach(spec(&missing, "ccc", "eth0", BR, "10.77.0.2")).await.unwrap_err();
+    let err = dp.open_netns(missing.clone()).await.err().expect("no namespace there");
     assert_eq!(err.to_string(), format!("network namespace {}: does not exist", missing.display()));
-    assert!(dp.netns_links(missing.clone()).await.is_err());
     assert!(NetlinkDataplane::in_netns(&missing).await.is_err());
-    let err = dp.netns_links(PathBuf::from("/proc/self/status")).await.unwrap_err();
+    let err = dp.open_netns(PathBuf::from("/proc/self/status")).await.err().expect("not a namespace");
     assert!(err.to_string().ends_with("is not a network namespace"), "{err}");
     assert_eq!(dp.observe().await.expect("observe").links.keys().collect::<Vec<_>>(), [BR]);
+}
+
+#[tokio::test]
+async fn a_retried_attach_replaces_its_stale_pair_and_forwards_at_once() {
+    let (_h, dp) = host_dp("retry", "192.0.2.1").await;
+    let c = Netns::new("c");
+    apply_ok(&dp, &bridge_ops(BR, "10.77.0.1", 24)).await;
+    let ns = dp.open_netns(c.path.clone()).await.expect("open the namespace");
+    dp.attach(&ns, spec("ddd", "eth0", BR, "10.77.0.2")).await.expect("attach");
+    // The same endpoint again (an interrupted connect retried), as eth1.
+    dp.attach(&ns, spec("ddd", "eth1", BR, "10.77.0.2")).await.expect("attach again");
+    let links = dp.netns_links(&ns).await.expect("links");
+    assert_eq!(links.iter().map(String::as_str).collect::<BTreeSet<_>>(), BTreeSet::from(["lo", "eth1"]));
+    // Born in the namespace: final name, MAC and MTU, up, with carrier.
+    let eth1 = c.link_json("eth1");
+    assert_eq!((eth1["address"].as_str(), eth1["mtu"].as_u64()), (Some("02:42:0a:4d:00:02"), Some(1450)));
+    assert!(eth1["flags"].as_array().expect("flags").iter().any(|f| f == "LOWER_UP"), "{eth1}");
+    // attach returned only once the host end forwards: the first ARP request
+    // and echo get through, no retry needed.
+    let host_end = dp.observe().await.expect("observe").links["ovveddd"].clone();
+    assert_eq!((host_end.master.as_deref(), host_end.up, host_end.mtu), (Some(BR), true, 1450));
+    let out = c.ip("-j -d link show eth1");
+    assert!(out.contains("noqueue"), "the container end's qdisc is attached: {out}");
+    let ping = Command::new("ip")
+        .args(["netns", "exec", &c.name, "ping", "-c", "1", "-W", "1", "10.77.0.1"])
+        .output()
+        .expect("ping");
+    assert!(ping.status.success(), "first ping: {}", String::from_utf8_lossy(&ping.stdout));
 }
 
 #[tokio::test]
@@ -342,8 +374,10 @@ async fn containers_on_two_hosts_reach_each_other_over_vxlan() {
     let dp2 = NetlinkDataplane::in_netns(&h2.path).await.expect("dataplane 2");
     apply_ok(&dp1, &datapath_ops(u1, &[u2], &[(e2, u2)])).await;
     apply_ok(&dp2, &datapath_ops(u2, &[u1], &[(e1, u1)])).await;
-    dp1.attach(spec(&c1.path, "c1", "eth0", BR, "10.77.0.2")).await.expect("attach c1");
-    dp2.attach(spec(&c2.path, "c2", "eth0", BR, "10.77.0.3")).await.expect("attach c2");
+    let ns1 = dp1.open_netns(c1.path.clone()).await.expect("open c1");
+    let ns2 = dp2.open_netns(c2.path.clone()).await.expect("open c2");
+    dp1.attach(&ns1, spec("c1", "eth0", BR, "10.77.0.2")).await.expect("attach c1");
+    dp2.attach(&ns2, spec("c2", "eth0", BR, "10.77.0.3")).await.expect("attach c2");
 
     ping(&c1, "10.77.0.3");
     ping(&c2, "10.77.0.2");
@@ -360,20 +394,40 @@ async fn pending(changes: &mut ovnet_agent::dataplane::Changes) -> bool {
     tokio::time::timeout(window, changes.next()).await.is_ok()
 }
 
+/// Remote endpoint `i` behind `peer`: its FDB and neighbour ops.
+fn remote_ops(i: u32, peer: Ipv4Addr) -> [Op; 2] {
+    let ip = Ipv4Addr::from(u32::from(ip4("10.77.0.0")) + 10 + i);
+    [add_fdb(Mac::endpoint(ip), peer), Op::AddNeigh { dev: VX.into(), ip, mac: Mac::endpoint(ip) }]
+}
+
 #[tokio::test]
-async fn changes_wake_on_our_devices_and_entries_and_coalesce_bursts() {
+async fn changes_wake_on_others_changes_not_on_ours() {
     let (h, dp) = host_dp("ch", "192.0.2.1").await;
     let mut changes = dp.changes().await.expect("subscribe");
     let peer = ip4("192.0.2.2");
-    // A whole datapath at once (8 ops, a dozen notifications) is one burst:
-    // one wake-up, two if a loaded machine stretches it past the window.
+    // Our own changes do not wake us. Making links can, once: their carrier
+    // and operational state settle after the ACK.
     apply_ok(&dp, &datapath_ops(ip4("192.0.2.1"), &[peer], &[(ip4("10.77.0.9"), peer)])).await;
-    assert!(woken(&mut changes).await, "no wake-up for our own changes");
-    let mut more = 0;
+    let mut settled = 0;
     while pending(&mut changes).await {
-        more += 1;
+        settled += 1;
     }
-    assert!(more <= 1, "a burst must coalesce, got {} wake-ups", more + 1);
+    assert!(settled <= 1, "our own links woke us {settled} times");
+    // Entries in bulk (several batches), replaced, and removed: never.
+    let bulk: Vec<Op> = (0..400).flat_map(|i| remote_ops(i, peer)).collect();
+    apply_ok(&dp, &bulk).await;
+    let moved: Vec<Op> = (0..400).flat_map(|i| remote_ops(i, ip4("192.0.2.3"))).collect();
+    apply_ok(&dp, &moved).await;
+    let removed: Vec<Op> = (0..400)
+        .flat_map(|i| remote_ops(i, peer))
+        .map(|op| match op {
+            Op::AddFdb { dev, mac, .. } => Op::DelFdb { dev, mac, dst: ip4("192.0.2.3") },
+            Op::AddNeigh { dev, ip, .. } => Op::DelNeigh { dev, ip },
+            other => other,
+        })
+        .collect();
+    apply_ok(&dp, &removed).await;
+    assert!(!pending(&mut changes).await, "woken by our own entries");
 
     // Entries deleted by hand wake the loop.
     h.ip(&format!("neigh del 10.77.0.9 dev {VX}"));
@@ -382,11 +436,169 @@ async fn changes_wake_on_our_devices_and_entries_and_coalesce_bursts() {
     assert!(woken(&mut changes).await, "no wake-up for a deleted FDB entry");
     h.ip(&format!("link set {VX} mtu 1400"));
     assert!(woken(&mut changes).await, "no wake-up for a changed MTU");
+    // A burst made by hand is one wake-up (two if a loaded machine stretches it).
+    for i in 0..20 {
+        h.ip(&format!("neigh replace 10.77.1.{i} lladdr 02:00:00:00:01:{i:02x} dev {VX} nud permanent"));
+    }
+    assert!(woken(&mut changes).await, "no wake-up for neighbours added by hand");
+    let mut more = 0;
+    while pending(&mut changes).await {
+        more += 1;
+    }
+    assert!(more <= 1, "a burst must coalesce, got {} wake-ups", more + 1);
 
     // Others' links and neighbours do not.
     h.ip("link add other0 type veth peer name other1");
     h.ip("neigh add 192.0.2.77 lladdr 02:00:00:00:00:77 dev ul0");
     assert!(!pending(&mut changes).await, "woken by a foreign link or neighbour");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_made_change_during_our_own_still_wakes() {
+    let (h, dp) = host_dp("chw", "192.0.2.1").await;
+    let peer = ip4("192.0.2.2");
+    apply_ok(&dp, &datapath_ops(ip4("192.0.2.1"), &[peer], &[(ip4("10.77.0.9"), peer)])).await;
+    let mut changes = dp.changes().await.expect("subscribe");
+    let bulk: Vec<Op> = (0..3000).flat_map(|i| remote_ops(i, peer)).collect();
+    let applying = tokio::spawn({
+        let dp = dp.clone();
+        async move { dp.apply(&bulk).await.len() }
+    });
+    // While (or right after) we add entries, someone deletes one of ours.
+    let name = h.name.clone();
+    tokio::task::spawn_blocking(move || {
+        run(&[
+            "bridge",
+            "-n",
+            &name,
+            "fdb",
+            "del",
+            "00:00:00:00:00:00",
+            "dev",
+            VX,
+            "dst",
+            "192.0.2.2",
+            "self",
+        ])
+    })
+    .await
+    .expect("bridge fdb del");
+    assert_eq!(applying.await.expect("apply task"), 0);
+    assert!(woken(&mut changes).await, "a deletion by hand was taken for ours");
+}
+
+#[tokio::test]
+async fn bulk_entries_report_each_failure_and_apply_the_rest_in_order() {
+    let (h, dp) = host_dp("bulk", "192.0.2.1").await;
+    let (peer_a, peer_b) = (ip4("192.0.2.2"), ip4("192.0.2.3"));
+    apply_ok(&dp, &datapath_ops(ip4("192.0.2.1"), &[peer_a], &[])).await;
+    // An IPv6 VXLAN device refuses IPv4 destinations (EAFNOSUPPORT).
+    h.ip("link add ovvx6 type vxlan id 6 local 2001:db8::1 dstport 4789 nolearning");
+    let refused = Op::AddFdb { dev: "ovvx6".into(), mac: Mac::endpoint(ip4("10.77.9.9")), dst: peer_a };
+    let missing = Op::AddNeigh { dev: "ovvxmissing".into(), ip: ip4("10.77.9.8"), mac: Mac::ZERO };
+    let mut ops: Vec<Op> = (0..150).flat_map(|i| remote_ops(i, peer_a)).collect();
+    ops.insert(101, refused.clone());
+    ops.insert(250, missing.clone());
+    // Later in the same run: move entry 0 to another VTEP, then delete what it left behind.
+    ops.extend(remote_ops(0, peer_b));
+    ops.push(Op::DelFdb { dev: VX.into(), mac: Mac::endpoint(ip4("10.77.0.10")), dst: peer_a });
+    ops.push(Op::DelNeigh { dev: "ovvxmissing".into(), ip: ip4("10.77.9.8") });
+
+    let errors: Vec<String> = dp.apply(&ops).await.iter().map(ToString::to_string).collect();
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert!(errors[0].starts_with(&refused.to_string()), "{errors:#?}");
+    assert!(
+        errors[1].starts_with(&missing.to_string()) && errors[1].contains("does not exist"),
+        "{errors:#?}"
+    );
+
+    let observed = dp.observe().await.expect("observe");
+    let entries = &observed.fdb[VX];
+    assert_eq!(entries.len(), 151, "150 endpoints and a flood entry");
+    assert!(entries.contains(&fdb(Mac::endpoint(ip4("10.77.0.10")), peer_b)), "moved, not deleted");
+    assert!(entries.contains(&fdb(Mac::endpoint(ip4("10.77.0.159")), peer_a)));
+    assert_eq!(observed.neigh[VX].len(), 150);
+    assert!(!observed.fdb.contains_key("ovvx6"));
+    // Replayed, everything is already there: no errors but the refused one.
+    assert_eq!(dp.apply(&ops).await.len(), 2);
+    assert_eq!(dp.observe().await.expect("observe"), observed);
+}
+
+#[tokio::test]
+async fn the_cached_view_follows_every_change() {
+    let (h, dp) = host_dp("cache", "192.0.2.1").await;
+    let _changes = dp.changes().await.expect("subscribe");
+    let (peer_a, peer_b) = (ip4("192.0.2.2"), ip4("192.0.2.3"));
+    // The cached view (taken first) must equal a fresh dump after each step.
+    async fn same(dp: &NetlinkDataplane, step: &str) {
+        let cached = dp.observe_cached().await.expect("observe_cached");
+        assert_eq!(cached, dp.observe().await.expect("observe"), "after {step}");
+    }
+    same(&dp, "nothing").await;
+    apply_ok(&dp, &datapath_ops(ip4("192.0.2.1"), &[peer_a], &[(ip4("10.77.0.9"), peer_a)])).await;
+    same(&dp, "a new datapath").await;
+    let bulk: Vec<Op> = (0..300).flat_map(|i| remote_ops(i, peer_a)).collect();
+    apply_ok(&dp, &bulk).await;
+    same(&dp, "entries in bulk").await;
+
+    h.ip(&format!("neigh del 10.77.0.9 dev {VX}"));
+    h.ip(&format!("neigh replace 10.77.0.10 lladdr 02:00:00:00:00:10 dev {VX} nud permanent"));
+    h.ip(&format!("neigh replace 10.77.7.7 lladdr 02:00:00:00:07:07 dev {VX} nud permanent"));
+    h.ip(&format!("neigh change 10.77.0.11 lladdr 02:42:0a:4d:00:0b dev {VX} nud reachable"));
+    run(&["bridge", "-n", &h.name, "fdb", "del", "00:00:00:00:00:00", "dev", VX, "dst", "192.0.2.2", "self"]);
+    run(&[
+        "bridge",
+        "-n",
+        &h.name,
+        "fdb",
+        "append",
+        "00:00:00:00:00:00",
+        "dev",
+        VX,
+        "dst",
+        "192.0.2.3",
+        "self",
+    ]);
+    same(&dp, "changes by hand").await;
+    // A unicast MAC moved: the kernel announces replace and append alike.
+    apply_ok(&dp, &remote_ops(5, peer_b)).await;
+    run(&[
+        "bridge",
+        "-n",
+        &h.name,
+        "fdb",
+        "append",
+        "02:42:0a:4d:00:10",
+        "dev",
+        VX,
+        "dst",
+        "192.0.2.4",
+        "self",
+    ]);
+    same(&dp, "a moved and a doubled MAC").await;
+    // Down, the kernel drops even permanent neighbours; up again, they stay gone.
+    h.ip(&format!("link set {VX} down"));
+    h.ip(&format!("link set {VX} up"));
+    same(&dp, "the VXLAN device down and up").await;
+
+    // A second network, then the first one gone.
+    let mut second = bridge_ops("ovbr4097", "10.78.0.1", 24).to_vec();
+    let (local, vx2) = (ip4("192.0.2.1"), "ovvx4097");
+    second.push(Op::CreateVxlan {
+        name: vx2.into(),
+        vni: 4097,
+        local,
+        port: 4789,
+        mtu: 1450,
+        master: "ovbr4097".into(),
+    });
+    second.push(Op::AddFdb { dev: vx2.into(), mac: Mac::ZERO, dst: peer_b });
+    apply_ok(&dp, &second).await;
+    same(&dp, "a second network").await;
+    apply_ok(&dp, &[Op::DeleteLink { name: VX.into() }, Op::DeleteLink { name: BR.into() }]).await;
+    same(&dp, "the first network removed").await;
+    h.ip(&format!("link del {vx2}"));
+    same(&dp, "a VXLAN device deleted by hand").await;
 }
 
 #[tokio::test]

@@ -78,6 +78,9 @@ pub enum Error {
     #[error("no endpoint with address {ip} in network {network:?}")]
     EndpointNotFound { network: String, ip: Ipv4Addr },
 
+    #[error("namespace {netns} is already connected to network {network} (address {ip})")]
+    NetnsConnected { netns: String, network: String, ip: Ipv4Addr },
+
     #[error("bad record at {key}: {reason}")]
     BadRecord { key: String, reason: String },
 
@@ -123,9 +126,11 @@ impl Error {
             | UnsupportedDriver { .. }
             | IpNotInSubnet { .. }
             | IpReserved { .. } => ErrorKind::InvalidArgument,
-            NetworkExists(_) | VniTaken { .. } | SubnetOverlap { .. } | IpTaken { .. } => {
-                ErrorKind::AlreadyExists
-            }
+            NetworkExists(_)
+            | VniTaken { .. }
+            | SubnetOverlap { .. }
+            | IpTaken { .. }
+            | NetnsConnected { .. } => ErrorKind::AlreadyExists,
             NetworkNotFound(_) | EndpointNotFound { .. } => ErrorKind::NotFound,
             PoolExhausted { .. } | NoFreeVni | AddressExhausted { .. } => ErrorKind::ResourceExhausted,
             BlockOwnedByOtherHost { .. } | NetworkInUse { .. } | Compacted { .. } => {

@@ -24,5 +24,6 @@ pub use mac::Mac;
 pub use records::*;
 pub use state::{BadRecord, ClusterState};
 pub use store::{
-    EtcdStore, HostStatus, NewEndpoint, NewNetwork, StoreConfig, StoreWatch, WatchBatch, WatchEvent,
+    EndpointOffer, EtcdStore, HostStatus, NewEndpoint, NewNetwork, StoreConfig, StoreWatch, WatchBatch,
+    WatchEvent,
 };

@@ -22,6 +22,8 @@ pub struct FakeDataplane {
 #[derive(Default)]
 struct FakeState {
     observed: Observed,
+    /// Calls of `observe` (a read of the whole kernel) and of `observe_cached`.
+    observes: (usize, usize),
     applied: Vec<Op>,
     next_index: u32,
     subscribers: Vec<tokio::sync::mpsc::Sender<()>>,
@@ -67,6 +69,12 @@ impl FakeDataplane {
     /// The kernel release `facts` reports (default `6.1.0-fake`).
     pub fn set_kernel(&self, release: &str) {
         self.state().kernel = Some(release.to_string());
+    }
+
+    /// How often the kernel was read in full (`observe`) and from the
+    /// notification view (`observe_cached`).
+    pub fn observes(&self) -> (usize, usize) {
+        self.state().observes
     }
 
     pub fn snapshot(&self) -> Observed {
@@ -160,7 +168,16 @@ fn link(obs: &mut Observed, name: &str, f: impl FnOnce(&mut ObservedLink)) {
 
 impl Dataplane for FakeDataplane {
     async fn observe(&self) -> Result<Observed, DataplaneError> {
-        Ok(self.state().observed.clone())
+        let mut st = self.state();
+        st.observes.0 += 1;
+        Ok(st.observed.clone())
+    }
+
+    /// The fake kernel is its own exact view.
+    async fn observe_cached(&self) -> Result<Observed, DataplaneError> {
+        let mut st = self.state();
+        st.observes.1 += 1;
+        Ok(st.observed.clone())
     }
 
     async fn apply(&self, ops: &[Op]) -> Vec<DataplaneError> {
@@ -176,15 +193,26 @@ impl Dataplane for FakeDataplane {
         Ok(Underlay { addr: addr.unwrap_or(Ipv4Addr::new(192, 0, 2, 1)), ifname: "eth0".into(), mtu: 1500 })
     }
 
-    async fn netns_links(&self, _netns: PathBuf) -> Result<Vec<String>, DataplaneError> {
+    /// Any path is a namespace; it holds only `lo`.
+    type Netns = PathBuf;
+
+    async fn open_netns(&self, path: PathBuf) -> Result<PathBuf, DataplaneError> {
+        Ok(path)
+    }
+
+    async fn netns_links(&self, _netns: &PathBuf) -> Result<Vec<String>, DataplaneError> {
         Ok(vec!["lo".into()])
     }
 
-    async fn attach(&self, spec: AttachSpec) -> Result<(), DataplaneError> {
+    async fn create_veth(&self, _netns: &PathBuf, spec: &AttachSpec) -> Result<(), DataplaneError> {
         let mut st = self.state();
         let mut l = new_link(&mut st, &spec.host_ifname, LinkKind::Veth, spec.mtu);
         l.master = Some(spec.bridge.clone());
         st.observed.links.insert(spec.host_ifname.clone(), l);
+        Ok(())
+    }
+
+    async fn configure_veth(&self, _netns: &PathBuf, _spec: &AttachSpec) -> Result<(), DataplaneError> {
         Ok(())
     }
 

@@ -45,16 +45,13 @@ pub struct Underlay {
     pub mtu: u32,
 }
 
-/// How to plumb one local endpoint into a container namespace.
+/// How to plumb one local endpoint into a container namespace (the
+/// namespace itself is the `Dataplane::Netns` passed beside it).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AttachSpec {
-    /// The container's network namespace file (/run/netns/NAME or /proc/PID/ns/net).
-    pub netns: PathBuf,
     /// Host end of the veth, left in this namespace as a port of `bridge`.
     pub host_ifname: String,
-    /// Temporary name of the container end before it moves.
-    pub temp_ifname: String,
-    /// Final name of the container end inside the namespace (eth0, eth1, ...).
+    /// Name of the container end inside the namespace (eth0, eth1, ...).
     pub ifname: String,
     pub bridge: String,
     pub mac: Mac,
@@ -110,6 +107,13 @@ pub trait Dataplane: Clone + Send + Sync + 'static {
     /// neighbour entries of our VXLAN devices.
     fn observe(&self) -> impl Future<Output = Result<Observed, DataplaneError>> + Send;
 
+    /// Like `observe`, but the FDB and neighbour entries may come from a view
+    /// kept up to date from the `changes()` notifications, which costs far
+    /// less than a dump at scale. Falls back to `observe` when it cannot vouch for them.
+    fn observe_cached(&self) -> impl Future<Output = Result<Observed, DataplaneError>> + Send {
+        self.observe()
+    }
+
     /// Applies the ops in order. Keeps going past a failed op and returns every
     /// failure, so one bad entry does not block the rest.
     fn apply(&self, ops: &[Op]) -> impl Future<Output = Vec<DataplaneError>> + Send;
@@ -121,15 +125,57 @@ pub trait Dataplane: Clone + Send + Sync + 'static {
         addr: Option<Ipv4Addr>,
     ) -> impl Future<Output = Result<Underlay, DataplaneError>> + Send;
 
+    /// A container namespace, entered once by `open_netns`, through which a
+    /// connect lists its links and plumbs the endpoint.
+    type Netns: Send + Sync + 'static;
+
+    /// Enters the container namespace at `path` (the file `ip netns add`
+    /// made, or /proc/PID/ns/net); fails when there is no network namespace there.
+    fn open_netns(&self, path: PathBuf) -> impl Future<Output = Result<Self::Netns, DataplaneError>> + Send;
+
     /// Names of the links inside a container namespace (to pick the next ethN).
-    fn netns_links(&self, netns: PathBuf)
+    fn netns_links(&self, netns: &Self::Netns)
     -> impl Future<Output = Result<Vec<String>, DataplaneError>> + Send;
 
-    /// Creates the veth pair, moves one end into the namespace and configures
-    /// it (name, MAC, address, MTU, up, `lo` up, default route via the gateway
-    /// when the namespace has none); the host end joins the bridge, up.
-    /// On failure, removes what it created.
-    fn attach(&self, spec: AttachSpec) -> impl Future<Output = Result<(), DataplaneError>> + Send;
+    /// Creates the veth pair with the container end born inside `netns`
+    /// (name, MAC, MTU; up, without an address; `lo` up too) and the host
+    /// end a port of the bridge, up. A stale host end of the same name (an
+    /// interrupted attach of the same endpoint) is replaced. On failure
+    /// nothing is left. Uses all of `spec` but `addr` and `gateway`.
+    fn create_veth(
+        &self,
+        netns: &Self::Netns,
+        spec: &AttachSpec,
+    ) -> impl Future<Output = Result<(), DataplaneError>> + Send;
+
+    /// Configures the container end of a pair made by `create_veth` with the
+    /// same `spec` (address, default route via the gateway when the
+    /// namespace has none) and returns once the host end forwards, so the
+    /// container's first packet is not lost. Leaves the pair on failure.
+    fn configure_veth(
+        &self,
+        netns: &Self::Netns,
+        spec: &AttachSpec,
+    ) -> impl Future<Output = Result<(), DataplaneError>> + Send;
+
+    /// `create_veth` then `configure_veth`; on failure, removes the pair.
+    fn attach(
+        &self,
+        netns: &Self::Netns,
+        spec: AttachSpec,
+    ) -> impl Future<Output = Result<(), DataplaneError>> + Send {
+        async move {
+            self.create_veth(netns, &spec).await?;
+            let Err(e) = self.configure_veth(netns, &spec).await else {
+                return Ok(());
+            };
+            // Deleting the host end takes the peer with it.
+            if let Err(undo) = self.detach(spec.host_ifname.clone()).await {
+                tracing::warn!(error = %undo, "cleaning up veth {} after a failed attach", spec.host_ifname);
+            }
+            Err(e)
+        }
+    }
 
     /// Removes the veth pair by its host end (the peer goes with it).
     /// A link that is already gone counts as done.

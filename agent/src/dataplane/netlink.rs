@@ -2,12 +2,15 @@
 //! to the kernel.
 //!
 //! It makes no decisions: `observe` dumps, `apply` executes the planner's ops
-//! one by one. The design decision to know: every op is idempotent at this
-//! level (EEXIST on create, ENOENT/ENODEV on delete count as done; updates use
-//! replace semantics), so a replayed or half-applied plan is harmless and the
-//! reconcile loop can retry blindly. A `NetlinkDataplane` is bound to one
-//! network namespace through its socket; container namespaces are reached
-//! with sockets opened inside them (see [`crate::netns`]).
+//! in order: links one by one over rtnetlink, runs of FDB and neighbour
+//! entries in bulk over a second, raw socket ([`entries`], [`raw`]), each
+//! device's index looked up once per pass. The design decision to know:
+//! every op is idempotent at this level (EEXIST on create, ENOENT/ENODEV on
+//! delete count as done; updates use replace semantics), so a replayed or
+//! half-applied plan is harmless and the reconcile loop can retry blindly.
+//! A `NetlinkDataplane` is bound to one network namespace through its
+//! sockets; container namespaces are reached with sockets opened inside them
+//! (see [`crate::netns`]).
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -21,19 +24,28 @@ use crate::model::Observed;
 use crate::netns;
 use crate::op::Op;
 
+mod cache;
 mod changes;
 mod endpoint;
+mod entries;
 mod facts;
 mod observe;
 mod ops;
+mod raw;
 mod underlay;
+mod wire;
 
 pub use changes::COALESCE;
 
-/// Dataplane over a netlink socket in one network namespace. Clones share the socket.
+/// Dataplane over netlink sockets in one network namespace. Clones share the sockets.
 #[derive(Clone)]
 pub struct NetlinkDataplane {
     handle: rtnetlink::Handle,
+    /// Bulk FDB/neighbour requests and dumps, in the same namespace.
+    raw: raw::Raw,
+    /// The netlink subscriptions, told what `apply` changes so that the
+    /// agent's own changes do not wake it.
+    subs: changes::Subscriptions,
     /// The namespace of `handle` when it is not the process's own; further
     /// sockets (subscriptions, ethtool) are opened there too.
     netns: Option<PathBuf>,
@@ -48,12 +60,16 @@ impl NetlinkDataplane {
         let (connection, handle, _) = rtnetlink::new_connection()
             .map_err(|e| DataplaneError::Other(format!("opening a netlink socket: {e}")))?;
         runtime.spawn(connection);
-        Ok(Self { handle, netns: None })
+        let raw =
+            raw::Raw::open().map_err(|e| DataplaneError::Other(format!("opening a netlink socket: {e}")))?;
+        Ok(Self { handle, raw, subs: Default::default(), netns: None })
     }
 
     /// A dataplane for the namespace at `path` (a "host" in tests and labs).
     pub async fn in_netns(path: &Path) -> Result<Self, DataplaneError> {
-        Ok(Self { handle: netns::handle_in_netns(path).await?, netns: Some(path.to_path_buf()) })
+        let handle = netns::handle_in_netns(path).await?;
+        let raw = netns::open_in_netns(path, raw::Raw::open).await?;
+        Ok(Self { handle, raw, subs: Default::default(), netns: Some(path.to_path_buf()) })
     }
 
     /// The raw rtnetlink handle, for callers that need more than the trait.
@@ -64,15 +80,34 @@ impl NetlinkDataplane {
 
 impl Dataplane for NetlinkDataplane {
     async fn observe(&self) -> Result<Observed, DataplaneError> {
-        observe::observe(&self.handle).await
+        observe::observe(&self.handle, &self.raw, &self.subs, false).await
     }
 
+    async fn observe_cached(&self) -> Result<Observed, DataplaneError> {
+        observe::observe(&self.handle, &self.raw, &self.subs, true).await
+    }
+
+    /// While it runs, the subscriptions take the notifications it causes as
+    /// its own (see [`changes`]).
     async fn apply(&self, ops: &[Op]) -> Vec<DataplaneError> {
         let mut errors = Vec::new();
-        for op in ops {
-            if let Err(e) = ops::apply_op(&self.handle, op).await {
+        let mut indexes = entries::Indexes::default();
+        let mut window = self.subs.window();
+        let mut rest = ops;
+        while let Some(op) = rest.first() {
+            let run = rest.iter().take_while(|op| entries::is_entry(op)).count();
+            if run > 0 {
+                let (run, tail) = rest.split_at(run);
+                entries::apply_run(&self.handle, &self.raw, &mut indexes, &mut window, run, &mut errors)
+                    .await;
+                rest = tail;
+                continue;
+            }
+            window.links();
+            if let Err(e) = ops::apply_op(&self.handle, &mut indexes, op).await {
                 errors.push(e.into_dataplane(op));
             }
+            rest = &rest[1..];
         }
         errors
     }
@@ -81,17 +116,26 @@ impl Dataplane for NetlinkDataplane {
         underlay::underlay(&self.handle, addr).await
     }
 
-    async fn netns_links(&self, netns: PathBuf) -> Result<Vec<String>, DataplaneError> {
-        let handle = netns::handle_in_netns(&netns).await?;
-        let links = dump_links(&handle).await.map_err(|source| DataplaneError::Netlink {
-            what: format!("ip -n {} link show", netns.display()),
-            source,
-        })?;
-        Ok(links.iter().filter_map(link_name).map(str::to_string).collect())
+    type Netns = netns::NetnsHandle;
+
+    async fn open_netns(&self, path: PathBuf) -> Result<netns::NetnsHandle, DataplaneError> {
+        netns::NetnsHandle::open(&path).await
     }
 
-    async fn attach(&self, spec: AttachSpec) -> Result<(), DataplaneError> {
-        endpoint::attach(&self.handle, &spec).await
+    async fn netns_links(&self, netns: &netns::NetnsHandle) -> Result<Vec<String>, DataplaneError> {
+        endpoint::links(netns).await
+    }
+
+    async fn create_veth(&self, netns: &netns::NetnsHandle, spec: &AttachSpec) -> Result<(), DataplaneError> {
+        endpoint::create_veth(&self.handle, netns, spec).await
+    }
+
+    async fn configure_veth(
+        &self,
+        netns: &netns::NetnsHandle,
+        spec: &AttachSpec,
+    ) -> Result<(), DataplaneError> {
+        endpoint::configure_veth(&self.handle, netns, spec).await
     }
 
     async fn detach(&self, host_ifname: String) -> Result<(), DataplaneError> {
@@ -106,14 +150,12 @@ impl Dataplane for NetlinkDataplane {
     }
 
     async fn changes(&self) -> Result<Changes, DataplaneError> {
-        let open = || rtnetlink::new_multicast_connection(changes::GROUPS);
-        let (connection, _, messages) = match &self.netns {
-            Some(path) => netns::open_in_netns(path, open).await?,
-            None => {
-                open().map_err(|e| DataplaneError::Other(format!("subscribing to netlink events: {e}")))?
-            }
+        let sock = match &self.netns {
+            Some(path) => netns::open_in_netns(path, changes::open).await?,
+            None => changes::open()
+                .map_err(|e| DataplaneError::Other(format!("subscribing to netlink events: {e}")))?,
         };
-        changes::subscribe(&self.handle, connection, messages).await
+        changes::subscribe(&self.handle, sock, &self.subs).await
     }
 
     async fn facts(&self, devices: Vec<String>) -> HostFacts {
@@ -127,6 +169,8 @@ enum OpError {
     Netlink(rtnetlink::Error),
     /// A device the op refers to (other than the one it creates) is missing.
     NoDevice(String),
+    /// The request's outcome is unknown (socket failure, lost answer).
+    Io(String),
 }
 
 impl From<rtnetlink::Error> for OpError {
@@ -140,6 +184,7 @@ impl OpError {
         match self {
             OpError::Netlink(source) => DataplaneError::Op { op: op.to_string(), source },
             OpError::NoDevice(dev) => DataplaneError::Other(format!("{op}: device {dev} does not exist")),
+            OpError::Io(e) => DataplaneError::Other(format!("{op}: {e}")),
         }
     }
 }
@@ -202,11 +247,6 @@ async fn link_by_name(
 /// The index of link `name`, or `None` if there is no such link.
 async fn index_of(handle: &rtnetlink::Handle, name: &str) -> Result<Option<u32>, rtnetlink::Error> {
     Ok(link_by_name(handle, name).await?.map(|link| link.header.index))
-}
-
-/// The index of link `name`; its absence is an error naming it.
-async fn require_index(handle: &rtnetlink::Handle, name: &str) -> Result<u32, OpError> {
-    index_of(handle, name).await?.ok_or_else(|| OpError::NoDevice(name.to_string()))
 }
 
 fn link_name(link: &LinkMessage) -> Option<&str> {

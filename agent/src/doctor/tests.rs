@@ -27,9 +27,7 @@ async fn healthy() -> Inputs {
     let dp = FakeDataplane::default();
     assert!(dp.apply(&plan(&want, &dp.observe().await.unwrap())).await.is_empty());
     let spec = AttachSpec {
-        netns: "/run/netns/c2".into(),
         host_ifname: "ovve2".into(),
-        temp_ifname: "ovtp2".into(),
         ifname: "eth0".into(),
         bridge: "ovbr4096".into(),
         mac: Mac::endpoint(Ipv4Addr::new(10, 128, 0, 2)),
@@ -37,7 +35,7 @@ async fn healthy() -> Inputs {
         gateway: Ipv4Addr::new(10, 128, 0, 1),
         mtu: 1450,
     };
-    dp.attach(spec).await.unwrap();
+    dp.attach(&"/run/netns/c2".into(), spec).await.unwrap();
     let observed = dp.observe().await.unwrap();
     assert_eq!(plan(&want, &observed), vec![]);
     let mut vxlan = features(&["tx-checksum-ip-generic", "rx-checksum"]);

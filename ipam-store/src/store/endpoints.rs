@@ -8,11 +8,15 @@
 //! allocation leaves nothing behind, and two hosts racing for the same block
 //! or address cannot both win. Losers re-read and, after the first retry,
 //! spread over several free candidates so many racing hosts finish quickly.
+//! A connect is one read and one transaction: the read that picks the
+//! address also answers "is this namespace already connected here?", and is
+//! split from the write (`offer_endpoint`, `claim_endpoint`) so that the
+//! agent can plumb the kernel while etcd writes.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
-use etcd_client::{Compare, CompareOp, TxnOp};
+use etcd_client::{Compare, CompareOp, DeleteOptions, TxnOp};
 use ipnet::Ipv4Net;
 
 use super::{EtcdStore, Kv, MAX_ATTEMPTS, Read, backoff, roll, spread};
@@ -45,6 +49,19 @@ pub struct NetworkView {
     pub blocks: BTreeMap<Ipv4Net, (String, i64)>,
     /// Addresses with an endpoint key (readable or not).
     pub used: BTreeSet<Ipv4Addr>,
+}
+
+/// An address picked for a new endpoint from one read of its network, not
+/// written yet (see `EtcdStore::offer_endpoint`).
+#[derive(Clone, Debug)]
+pub struct EndpointOffer {
+    /// The network as read.
+    pub network: NetworkRecord,
+    pub ip: Ipv4Addr,
+    /// The MAC that goes with `ip`.
+    pub mac: Mac,
+    network_mod_revision: i64,
+    claim: BlockClaim,
 }
 
 /// The block an allocation lives in.
@@ -166,19 +183,45 @@ impl NetworkView {
 }
 
 impl EtcdStore {
-    /// Reads a network with its blocks (and endpoints, when asked) at one revision.
-    async fn view(&self, network: &str, with_endpoints: bool) -> Result<NetworkView, Error> {
+    /// Reads a network with its blocks (and endpoints, when asked) at one
+    /// revision; also returns the endpoint keys as read.
+    async fn view(&self, network: &str, with_endpoints: bool) -> Result<(NetworkView, Vec<Kv>), Error> {
         let keys = &self.keys;
         let mut reads = vec![Read::Key(keys.network(network)), Read::Prefix(keys.blocks_prefix(network))];
         if with_endpoints {
             reads.push(Read::Prefix(keys.endpoints_prefix(network)));
         }
-        let (_, res) = self.read("reading a network's addresses", reads).await?;
+        let (_, mut res) = self.read("reading a network's addresses", reads).await?;
+        let endpoints = if with_endpoints { res.pop().unwrap_or_default() } else { Vec::new() };
         let Some(net) = res[0].first() else {
             return Err(Error::NetworkNotFound(network.to_string()));
         };
-        let endpoints = res.get(2).map(Vec::as_slice).unwrap_or_default();
-        NetworkView::new(keys, net, &res[1], endpoints)
+        Ok((NetworkView::new(keys, net, &res[1], &endpoints)?, endpoints))
+    }
+
+    /// A network and its endpoints (sorted by address), read at one revision.
+    /// Unreadable endpoint records are logged and skipped.
+    pub async fn network_endpoints(&self, network: &str) -> Result<(NetworkRecord, Vec<EndpointRecord>), Error> {
+        let keys = &self.keys;
+        let reads = vec![Read::Key(keys.network(network)), Read::Prefix(keys.endpoints_prefix(network))];
+        let (_, res) = self.read("reading a network's endpoints", reads).await?;
+        let Some(net) = res[0].first() else {
+            return Err(Error::NetworkNotFound(network.to_string()));
+        };
+        let net = decode::<NetworkRecord>(&net.key, &net.value)?;
+        let endpoints = res[1]
+            .iter()
+            .filter(|kv| matches!(keys.parse(&kv.key), Some(Key::Endpoint { .. })))
+            .filter_map(|kv| match decode::<EndpointRecord>(&kv.key, &kv.value) {
+                Ok(e) => Some(e),
+                Err(e) => {
+                    tracing::warn!(key = %kv.key, reason = %e, "skipping bad record in etcd");
+                    None
+                }
+            });
+        let mut endpoints: Vec<EndpointRecord> = endpoints.collect();
+        endpoints.sort_by_key(|e| e.ip);
+        Ok((net, endpoints))
     }
 
     fn block_record(&self, network: &str, cidr: Ipv4Net, host: &str) -> BlockRecord {
@@ -192,7 +235,7 @@ impl EtcdStore {
             if attempt > 0 {
                 backoff(attempt).await;
             }
-            let view = self.view(network, false).await?;
+            let (view, _) = self.view(network, false).await?;
             let free = view.free_blocks(spread(attempt));
             let Some(&cidr) = free.get(roll(free.len())) else {
                 return Err(view.exhausted());
@@ -214,77 +257,144 @@ impl EtcdStore {
 
     /// Gives an endpoint an address (and its host a block, when needed).
     pub async fn allocate_endpoint(&self, req: NewEndpoint) -> Result<EndpointRecord, Error> {
+        let offer = self.offer(&req, None::<&fn(&str) -> bool>, 0).await?;
+        Ok(self.claim(offer, req, None::<fn(&str) -> bool>).await?.0)
+    }
+
+    /// The first half of `allocate_endpoint` for a container namespace: one
+    /// read of the network picks the address, and refuses with
+    /// `Error::NetnsConnected` when `req.host` already has an endpoint in the
+    /// network whose namespace `same_netns` says is this one (a name and a
+    /// /proc path can name the same namespace, so the caller decides).
+    /// Nothing is written; `req.ifname` is not used yet and may be filled in
+    /// before `claim_endpoint`.
+    pub async fn offer_endpoint(
+        &self,
+        req: &NewEndpoint,
+        same_netns: impl Fn(&str) -> bool,
+    ) -> Result<EndpointOffer, Error> {
+        self.offer(req, Some(&same_netns), 0).await
+    }
+
+    /// The second half: writes the offered endpoint in one transaction. If
+    /// anything the offer depended on changed meanwhile, it reads, checks and
+    /// picks again (so the address may differ from the offer's). A racing
+    /// connect of the same namespace on the same host is not caught by the
+    /// transaction's guards, so the caller serialises its own (the agent
+    /// does, per host). Returns the endpoint and the network as last read.
+    pub async fn claim_endpoint(
+        &self,
+        offer: EndpointOffer,
+        req: NewEndpoint,
+        same_netns: impl Fn(&str) -> bool + Send + Sync,
+    ) -> Result<(EndpointRecord, NetworkRecord), Error> {
+        self.claim(offer, req, Some(same_netns)).await
+    }
+
+    async fn offer<F: Fn(&str) -> bool>(
+        &self,
+        req: &NewEndpoint,
+        same_netns: Option<&F>,
+        attempt: u32,
+    ) -> Result<EndpointOffer, Error> {
         validate::network_name(&req.network)?;
         validate::host_name(&req.host)?;
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
+        let (view, endpoints) = self.view(&req.network, true).await?;
+        if let Some(same) = same_netns
+            && let Some(ip) = connected_here(&endpoints, &req.host, same)
+        {
+            let (netns, network) = (req.netns.clone(), req.network.clone());
+            return Err(Error::NetnsConnected { netns, network, ip });
+        }
+        let (ip, claim) = view.plan_endpoint(&req.host, req.ip, spread(attempt), roll)?;
+        let network_mod_revision = view.network_mod_revision;
+        Ok(EndpointOffer { network: view.network, ip, mac: Mac::endpoint(ip), network_mod_revision, claim })
+    }
+
+    async fn claim<F: Fn(&str) -> bool + Send + Sync>(
+        &self,
+        mut offer: EndpointOffer,
+        req: NewEndpoint,
+        same_netns: Option<F>,
+    ) -> Result<(EndpointRecord, NetworkRecord), Error> {
+        for attempt in 1..=MAX_ATTEMPTS {
+            if let Some(record) = self.try_claim(&offer, &req).await? {
+                return Ok((record, offer.network));
+            }
+            if attempt < MAX_ATTEMPTS {
                 backoff(attempt).await;
-            }
-            let view = self.view(&req.network, true).await?;
-            let (ip, claim) = view.plan_endpoint(&req.host, req.ip, spread(attempt), roll)?;
-            let record = EndpointRecord {
-                v: RECORD_VERSION,
-                id: req.id.clone(),
-                network: req.network.clone(),
-                host: req.host.clone(),
-                netns: req.netns.clone(),
-                ip,
-                mac: Mac::endpoint(ip),
-                ifname: req.ifname.clone(),
-                host_ifname: req.host_ifname.clone(),
-                created_at: now_secs(),
-            };
-            let keys = &self.keys;
-            let ep_key = keys.endpoint(&req.network, ip);
-            let block_key = keys.block(&req.network, &claim.cidr());
-            let mut compares = vec![
-                Compare::mod_revision(
-                    keys.network(&req.network),
-                    CompareOp::Equal,
-                    view.network_mod_revision,
-                ),
-                Compare::version(ep_key.clone(), CompareOp::Equal, 0),
-            ];
-            let mut ops = Vec::new();
-            match claim {
-                BlockClaim::Ours { mod_revision, .. } => {
-                    compares.push(Compare::mod_revision(block_key, CompareOp::Equal, mod_revision));
-                }
-                BlockClaim::New(cidr) => {
-                    compares.push(Compare::version(block_key.clone(), CompareOp::Equal, 0));
-                    let block = self.block_record(&req.network, cidr, &req.host);
-                    ops.push(TxnOp::put(block_key, encode(&block), None));
-                }
-            }
-            ops.push(TxnOp::put(ep_key, encode(&record), None));
-            if self.commit("allocating an endpoint", compares, ops).await? {
-                return Ok(record);
+                offer = self.offer(&req, same_netns.as_ref(), attempt).await?;
             }
         }
         Err(Error::Contention { what: format!("allocating an address in network {:?}", req.network) })
     }
 
-    /// Deletes an endpoint; its block stays with the host.
-    pub async fn release_endpoint(&self, network: &str, ip: Ipv4Addr) -> Result<EndpointRecord, Error> {
-        let key = self.keys.endpoint(network, ip);
-        for attempt in 0..MAX_ATTEMPTS {
-            if attempt > 0 {
-                backoff(attempt).await;
+    /// One transaction writing `offer`; `None` when something it depended on
+    /// changed.
+    async fn try_claim(&self, offer: &EndpointOffer, req: &NewEndpoint) -> Result<Option<EndpointRecord>, Error> {
+        let ip = offer.ip;
+        let record = EndpointRecord {
+            v: RECORD_VERSION,
+            id: req.id.clone(),
+            network: req.network.clone(),
+            host: req.host.clone(),
+            netns: req.netns.clone(),
+            ip,
+            mac: offer.mac,
+            ifname: req.ifname.clone(),
+            host_ifname: req.host_ifname.clone(),
+            created_at: now_secs(),
+        };
+        let keys = &self.keys;
+        let ep_key = keys.endpoint(&req.network, ip);
+        let block_key = keys.block(&req.network, &offer.claim.cidr());
+        let mut compares = vec![
+            Compare::mod_revision(keys.network(&req.network), CompareOp::Equal, offer.network_mod_revision),
+            Compare::version(ep_key.clone(), CompareOp::Equal, 0),
+        ];
+        let mut ops = Vec::new();
+        match offer.claim {
+            BlockClaim::Ours { mod_revision, .. } => {
+                compares.push(Compare::mod_revision(block_key, CompareOp::Equal, mod_revision));
             }
-            let (_, res) = self.read("reading an endpoint", vec![Read::Key(key.clone())]).await?;
-            let Some(kv) = res[0].first() else {
-                return Err(Error::EndpointNotFound { network: network.to_string(), ip });
-            };
-            // An unreadable record is still removed; the caller gets the error.
-            let record = decode::<EndpointRecord>(&kv.key, &kv.value);
-            let compares = vec![Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision)];
-            let ops = vec![TxnOp::delete(key.clone(), None)];
-            if self.commit("releasing an endpoint", compares, ops).await? {
-                return record;
+            BlockClaim::New(cidr) => {
+                compares.push(Compare::version(block_key.clone(), CompareOp::Equal, 0));
+                let block = self.block_record(&req.network, cidr, &req.host);
+                ops.push(TxnOp::put(block_key, encode(&block), None));
             }
         }
-        Err(Error::Contention { what: format!("releasing {ip} in network {network:?}") })
+        ops.push(TxnOp::put(ep_key, encode(&record), None));
+        let won = self.commit("allocating an endpoint", compares, ops).await?;
+        Ok(won.then_some(record))
     }
+
+    /// Deletes an endpoint; its block stays with the host. One request: the
+    /// deletion returns the record it removed.
+    pub async fn release_endpoint(&self, network: &str, ip: Ipv4Addr) -> Result<EndpointRecord, Error> {
+        let key = self.keys.endpoint(network, ip);
+        let mut c = self.client();
+        let opts = DeleteOptions::new().with_prev_key();
+        let resp = self.timed("releasing an endpoint", c.delete(key.as_str(), Some(opts))).await?;
+        let Some(kv) = resp.prev_kvs().first() else {
+            return Err(Error::EndpointNotFound { network: network.to_string(), ip });
+        };
+        // An unreadable record is still removed; the caller gets the error.
+        decode::<EndpointRecord>(&key, kv.value())
+    }
+}
+
+/// The address of `host`'s endpoint in the namespace `same_netns` accepts, if
+/// there is one among `endpoints` (the raw keys of one network). Only records
+/// that mention `host` are decoded: serde_json writes a host name (letters,
+/// digits, '_', '.', '-') verbatim, so the others cannot be `host`'s.
+fn connected_here(endpoints: &[Kv], host: &str, same_netns: impl Fn(&str) -> bool) -> Option<Ipv4Addr> {
+    let mentions = |value: &[u8]| value.windows(host.len()).any(|w| w == host.as_bytes());
+    endpoints
+        .iter()
+        .filter(|kv| mentions(&kv.value))
+        .filter_map(|kv| decode::<EndpointRecord>(&kv.key, &kv.value).ok())
+        .find(|e| e.host == host && same_netns(&e.netns))
+        .map(|e| e.ip)
 }
 
 #[cfg(test)]

@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use etcd_client::{Client, Compare, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse};
 
-pub use endpoints::NewEndpoint;
+pub use endpoints::{EndpointOffer, NewEndpoint};
 pub use hosts::HostStatus;
 pub use networks::NewNetwork;
 pub use watch::{StoreWatch, WatchBatch, WatchEvent};

@@ -2,38 +2,92 @@
 //! belongs to us (devices named with the `ov` prefix).
 //!
 //! Masters are resolved through the full link dump, so a port of a foreign
-//! bridge still reports its master's name. FDB destinations of AF_BRIDGE
-//! entries come back as raw bytes (`NeighbourAddress::Other`), not `Inet`.
+//! bridge still reports its master's name. Links and the FDB and neighbour
+//! tables (tens of thousands of entries at scale) are read over the
+//! [`raw`](super::raw) socket: each message is looked at in the receive
+//! buffer ([`wire`](super::wire)) and only what is ours becomes compact
+//! `ObservedLink`/`FdbEntry`/`NeighEntry` values, so no decoded copy of a
+//! dump exists at any time.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{IpAddr, Ipv4Addr};
+use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
+use netlink_packet_core::NetlinkMessage;
 use netlink_packet_route::AddressFamily;
+use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
-use netlink_packet_route::link::{
-    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
-};
-use netlink_packet_route::neighbour::{
-    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
-};
-use ovnet_ipam_store::Mac;
+use netlink_packet_route::link::{LinkAttribute, LinkExtentMask, LinkMessage};
+use netlink_packet_route::neighbour::{NeighbourFlags, NeighbourMessage, NeighbourState};
 
-use super::{dump_links, link_kind, link_name};
+use super::cache::DeviceEntries;
+use super::changes::Subscriptions;
+use super::raw::{Raw, RawError};
+use super::wire::{Entry, Link};
 use crate::dataplane::DataplaneError;
 use crate::model::{DEVICE_PREFIX, FdbEntry, LinkKind, NeighEntry, Observed, ObservedLink};
 
-/// Everything of ours in the namespace of `handle`.
-pub(super) async fn observe(handle: &rtnetlink::Handle) -> Result<Observed, DataplaneError> {
-    let links = dump_links(handle).await.map_err(|source| failed("ip link show", source))?;
-    let names: HashMap<u32, &str> =
-        links.iter().filter_map(|l| link_name(l).map(|n| (l.header.index, n))).collect();
-    let mut observed = Observed::default();
-    for link in &links {
-        if let Some(ours) = observed_link(link, &names) {
-            observed.links.insert(ours.name.clone(), ours);
+/// Everything of ours in the namespace of `handle`. With `cached`, the FDB
+/// and neighbour entries come from the notification cache when it can vouch
+/// for them; otherwise they are dumped (and refill the cache).
+pub(super) async fn observe(
+    handle: &rtnetlink::Handle,
+    raw: &Raw,
+    subs: &Subscriptions,
+    cached: bool,
+) -> Result<Observed, DataplaneError> {
+    let (mut observed, vxlans) = links(raw, handle).await?;
+    let entries = match cached.then(|| subs.cached(vxlans.keys().copied())).flatten() {
+        Some(entries) => entries,
+        None => {
+            tracing::debug!(cached, "dumping the FDB and neighbour tables");
+            subs.start_fill();
+            match dump_entries(raw, &vxlans).await {
+                Ok(entries) => {
+                    subs.fill(&entries);
+                    entries
+                }
+                Err(e) => {
+                    subs.fill_failed();
+                    return Err(e);
+                }
+            }
         }
+    };
+    for (index, dev) in entries {
+        let Some(name) = vxlans.get(&index) else { continue };
+        if !dev.fdb.is_empty() {
+            observed.fdb.insert(name.clone(), dev.fdb);
+        }
+        if !dev.neigh.is_empty() {
+            observed.neigh.insert(name.clone(), dev.neigh);
+        }
+    }
+    Ok(observed)
+}
+
+/// Our links with their addresses, and our VXLAN devices' names by index.
+async fn links(
+    raw: &Raw,
+    handle: &rtnetlink::Handle,
+) -> Result<(Observed, HashMap<u32, String>), DataplaneError> {
+    // Every link's name (a master may be a foreign bridge), ours in full.
+    let mut names: HashMap<u32, String> = HashMap::new();
+    let mut ours: Vec<(ObservedLink, Option<u32>)> = Vec::new();
+    let each = |_kind: u16, payload: &[u8]| {
+        let Some(link) = Link::parse(payload) else { return };
+        let Some(name) = link.name else { return };
+        names.insert(link.index, name.to_string());
+        if name.starts_with(DEVICE_PREFIX) {
+            ours.push((observed_link(name, &link), link.master));
+        }
+    };
+    raw.dump(get_links(), each).await.map_err(|e| dump_failed("ip link show", e))?;
+    let mut observed = Observed::default();
+    for (mut link, master) in ours {
+        link.master = master.and_then(|m| names.get(&m).cloned());
+        observed.links.insert(link.name.clone(), link);
     }
     let by_index: HashMap<u32, String> = observed.links.values().map(|l| (l.index, l.name.clone())).collect();
 
@@ -50,81 +104,40 @@ pub(super) async fn observe(handle: &rtnetlink::Handle) -> Result<Observed, Data
         .filter(|l| matches!(l.kind, LinkKind::Vxlan { .. }))
         .map(|l| (l.index, l.name.clone()))
         .collect();
-    observed.fdb = fdb_entries(handle, &vxlans).await?;
-    observed.neigh = neigh_entries(handle, &vxlans).await?;
-    Ok(observed)
+    Ok((observed, vxlans))
+}
+
+/// An `RTM_GETLINK` dump request that spares the kernel the statistics.
+fn get_links() -> NetlinkMessage<RouteNetlinkMessage> {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::ExtMask(vec![LinkExtentMask::SkipStats]));
+    NetlinkMessage::from(RouteNetlinkMessage::GetLink(msg))
 }
 
 fn failed(what: &str, source: rtnetlink::Error) -> DataplaneError {
     DataplaneError::Netlink { what: what.to_string(), source }
 }
 
-/// The link as the planner sees it, if its name carries our prefix.
-fn observed_link(link: &LinkMessage, names: &HashMap<u32, &str>) -> Option<ObservedLink> {
-    let name = link_name(link)?;
-    if !name.starts_with(DEVICE_PREFIX) {
-        return None;
-    }
-    let mut mtu = 0;
-    let mut mac = None;
-    let mut master = None;
-    for attr in &link.attributes {
-        match attr {
-            LinkAttribute::Mtu(m) => mtu = *m,
-            LinkAttribute::Address(bytes) => mac = mac_from(bytes),
-            LinkAttribute::Controller(index) => master = names.get(index).map(|n| n.to_string()),
-            _ => {}
+/// One of our links as the planner sees it (its master still to be named).
+fn observed_link(name: &str, link: &Link) -> ObservedLink {
+    let kind = match (link.kind, &link.vxlan) {
+        (Some("bridge"), _) => LinkKind::Bridge,
+        (Some("veth"), _) => LinkKind::Veth,
+        (Some("vxlan"), Some(v)) => {
+            LinkKind::Vxlan { vni: v.vni, local: v.local, port: v.port, learning: v.learning, proxy: v.proxy }
         }
-    }
-    Some(ObservedLink {
+        (kind, _) => LinkKind::Other(kind.unwrap_or_default().to_string()),
+    };
+    ObservedLink {
         name: name.to_string(),
-        index: link.header.index,
-        kind: kind_of(link),
-        mtu,
-        mac,
-        up: link.header.flags.contains(LinkFlags::Up),
-        master,
+        index: link.index,
+        kind,
+        mtu: link.mtu,
+        mac: link.mac,
+        up: link.up,
+        master: None,
         addrs: BTreeSet::new(),
-    })
-}
-
-fn kind_of(link: &LinkMessage) -> LinkKind {
-    match link_kind(link) {
-        Some(InfoKind::Bridge) => LinkKind::Bridge,
-        Some(InfoKind::Veth) => LinkKind::Veth,
-        Some(InfoKind::Vxlan) => vxlan_kind(link),
-        Some(other) => LinkKind::Other(other.to_string()),
-        None => LinkKind::Other(String::new()),
     }
-}
-
-/// `ip -d link show` of a VXLAN device: id, local, dstport, [no]learning, proxy.
-fn vxlan_kind(link: &LinkMessage) -> LinkKind {
-    let (mut vni, mut local, mut port, mut learning, mut proxy) = (0, None, 0, false, false);
-    let infos = link.attributes.iter().filter_map(|a| match a {
-        LinkAttribute::LinkInfo(infos) => Some(infos),
-        _ => None,
-    });
-    for info in infos.flatten() {
-        let LinkInfo::Data(InfoData::Vxlan(data)) = info else {
-            continue;
-        };
-        for item in data {
-            match item {
-                InfoVxlan::Id(id) => vni = *id,
-                InfoVxlan::Local(ip) => local = Some(*ip),
-                InfoVxlan::Port(p) => port = *p,
-                InfoVxlan::Learning(on) => learning = *on,
-                InfoVxlan::Proxy(on) => proxy = *on,
-                _ => {}
-            }
-        }
-    }
-    LinkKind::Vxlan { vni, local, port, learning, proxy }
-}
-
-fn mac_from(bytes: &[u8]) -> Option<Mac> {
-    <[u8; 6]>::try_from(bytes).ok().map(Mac)
 }
 
 /// `ip -4 addr show`: every IPv4 address of the namespace.
@@ -151,83 +164,58 @@ pub(super) fn ipv4_addr(msg: &AddressMessage) -> Option<(u32, Ipv4Net)> {
     Some((msg.header.index, net))
 }
 
-/// `bridge fdb show`: the device's own (`self`) entries with a destination.
-async fn fdb_entries(
-    handle: &rtnetlink::Handle,
+/// `bridge fdb show` and `ip -4 neigh show nud permanent` for our VXLAN
+/// devices: their own (`self`) FDB entries with a destination and their
+/// permanent IPv4 neighbours, by device index (every device, even empty).
+async fn dump_entries(
+    raw: &Raw,
     vxlans: &HashMap<u32, String>,
-) -> Result<BTreeMap<String, BTreeSet<FdbEntry>>, DataplaneError> {
-    let mut out: BTreeMap<String, BTreeSet<FdbEntry>> = BTreeMap::new();
-    if vxlans.is_empty() {
+) -> Result<HashMap<u32, DeviceEntries>, DataplaneError> {
+    let mut out: HashMap<u32, DeviceEntries> =
+        vxlans.keys().map(|i| (*i, DeviceEntries::default())).collect();
+    if out.is_empty() {
         return Ok(out);
     }
-    let entries: Vec<NeighbourMessage> = handle
-        .neighbours()
-        .get()
-        .set_address_family(AddressFamily::Bridge)
-        .execute()
-        .try_collect()
-        .await
-        .map_err(|source| failed("bridge fdb show", source))?;
-    for msg in &entries {
-        let Some(dev) = vxlans.get(&msg.header.ifindex) else {
-            continue;
-        };
-        let flags = msg.header.flags;
+    let fdb = |_kind: u16, payload: &[u8]| {
+        let Some(e) = Entry::parse(payload) else { return };
+        let Some(dev) = out.get_mut(&e.header.ifindex) else { return };
+        let flags = e.header.flags;
         if !flags.contains(NeighbourFlags::Own) || flags.contains(NeighbourFlags::Controller) {
-            continue;
+            return;
         }
-        if let (Some(mac), Some(dst)) = (neigh_mac(msg), neigh_ipv4(msg)) {
-            out.entry(dev.clone()).or_default().insert(FdbEntry { mac, dst });
+        if let (Some(mac), Some(dst)) = (e.mac, e.ip) {
+            dev.fdb.insert(FdbEntry { mac, dst });
         }
-    }
-    Ok(out)
-}
-
-/// `ip -4 neigh show nud permanent` on our VXLAN devices.
-async fn neigh_entries(
-    handle: &rtnetlink::Handle,
-    vxlans: &HashMap<u32, String>,
-) -> Result<BTreeMap<String, BTreeSet<NeighEntry>>, DataplaneError> {
-    let mut out: BTreeMap<String, BTreeSet<NeighEntry>> = BTreeMap::new();
-    if vxlans.is_empty() {
-        return Ok(out);
-    }
-    let entries: Vec<NeighbourMessage> = handle
-        .neighbours()
-        .get()
-        .set_address_family(AddressFamily::Inet)
-        .execute()
-        .try_collect()
+    };
+    raw.dump(get_neighbours(AddressFamily::Bridge), fdb)
         .await
-        .map_err(|source| failed("ip -4 neigh show", source))?;
-    for msg in &entries {
-        let Some(dev) = vxlans.get(&msg.header.ifindex) else {
-            continue;
-        };
-        if msg.header.state != NeighbourState::Permanent {
-            continue;
+        .map_err(|e| dump_failed("bridge fdb show", e))?;
+    let neigh = |_kind: u16, payload: &[u8]| {
+        let Some(e) = Entry::parse(payload) else { return };
+        let Some(dev) = out.get_mut(&e.header.ifindex) else { return };
+        if e.header.state != NeighbourState::Permanent {
+            return;
         }
-        if let (Some(mac), Some(ip)) = (neigh_mac(msg), neigh_ipv4(msg)) {
-            out.entry(dev.clone()).or_default().insert(NeighEntry { ip, mac });
+        if let (Some(mac), Some(ip)) = (e.mac, e.ip) {
+            dev.neigh.insert(NeighEntry { ip, mac });
         }
-    }
+    };
+    raw.dump(get_neighbours(AddressFamily::Inet), neigh)
+        .await
+        .map_err(|e| dump_failed("ip -4 neigh show", e))?;
     Ok(out)
 }
 
-fn neigh_mac(msg: &NeighbourMessage) -> Option<Mac> {
-    msg.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::LinkLayerAddress(bytes) => mac_from(bytes),
-        _ => None,
-    })
+/// An `RTM_GETNEIGH` dump request for one address family.
+fn get_neighbours(family: AddressFamily) -> NetlinkMessage<RouteNetlinkMessage> {
+    let mut msg = NeighbourMessage::default();
+    msg.header.family = family;
+    NetlinkMessage::from(RouteNetlinkMessage::GetNeighbour(msg))
 }
 
-/// `NDA_DST` as IPv4: parsed as `Inet` for AF_INET, raw bytes for AF_BRIDGE.
-fn neigh_ipv4(msg: &NeighbourMessage) -> Option<Ipv4Addr> {
-    msg.attributes.iter().find_map(|a| match a {
-        NeighbourAttribute::Destination(NeighbourAddress::Inet(ip)) => Some(*ip),
-        NeighbourAttribute::Destination(NeighbourAddress::Other(bytes)) => {
-            <[u8; 4]>::try_from(bytes.as_slice()).ok().map(Ipv4Addr::from)
-        }
-        _ => None,
-    })
+fn dump_failed(what: &str, e: RawError) -> DataplaneError {
+    match e {
+        RawError::Netlink(source) => failed(what, source),
+        RawError::Io(e) => DataplaneError::Other(format!("{what}: {e}")),
+    }
 }
