@@ -95,43 +95,11 @@ fn network_datapath(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ovnet_ipam_store::{AliveRecord, EndpointRecord};
-
-    fn net(name: &str, vni: u32, subnet: &str) -> NetworkRecord {
-        let subnet: Ipv4Net = subnet.parse().unwrap();
-        let gateway = ovnet_ipam_store::alloc::gateway(subnet);
-        NetworkRecord {
-            v: 1,
-            id: format!("id-{name}"),
-            name: name.into(),
-            driver: "overlay".into(),
-            subnet,
-            gateway,
-            vni,
-            mtu: 1450,
-            block_prefix: 24,
-            created_at: 0,
-        }
-    }
+    use crate::testutil::{endpoint as ep, network as net};
+    use ovnet_ipam_store::AliveRecord;
 
     fn alive(name: &str, vtep: [u8; 4]) -> AliveRecord {
         AliveRecord { v: 1, name: name.into(), vtep: vtep.into(), started_at: 0 }
-    }
-
-    fn ep(network: &str, host: &str, ip: [u8; 4]) -> EndpointRecord {
-        let ip = Ipv4Addr::from(ip);
-        EndpointRecord {
-            v: 1,
-            id: format!("{host}{ip}"),
-            network: network.into(),
-            host: host.into(),
-            netns: "c".into(),
-            ip,
-            mac: Mac::endpoint(ip),
-            ifname: "eth0".into(),
-            host_ifname: format!("ovve{}", ip.octets()[3]),
-            created_at: 0,
-        }
     }
 
     fn me() -> HostContext {
