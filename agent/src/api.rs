@@ -109,7 +109,10 @@ impl<D: Dataplane> AgentService<D> {
     /// is already connected here), then the veth is made and raised while
     /// etcd writes the endpoint, then given its address. No extra read of the
     /// network when this host has built it already. Answers once the veth
-    /// forwards.
+    /// forwards. The container end has no address until etcd holds the
+    /// endpoint; whichever half fails, the other is undone (an agent killed
+    /// in between leaves a veth without an endpoint, which `ovctl doctor`
+    /// reports, as it reported an endpoint without a veth before).
     async fn connect(&self, r: pb::ConnectRequest) -> Result<pb::Endpoint, AgentError> {
         let ip = match r.ip.as_str() {
             "" => None,
@@ -131,9 +134,16 @@ impl<D: Dataplane> AgentService<D> {
             tokio::join!(self.dp.create_veth(&ns, &planned), self.store.claim_endpoint(offer, req, &same));
         let (ep, net) = match (made, claimed) {
             (Ok(()), Ok(claimed)) => claimed,
-            (Ok(()), Err(e)) => return Err(self.undo_connect(Some(&planned.host_ifname), None, e.into()).await),
-            (Err(e), Ok((ep, net))) => return Err(self.undo_connect(None, Some((&net, ep.ip)), e.into()).await),
-            (Err(_), Err(e)) => return Err(e.into()),
+            (Ok(()), Err(e)) => {
+                return Err(self.undo_connect(Some(&planned.host_ifname), None, e.into()).await);
+            }
+            (Err(e), Ok((ep, net))) => {
+                return Err(self.undo_connect(None, Some((&net, ep.ip)), e.into()).await);
+            }
+            (Err(made), Err(e)) => {
+                warn!(error = %made, "making the veth of a failed connect failed too");
+                return Err(e.into());
+            }
         };
         let spec = self.attach_spec(&ep.host_ifname, &ep.ifname, &net, ep.ip);
         if let Err(e) = self.finish_veth(&ns, &planned, &spec).await {
@@ -176,7 +186,12 @@ impl<D: Dataplane> AgentService<D> {
     /// Gives the pair made as `planned` its address. When the claim ended
     /// with another address (it lost a race and picked again), the pair is
     /// made again first, since its MAC follows the address.
-    async fn finish_veth(&self, ns: &D::Netns, planned: &AttachSpec, spec: &AttachSpec) -> Result<(), DataplaneError> {
+    async fn finish_veth(
+        &self,
+        ns: &D::Netns,
+        planned: &AttachSpec,
+        spec: &AttachSpec,
+    ) -> Result<(), DataplaneError> {
         if planned != spec {
             self.dp.detach(planned.host_ifname.clone()).await?;
             self.dp.create_veth(ns, spec).await?;

@@ -1,16 +1,15 @@
 //! Network namespaces: naming them, checking them, and talking to them.
 //!
 //! `setns` changes only the calling thread, so nothing here ever calls it on a
-//! tokio worker: each entry happens on a short-lived std thread of its own,
-//! which opens what it needs inside the namespace (a netlink socket, or a
-//! whole current-thread runtime) and then exits. A netlink socket keeps the
-//! namespace it was created in, so the socket outlives the thread.
-//!
-//! A connect enters its container's namespace once ([`NetnsHandle`]) and does
-//! everything there through the socket it brought back. That one entry is
-//! made by a long-lived thread that goes in and comes straight back (`setns`
-//! costs microseconds), because starting and ending a thread costs 0.03 to
-//! 3 ms on a busy 2-core machine (its stack is mapped and unmapped).
+//! tokio worker. A netlink socket keeps the namespace it was created in, so
+//! what is opened inside outlives the visit. Occasional visits (a dataplane
+//! for a lab host, subscriptions, ethtool, `/proc` reads, `check_netns`) run
+//! on a short-lived std thread of their own that enters and exits. A connect
+//! enters its container's namespace once ([`NetnsHandle`]) and does everything
+//! there through the socket it brought back; that visit is made by one
+//! long-lived thread that goes in and comes straight back (`setns` costs
+//! microseconds, while starting and ending a thread costs 0.03 to 3 ms on a
+//! busy 2-core machine: its stack is mapped and unmapped).
 
 use std::collections::BTreeMap;
 use std::fs::File;

@@ -332,6 +332,25 @@ async fn a_failed_attach_leaves_nothing_behind() {
 }
 
 #[tokio::test]
+async fn the_pair_is_made_and_raised_before_it_gets_its_address() {
+    let (_h, dp) = host_dp("split", "192.0.2.1").await;
+    let c = Netns::new("c");
+    apply_ok(&dp, &bridge_ops(BR, "10.77.0.1", 24)).await;
+    let ns = dp.open_netns(c.path.clone()).await.expect("open the namespace");
+    let eth0 = spec("eee", "eth0", BR, "10.77.0.2");
+    dp.create_veth(&ns, &eth0).await.expect("create");
+    let up = |dev: &str| c.link_json(dev)["flags"].as_array().expect("flags").iter().any(|f| f == "UP");
+    assert!(up("eth0") && up("lo"), "both up once made");
+    assert!(!addrs_in(&c.path).contains(&ip4("10.77.0.2")), "no address before configure");
+    assert!(c.ip("route show default").trim().is_empty());
+
+    dp.configure_veth(&ns, &eth0).await.expect("configure");
+    assert!(addrs_in(&c.path).contains(&ip4("10.77.0.2")));
+    assert!(c.ip("route show default").contains("via 10.77.0.1 dev eth0"));
+    ping(&c, "10.77.0.1");
+}
+
+#[tokio::test]
 async fn a_retried_attach_replaces_its_stale_pair_and_forwards_at_once() {
     let (_h, dp) = host_dp("retry", "192.0.2.1").await;
     let c = Netns::new("c");

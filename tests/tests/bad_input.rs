@@ -117,3 +117,13 @@ fn network_in_use_cannot_be_removed() {
     })
     .unwrap();
 }
+
+#[test]
+fn namespace_already_connected() {
+    let mut lab = lab();
+    lab.create_network(0, "-d overlay a").unwrap();
+    let (c, _) = lab.connected(0, "a", "c").unwrap();
+    refused(&lab, &format!("network connect a {c}"), "already connected");
+    // The same namespace by its path.
+    refused(&lab, &format!("network connect a /run/netns/{c}"), "already connected");
+}

@@ -379,3 +379,62 @@ async fn calls_fail_fast_when_etcd_is_down() {
         }
     }
 }
+
+#[tokio::test]
+async fn a_connect_is_an_offer_then_a_claim_once_per_namespace_host_and_network() {
+    let etcd = Etcd::start_local().unwrap();
+    let s = store(&etcd).await;
+    s.create_network(net_with("blue", "10.1.0.0/24", None)).await.unwrap();
+    s.create_network(net_with("red", "10.2.0.0/24", None)).await.unwrap();
+    let same = |ns: String| move |other: &str| other == ns;
+
+    // An offer reads and picks, and writes nothing; the name comes later.
+    let mut req = NewEndpoint { ifname: String::new(), ..endpoint("blue", "a", "c1", None) };
+    let before = s.snapshot().await.unwrap().1;
+    let offer = s.offer_endpoint(&req, same(req.netns.clone())).await.unwrap();
+    assert_eq!((offer.ip.to_string(), offer.network.name.as_str()), ("10.1.0.2".to_string(), "blue"));
+    assert_eq!(offer.mac, ovnet_ipam_store::Mac::endpoint(offer.ip));
+    assert_eq!(s.snapshot().await.unwrap().1, before, "an offer wrote something");
+    req.ifname = "eth0".into();
+    let (ep, net) = s.claim_endpoint(offer, req.clone(), same(req.netns.clone())).await.unwrap();
+    assert_eq!(
+        (ep.ip.to_string(), ep.ifname.as_str(), net.name.as_str()),
+        ("10.1.0.2".into(), "eth0", "blue")
+    );
+
+    // The same namespace again on the same host and network: refused, nothing written.
+    let before = s.snapshot().await.unwrap().1;
+    let e = s.offer_endpoint(&endpoint("blue", "a", "c9", None), same(req.netns.clone())).await.unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "namespace /run/netns/c9 is already connected to network blue (address 10.1.0.2)"
+    );
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists);
+    assert_eq!(s.snapshot().await.unwrap().1, before, "a refused offer wrote something");
+    // Elsewhere it is another endpoint.
+    for (network, host) in [("blue", "b"), ("red", "a")] {
+        let other = endpoint(network, host, "c1", None);
+        let offer = s.offer_endpoint(&other, same(other.netns.clone())).await.unwrap();
+        s.claim_endpoint(offer, other.clone(), same(other.netns.clone())).await.unwrap();
+    }
+
+    // Two offers of the same address: the second claim picks again.
+    let (c3, c4) = (endpoint("blue", "a", "c3", None), endpoint("blue", "a", "c4", None));
+    let o3 = s.offer_endpoint(&c3, same(c3.netns.clone())).await.unwrap();
+    let o4 = s.offer_endpoint(&c4, same(c4.netns.clone())).await.unwrap();
+    assert_eq!(o3.ip, o4.ip);
+    let (e3, _) = s.claim_endpoint(o3, c3.clone(), same(c3.netns.clone())).await.unwrap();
+    let (e4, _) = s.claim_endpoint(o4, c4.clone(), same(c4.netns.clone())).await.unwrap();
+    assert_ne!(e3.ip, e4.ip);
+    assert_eq!(e4.mac, ovnet_ipam_store::Mac::endpoint(e4.ip));
+
+    // One read gives the network and its endpoints; a release is one request.
+    let (net, eps) = s.network_endpoints("blue").await.unwrap();
+    assert_eq!(net.name, "blue");
+    let hosts: Vec<(&str, &str)> = eps.iter().map(|e| (e.host.as_str(), e.netns.as_str())).collect();
+    assert_eq!(hosts.len(), 4, "{hosts:?}");
+    assert!(eps.windows(2).all(|w| w[0].ip < w[1].ip), "sorted by address");
+    assert_eq!(s.release_endpoint("blue", e3.ip).await.unwrap(), e3);
+    assert!(matches!(s.release_endpoint("blue", e3.ip).await, Err(Error::EndpointNotFound { .. })));
+    assert!(matches!(s.network_endpoints("nope").await, Err(Error::NetworkNotFound(_))));
+}

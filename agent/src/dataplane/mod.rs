@@ -134,8 +134,10 @@ pub trait Dataplane: Clone + Send + Sync + 'static {
     fn open_netns(&self, path: PathBuf) -> impl Future<Output = Result<Self::Netns, DataplaneError>> + Send;
 
     /// Names of the links inside a container namespace (to pick the next ethN).
-    fn netns_links(&self, netns: &Self::Netns)
-    -> impl Future<Output = Result<Vec<String>, DataplaneError>> + Send;
+    fn netns_links(
+        &self,
+        netns: &Self::Netns,
+    ) -> impl Future<Output = Result<Vec<String>, DataplaneError>> + Send;
 
     /// Creates the veth pair with the container end born inside `netns`
     /// (name, MAC, MTU; up, without an address; `lo` up too) and the host

@@ -201,7 +201,10 @@ impl EtcdStore {
 
     /// A network and its endpoints (sorted by address), read at one revision.
     /// Unreadable endpoint records are logged and skipped.
-    pub async fn network_endpoints(&self, network: &str) -> Result<(NetworkRecord, Vec<EndpointRecord>), Error> {
+    pub async fn network_endpoints(
+        &self,
+        network: &str,
+    ) -> Result<(NetworkRecord, Vec<EndpointRecord>), Error> {
         let keys = &self.keys;
         let reads = vec![Read::Key(keys.network(network)), Read::Prefix(keys.endpoints_prefix(network))];
         let (_, res) = self.read("reading a network's endpoints", reads).await?;
@@ -331,7 +334,11 @@ impl EtcdStore {
 
     /// One transaction writing `offer`; `None` when something it depended on
     /// changed.
-    async fn try_claim(&self, offer: &EndpointOffer, req: &NewEndpoint) -> Result<Option<EndpointRecord>, Error> {
+    async fn try_claim(
+        &self,
+        offer: &EndpointOffer,
+        req: &NewEndpoint,
+    ) -> Result<Option<EndpointRecord>, Error> {
         let ip = offer.ip;
         let record = EndpointRecord {
             v: RECORD_VERSION,
@@ -446,6 +453,47 @@ mod tests {
         assert_eq!(e.to_string(), r#"no free address left in network "n" (10.9.0.0/30)"#);
         let v = view("10.9.0.0/30", 30, &[("10.9.0.0/30", "b")], &[]);
         assert!(matches!(v.plan_endpoint("a", None, 1, |_| 0), Err(Error::AddressExhausted { .. })));
+    }
+
+    #[test]
+    fn a_namespace_connected_here_is_found_among_the_records() {
+        let record = |host: &str, netns: &str, ip: Ipv4Addr| EndpointRecord {
+            v: RECORD_VERSION,
+            id: "id".into(),
+            network: "n".into(),
+            host: host.into(),
+            netns: netns.into(),
+            ip,
+            mac: Mac::endpoint(ip),
+            ifname: "eth0".into(),
+            host_ifname: "ovveid".into(),
+            created_at: 0,
+        };
+        let kv = |r: &EndpointRecord| Kv {
+            key: format!("/ovnet/endpoints/n/{}", r.ip),
+            value: encode(r),
+            mod_revision: 1,
+        };
+        let mut kvs: Vec<Kv> = [
+            record("a", "c1", ip("10.1.0.2")),
+            record("b", "c2", ip("10.1.1.2")),
+            record("ab", "c3", ip("10.1.0.4")),
+        ]
+        .iter()
+        .map(kv)
+        .collect();
+        kvs.push(Kv {
+            key: "/ovnet/endpoints/n/10.1.0.3".into(),
+            value: b"{not json".to_vec(),
+            mod_revision: 1,
+        });
+        let is = |ns: &'static str| move |other: &str| other == ns;
+        assert_eq!(connected_here(&kvs, "a", is("c1")), Some(ip("10.1.0.2")));
+        // Another host's namespace, or a host whose name contains ours, is not ours.
+        assert_eq!(connected_here(&kvs, "a", is("c2")), None);
+        assert_eq!(connected_here(&kvs, "a", is("c3")), None);
+        assert_eq!(connected_here(&kvs, "b", is("c2")), Some(ip("10.1.1.2")));
+        assert_eq!(connected_here(&kvs, "c", is("c1")), None);
     }
 
     #[test]

@@ -48,9 +48,8 @@ const FORWARDING_POLL: Duration = Duration::from_millis(1);
 
 /// `ip -n NS link show`: the names of the links in the namespace.
 pub(super) async fn links(ns: &NetnsHandle) -> Result<Vec<String>, DataplaneError> {
-    let links = dump_links(ns.handle())
-        .await
-        .map_err(netlink(format!("ip -n {} link show", ns.path().display())))?;
+    let links =
+        dump_links(ns.handle()).await.map_err(netlink(format!("ip -n {} link show", ns.path().display())))?;
     Ok(links.iter().filter_map(link_name).map(str::to_string).collect())
 }
 
@@ -58,7 +57,11 @@ pub(super) async fn links(ns: &NetnsHandle) -> Result<Vec<String>, DataplaneErro
 /// address; on failure nothing is left. A pair left with the same host name
 /// by an interrupted attach of the same endpoint is replaced, so a retried
 /// attach succeeds.
-pub(super) async fn create_veth(h: &Handle, ns: &NetnsHandle, spec: &AttachSpec) -> Result<(), DataplaneError> {
+pub(super) async fn create_veth(
+    h: &Handle,
+    ns: &NetnsHandle,
+    spec: &AttachSpec,
+) -> Result<(), DataplaneError> {
     let bridge = index_of(h, &spec.bridge).await.map_err(netlink(format!("ip link show {}", spec.bridge)))?;
     let bridge =
         bridge.ok_or_else(|| DataplaneError::Other(format!("bridge {} does not exist", spec.bridge)))?;
@@ -169,15 +172,16 @@ async fn raise(ns: &NetnsHandle, peer: Option<u32>, spec: &AttachSpec) -> Result
     let up = inner.link().set(LinkUnspec::new_with_index(index).up().build()).execute();
     let lo = inner.link().set(LinkUnspec::new_with_name("lo").up().build()).execute();
     let (up, lo) = futures::join!(up, lo);
-    logged([
-        (up, format!("ip -n {path} link set {ifname} up")),
-        (lo, format!("ip -n {path} link set lo up")),
-    ])
+    logged([(up, format!("ip -n {path} link set {ifname} up")), (lo, format!("ip -n {path} link set lo up"))])
 }
 
 /// Inside the namespace: the address, and a default route via the gateway
 /// when the namespace has none; then waits until the host end forwards.
-pub(super) async fn configure_veth(h: &Handle, ns: &NetnsHandle, spec: &AttachSpec) -> Result<(), DataplaneError> {
+pub(super) async fn configure_veth(
+    h: &Handle,
+    ns: &NetnsHandle,
+    spec: &AttachSpec,
+) -> Result<(), DataplaneError> {
     let (inner, ifname, path) = (ns.handle(), &spec.ifname, ns.path().display());
     let index = match ns.noted_link(ifname) {
         Some(index) => index,
@@ -200,7 +204,9 @@ pub(super) async fn configure_veth(h: &Handle, ns: &NetnsHandle, spec: &AttachSp
 }
 
 /// Logs the requests that succeeded; returns the first failure.
-fn logged<const N: usize>(results: [(Result<(), rtnetlink::Error>, String); N]) -> Result<(), DataplaneError> {
+fn logged<const N: usize>(
+    results: [(Result<(), rtnetlink::Error>, String); N],
+) -> Result<(), DataplaneError> {
     let mut first_error = None;
     for (result, what) in results {
         match result {
