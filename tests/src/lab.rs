@@ -41,6 +41,8 @@ pub struct AgentOptions {
     pub resync_interval: Option<u64>,
     /// `--log-format json`.
     pub log_json: bool,
+    /// Any further flags, given to every agent as they are.
+    pub extra_args: Vec<String>,
 }
 
 /// The metrics port of every agent: each host namespace has its own
@@ -222,6 +224,7 @@ impl Lab {
         if self.agent_opts.log_json {
             args.extend(["--log-format".to_string(), "json".to_string()]);
         }
+        args.extend(self.agent_opts.extra_args.iter().cloned());
         args
     }
 
@@ -433,6 +436,11 @@ impl Lab {
     pub fn containers_exec(&self, ns: &str, cmd: &[&str]) -> anyhow::Result<String> {
         let out = Command::new("ip").args(["netns", "exec", ns]).args(cmd).output()?;
         Ok(String::from_utf8_lossy(&out.stdout).to_string())
+    }
+
+    /// Panics in every agent's log so far.
+    pub fn panics(&self) -> u64 {
+        self.hosts.iter().map(|h| crate::report::panics_in(&h.log())).sum()
     }
 
     /// The agents' logs, for failure reports.

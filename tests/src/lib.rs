@@ -10,6 +10,8 @@ pub mod bench;
 pub mod etcd;
 pub mod lab;
 pub mod netns;
+pub mod pings;
+pub mod report;
 
 pub use etcd::Etcd;
 pub use lab::{Lab, LabOptions};
