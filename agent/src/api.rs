@@ -21,8 +21,9 @@ use crate::dataplane::{AttachSpec, Dataplane, DataplaneError};
 use crate::desired::HostContext;
 use crate::doctor::{self, Severity};
 use crate::error::AgentError;
+use crate::leaks::Busy;
 use crate::metrics::Metrics;
-use crate::model::{VXLAN_OVERHEAD, bridge_name, veth_host_name};
+use crate::model::{VXLAN_OVERHEAD, bridge_name, veth_host_name, veth_temp_name};
 use crate::netns::netns_path;
 use crate::reconcile::ReadyRx;
 
@@ -37,13 +38,21 @@ pub struct AgentService<D: Dataplane> {
     metrics: Metrics,
     /// Serialises connect/disconnect on this host (interface names in a namespace).
     plumbing: Mutex<()>,
+    /// Veths being plumbed, which the reconcile loop must not take for leaks.
+    busy: Busy,
 }
 
 type Reply<T> = Result<Response<T>, Status>;
 
 impl<D: Dataplane> AgentService<D> {
     pub fn new(store: EtcdStore, dp: D, me: HostContext, ready: ReadyRx, metrics: Metrics) -> Self {
-        AgentService { store, dp, me, ready, metrics, plumbing: Mutex::new(()) }
+        AgentService { store, dp, me, ready, metrics, plumbing: Mutex::new(()), busy: Busy::default() }
+    }
+
+    /// Shares the set of veths being plumbed with the reconcile loop.
+    pub fn with_busy(mut self, busy: Busy) -> Self {
+        self.busy = busy;
+        self
     }
 
     /// Counts the errors that are etcd's (unreachable, timed out) before
@@ -127,7 +136,9 @@ impl<D: Dataplane> AgentService<D> {
         }
         let _plumbing = self.plumbing.lock().await;
         let same = netns_matcher(&r.netns);
-        let (ns, req, offer) = self.prepare(&r, ip, &same).await?;
+        let id = new_id();
+        let _busy = self.busy.hold(&[veth_host_name(&id), veth_temp_name(&id)]);
+        let (ns, req, offer) = self.prepare(&r, id, ip, &same).await?;
         self.wait_ready(&r.network).await?;
         let planned = self.attach_spec(&req.host_ifname, &req.ifname, &offer.network, offer.ip);
         let (made, claimed) =
@@ -158,10 +169,10 @@ impl<D: Dataplane> AgentService<D> {
     async fn prepare(
         &self,
         r: &pb::ConnectRequest,
+        id: String,
         ip: Option<Ipv4Addr>,
         same_netns: &(impl Fn(&str) -> bool + Sync),
     ) -> Result<(D::Netns, NewEndpoint, EndpointOffer), AgentError> {
-        let id = new_id();
         let mut req = NewEndpoint {
             id: id.clone(),
             network: r.network.clone(),
@@ -257,6 +268,7 @@ impl<D: Dataplane> AgentService<D> {
                 r.netns, net.name, self.me.node
             )));
         };
+        let _busy = self.busy.hold(std::slice::from_ref(&ep.host_ifname));
         self.dp.detach(ep.host_ifname.clone()).await?;
         let ep = self.store.release_endpoint(&net.name, ep.ip).await?;
         info!(network = %net.name, netns = %r.netns, ip = %ep.ip, "endpoint disconnected");
@@ -389,6 +401,15 @@ impl<D: Dataplane> pb::agent_server::Agent for AgentService<D> {
             })
             .collect();
         Ok(Response::new(pb::ListHostsResponse { hosts }))
+    }
+
+    async fn remove_host(&self, req: Request<pb::RemoveHostRequest>) -> Reply<pb::RemoveHostResponse> {
+        let name = req.into_inner().name;
+        let removed = self.store.remove_host(&name).await.map_err(AgentError::from);
+        let (blocks, endpoints) = self.counted(removed)?;
+        info!(host = %name, blocks, endpoints, "host removed");
+        let n = |c: usize| u32::try_from(c).unwrap_or(u32::MAX);
+        Ok(Response::new(pb::RemoveHostResponse { blocks: n(blocks), endpoints: n(endpoints) }))
     }
 
     async fn version(&self, _: Request<pb::VersionRequest>) -> Reply<pb::VersionResponse> {

@@ -85,6 +85,10 @@ pub struct Config {
     /// IP:PORT, e.g. 127.0.0.1:9475 (off when not given).
     #[arg(long, env = "OVNET_METRICS_LISTEN", value_name = "IP:PORT")]
     pub metrics_listen: Option<SocketAddr>,
+    /// How long a dead host's blocks and endpoints stay reserved for it
+    /// (etcd lease TTL), e.g. 24h, 90m, 30s; after that any host may lease them.
+    #[arg(long, env = "OVNET_BLOCK_GRACE", default_value = "24h", value_parser = parse_grace)]
+    pub block_grace: Duration,
 }
 
 impl Config {
@@ -105,6 +109,30 @@ impl Config {
         let host = host.to_string_lossy().to_string();
         parse_node_name(&host).map_err(|e| format!("hostname {e}; pass --node-name"))
     }
+}
+
+/// A duration in seconds (`90`) or with one unit (`30s`, `90m`, `24h`, `7d`),
+/// between 2 s (etcd's shortest lease) and 365 days.
+fn parse_grace(s: &str) -> Result<Duration, String> {
+    let (digits, unit) = match s.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => s.split_at(i),
+        None => (s, "s"),
+    };
+    let scale = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86400,
+        _ => return Err(format!("invalid duration {s:?}: expected a number with s, m, h or d, e.g. 24h")),
+    };
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected a number with s, m, h or d, e.g. 24h"))?;
+    let secs = n.saturating_mul(scale);
+    if !(2..=365 * 86400).contains(&secs) {
+        return Err(format!("duration {s:?} out of range: between 2s and 365d"));
+    }
+    Ok(Duration::from_secs(secs))
 }
 
 fn parse_prefix(s: &str) -> Result<String, String> {
@@ -145,6 +173,18 @@ mod tests {
         assert_eq!(c.listen, Listen::Unix("/run/ovnet/ovagent.sock".into()));
         assert_eq!(c.lease_ttl, 10);
         assert_eq!(c.metrics_listen, None);
+        assert_eq!(c.block_grace, Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn grace_durations() {
+        assert_eq!(parse_grace("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_grace("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_grace("90m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_grace("2d").unwrap(), Duration::from_secs(172800));
+        for bad in ["", "1s", "h", "10x", "-5", "1.5h", "400d", "99999999999999999999"] {
+            assert!(parse_grace(bad).is_err(), "{bad:?} should be refused");
+        }
     }
 
     #[test]

@@ -30,13 +30,19 @@ impl HostContext {
     }
 }
 
-/// The desired datapath of every network in the snapshot.
+/// The desired datapath of every network in the snapshot, toward the peers
+/// whose `alive/` key it holds.
 pub fn desired(state: &ClusterState, me: &HostContext) -> Desired {
-    let peers: BTreeMap<&str, Ipv4Addr> =
-        state.alive.values().filter(|a| a.name != me.node).map(|a| (a.name.as_str(), a.vtep)).collect();
+    let peers: BTreeMap<String, Ipv4Addr> =
+        state.alive.values().filter(|a| a.name != me.node).map(|a| (a.name.clone(), a.vtep)).collect();
+    desired_with(state, me, &peers)
+}
+
+/// `desired`, toward the given live peers (name -> VTEP).
+pub fn desired_with(state: &ClusterState, me: &HostContext, peers: &BTreeMap<String, Ipv4Addr>) -> Desired {
     let mut networks = BTreeMap::new();
     for net in state.networks.values() {
-        let dp = network_datapath(net, state, me, &peers);
+        let dp = network_datapath(net, state, me, peers);
         networks.insert(dp.bridge.name.clone(), dp);
     }
     Desired { networks }
@@ -46,7 +52,7 @@ fn network_datapath(
     net: &NetworkRecord,
     state: &ClusterState,
     me: &HostContext,
-    peers: &BTreeMap<&str, Ipv4Addr>,
+    peers: &BTreeMap<String, Ipv4Addr>,
 ) -> NetworkDatapath {
     let mtu = me.mtu_for(net);
     let bridge = bridge_name(net.vni);

@@ -7,7 +7,9 @@
 //! `reconcile` loop applies them. Watch events only wake the loop, so a missed
 //! event or a hand-deleted entry is repaired on the next pass. `doctor`
 //! compares the same two sides on request and explains every difference;
-//! `metrics` and `http` report how the loop is doing.
+//! `metrics` and `http` report how the loop is doing. `liveness` holds a
+//! vanished peer for a moment before its entries go; `leaks` finds endpoints
+//! whose container died and veths nobody owns, which the loop cleans.
 
 pub mod api;
 pub mod backoff;
@@ -17,6 +19,8 @@ pub mod desired;
 pub mod doctor;
 pub mod error;
 pub mod http;
+pub mod leaks;
+pub mod liveness;
 pub mod metrics;
 pub mod model;
 pub mod netns;

@@ -17,14 +17,16 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ovnet_ipam_store::ClusterState;
-use tokio::sync::watch;
+use ovnet_ipam_store::{ClusterState, EndpointRecord};
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::dataplane::{Changes, Dataplane};
-use crate::desired::{HostContext, desired};
+use crate::desired::{HostContext, desired_with};
+use crate::leaks::{Busy, Leaks};
+use crate::liveness::Liveness;
 use crate::metrics::{Metrics, Trigger};
 use crate::model::LinkKind;
 use crate::op::Op;
@@ -42,6 +44,10 @@ pub struct Loop<D: Dataplane> {
     pub ready: ReadyTx,
     pub resync: Duration,
     pub metrics: Metrics,
+    /// Veths a connect or disconnect is working on; never cleaned as leaks.
+    pub busy: Busy,
+    /// Where endpoints whose container died are sent to be released in etcd.
+    pub releases: Option<mpsc::UnboundedSender<EndpointRecord>>,
 }
 
 /// Runs until the state channel closes or the task is dropped.
@@ -60,6 +66,8 @@ pub async fn run<D: Dataplane>(l: Loop<D>, mut state_rx: StateRx) {
         first: true,
         pending: None,
         changes,
+        liveness: Liveness::default(),
+        leaks: Leaks::default(),
         l,
     };
     let mut trigger = Trigger::Etcd;
@@ -72,6 +80,7 @@ pub async fn run<D: Dataplane>(l: Loop<D>, mut state_rx: StateRx) {
         if let Some(snap) = snapshot {
             r.pass(trigger, &snap).await;
         }
+        let wake_at = r.wake_at();
         trigger = tokio::select! {
             changed = state_rx.changed() => match changed {
                 Ok(()) => Trigger::Etcd,
@@ -87,6 +96,8 @@ pub async fn run<D: Dataplane>(l: Loop<D>, mut state_rx: StateRx) {
                 debug!("periodic resync");
                 Trigger::Resync
             },
+            // A held peer runs out or a leak is due: a full pass.
+            _ = sleep_until(wake_at) => Trigger::Resync,
         };
     }
 }
@@ -101,9 +112,19 @@ struct Runner<D: Dataplane> {
     first: bool,
     /// Arrival of the oldest etcd change whose kernel changes are not applied yet.
     pending: Option<Instant>,
+    liveness: Liveness,
+    leaks: Leaks,
 }
 
 impl<D: Dataplane> Runner<D> {
+    /// When a held peer or a pending leak needs another pass.
+    fn wake_at(&self) -> Option<Instant> {
+        match (self.liveness.next_deadline(), self.leaks.next_deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
     /// One pass over `snap`, woken by `trigger`, with its bookkeeping.
     async fn pass(&mut self, trigger: Trigger, snap: &Snapshot) {
         let l = &self.l;
@@ -115,7 +136,7 @@ impl<D: Dataplane> Runner<D> {
         // The periodic resync and retries read the whole kernel; other passes
         // may take the FDB and neighbour entries from the netlink view.
         let fresh = matches!(trigger, Trigger::Resync | Trigger::Retry);
-        let outcome = pass(l, &snap.state, fresh).await;
+        let outcome = pass(l, &snap.state, fresh, &mut self.liveness, &mut self.leaks).await;
         l.metrics.pass(trigger, started.elapsed());
         let (trigger_name, ops, took) = (trigger.as_str(), outcome.ops.len(), started.elapsed());
         debug!(trigger = trigger_name, ops, ?took, "reconcile pass");
@@ -160,6 +181,14 @@ fn account(metrics: &Metrics, trigger: Trigger, ops: &[Op], pending: Option<Inst
     }
 }
 
+/// Sleeps until `at`; never completes for `None`.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
 /// The next netlink wake-up; never completes once the subscription is gone.
 async fn next_change(changes: &mut Option<Changes>) {
     if let Some(c) = changes {
@@ -181,8 +210,16 @@ struct Outcome {
     ok: bool,
 }
 
-async fn pass<D: Dataplane>(l: &Loop<D>, state: &ClusterState, fresh: bool) -> Outcome {
-    let want = desired(state, &l.me);
+async fn pass<D: Dataplane>(
+    l: &Loop<D>,
+    state: &ClusterState,
+    fresh: bool,
+    liveness: &mut Liveness,
+    leaks: &mut Leaks,
+) -> Outcome {
+    let now = Instant::now();
+    let peers = liveness.peers(&state.alive, &l.me.node, now);
+    let want = desired_with(state, &l.me, &peers);
     let observed = if fresh { l.dp.observe().await } else { l.dp.observe_cached().await };
     let observed = match observed {
         Ok(o) => o,
@@ -192,7 +229,19 @@ async fn pass<D: Dataplane>(l: &Loop<D>, state: &ClusterState, fresh: bool) -> O
             return Outcome { built: BTreeSet::new(), ops: Vec::new(), ok: false };
         }
     };
-    let ops = plan(&want, &observed);
+    let mut ops = plan(&want, &observed);
+    let found = leaks.update(state, &l.me.node, &observed, &l.busy.names(), now);
+    for ep in found.release {
+        info!(network = %ep.network, ip = %ep.ip, netns = %ep.netns, veth = %ep.host_ifname,
+            "the endpoint's veth is gone (its namespace was deleted); releasing its address");
+        if let Some(tx) = &l.releases {
+            let _ = tx.send(ep);
+        }
+    }
+    for name in found.delete {
+        info!(veth = %name, "no endpoint owns this veth (a connect was interrupted); deleting it");
+        ops.push(Op::DeleteLink { name });
+    }
     for op in &ops {
         info!(revision = state.revision, "{op}");
     }

@@ -29,7 +29,15 @@ impl Harness {
         let metrics = Metrics::new();
         let (state_tx, state_rx) = watch::channel(None);
         let (ready, _) = watch::channel(Arc::new(BTreeSet::new()));
-        let l = Loop { dp: dp.clone(), me: me(), ready, resync: RESYNC, metrics: metrics.clone() };
+        let l = Loop {
+            dp: dp.clone(),
+            me: me(),
+            ready,
+            resync: RESYNC,
+            metrics: metrics.clone(),
+            busy: Default::default(),
+            releases: None,
+        };
         let task = tokio::spawn(run(l, state_rx));
         Harness { dp, metrics, state_tx, task }
     }

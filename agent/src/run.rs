@@ -25,6 +25,7 @@ use crate::backoff::Backoff;
 use crate::config::{Config, Listen};
 use crate::dataplane::{Dataplane, NetlinkDataplane};
 use crate::desired::HostContext;
+use crate::leaks::Busy;
 use crate::metrics::Metrics;
 use crate::reconcile::Loop;
 
@@ -49,26 +50,36 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let (state_tx, state_rx) = watch::channel(None);
     let (ready_tx, ready_rx) = watch::channel(Arc::new(BTreeSet::new()));
     let (registered_tx, _registered_rx) = watch::channel(false);
+    let busy = Busy::default();
+    let (releases_tx, releases_rx) = tokio::sync::mpsc::unbounded_channel();
     let reconcile = Loop {
         dp: dp.clone(),
         me: me.clone(),
         ready: ready_tx,
         resync: cfg.resync_interval(),
         metrics: metrics.clone(),
+        busy: busy.clone(),
+        releases: Some(releases_tx),
     };
     let tasks = [
         tokio::spawn(crate::watch::run(store.clone(), state_tx, metrics.clone())),
         tokio::spawn(crate::registration::run(
-            store.clone(),
-            node,
-            underlay.addr,
-            cfg.lease_ttl(),
-            registered_tx,
-            metrics.clone(),
+            crate::registration::Registration {
+                store: store.clone(),
+                node,
+                vtep: underlay.addr,
+                ttl: cfg.lease_ttl(),
+                grace: cfg.block_grace,
+                registered: registered_tx,
+                metrics: metrics.clone(),
+            },
+            state_rx.clone(),
         )),
         tokio::spawn(crate::reconcile::run(reconcile, state_rx)),
+        tokio::spawn(release_dead_endpoints(store.clone(), releases_rx, metrics.clone())),
     ];
-    let result = serve_api(listener, AgentService::new(store, dp, me, ready_rx, metrics), shutdown).await;
+    let service = AgentService::new(store, dp, me, ready_rx, metrics).with_busy(busy);
+    let result = serve_api(listener, service, shutdown).await;
     for t in tasks.iter().chain(&http) {
         t.abort();
     }
@@ -77,6 +88,27 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     }
     info!("ovagent stopped; the datapath stays in place");
     result.context("serving the API")
+}
+
+/// Releases in etcd the endpoints the reconcile loop found dead (their veth
+/// gone with their namespace), each only while it is still the same endpoint.
+async fn release_dead_endpoints(
+    store: EtcdStore,
+    mut rx: tokio::sync::mpsc::UnboundedReceiver<ovnet_ipam_store::EndpointRecord>,
+    metrics: Metrics,
+) {
+    while let Some(ep) = rx.recv().await {
+        match store.release_endpoint_if(&ep.network, ep.ip, &ep.id).await {
+            Ok(true) => {
+                info!(network = %ep.network, ip = %ep.ip, netns = %ep.netns, "released the address of a dead endpoint")
+            }
+            Ok(false) => {}
+            Err(e) => {
+                metrics.etcd_error();
+                warn!(error = %e, network = %ep.network, ip = %ep.ip, "releasing a dead endpoint failed; will retry");
+            }
+        }
+    }
 }
 
 /// Binds the metrics listener and serves it in a task of its own.

@@ -85,7 +85,7 @@ impl Cache {
 pub async fn run(store: EtcdStore, tx: StateTx, metrics: Metrics) {
     let mut cache = Cache::default();
     let mut relist = true;
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(3));
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     loop {
         match follow(&store, &tx, &mut cache, &mut relist, &mut backoff, &metrics).await {
             Err(ovnet_ipam_store::Error::Compacted { compact_revision }) => {

@@ -148,6 +148,13 @@ pub enum HostCommand {
     /// List hosts, their VTEP addresses and address blocks.
     #[command(visible_alias = "list")]
     Ls,
+    /// Remove a dead host's registration, blocks and endpoints at once
+    /// (refused while the host is alive).
+    #[command(visible_alias = "remove")]
+    Rm {
+        /// Host name, as `host ls` shows it.
+        name: String,
+    },
 }
 
 /// Refuses drivers the agent does not implement (the agent checks as well).

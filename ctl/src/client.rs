@@ -89,6 +89,11 @@ impl Agent {
         Ok(self.answer(r)?.hosts)
     }
 
+    pub async fn remove_host(&mut self, name: String) -> Result<pb::RemoveHostResponse, CtlError> {
+        let r = self.client.remove_host(pb::RemoveHostRequest { name }).await;
+        self.answer(r)
+    }
+
     pub async fn version(&mut self) -> Result<pb::VersionResponse, CtlError> {
         let r = self.client.version(pb::VersionRequest {}).await;
         self.answer(r)

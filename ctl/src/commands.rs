@@ -15,8 +15,8 @@ use crate::client::Agent;
 use crate::error::CtlError;
 use crate::output;
 use crate::view::{
-    AttachedEndpointView, ClientVersion, DoctorView, HostView, NetworkDetailView, NetworkView, RemovedView,
-    VersionView,
+    AttachedEndpointView, ClientVersion, DoctorView, HostView, NetworkDetailView, NetworkView,
+    RemovedHostView, RemovedView, VersionView,
 };
 
 /// Runs a parsed command, appending its output to `out`. Talking to the agent
@@ -53,6 +53,14 @@ pub async fn run(cli: Cli, out: &mut String) -> Result<(), CtlError> {
             let mut hosts: Vec<HostView> = hosts.await?.into_iter().map(HostView::from).collect();
             hosts.sort_by(|a, b| a.name.cmp(&b.name));
             render(out, format, hosts.as_slice(), output::hosts_table)
+        }
+        Command::Host(HostCommand::Rm { name }) => {
+            let removed = limit.apply(async { Agent::connect(&host).await?.remove_host(name.clone()).await });
+            let removed = removed.await?;
+            let view = RemovedHostView { name, blocks: removed.blocks, endpoints: removed.endpoints };
+            render(out, format, &view, |r| {
+                format!("{} (blocks: {}, endpoints: {})\n", r.name, r.blocks, r.endpoints)
+            })
         }
     }
 }

@@ -152,6 +152,17 @@ impl AgentApi for Fake {
         Ok(Response::new(pb::ListHostsResponse { hosts }))
     }
 
+    async fn remove_host(
+        &self,
+        r: Request<pb::RemoveHostRequest>,
+    ) -> Result<Response<pb::RemoveHostResponse>, Status> {
+        self.gate().await?;
+        match r.into_inner().name.as_str() {
+            "node-b" => Ok(Response::new(pb::RemoveHostResponse { blocks: 2, endpoints: 3 })),
+            other => Err(Status::failed_precondition(format!("host \"{other}\" is alive"))),
+        }
+    }
+
     async fn version(&self, _: Request<pb::VersionRequest>) -> Result<Response<pb::VersionResponse>, Status> {
         self.gate().await?;
         Ok(Response::new(pb::VersionResponse { version: "9.9.9".into(), node_name: "node-a".into() }))
@@ -307,6 +318,19 @@ async fn host_ls_and_version() {
     let text = ok(&host, &["version"]).await;
     let client = env!("CARGO_PKG_VERSION");
     assert_eq!(text, format!("Client version: {client}\nAgent version:  9.9.9\nAgent node:     node-a\n"));
+}
+
+#[tokio::test]
+async fn host_rm_prints_what_it_removed_and_passes_refusals_on() {
+    let (_dir, host) = serve(Fake::default());
+    assert_eq!(ok(&host, &["host", "rm", "node-b"]).await, "node-b (blocks: 2, endpoints: 3)\n");
+    let v: serde_json::Value =
+        serde_json::from_str(&ok(&host, &["host", "rm", "node-b", "--format", "json"]).await).unwrap();
+    assert_eq!(v, serde_json::json!({"name": "node-b", "blocks": 2, "endpoints": 3}));
+    let (result, _) = ovctl(&host, &["host", "rm", "node-a"]).await;
+    let e = result.unwrap_err();
+    assert_eq!(e.exit_code(), 1);
+    assert!(e.to_string().contains("is alive"), "{e}");
 }
 
 #[tokio::test]

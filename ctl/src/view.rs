@@ -102,6 +102,14 @@ pub struct RemovedView {
     pub name: String,
 }
 
+/// What `host rm` removed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct RemovedHostView {
+    pub name: String,
+    pub blocks: u32,
+    pub endpoints: u32,
+}
+
 /// A host as `host ls` shows it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct HostView {

@@ -81,6 +81,12 @@ pub enum Error {
     #[error("namespace {netns} is already connected to network {network} (address {ip})")]
     NetnsConnected { netns: String, network: String, ip: Ipv4Addr },
 
+    #[error("host {0:?} is alive; stop its agent and wait for its lease to run out before removing it")]
+    HostAlive(String),
+
+    #[error("host {0:?} is not known to the cluster")]
+    HostNotFound(String),
+
     #[error("bad record at {key}: {reason}")]
     BadRecord { key: String, reason: String },
 
@@ -131,9 +137,9 @@ impl Error {
             | SubnetOverlap { .. }
             | IpTaken { .. }
             | NetnsConnected { .. } => ErrorKind::AlreadyExists,
-            NetworkNotFound(_) | EndpointNotFound { .. } => ErrorKind::NotFound,
+            NetworkNotFound(_) | EndpointNotFound { .. } | HostNotFound(_) => ErrorKind::NotFound,
             PoolExhausted { .. } | NoFreeVni | AddressExhausted { .. } => ErrorKind::ResourceExhausted,
-            BlockOwnedByOtherHost { .. } | NetworkInUse { .. } | Compacted { .. } => {
+            BlockOwnedByOtherHost { .. } | NetworkInUse { .. } | HostAlive(_) | Compacted { .. } => {
                 ErrorKind::FailedPrecondition
             }
             Contention { .. } | EtcdUnavailable(_) | WatchEnded { .. } => ErrorKind::Unavailable,

@@ -250,7 +250,7 @@ impl EtcdStore {
                 Compare::version(key.clone(), CompareOp::Equal, 0),
                 Compare::mod_revision(net_key, CompareOp::Equal, view.network_mod_revision),
             ];
-            let ops = vec![TxnOp::put(key, encode(&record), None)];
+            let ops = vec![TxnOp::put(key, encode(&record), self.owned_put())];
             if self.commit("leasing a block", compares, ops).await? {
                 return Ok(record);
             }
@@ -367,12 +367,29 @@ impl EtcdStore {
             BlockClaim::New(cidr) => {
                 compares.push(Compare::version(block_key.clone(), CompareOp::Equal, 0));
                 let block = self.block_record(&req.network, cidr, &req.host);
-                ops.push(TxnOp::put(block_key, encode(&block), None));
+                ops.push(TxnOp::put(block_key, encode(&block), self.owned_put()));
             }
         }
-        ops.push(TxnOp::put(ep_key, encode(&record), None));
+        ops.push(TxnOp::put(ep_key, encode(&record), self.owned_put()));
         let won = self.commit("allocating an endpoint", compares, ops).await?;
         Ok(won.then_some(record))
+    }
+
+    /// Deletes the endpoint at `ip` of `network` only while it is still the
+    /// one with `id` (a cleanup must not remove a newer endpoint that got the
+    /// same address). `Ok(false)` when it is gone or is another one now.
+    pub async fn release_endpoint_if(&self, network: &str, ip: Ipv4Addr, id: &str) -> Result<bool, Error> {
+        let key = self.keys.endpoint(network, ip);
+        let (_, res) = self.read("reading an endpoint", vec![Read::Key(key.clone())]).await?;
+        let Some(kv) = res.into_iter().flatten().next() else {
+            return Ok(false);
+        };
+        match decode::<EndpointRecord>(&key, &kv.value) {
+            Ok(e) if e.id == id => {}
+            _ => return Ok(false),
+        }
+        let compares = vec![Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision)];
+        self.commit("releasing an endpoint", compares, vec![TxnOp::delete(key, None)]).await
     }
 
     /// Deletes an endpoint; its block stays with the host. One request: the
@@ -473,6 +490,7 @@ mod tests {
             key: format!("/ovnet/endpoints/n/{}", r.ip),
             value: encode(r),
             mod_revision: 1,
+            lease: 0,
         };
         let mut kvs: Vec<Kv> = [
             record("a", "c1", ip("10.1.0.2")),
@@ -486,6 +504,7 @@ mod tests {
             key: "/ovnet/endpoints/n/10.1.0.3".into(),
             value: b"{not json".to_vec(),
             mod_revision: 1,
+            lease: 0,
         });
         let is = |ns: &'static str| move |other: &str| other == ns;
         assert_eq!(connected_here(&kvs, "a", is("c1")), Some(ip("10.1.0.2")));

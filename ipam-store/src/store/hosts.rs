@@ -1,19 +1,25 @@
 //! Host registration and liveness through an etcd lease.
 //!
-//! A host has two keys: `hosts/<name>`, written without a lease, says "this
-//! host is part of the cluster" and survives crashes; `alive/<name>` is
-//! attached to the host's lease and vanishes when the agent stops renewing it.
-//! The design decision: liveness is etcd's lease expiry, never a timestamp
-//! compared across machines, so clock skew between hosts does not matter.
+//! A host has two keys and two leases. `alive/<name>` is attached to a short
+//! lease (the liveness TTL) and vanishes soon after the agent stops renewing
+//! it. `hosts/<name>`, the host's blocks and its endpoints are attached to a
+//! long one, the host's *reservation* (the block grace period, 24 h by
+//! default): a dead host keeps its addresses while that lease lives, and when
+//! it runs out etcd deletes them all at once, so any host may lease the blocks
+//! again (flannel's subnet lease reuse). The design decision: liveness and
+//! ownership are etcd lease expiries, never timestamps compared across
+//! machines, so clock skew between hosts does not matter, and reclaiming needs
+//! no agent to be up.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use etcd_client::{PutOptions, TxnOp};
+use etcd_client::{Compare, CompareOp, DeleteOptions, PutOptions, TxnOp};
 
-use super::{EtcdStore, Read, log_bad};
+use super::{EtcdStore, Kv, Read, log_bad};
 use crate::error::Error;
-use crate::records::{BlockRecord, encode};
+use crate::keys::Key;
+use crate::records::{BlockRecord, EndpointRecord, decode, encode};
 use crate::state::ClusterState;
 use crate::validate;
 
@@ -43,6 +49,18 @@ impl EtcdStore {
         alive: &crate::records::AliveRecord,
         lease: i64,
     ) -> Result<(), Error> {
+        self.register_host_with(host, alive, lease, None).await.map(|_| ())
+    }
+
+    /// Writes `hosts/<name>` (on the `reservation` lease, when given) and
+    /// `alive/<name>` (on `alive_lease`) in one transaction; returns its revision.
+    pub async fn register_host_with(
+        &self,
+        host: &crate::records::HostRecord,
+        alive: &crate::records::AliveRecord,
+        alive_lease: i64,
+        reservation: Option<i64>,
+    ) -> Result<i64, Error> {
         validate::host_name(&host.name)?;
         if alive.name != host.name {
             return Err(Error::InvalidHostName {
@@ -54,15 +72,134 @@ impl EtcdStore {
             });
         }
         let ops = vec![
-            TxnOp::put(self.keys.host(&host.name), encode(host), None),
-            TxnOp::put(
-                self.keys.alive(&alive.name),
-                encode(alive),
-                Some(PutOptions::new().with_lease(lease)),
-            ),
+            TxnOp::put(self.keys.host(&host.name), encode(host), reservation.map(on_lease)),
+            TxnOp::put(self.keys.alive(&alive.name), encode(alive), Some(on_lease(alive_lease))),
         ];
-        self.commit("registering the host", Vec::new(), ops).await?;
-        Ok(())
+        let mut c = self.client();
+        let txn = etcd_client::Txn::new().and_then(ops);
+        let resp = self.timed("registering the host", c.txn(txn)).await?;
+        Ok(resp.header().map_or(0, |h| h.revision()))
+    }
+
+    /// Seconds left on `lease`; `None` when etcd no longer has it.
+    pub async fn lease_ttl(&self, lease: i64) -> Result<Option<i64>, Error> {
+        let mut c = self.client();
+        let resp = self.timed("reading a lease", c.lease_time_to_live(lease, None)).await?;
+        Ok((resp.ttl() > 0).then_some(resp.ttl()))
+    }
+
+    /// The reservation lease `hosts/<name>` is attached to, if that lease still lives.
+    pub async fn reservation_of(&self, name: &str) -> Result<Option<i64>, Error> {
+        let mut c = self.client();
+        let resp = self.timed("reading the host registration", c.get(self.keys.host(name), None)).await?;
+        let lease = resp.kvs().first().map_or(0, |kv| kv.lease());
+        if lease == 0 {
+            return Ok(None);
+        }
+        Ok(self.lease_ttl(lease).await?.map(|_| lease))
+    }
+
+    /// Puts every block and endpoint record of `host` that is not on
+    /// `reservation` onto it (records written before the host had one, or
+    /// by an older ovnet). Returns how many were moved.
+    pub async fn adopt_records(&self, host: &str, reservation: i64) -> Result<usize, Error> {
+        for _ in 0..super::MAX_ATTEMPTS {
+            let strays: Vec<Kv> =
+                self.records_of(host).await?.into_iter().filter(|kv| kv.lease != reservation).collect();
+            if strays.is_empty() {
+                return Ok(0);
+            }
+            let mut moved = 0;
+            let mut lost_race = false;
+            for chunk in strays.chunks(TXN_CHUNK) {
+                let compares = chunk
+                    .iter()
+                    .map(|kv| Compare::mod_revision(kv.key.clone(), CompareOp::Equal, kv.mod_revision))
+                    .collect();
+                let ops = chunk
+                    .iter()
+                    .map(|kv| TxnOp::put(kv.key.clone(), kv.value.clone(), Some(on_lease(reservation))))
+                    .collect();
+                if self.commit("moving records onto the host's reservation", compares, ops).await? {
+                    moved += chunk.len();
+                } else {
+                    lost_race = true;
+                }
+            }
+            if !lost_race {
+                return Ok(moved);
+            }
+        }
+        Err(Error::Contention { what: format!("moving host {host:?}'s records onto its reservation") })
+    }
+
+    /// The block and endpoint keys whose record names `host` as owner.
+    async fn records_of(&self, host: &str) -> Result<Vec<Kv>, Error> {
+        let reads =
+            vec![Read::Prefix(self.keys.all_blocks_prefix()), Read::Prefix(self.keys.all_endpoints_prefix())];
+        let (_, res) = self.read("reading a host's blocks and endpoints", reads).await?;
+        let owned = |kv: &Kv| match self.keys.parse(&kv.key) {
+            Some(Key::Block { .. }) => {
+                decode::<BlockRecord>(&kv.key, &kv.value).is_ok_and(|b| b.host == host)
+            }
+            Some(Key::Endpoint { .. }) => {
+                decode::<EndpointRecord>(&kv.key, &kv.value).is_ok_and(|e| e.host == host)
+            }
+            _ => false,
+        };
+        Ok(res.into_iter().flatten().filter(|kv| owned(kv)).collect())
+    }
+
+    /// Removes a dead host at once: its registration, blocks and endpoints
+    /// (revoking its reservation lease). Refused while the host is alive.
+    /// Returns how many blocks and endpoints were removed.
+    pub async fn remove_host(&self, name: &str) -> Result<(usize, usize), Error> {
+        validate::host_name(name)?;
+        let (host_key, alive_key) = (self.keys.host(name), self.keys.alive(name));
+        let reads = vec![Read::Key(host_key.clone()), Read::Key(alive_key.clone())];
+        let (_, res) = self.read("reading the host", reads).await?;
+        if !res[1].is_empty() {
+            return Err(Error::HostAlive(name.to_string()));
+        }
+        let records = self.records_of(name).await?;
+        let Some(host_kv) = res[0].first() else {
+            if records.is_empty() {
+                return Err(Error::HostNotFound(name.to_string()));
+            }
+            return self.delete_records(name, &records).await;
+        };
+        // Unregister first, guarded by "still not alive, registration unchanged".
+        let compares = vec![
+            Compare::version(alive_key, CompareOp::Equal, 0),
+            Compare::mod_revision(host_key.clone(), CompareOp::Equal, host_kv.mod_revision),
+        ];
+        let ops = vec![TxnOp::delete(host_key, None)];
+        if !self.commit("removing the host", compares, ops).await? {
+            return Err(Error::Contention { what: format!("removing host {name:?} (it changed meanwhile)") });
+        }
+        if host_kv.lease != 0 {
+            let mut c = self.client();
+            // Deletes every key on the reservation at once; a lease that just
+            // ran out is fine, the keys went with it.
+            if let Err(e) = self.timed("revoking the host's reservation", c.lease_revoke(host_kv.lease)).await
+            {
+                tracing::warn!(error = %e, host = name, "revoking the reservation failed; deleting its records one by one");
+            }
+        }
+        self.delete_records(name, &records).await
+    }
+
+    /// Deletes what is left of `records` (those not gone with a lease), in
+    /// chunks; returns (blocks, endpoints) among them.
+    async fn delete_records(&self, host: &str, records: &[Kv]) -> Result<(usize, usize), Error> {
+        let is_block = |kv: &&Kv| matches!(self.keys.parse(&kv.key), Some(Key::Block { .. }));
+        let blocks = records.iter().filter(is_block).count();
+        for chunk in records.chunks(TXN_CHUNK) {
+            let ops =
+                chunk.iter().map(|kv| TxnOp::delete(kv.key.clone(), Some(DeleteOptions::new()))).collect();
+            self.commit(&format!("deleting host {host:?}'s records"), Vec::new(), ops).await?;
+        }
+        Ok((blocks, records.len() - blocks))
     }
 
     /// Renews `lease` once; returns its new TTL in seconds, 0 if the lease is gone.
@@ -114,6 +251,13 @@ impl EtcdStore {
         }
         Ok(hosts.into_values().collect())
     }
+}
+
+/// etcd refuses transactions of more than 128 operations by default.
+const TXN_CHUNK: usize = 100;
+
+fn on_lease(lease: i64) -> PutOptions {
+    PutOptions::new().with_lease(lease)
 }
 
 fn status<'a>(hosts: &'a mut BTreeMap<String, HostStatus>, name: &str) -> &'a mut HostStatus {

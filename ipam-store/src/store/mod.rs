@@ -77,6 +77,8 @@ pub struct EtcdStore {
     /// The endpoints, comma separated, for error messages.
     endpoints: String,
     request_timeout: Duration,
+    /// The lease this store's host writes its blocks and endpoints on (0: none).
+    reservation: std::sync::Arc<std::sync::atomic::AtomicI64>,
 }
 
 /// One key as read from etcd.
@@ -85,6 +87,8 @@ pub(crate) struct Kv {
     pub key: String,
     pub value: Vec<u8>,
     pub mod_revision: i64,
+    /// The lease the key is attached to (0: none).
+    pub lease: i64,
 }
 
 /// One read inside a consistent multi-read.
@@ -125,11 +129,26 @@ impl EtcdStore {
             keys: Keys::new(&cfg.prefix),
             endpoints,
             request_timeout: cfg.request_timeout,
+            reservation: Default::default(),
         };
         let mut c = store.client();
         let probe = GetOptions::new().with_prefix().with_count_only();
         store.timed("connecting", c.get(store.keys.all(), Some(probe))).await?;
         Ok(store)
+    }
+
+    /// From now on, blocks and endpoints written through this store (and its
+    /// clones) are attached to `lease`, the host's reservation.
+    pub fn set_reservation(&self, lease: i64) {
+        self.reservation.store(lease, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// How to put a block or endpoint record: on the reservation, if any.
+    pub(crate) fn owned_put(&self) -> Option<etcd_client::PutOptions> {
+        match self.reservation.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => None,
+            lease => Some(etcd_client::PutOptions::new().with_lease(lease)),
+        }
     }
 
     pub fn keys(&self) -> &Keys {
@@ -259,7 +278,12 @@ fn key_string(key: &[u8]) -> String {
 }
 
 fn to_kv(kv: &etcd_client::KeyValue) -> Kv {
-    Kv { key: key_string(kv.key()), value: kv.value().to_vec(), mod_revision: kv.mod_revision() }
+    Kv {
+        key: key_string(kv.key()),
+        value: kv.value().to_vec(),
+        mod_revision: kv.mod_revision(),
+        lease: kv.lease(),
+    }
 }
 
 pub(crate) fn log_bad(bad: &[BadRecord]) {
