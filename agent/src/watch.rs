@@ -122,7 +122,9 @@ async fn follow(
         *relist = false;
         cache.publish(tx, received);
     }
-    let mut w = store.watch(cache.state.revision + 1).await?;
+    let from = cache.state.revision + 1;
+    let mut w = store.watch(from).await?;
+    info!(revision = from, "watching etcd from revision");
     while let Some(batch) = w.next().await? {
         let received = Instant::now();
         backoff.reset();

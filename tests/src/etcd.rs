@@ -21,6 +21,13 @@ use anyhow::{Context, bail};
 const READY_TIMEOUT: Duration = Duration::from_secs(15);
 const READY_LINE: &str = "ready to serve client requests";
 
+/// Who a member is in its cluster.
+struct Member {
+    name: String,
+    initial_cluster: String,
+    token: String,
+}
+
 /// A running etcd; killed when dropped.
 pub struct Etcd {
     child: Option<Child>,
@@ -78,15 +85,67 @@ impl Etcd {
         Etcd::start(Some(netns.to_string()), ip, 2379, 2380)
     }
 
+    /// Starts a cluster of one member per address inside `netns` (each on
+    /// :2379 and :2380 of its address) and waits until all serve.
+    pub fn start_cluster_in_netns(netns: &str, ips: &[Ipv4Addr]) -> anyhow::Result<Vec<Etcd>> {
+        let name = |i: usize| format!("ovnet-test-{i}");
+        let initial: Vec<String> =
+            ips.iter().enumerate().map(|(i, ip)| format!("{}=http://{ip}:2380", name(i))).collect();
+        let token = format!("ovnet-{}-{}", std::process::id(), crate::netns::unique_id());
+        let mut members = Vec::new();
+        for (i, ip) in ips.iter().enumerate() {
+            let member = Member { name: name(i), initial_cluster: initial.join(","), token: token.clone() };
+            members.push(Etcd::prepare(Some(netns.to_string()), *ip, 2379, 2380, member)?);
+        }
+        let mut offsets = Vec::new();
+        for m in &mut members {
+            offsets.push(m.launch()?);
+        }
+        for (m, offset) in members.iter_mut().zip(offsets) {
+            if let Err(e) = m.wait_ready(offset) {
+                m.stop();
+                return Err(e);
+            }
+        }
+        Ok(members)
+    }
+
+    /// Freezes etcd (SIGSTOP): it keeps its sockets but answers nothing.
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGSTOP)
+    }
+
+    /// Lets a frozen etcd run again (SIGCONT).
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        self.signal(nix::sys::signal::Signal::SIGCONT)
+    }
+
+    fn signal(&self, signal: nix::sys::signal::Signal) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("etcd is not running")?;
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), signal)?;
+        Ok(())
+    }
+
     fn start(netns: Option<String>, ip: Ipv4Addr, client: u16, peer: u16) -> anyhow::Result<Etcd> {
+        let member = Member {
+            name: "ovnet-test".to_string(),
+            initial_cluster: format!("ovnet-test=http://{ip}:{peer}"),
+            token: format!("ovnet-{}-{client}", std::process::id()),
+        };
+        let mut etcd = Etcd::prepare(netns, ip, client, peer, member)?;
+        etcd.spawn()?;
+        Ok(etcd)
+    }
+
+    /// An etcd member, not started yet.
+    fn prepare(netns: Option<String>, ip: Ipv4Addr, client: u16, peer: u16, m: Member) -> anyhow::Result<Etcd> {
         let dir =
             tempfile::Builder::new().prefix("ovnet-etcd-").tempdir().context("creating etcd's tempdir")?;
         let data = dir.path().join("data");
         let log = dir.path().join("etcd.log");
         let client_url = format!("http://{ip}:{client}");
         let peer_url = format!("http://{ip}:{peer}");
-        let name = "ovnet-test";
-        let token = format!("ovnet-{}-{client}", std::process::id());
+        let (name, token) = (m.name, m.token);
         let args = vec![
             format!("--name={name}"),
             format!("--data-dir={}", data.display()),
@@ -94,17 +153,25 @@ impl Etcd {
             format!("--advertise-client-urls={client_url}"),
             format!("--listen-peer-urls={peer_url}"),
             format!("--initial-advertise-peer-urls={peer_url}"),
-            format!("--initial-cluster={name}={peer_url}"),
+            format!("--initial-cluster={}", m.initial_cluster),
             "--initial-cluster-state=new".to_string(),
             format!("--initial-cluster-token={token}"),
         ];
-        let mut etcd = Etcd { child: None, dir, log, netns, args, endpoint: client_url };
-        etcd.spawn()?;
-        Ok(etcd)
+        Ok(Etcd { child: None, dir, log, netns, args, endpoint: client_url })
     }
 
     /// Starts the process (again, on the same data) and waits until it serves.
     fn spawn(&mut self) -> anyhow::Result<()> {
+        let offset = self.launch()?;
+        if let Err(e) = self.wait_ready(offset) {
+            self.stop();
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    /// Starts the process; returns where its log continues.
+    fn launch(&mut self) -> anyhow::Result<u64> {
         let log = OpenOptions::new()
             .create(true)
             .append(true)
@@ -127,11 +194,7 @@ impl Etcd {
         cmd.args(&self.args).stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log);
         let child = cmd.spawn().context("spawning etcd")?;
         self.child = Some(child);
-        if let Err(e) = self.wait_ready(offset) {
-            self.stop();
-            return Err(e);
-        }
-        Ok(())
+        Ok(offset)
     }
 
     fn wait_ready(&mut self, offset: u64) -> anyhow::Result<()> {

@@ -23,12 +23,19 @@ fn host_ip(i: usize) -> Ipv4Addr {
 pub struct LabOptions {
     pub hosts: usize,
     pub lease_ttl: u64,
+    /// etcd members in the underlay namespace (1, or 3 for a real cluster).
+    pub etcd_members: usize,
 }
 
 impl Default for LabOptions {
     fn default() -> Self {
-        LabOptions { hosts: 3, lease_ttl: 10 }
+        LabOptions { hosts: 3, lease_ttl: 10, etcd_members: 1 }
     }
+}
+
+/// Where etcd member `i` listens: .254, .253, ... of the underlay.
+fn etcd_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(172, 30, 0, 254 - i as u8)
 }
 
 /// Settings of every agent a lab starts, beyond `LabOptions` (kept apart so
@@ -77,7 +84,10 @@ pub struct Lab {
     pub prefix: String,
     pub hosts: Vec<Host>,
     containers: Vec<Netns>,
+    /// The first etcd member.
     pub etcd: Etcd,
+    /// The other members, when the lab runs an etcd cluster.
+    pub etcd_peers: Vec<Etcd>,
     pub underlay: Netns,
     opts: LabOptions,
     agent_opts: AgentOptions,
@@ -141,7 +151,17 @@ impl Lab {
         underlay.ip(&["link", "add", "name", "ul", "type", "bridge"])?;
         underlay.ip(&["addr", "add", &format!("{UNDERLAY_GW}/24"), "dev", "ul"])?;
         underlay.ip(&["link", "set", "ul", "up"])?;
-        let etcd = Etcd::start_in_netns(&underlay.name, UNDERLAY_GW)?;
+        for i in 1..opts.etcd_members {
+            underlay.ip(&["addr", "add", &format!("{}/24", etcd_ip(i)), "dev", "ul"])?;
+        }
+        let (etcd, etcd_peers) = if opts.etcd_members > 1 {
+            let ips: Vec<Ipv4Addr> = (0..opts.etcd_members).map(etcd_ip).collect();
+            let mut members = Etcd::start_cluster_in_netns(&underlay.name, &ips)?;
+            let first = members.remove(0);
+            (first, members)
+        } else {
+            (Etcd::start_in_netns(&underlay.name, UNDERLAY_GW)?, Vec::new())
+        };
         let dir = tempfile::Builder::new().prefix("ovlab").tempdir()?;
         let mut lab = Lab {
             prefix: format!("/ovnet-lab-{id}"),
@@ -149,6 +169,7 @@ impl Lab {
             hosts: Vec::new(),
             containers: Vec::new(),
             etcd,
+            etcd_peers,
             underlay,
             opts: opts.clone(),
             agent_opts,
@@ -185,7 +206,7 @@ impl Lab {
     /// Starts host `i`'s agent (again), appending to its log.
     pub fn start_agent(&mut self, i: usize) -> anyhow::Result<()> {
         let agent = bin("ovagent")?;
-        let endpoint = self.etcd.endpoint();
+        let endpoint = self.etcd_endpoints().join(",");
         let ttl = self.opts.lease_ttl.to_string();
         let extra = self.agent_args(i);
         let h = &mut self.hosts[i];
@@ -359,6 +380,81 @@ impl Lab {
         let ns = self.container(name)?;
         let ip = self.ovctl_ok(i, &["network", "connect", network, &ns])?;
         Ok((ns, ip))
+    }
+
+    /// The client URLs of every etcd member.
+    pub fn etcd_endpoints(&self) -> Vec<String> {
+        std::iter::once(&self.etcd).chain(&self.etcd_peers).map(Etcd::endpoint).collect()
+    }
+
+    /// etcd member `i` (0 is `self.etcd`).
+    pub fn etcd_member(&mut self, i: usize) -> &mut Etcd {
+        match i {
+            0 => &mut self.etcd,
+            i => &mut self.etcd_peers[i - 1],
+        }
+    }
+
+    /// Runs `f` with an etcd client of the lab (all members), inside the underlay namespace.
+    pub fn with_etcd<T: Send + 'static, F>(
+        &self,
+        f: impl FnOnce(etcd_client::Client) -> F + Send + 'static,
+    ) -> anyhow::Result<T>
+    where
+        F: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let endpoints = self.etcd_endpoints();
+        let path = PathBuf::from(self.underlay.path());
+        ovnet_agent::netns::block_on_in_netns(&path, move || async move {
+            let opts = etcd_client::ConnectOptions::new().with_timeout(Duration::from_secs(5));
+            let c = etcd_client::Client::connect(endpoints, Some(opts)).await?;
+            f(c).await
+        })
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .context("talking to the lab's etcd")
+    }
+
+    /// Writes `value` at `<prefix>/<key>` directly in etcd.
+    pub fn etcd_put(&self, key: &str, value: &[u8]) -> anyhow::Result<()> {
+        let (key, value) = (format!("{}/{key}", self.prefix), value.to_vec());
+        self.with_etcd(move |mut c| async move { c.put(key, value, None).await.map(drop) })
+    }
+
+    /// Compacts etcd's history up to its current revision; returns it.
+    pub fn etcd_compact(&self) -> anyhow::Result<i64> {
+        self.with_etcd(|mut c| async move {
+            let rev = c.get("/", None).await?.header().map_or(0, |h| h.revision());
+            c.compact(rev, Some(etcd_client::CompactionOptions::new().with_physical())).await?;
+            Ok(rev)
+        })
+    }
+
+    /// Index (as in [`Lab::etcd_member`]) of the current etcd leader.
+    pub fn etcd_leader(&self) -> anyhow::Result<usize> {
+        let urls = self.etcd_endpoints();
+        for (i, url) in urls.iter().enumerate() {
+            let url = url.clone();
+            let path = PathBuf::from(self.underlay.path());
+            let status = ovnet_agent::netns::block_on_in_netns(&path, move || async move {
+                let opts = etcd_client::ConnectOptions::new().with_timeout(Duration::from_secs(5));
+                let mut c = etcd_client::Client::connect([url], Some(opts)).await?;
+                let s = c.status().await?;
+                Ok::<_, etcd_client::Error>((s.header().map_or(0, |h| h.member_id()), s.leader()))
+            })
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+            if let Ok((me, leader)) = status
+                && me == leader
+            {
+                return Ok(i);
+            }
+        }
+        bail!("no etcd member says it is the leader")
+    }
+
+    /// Deletes container namespace `name` as a dying container would: no disconnect.
+    pub fn delete_container(&mut self, name: &str) {
+        // Dropping the lab's handle deletes the namespace.
+        self.containers.retain(|ns| ns.name != name);
     }
 
     /// Everything under the lab's prefix, as text.

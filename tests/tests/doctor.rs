@@ -134,7 +134,7 @@ fn mtu(lab: &Lab, i: usize, dev: &str) -> Option<u64> {
 
 #[test]
 fn doctor_reports_what_was_broken_by_hand_and_the_agent_repairs_it() {
-    let mut lab = Lab::start(LabOptions { hosts: 2, lease_ttl: 30 }).unwrap();
+    let mut lab = Lab::start(LabOptions { hosts: 2, lease_ttl: 30, ..Default::default() }).unwrap();
     lab.create_network(0, "-d overlay net").unwrap();
     lab.connected(0, "net", "c1").unwrap();
     let (_c2, ip2) = lab.connected(1, "net", "c2").unwrap();
