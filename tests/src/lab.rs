@@ -420,10 +420,13 @@ impl Lab {
         self.with_etcd(move |mut c| async move { c.put(key, value, None).await.map(drop) })
     }
 
-    /// Compacts etcd's history up to its current revision; returns it.
+    /// Compacts away etcd's whole history: writes a key outside the lab's
+    /// prefix and compacts at that revision, so every earlier revision is
+    /// gone. Returns the compaction revision.
     pub fn etcd_compact(&self) -> anyhow::Result<i64> {
+        let marker = format!("{}-compaction-marker", self.prefix);
         self.with_etcd(|mut c| async move {
-            let rev = c.get("/", None).await?.header().map_or(0, |h| h.revision());
+            let rev = c.put(marker, "x", None).await?.header().map_or(0, |h| h.revision());
             c.compact(rev, Some(etcd_client::CompactionOptions::new().with_physical())).await?;
             Ok(rev)
         })

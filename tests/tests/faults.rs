@@ -467,11 +467,12 @@ fn a_compacted_watch_revision_triggers_a_full_resync() {
     let mut lab = Lab::start(LabOptions::default()).unwrap();
     let cs = network_with_a_container_per_host(&mut lab, "net");
     let marks = log_marks(&lab);
-    // h2 misses changes that etcd then compacts away.
+    // h2 is frozen while etcd restarts (its watch stream dies unread), then
+    // misses a change that etcd compacts away before h2 runs again.
     lab.pause_agent(1).unwrap();
+    lab.etcd.restart().unwrap();
     let (_c4, ip4) = lab.connected(0, "net", "c4").unwrap();
     lab.etcd_compact().unwrap();
-    lab.etcd.restart().unwrap(); // breaks h2's watch stream
     lab.resume_agent(1).unwrap();
     poll("h2 to list again after the compaction", Duration::from_secs(15), || {
         logged_since(&lab, &marks, 1).contains("compacted; listing again").then_some(())
@@ -482,7 +483,7 @@ fn a_compacted_watch_revision_triggers_a_full_resync() {
     record(&Outcome {
         category: "fault".into(),
         test: "a_compacted_watch_revision_triggers_a_full_resync".into(),
-        scenario: "h2's agent frozen while a container is connected elsewhere, etcd compacted and restarted".into(),
+        scenario: "h2's agent frozen while etcd restarts and a container is connected elsewhere, then etcd compacted".into(),
         held: "h2's watch found its revision compacted, listed everything again and programmed the new container".into(),
         operations: 1,
         panics: lab.panics(),
