@@ -138,7 +138,13 @@ impl Etcd {
     }
 
     /// An etcd member, not started yet.
-    fn prepare(netns: Option<String>, ip: Ipv4Addr, client: u16, peer: u16, m: Member) -> anyhow::Result<Etcd> {
+    fn prepare(
+        netns: Option<String>,
+        ip: Ipv4Addr,
+        client: u16,
+        peer: u16,
+        m: Member,
+    ) -> anyhow::Result<Etcd> {
         let dir =
             tempfile::Builder::new().prefix("ovnet-etcd-").tempdir().context("creating etcd's tempdir")?;
         let data = dir.path().join("data");

@@ -23,7 +23,8 @@ fn wait_ping(lab: &Lab, from: &str, ip: &str) {
 }
 
 fn mac_of(ip: &str) -> String {
-    let octets: Vec<String> = ip.split('.').map(|o| format!("{:02x}", o.parse::<u8>().unwrap_or(0))).collect();
+    let octets: Vec<String> =
+        ip.split('.').map(|o| format!("{:02x}", o.parse::<u8>().unwrap_or(0))).collect();
     format!("02:42:{}", octets.join(":"))
 }
 
@@ -123,7 +124,8 @@ fn all_watching_again(lab: &Lab, marks: &[usize]) {
 
 fn all_alive(lab: &Lab, n: usize) {
     poll("every host alive", Duration::from_secs(15), || {
-        let hosts: Vec<serde_json::Value> = serde_json::from_str(&lab.ctl(0, "host ls --format json").ok()?).ok()?;
+        let hosts: Vec<serde_json::Value> =
+            serde_json::from_str(&lab.ctl(0, "host ls --format json").ok()?).ok()?;
         (hosts.iter().filter(|h| h["alive"] == true).count() == n).then_some(())
     })
     .unwrap();
@@ -349,7 +351,11 @@ fn blocks_are_reclaimed_after_the_grace_and_host_rm_is_immediate() {
     let held_by = |lab: &Lab, host: &str| -> usize {
         let needle = format!("\"host\":\"{host}\"");
         lab.etcd_dump()
-            .map(|d| d.iter().filter(|(k, v)| k.ends_with(&format!("/hosts/{host}")) || v.contains(&needle)).count())
+            .map(|d| {
+                d.iter()
+                    .filter(|(k, v)| k.ends_with(&format!("/hosts/{host}")) || v.contains(&needle))
+                    .count()
+            })
             .unwrap_or(usize::MAX)
     };
     assert_eq!(held_by(&lab, "h3"), 3, "h3: registration, block, endpoint");
@@ -453,7 +459,9 @@ fn a_network_removed_while_an_agent_was_down_is_removed_when_it_starts() {
         category: "fault".into(),
         test: "a_network_removed_while_an_agent_was_down_is_removed_when_it_starts".into(),
         scenario: "h3's agent stopped; a network removed; the agent started again".into(),
-        held: "h3 deleted the removed network's bridge and VXLAN device at start and kept the other network's".into(),
+        held:
+            "h3 deleted the removed network's bridge and VXLAN device at start and kept the other network's"
+                .into(),
         operations: 1,
         panics: lab.panics(),
         ..Default::default()

@@ -37,8 +37,12 @@ pub struct HostStatus {
 impl EtcdStore {
     /// Grants a lease of `ttl_secs` seconds and returns its id.
     pub async fn grant_lease(&self, ttl_secs: i64) -> Result<i64, Error> {
-        let mut c = self.client();
-        let resp = self.timed("granting a lease", c.lease_grant(ttl_secs, None)).await?;
+        let resp = self
+            .retried("granting a lease", || {
+                let mut c = self.client();
+                async move { c.lease_grant(ttl_secs, None).await }
+            })
+            .await?;
         Ok(resp.id())
     }
 
@@ -75,23 +79,36 @@ impl EtcdStore {
             TxnOp::put(self.keys.host(&host.name), encode(host), reservation.map(on_lease)),
             TxnOp::put(self.keys.alive(&alive.name), encode(alive), Some(on_lease(alive_lease))),
         ];
-        let mut c = self.client();
-        let txn = etcd_client::Txn::new().and_then(ops);
-        let resp = self.timed("registering the host", c.txn(txn)).await?;
+        let resp = self
+            .retried("registering the host", || {
+                let mut c = self.client();
+                let txn = etcd_client::Txn::new().and_then(ops.clone());
+                async move { c.txn(txn).await }
+            })
+            .await?;
         Ok(resp.header().map_or(0, |h| h.revision()))
     }
 
     /// Seconds left on `lease`; `None` when etcd no longer has it.
     pub async fn lease_ttl(&self, lease: i64) -> Result<Option<i64>, Error> {
-        let mut c = self.client();
-        let resp = self.timed("reading a lease", c.lease_time_to_live(lease, None)).await?;
+        let resp = self
+            .retried("reading a lease", || {
+                let mut c = self.client();
+                async move { c.lease_time_to_live(lease, None).await }
+            })
+            .await?;
         Ok((resp.ttl() > 0).then_some(resp.ttl()))
     }
 
     /// The reservation lease `hosts/<name>` is attached to, if that lease still lives.
     pub async fn reservation_of(&self, name: &str) -> Result<Option<i64>, Error> {
-        let mut c = self.client();
-        let resp = self.timed("reading the host registration", c.get(self.keys.host(name), None)).await?;
+        let resp = self
+            .retried("reading the host registration", || {
+                let mut c = self.client();
+                let key = self.keys.host(name);
+                async move { c.get(key, None).await }
+            })
+            .await?;
         let lease = resp.kvs().first().map_or(0, |kv| kv.lease());
         if lease == 0 {
             return Ok(None);

@@ -180,6 +180,54 @@ impl EtcdStore {
         }
     }
 
+    /// Like `timed`, for requests that are safe to repeat (reads, lease
+    /// grants and renewals, unconditional puts): a transient failure (a
+    /// member down, a leader election in progress) is retried until the
+    /// request timeout runs out.
+    pub(crate) async fn retried<T, F>(&self, what: &str, call: impl FnMut() -> F) -> Result<T, Error>
+    where
+        F: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        self.retried_if(what, is_unavailable, call).await
+    }
+
+    /// Like `timed`, retrying the failures `transient` accepts until the
+    /// request timeout runs out.
+    async fn retried_if<T, F>(
+        &self,
+        what: &str,
+        transient: fn(&etcd_client::Error) -> bool,
+        mut call: impl FnMut() -> F,
+    ) -> Result<T, Error>
+    where
+        F: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let mut pause = Duration::from_millis(25);
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let attempt = tokio::time::timeout(left, call()).await;
+            match attempt {
+                Ok(Err(e)) if transient(&e) && tokio::time::Instant::now() + pause < deadline => {
+                    tracing::debug!(error = %e, what, "transient etcd failure; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(400));
+                }
+                Ok(Ok(v)) => return Ok(v),
+                Ok(Err(e)) if is_unavailable(&e) => {
+                    return Err(Error::EtcdUnavailable(format!("{what}: {} failed: {e}", self.endpoints)));
+                }
+                Ok(Err(e)) => return Err(Error::Etcd(e)),
+                Err(_) => {
+                    return Err(Error::EtcdUnavailable(format!(
+                        "{what}: no answer from {} within {:?}",
+                        self.endpoints, self.request_timeout
+                    )));
+                }
+            }
+        }
+    }
+
     /// Several reads at one revision (a compare-less transaction).
     pub(crate) async fn read(&self, what: &str, reads: Vec<Read>) -> Result<(i64, Vec<Vec<Kv>>), Error> {
         let ops: Vec<TxnOp> = reads
@@ -189,8 +237,13 @@ impl EtcdStore {
                 Read::Prefix(p) => TxnOp::get(p, Some(GetOptions::new().with_prefix())),
             })
             .collect();
-        let mut c = self.client();
-        let resp = self.timed(what, c.txn(Txn::new().and_then(ops))).await?;
+        let resp = self
+            .retried(what, || {
+                let mut c = self.client();
+                let txn = Txn::new().and_then(ops.clone());
+                async move { c.txn(txn).await }
+            })
+            .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         let results = resp
             .op_responses()
@@ -210,9 +263,16 @@ impl EtcdStore {
         compares: Vec<Compare>,
         ops: Vec<TxnOp>,
     ) -> Result<bool, Error> {
-        let mut c = self.client();
-        let txn = Txn::new().when(compares).and_then(ops);
-        Ok(self.timed(what, c.txn(txn)).await?.succeeded())
+        // Only a request that never left (no connection to that member) is
+        // repeated: one that reached etcd may have been applied.
+        let resp = self
+            .retried_if(what, never_sent, || {
+                let mut c = self.client();
+                let txn = Txn::new().when(compares.clone()).and_then(ops.clone());
+                async move { c.txn(txn).await }
+            })
+            .await?;
+        Ok(resp.succeeded())
     }
 
     /// Reads one prefix and decodes it, logging (and skipping) bad records.
@@ -264,13 +324,24 @@ impl EtcdStore {
 
     /// Every key under the prefix with its value, and the revision of the read.
     pub async fn snapshot(&self) -> Result<(i64, Vec<(String, Vec<u8>)>), Error> {
-        let mut c = self.client();
-        let opts = GetOptions::new().with_prefix();
-        let resp = self.timed("taking a snapshot", c.get(self.keys.all(), Some(opts))).await?;
+        let resp = self
+            .retried("taking a snapshot", || {
+                let mut c = self.client();
+                let key = self.keys.all();
+                async move { c.get(key, Some(GetOptions::new().with_prefix())).await }
+            })
+            .await?;
         let revision = resp.header().map_or(0, |h| h.revision());
         let kvs = resp.kvs().iter().map(|kv| (key_string(kv.key()), kv.value().to_vec())).collect();
         Ok((revision, kvs))
     }
+}
+
+/// Whether a failed request never reached etcd: the client could not even
+/// connect to the member it picked (it was down), so repeating it is safe.
+fn never_sent(e: &etcd_client::Error) -> bool {
+    let text = e.to_string();
+    text.contains("tcp connect error") || text.contains("Connection refused")
 }
 
 fn key_string(key: &[u8]) -> String {

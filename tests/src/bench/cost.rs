@@ -26,7 +26,8 @@ const SENT: &str = "etcd_network_client_grpc_sent_bytes_total";
 /// Runs the scenario: 50 connects and disconnects with 3 hosts; 3 with 2 with `smoke`.
 pub fn run(smoke: bool) -> anyhow::Result<Report> {
     let (hosts, ops) = if smoke { (2, 3) } else { (3, 50) };
-    let lab = Lab::start(LabOptions { hosts, lease_ttl: 300, ..Default::default() }).context("starting the lab")?;
+    let lab =
+        Lab::start(LabOptions { hosts, lease_ttl: 300, ..Default::default() }).context("starting the lab")?;
     let net = network(&lab, "bench")?;
     let containers =
         (0..ops).map(|i| container(&lab, &format!("k{i}"))).collect::<anyhow::Result<Vec<_>>>()?;
