@@ -12,6 +12,14 @@ target/debug/ovbench all --smoke # every benchmark scenario, tiny counts, no tim
 # Lab tests start several agents each; two at a time suits a 2-core machine.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-cargo test --workspace -- --test-threads "${OVNET_TEST_THREADS:-2}" 2>&1 | tee "$log"
+# Each reliability test records what it held here; start from nothing.
+export OVNET_REPORT_DIR="$PWD/target/reliability"
+rm -rf "$OVNET_REPORT_DIR"
+status=0
+cargo test --workspace -- --test-threads "${OVNET_TEST_THREADS:-2}" 2>&1 | tee "$log" || status=$?
+# The reliability table of this run (docs/reliability.md is one such run);
+# fails if any test lost a ping, handed something out twice or panicked.
+target/debug/ovreport --check --out target/reliability.md || status=1
 # One closing line with the totals of every test binary.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "cargo test: %d passed, %d failed\n", p, f }' "$log"
+exit "$status"
