@@ -4,12 +4,15 @@
 //!
 //! | key                                   | value           | lease      |
 //! |---------------------------------------|-----------------|------------|
-//! | `<p>/hosts/<host>`                    | `HostRecord`    | none       |
+//! | `<p>/hosts/<host>`                    | `HostRecord`    | reservation|
 //! | `<p>/alive/<host>`                    | `AliveRecord`   | host lease |
 //! | `<p>/networks/<network>`              | `NetworkRecord` | none       |
 //! | `<p>/vnis/<vni>`                      | `VniRecord`     | none       |
-//! | `<p>/blocks/<network>/<a.b.c.d>_<len>`| `BlockRecord`   | none       |
-//! | `<p>/endpoints/<network>/<a.b.c.d>`   | `EndpointRecord`| none       |
+//! | `<p>/blocks/<network>/<a.b.c.d>_<len>`| `BlockRecord`   | reservation|
+//! | `<p>/endpoints/<network>/<a.b.c.d>`   | `EndpointRecord`| reservation|
+//!
+//! The host lease is short (liveness); the reservation is the owner's long
+//! lease (the block grace period), see `store::hosts`.
 //!
 //! The design decision: every per-network collection sits under a prefix that
 //! ends in `/` (`<p>/blocks/blue/`), so a prefix read or a range compare on
