@@ -11,6 +11,34 @@ use ovnet_tests::lab::{AgentOptions, poll};
 use ovnet_tests::netns::ping;
 use ovnet_tests::pings::{PingStream, PingTally};
 use ovnet_tests::report::{Outcome, record};
+
+/// What one test did and what held, for the reliability table.
+struct Row<'a> {
+    category: &'a str,
+    test: &'a str,
+    scenario: &'a str,
+    held: &'a str,
+}
+
+/// Records the outcome of a test whose assertions passed, after checking
+/// that no agent panicked.
+fn held(lab: &Lab, row: Row, pings: Option<PingTally>, operations: u64) {
+    let panics = lab.panics();
+    assert_eq!(panics, 0, "an agent panicked:\n{}", lab.logs());
+    let pings = pings.unwrap_or(PingTally { sent: 0, received: 0, duplicates: 0 });
+    record(&Outcome {
+        category: row.category.into(),
+        test: row.test.into(),
+        scenario: row.scenario.into(),
+        held: row.held.into(),
+        pings_sent: pings.sent,
+        pings_lost: pings.lost(),
+        operations,
+        panics,
+        ..Default::default()
+    })
+    .unwrap();
+}
 use ovnet_tests::{Lab, LabOptions};
 
 const CONVERGE: Duration = Duration::from_secs(10);
@@ -159,19 +187,17 @@ fn etcd_stopped_for_30s() {
     programmed_on(&lab, &[1, 2], &mac_of(&ip4), Duration::from_secs(2));
     let tally = finish(streams);
     assert_no_loss(&lab, &tally, "while etcd was stopped");
-    record(&Outcome {
-        category: "fault".into(),
-        test: "etcd_stopped_for_30s".into(),
-        scenario: "etcd stopped for 30 s, then started again on the same data".into(),
-        held: "pings at 10 ms between all 6 host pairs; 4 ovctl calls failed in < 5 s saying etcd is unreachable; every agent watched again, all hosts alive; a connect right after recovery programmed on the 2 others within 2 s".into(),
-        pings_sent: tally.sent,
-        pings_lost: tally.lost(),
-        operations: calls.len() as u64 + 1,
-        panics: lab.panics(),
-        ..Default::default()
-    })
-    .unwrap();
-    assert_eq!(lab.panics(), 0);
+    held(
+        &lab,
+        Row {
+            category: "fault",
+            test: "etcd_stopped_for_30s",
+            scenario: "etcd stopped for 30 s, then started again on the same data",
+            held: "pings at 10 ms between all 6 host pairs; 4 ovctl calls failed in < 5 s saying etcd is unreachable; every agent watched again, all hosts alive; a connect right after recovery programmed on the 2 others within 2 s",
+        },
+        Some(tally),
+        calls.len() as u64 + 1,
+    );
 }
 
 #[test]
@@ -198,19 +224,17 @@ fn etcd_frozen_past_the_lease_ttl() {
     programmed_on(&lab, &[0, 2], &mac_of(&ip4), Duration::from_secs(2));
     let tally = finish(streams);
     assert_no_loss(&lab, &tally, "while etcd was frozen");
-    record(&Outcome {
-        category: "fault".into(),
-        test: "etcd_frozen_past_the_lease_ttl".into(),
-        scenario: "etcd frozen (SIGSTOP) for 10 s with a 4 s lease TTL, then resumed: every lease has expired".into(),
-        held: "pings at 10 ms between all 6 host pairs; ovctl failed in < 5 s saying etcd is unreachable; every agent saw its lease gone and registered again; a connect after resume programmed on the others within 2 s".into(),
-        pings_sent: tally.sent,
-        pings_lost: tally.lost(),
-        operations: 3,
-        panics: lab.panics(),
-        ..Default::default()
-    })
-    .unwrap();
-    assert_eq!(lab.panics(), 0);
+    held(
+        &lab,
+        Row {
+            category: "fault",
+            test: "etcd_frozen_past_the_lease_ttl",
+            scenario: "etcd frozen (SIGSTOP) for 10 s with a 4 s lease TTL, then resumed: every lease has expired",
+            held: "pings at 10 ms between all 6 host pairs; ovctl failed in < 5 s saying etcd is unreachable; every agent saw its lease gone and registered again; a connect after resume programmed on the others within 2 s",
+        },
+        Some(tally),
+        3,
+    );
 }
 
 #[test]
@@ -229,19 +253,17 @@ fn etcd_leader_killed_in_a_three_member_cluster() {
     programmed_on(&lab, &[0, 2], &mac_of(&ip4), CONVERGE);
     let tally = finish(streams);
     assert_no_loss(&lab, &tally, "while the etcd leader was killed");
-    record(&Outcome {
-        category: "fault".into(),
-        test: "etcd_leader_killed_in_a_three_member_cluster".into(),
-        scenario: "three-member etcd cluster; the leader is killed (SIGKILL)".into(),
-        held: "pings at 10 ms between all 6 host pairs; network create and 3 connects through the other members; the new containers ping across hosts".into(),
-        pings_sent: tally.sent,
-        pings_lost: tally.lost(),
-        operations: 4,
-        panics: lab.panics(),
-        ..Default::default()
-    })
-    .unwrap();
-    assert_eq!(lab.panics(), 0);
+    held(
+        &lab,
+        Row {
+            category: "fault",
+            test: "etcd_leader_killed_in_a_three_member_cluster",
+            scenario: "three-member etcd cluster; the leader is killed (SIGKILL)",
+            held: "pings at 10 ms between all 6 host pairs; network create and 3 connects through the other members; the new containers ping across hosts",
+        },
+        Some(tally),
+        4,
+    );
 }
 
 #[test]
@@ -278,19 +300,17 @@ fn agent_killed_and_stopped_restarts_without_loss_or_duplicates() {
     for change in ["ip link add", "ip link del", "bridge fdb", "ip neigh"] {
         assert!(!restarted.contains(change), "the restarted agent changed the kernel:\n{restarted}");
     }
-    record(&Outcome {
-        category: "fault".into(),
-        test: "agent_killed_and_stopped_restarts_without_loss_or_duplicates".into(),
-        scenario: "h2's agent killed (SIGKILL) and restarted, then stopped (SIGTERM) and restarted".into(),
-        held: "pings at 10 ms between all 6 host pairs; every host's devices, FDB and neighbour entries identical before and after, none duplicated; blocks and endpoints in etcd unchanged; the restarted agent changed nothing in the kernel".into(),
-        pings_sent: tally.sent,
-        pings_lost: tally.lost(),
-        operations: 4,
-        panics: lab.panics(),
-        ..Default::default()
-    })
-    .unwrap();
-    assert_eq!(lab.panics(), 0);
+    held(
+        &lab,
+        Row {
+            category: "fault",
+            test: "agent_killed_and_stopped_restarts_without_loss_or_duplicates",
+            scenario: "h2's agent killed (SIGKILL) and restarted, then stopped (SIGTERM) and restarted",
+            held: "pings at 10 ms between all 6 host pairs; every host's devices, FDB and neighbour entries identical before and after, none duplicated; blocks and endpoints in etcd unchanged; the restarted agent changed nothing in the kernel",
+        },
+        Some(tally),
+        4,
+    );
 }
 
 #[test]
@@ -323,20 +343,20 @@ fn dead_host_is_dropped_in_time_and_returns_with_its_addresses() {
     wait_ping(&lab, &cs[0].0, &cs[2].1);
     wait_ping(&lab, &cs[2].0, &cs[1].1);
     assert_eq!(ownership(&lab), owned_before, "the returning host got other addresses");
-    record(&Outcome {
-        category: "fault".into(),
-        test: "dead_host_is_dropped_in_time_and_returns_with_its_addresses".into(),
-        scenario: format!("h3's agent killed with a {ttl} s lease TTL, later started again"),
-        held: format!(
-            "h3's entries gone from h1 and h2 after {:.1} s (budget TTL + 2 s); its blocks and endpoint kept; host rm of a live host refused; back, its container pinged again with the same address and no reconnect",
-            dropped_after.as_secs_f64()
-        ),
-        operations: 2,
-        panics: lab.panics(),
-        ..Default::default()
-    })
-    .unwrap();
-    assert_eq!(lab.panics(), 0);
+    held(
+        &lab,
+        Row {
+            category: "fault",
+            test: "dead_host_is_dropped_in_time_and_returns_with_its_addresses",
+            scenario: &format!("h3's agent killed with a {ttl} s lease TTL, later started again"),
+            held: &format!(
+                "h3's entries gone from h1 and h2 after {:.1} s (budget TTL + 2 s); its blocks and endpoint kept; host rm of a live host refused; back, its container pinged again with the same address and no reconnect",
+                dropped_after.as_secs_f64()
+            ),
+        },
+        None,
+        2,
+    );
 }
 
 #[test]
@@ -381,17 +401,17 @@ fn blocks_are_reclaimed_after_the_grace_and_host_rm_is_immediate() {
     assert!(!lab.ctl(0, "host ls").unwrap().contains("h2"));
     let c6 = lab.container("c6").unwrap();
     assert_eq!(lab.ctl(0, &format!("network connect --ip {ip2} net {c6}")).unwrap(), ip2);
-    record(&Outcome {
-        category: "fault".into(),
-        test: "blocks_are_reclaimed_after_the_grace_and_host_rm_is_immediate".into(),
-        scenario: "block grace 4 s, lease TTL 2 s: h3's agent killed and left dead; h2's agent killed, then `ovctl host rm h2`".into(),
-        held: "h3's registration, block and endpoint vanished from etcd after the grace and h1 took its address; host rm refused while h2 was alive, then removed its 1 block and 1 endpoint at once and h1 took that address".into(),
-        operations: 5,
-        panics: lab.panics(),
-        ..Default::default()
-    })
-    .unwrap();
-    assert_eq!(lab.panics(), 0);
+    held(
+        &lab,
+        Row {
+            category: "fault",
+            test: "blocks_are_reclaimed_after_the_grace_and_host_rm_is_immediate",
+            scenario: "block grace 4 s, lease TTL 2 s: h3's agent killed and left dead; h2's agent killed, then `ovctl host rm h2`",
+            held: "h3's registration, block and endpoint vanished from etcd after the grace and h1 took its address; host rm refused while h2 was alive, then removed its 1 block and 1 endpoint at once and h1 took that address",
+        },
+        None,
+        5,
+    );
 }
 
 #[test]
@@ -427,17 +447,17 @@ fn a_dead_container_and_an_orphan_veth_are_cleaned_up() {
     // The live containers' veths were left alone.
     wait_ping(&lab, &cs[0].0, &ip2);
     wait_ping(&lab, &cs[0].0, &cs[2].1);
-    record(&Outcome {
-        category: "fault".into(),
-        test: "a_dead_container_and_an_orphan_veth_are_cleaned_up".into(),
-        scenario: "a container's namespace deleted without disconnect; a veth pair of ours without an endpoint left on a host".into(),
-        held: "the endpoint's address released and its entries removed on the other hosts, then handed out again; the orphan veth deleted; live containers untouched".into(),
-        operations: 3,
-        panics: lab.panics(),
-        ..Default::default()
-    })
-    .unwrap();
-    assert_eq!(lab.panics(), 0);
+    held(
+        &lab,
+        Row {
+            category: "fault",
+            test: "a_dead_container_and_an_orphan_veth_are_cleaned_up",
+            scenario: "a container's namespace deleted without disconnect; a veth pair of ours without an endpoint left on a host",
+            held: "the endpoint's address released and its entries removed on the other hosts, then handed out again; the orphan veth deleted; live containers untouched",
+        },
+        None,
+        3,
+    );
 }
 
 #[test]
@@ -455,19 +475,17 @@ fn a_network_removed_while_an_agent_was_down_is_removed_when_it_starts() {
         (!links.iter().any(|l| l.ends_with("7007")) && links.contains(&"ovbr7008".to_string())).then_some(())
     })
     .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
-    record(&Outcome {
-        category: "fault".into(),
-        test: "a_network_removed_while_an_agent_was_down_is_removed_when_it_starts".into(),
-        scenario: "h3's agent stopped; a network removed; the agent started again".into(),
-        held:
-            "h3 deleted the removed network's bridge and VXLAN device at start and kept the other network's"
-                .into(),
-        operations: 1,
-        panics: lab.panics(),
-        ..Default::default()
-    })
-    .unwrap();
-    assert_eq!(lab.panics(), 0);
+    held(
+        &lab,
+        Row {
+            category: "fault",
+            test: "a_network_removed_while_an_agent_was_down_is_removed_when_it_starts",
+            scenario: "h3's agent stopped; a network removed; the agent started again",
+            held: "h3 deleted the removed network's bridge and VXLAN device at start and kept the other network's",
+        },
+        None,
+        1,
+    );
 }
 
 #[test]
@@ -488,17 +506,17 @@ fn a_compacted_watch_revision_triggers_a_full_resync() {
     .unwrap_or_else(|e| panic!("{e}\n{}", lab.logs()));
     programmed_on(&lab, &[1], &mac_of(&ip4), CONVERGE);
     wait_ping(&lab, &cs[1].0, &ip4);
-    record(&Outcome {
-        category: "fault".into(),
-        test: "a_compacted_watch_revision_triggers_a_full_resync".into(),
-        scenario: "h2's agent frozen while etcd restarts and a container is connected elsewhere, then etcd compacted".into(),
-        held: "h2's watch found its revision compacted, listed everything again and programmed the new container".into(),
-        operations: 1,
-        panics: lab.panics(),
-        ..Default::default()
-    })
-    .unwrap();
-    assert_eq!(lab.panics(), 0);
+    held(
+        &lab,
+        Row {
+            category: "fault",
+            test: "a_compacted_watch_revision_triggers_a_full_resync",
+            scenario: "h2's agent frozen while etcd restarts and a container is connected elsewhere, then etcd compacted",
+            held: "h2's watch found its revision compacted, listed everything again and programmed the new container",
+        },
+        None,
+        1,
+    );
 }
 
 #[test]
@@ -540,15 +558,15 @@ fn bad_records_in_etcd_are_logged_and_skipped() {
     let (_a3, a3_ip) = lab.connected(2, "after", "a3").unwrap();
     wait_ping(&lab, &a1, &a3_ip);
     lab.ctl(0, "network inspect net").unwrap();
-    record(&Outcome {
-        category: "bad data".into(),
-        test: "bad_records_in_etcd_are_logged_and_skipped".into(),
-        scenario: "7 bad values under the prefix: garbage bytes, a future version, truncated JSON, wrong types, under networks/, endpoints/, blocks/, hosts/ and alive/".into(),
-        held: "every agent logged each bad key once and skipped it; network ls/inspect, a create, 3 connects and an agent restart worked; pings across hosts".into(),
-        operations: 6,
-        panics: lab.panics(),
-        ..Default::default()
-    })
-    .unwrap();
-    assert_eq!(lab.panics(), 0);
+    held(
+        &lab,
+        Row {
+            category: "bad data",
+            test: "bad_records_in_etcd_are_logged_and_skipped",
+            scenario: "7 bad values under the prefix: garbage bytes, a future version, truncated JSON, wrong types, under networks/, endpoints/, blocks/, hosts/ and alive/",
+            held: "every agent logged each bad key once and skipped it; network ls/inspect, a create, 3 connects and an agent restart worked; pings across hosts",
+        },
+        None,
+        6,
+    );
 }

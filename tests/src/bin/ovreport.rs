@@ -24,7 +24,8 @@ struct Cli {
     check: bool,
 }
 
-const REPRODUCE: &str = "sudo tests/run.sh   # runs every test; each reliability test writes target/reliability/<test>.json
+const REPRODUCE: &str =
+    "sudo tests/run.sh   # runs every test; each reliability test writes target/reliability/<test>.json
 target/debug/ovreport --check --out docs/reliability.md";
 
 fn render(outcomes: &[Outcome]) -> String {
@@ -39,7 +40,9 @@ fn render(outcomes: &[Outcome]) -> String {
          from them; nothing here is typed by hand.\n\n",
     );
     let _ = writeln!(md, "Reproduce (as root, on a clean clone):\n\n```sh\n{REPRODUCE}\n```\n");
-    md.push_str("## Totals\n\n| tests | pings sent | pings lost | operations | duplicate allocations | panics |\n");
+    md.push_str(
+        "## Totals\n\n| tests | pings sent | pings lost | operations | duplicate allocations | panics |\n",
+    );
     md.push_str("|---:|---:|---:|---:|---:|---:|\n");
     let _ = writeln!(md, "| {} | {sent} | {lost} | {ops} | {dups} | {panics} |\n", outcomes.len());
     let mut category = "";
