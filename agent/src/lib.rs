@@ -25,6 +25,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod registration;
 pub mod run;
+pub mod tls;
 pub mod watch;
 
 #[cfg(test)]

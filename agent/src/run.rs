@@ -18,6 +18,7 @@ use anyhow::Context;
 use ovnet_ipam_store::{EtcdStore, StoreConfig};
 use ovnet_proto::agent_server::AgentServer;
 use tokio::sync::watch;
+use tonic::transport::ServerTlsConfig;
 use tracing::{info, warn};
 
 use crate::api::AgentService;
@@ -31,6 +32,11 @@ use crate::reconcile::Loop;
 /// Runs the agent until `shutdown` completes.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let node = cfg.node_name().map_err(anyhow::Error::msg)?;
+    let api_tls = match cfg.api_tls().map_err(anyhow::Error::msg)? {
+        Some(files) => Some(crate::tls::server_config(&files).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let store_cfg = store_config(&cfg).map_err(anyhow::Error::msg)?;
     let dp = NetlinkDataplane::new().context("opening netlink")?;
     let underlay = dp.underlay(cfg.advertise_addr).await.context("finding the underlay")?;
     let listener = bind(&cfg.listen).await?;
@@ -39,10 +45,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         Some(addr) => Some(serve_metrics(addr, metrics.clone()).await?),
         None => None,
     };
-    info!(node = %node, vtep = %underlay.addr, underlay = %underlay.ifname, mtu = underlay.mtu, listen = %cfg.listen, "ovagent starting");
+    info!(node = %node, vtep = %underlay.addr, underlay = %underlay.ifname, mtu = underlay.mtu, listen = %cfg.listen, tls = api_tls.is_some(), "ovagent starting");
     tokio::pin!(shutdown);
     let store = tokio::select! {
-        s = connect(&cfg, &metrics) => s,
+        s = connect(store_cfg, &metrics) => s,
         _ = &mut shutdown => return Ok(()),
     };
     let me = HostContext { node: node.clone(), vtep: underlay.addr, underlay_mtu: underlay.mtu };
@@ -68,7 +74,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         )),
         tokio::spawn(crate::reconcile::run(reconcile, state_rx)),
     ];
-    let result = serve_api(listener, AgentService::new(store, dp, me, ready_rx, metrics), shutdown).await;
+    let service = AgentService::new(store, dp, me, ready_rx, metrics);
+    let result = serve_api_tls(listener, service, api_tls, shutdown).await;
     for t in tasks.iter().chain(&http) {
         t.abort();
     }
@@ -98,7 +105,21 @@ pub async fn serve_api<D: Dataplane>(
     service: AgentService<D>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let server = tonic::transport::Server::builder().add_service(AgentServer::new(service));
+    serve_api_tls(listener, service, None, shutdown).await
+}
+
+/// `serve_api`, over TLS when `tls` is given (a TCP listener only: `Config::api_tls` refuses TLS with a Unix socket).
+pub async fn serve_api_tls<D: Dataplane>(
+    listener: Listener,
+    service: AgentService<D>,
+    tls: Option<ServerTlsConfig>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let mut builder = tonic::transport::Server::builder();
+    if let (Some(tls), Listener::Tcp(_)) = (tls, &listener) {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder.add_service(AgentServer::new(service));
     match listener {
         Listener::Unix(l) => {
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
@@ -146,13 +167,24 @@ fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     Ok(l)
 }
 
-/// Connects to etcd, retrying until it answers.
-async fn connect(cfg: &Config, metrics: &Metrics) -> EtcdStore {
-    let sc = StoreConfig {
+/// How to reach etcd, with its TLS files loaded and the password read.
+fn store_config(cfg: &Config) -> Result<StoreConfig, String> {
+    let tls = match cfg.etcd_tls()? {
+        Some(files) => Some(crate::tls::etcd_config(&files)?),
+        None => None,
+    };
+    let user = cfg.etcd_credentials()?.map(|(user, password)| (user, password.expose().to_string()));
+    Ok(StoreConfig {
         endpoints: cfg.etcd_endpoints.clone(),
         prefix: cfg.etcd_prefix.clone(),
+        user,
+        tls,
         ..StoreConfig::default()
-    };
+    })
+}
+
+/// Connects to etcd, retrying until it answers.
+async fn connect(sc: StoreConfig, metrics: &Metrics) -> EtcdStore {
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(3));
     loop {
         match EtcdStore::connect(sc.clone()).await {

@@ -42,6 +42,9 @@ pub struct StoreConfig {
     pub request_timeout: Duration,
     /// etcd user name and password, when etcd has authentication enabled.
     pub user: Option<(String, String)>,
+    /// TLS towards etcd (CA, optional client certificate); the endpoints
+    /// must then be https://.
+    pub tls: Option<etcd_client::TlsOptions>,
 }
 
 /// Written by hand only to keep the etcd password out of logs.
@@ -53,6 +56,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("user", &self.user.as_ref().map(|(u, _)| (u, "<redacted>")))
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -65,6 +69,7 @@ impl Default for StoreConfig {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(4),
             user: None,
+            tls: None,
         }
     }
 }
@@ -107,6 +112,9 @@ impl EtcdStore {
             .with_keep_alive_while_idle(true);
         if let Some((user, password)) = &cfg.user {
             opts = opts.with_user(user.clone(), password.clone());
+        }
+        if let Some(tls) = &cfg.tls {
+            opts = opts.with_tls(tls.clone());
         }
         let deadline = cfg.connect_timeout.max(cfg.request_timeout);
         let client = match tokio::time::timeout(deadline, Client::connect(&cfg.endpoints, Some(opts))).await {
