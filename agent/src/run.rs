@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use ovnet_ipam_store::{EtcdStore, StoreConfig};
+use ovnet_ipam_store::{Error as StoreError, EtcdStore, StoreConfig};
 use ovnet_proto::agent_server::AgentServer;
 use tokio::sync::watch;
 use tonic::transport::ServerTlsConfig;
@@ -48,7 +48,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     info!(node = %node, vtep = %underlay.addr, underlay = %underlay.ifname, mtu = underlay.mtu, listen = %cfg.listen, tls = api_tls.is_some(), "ovagent starting");
     tokio::pin!(shutdown);
     let store = tokio::select! {
-        s = connect(store_cfg, &metrics) => s,
+        s = connect(store_cfg, &metrics) => s?,
         _ = &mut shutdown => return Ok(()),
     };
     let me = HostContext { node: node.clone(), vtep: underlay.addr, underlay_mtu: underlay.mtu };
@@ -183,21 +183,93 @@ fn store_config(cfg: &Config) -> Result<StoreConfig, String> {
     })
 }
 
-/// Connects to etcd, retrying until it answers.
-async fn connect(sc: StoreConfig, metrics: &Metrics) -> EtcdStore {
+/// Connects to etcd, retrying while it cannot be reached. Refused
+/// credentials or a certificate that does not verify end the agent instead:
+/// retrying with the same flags cannot help, and an exit shows in
+/// `systemctl status`.
+async fn connect(sc: StoreConfig, metrics: &Metrics) -> anyhow::Result<EtcdStore> {
+    let tls = sc.tls.is_some();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(3));
     loop {
         match EtcdStore::connect(sc.clone()).await {
             Ok(s) => {
                 metrics.etcd_ok();
-                return s;
+                return Ok(s);
             }
             Err(e) => {
                 metrics.etcd_error();
+                let message = match etcd_hint(&e, tls) {
+                    Some(hint) => format!("{e}; {hint}"),
+                    None => e.to_string(),
+                };
+                if matches!(e, StoreError::EtcdAuth { .. } | StoreError::EtcdTls { .. }) {
+                    return Err(anyhow::Error::msg(message));
+                }
                 let delay = backoff.next_delay();
-                warn!(error = %e, retry_in = ?delay, "connecting to etcd failed");
+                warn!(error = %message, retry_in = ?delay, "connecting to etcd failed");
                 tokio::time::sleep(delay).await;
             }
         }
+    }
+}
+
+/// Which flag to look at when connecting to etcd fails this way.
+fn etcd_hint(e: &StoreError, tls: bool) -> Option<&'static str> {
+    let text = e.to_string();
+    let closed = text.contains("connection closed") || text.contains("broken pipe");
+    match e {
+        StoreError::EtcdAuth { .. } if text.contains("user name is empty") => Some(
+            "etcd has authentication enabled: pass --etcd-user and its password ($OVNET_ETCD_PASSWORD or --etcd-password-file)",
+        ),
+        StoreError::EtcdAuth { .. } if text.contains("authentication is not enabled") => {
+            Some("etcd has no authentication enabled: drop --etcd-user")
+        }
+        StoreError::EtcdAuth { .. } => {
+            Some("check --etcd-user and its password ($OVNET_ETCD_PASSWORD or --etcd-password-file)")
+        }
+        StoreError::EtcdTls { .. } => Some(
+            "is --etcd-cacert the CA that signed etcd's certificate, and the endpoint's address in that certificate?",
+        ),
+        StoreError::EtcdUnavailable(_) if tls && closed => Some(
+            "etcd closed the connection after the TLS handshake: it may want a client certificate \
+             (--etcd-cert, --etcd-key) signed by a CA it trusts",
+        ),
+        StoreError::EtcdUnavailable(_) if tls && text.contains("tls handshake eof") => {
+            Some("etcd does not seem to speak TLS on this port: use an http:// endpoint")
+        }
+        StoreError::EtcdUnavailable(_) if !tls && closed => {
+            Some("if etcd serves TLS, use https:// endpoints with --etcd-cacert")
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_hints_name_the_flags() {
+        let auth =
+            |reason: &str| StoreError::EtcdAuth { endpoints: "http://a:1".into(), reason: reason.into() };
+        let down = |reason: &str| StoreError::EtcdUnavailable(format!("cannot connect to x: {reason}"));
+        let cases = [
+            (auth("authentication failed, invalid user ID or password"), false, "check --etcd-user"),
+            (auth("user name is empty"), false, "pass --etcd-user"),
+            (auth("authentication is not enabled"), false, "drop --etcd-user"),
+            (
+                StoreError::EtcdTls { endpoints: "x".into(), reason: "UnknownIssuer".into() },
+                true,
+                "--etcd-cacert",
+            ),
+            (down("connection closed"), true, "--etcd-cert, --etcd-key"),
+            (down("stream closed because of a broken pipe"), false, "use https://"),
+            (down("tls handshake eof"), true, "use an http:// endpoint"),
+        ];
+        for (e, tls, want) in cases {
+            let hint = etcd_hint(&e, tls).unwrap_or_default();
+            assert!(hint.contains(want), "{e}: {hint}");
+        }
+        assert_eq!(etcd_hint(&down("Connection refused"), true), None);
     }
 }

@@ -13,6 +13,7 @@ use crate::cli::{Cli, Command, ConnectArgs, CreateArgs, Format, HostCommand, Net
 use crate::client::{Agent, Target};
 use crate::error::CtlError;
 use crate::output;
+use crate::tls::Mode;
 use crate::view::{
     AttachedEndpointView, ClientVersion, DoctorView, HostView, NetworkDetailView, NetworkView, RemovedView,
     VersionView,
@@ -27,12 +28,15 @@ pub async fn run(cli: Cli, out: &mut String) -> Result<(), CtlError> {
         out.push_str(&String::from_utf8_lossy(&script));
         return Ok(());
     }
-    let tls = match cli.tls()? {
-        Some(files) => Some(crate::tls::client_config(&files)?),
-        None => None,
+    let (tls, mode) = match cli.tls()? {
+        Some(files) => {
+            let mode = if files.identity.is_some() { Mode::TlsWithCert } else { Mode::Tls };
+            (Some(crate::tls::client_config(&files)?), mode)
+        }
+        None => (None, Mode::Plain),
     };
     let format = cli.format;
-    let host = Target { addr: cli.host, tls };
+    let host = Target { addr: cli.host, tls, mode };
     let limit = Limit { target: &host, secs: cli.timeout };
     match cli.command {
         Command::Completion { .. } => Ok(()),

@@ -61,23 +61,41 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
     inner.to_string()
 }
 
-/// The transport failure `reason`, with a hint when it is a TLS problem.
-/// `tls` says whether we spoke TLS.
-pub fn explain(reason: String, tls: bool) -> String {
-    let hint = if reason.contains("CertificateRequired") {
-        "the agent requires a client certificate: pass --tls-cert and --tls-key"
-    } else if reason.contains("invalid peer certificate") {
-        "the agent's certificate does not verify against --tls-ca (wrong CA, or an address not in its certificate)"
-    } else if reason.contains("received fatal alert") {
-        "the agent refused the TLS handshake: check --tls-cert and --tls-key against its --tls-client-ca"
-    } else if tls && reason.contains("corrupt message") {
-        "the agent does not speak TLS on this port: use tcp:// without --tls-ca"
-    } else if !tls && (reason.contains("connection reset") || reason.contains("connection closed")) {
-        "if the agent serves TLS, pass --tls-ca (and --tls-cert, --tls-key)"
-    } else {
-        return reason;
+/// How we speak to the agent, for the hints of [`explain`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Plain,
+    Tls,
+    /// TLS, presenting a client certificate.
+    TlsWithCert,
+}
+
+/// The transport failure `reason`, with a hint when it looks like a TLS
+/// problem. With TLS 1.3 the agent checks the client certificate after the
+/// client considers the handshake done, so a refusal shows either as the
+/// agent's alert or as a closed connection, depending on timing: both get
+/// the same hint.
+pub fn explain(reason: String, mode: Mode) -> String {
+    const CLOSED: [&str; 4] = ["connection closed", "connection reset", "broken pipe", "Connection reset"];
+    let closed = CLOSED.iter().any(|c| reason.contains(c));
+    let alert = reason.contains("received fatal alert");
+    let hint = match mode {
+        _ if reason.contains("invalid peer certificate") => {
+            "the agent's certificate does not verify against --tls-ca (wrong CA, or an address not in its certificate)"
+        }
+        Mode::Tls if alert || closed => {
+            "the agent may require a client certificate: pass --tls-cert and --tls-key"
+        }
+        Mode::TlsWithCert if alert || closed => {
+            "the agent may refuse the client certificate: is --tls-cert signed by the CA of its --tls-client-ca?"
+        }
+        Mode::Tls | Mode::TlsWithCert if reason.contains("corrupt message") => {
+            "the agent does not speak TLS on this port: use tcp:// without --tls-ca"
+        }
+        Mode::Plain if closed => "if the agent serves TLS, pass --tls-ca (and --tls-cert, --tls-key)",
+        _ => return reason,
     };
-    format!("{reason} ({hint})")
+    format!("{reason}; {hint}")
 }
 
 #[cfg(test)]
@@ -87,17 +105,24 @@ mod tests {
     #[test]
     fn hints_name_the_flag_to_look_at() {
         let cases = [
-            ("received fatal alert: CertificateRequired", true, "pass --tls-cert and --tls-key"),
-            ("invalid peer certificate: UnknownIssuer", true, "does not verify against --tls-ca"),
-            ("received fatal alert: UnknownCA", true, "against its --tls-client-ca"),
-            ("received corrupt message of type InvalidContentType", true, "does not speak TLS"),
-            ("connection reset", false, "pass --tls-ca"),
+            ("received fatal alert: CertificateRequired", Mode::Tls, "pass --tls-cert and --tls-key"),
+            ("connection closed", Mode::Tls, "pass --tls-cert and --tls-key"),
+            (
+                "invalid peer certificate: UnknownIssuer",
+                Mode::TlsWithCert,
+                "does not verify against --tls-ca",
+            ),
+            ("received fatal alert: UnknownCA", Mode::TlsWithCert, "the CA of its --tls-client-ca"),
+            ("stream closed because of a broken pipe", Mode::TlsWithCert, "the CA of its --tls-client-ca"),
+            ("received corrupt message of type InvalidContentType", Mode::Tls, "does not speak TLS"),
+            ("connection reset", Mode::Plain, "pass --tls-ca"),
         ];
-        for (reason, tls, hint) in cases {
-            let text = explain(reason.to_string(), tls);
+        for (reason, mode, hint) in cases {
+            let text = explain(reason.to_string(), mode);
             assert!(text.starts_with(reason) && text.contains(hint), "{reason}: {text}");
         }
-        assert_eq!(explain("Connection refused".into(), false), "Connection refused");
+        assert_eq!(explain("Connection refused".into(), Mode::Plain), "Connection refused");
+        assert_eq!(explain("Connection refused".into(), Mode::Tls), "Connection refused");
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub use hosts::HostStatus;
 pub use networks::NewNetwork;
 pub use watch::{StoreWatch, WatchBatch, WatchEvent};
 
-use crate::error::{Error, is_unavailable};
+use crate::error::{Error, connect_error, is_unavailable};
 use crate::keys::Keys;
 use crate::records::{BlockRecord, EndpointRecord, NetworkRecord};
 use crate::state::{BadRecord, ClusterState};
@@ -119,9 +119,7 @@ impl EtcdStore {
         let deadline = cfg.connect_timeout.max(cfg.request_timeout);
         let client = match tokio::time::timeout(deadline, Client::connect(&cfg.endpoints, Some(opts))).await {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                return Err(Error::EtcdUnavailable(format!("cannot connect to {endpoints}: {e}")));
-            }
+            Ok(Err(e)) => return Err(connect_error(&endpoints, &e)),
             Err(_) => {
                 return Err(Error::EtcdUnavailable(format!(
                     "no answer from {endpoints} within {deadline:?}"
@@ -136,8 +134,14 @@ impl EtcdStore {
         };
         let mut c = store.client();
         let probe = GetOptions::new().with_prefix().with_count_only();
-        store.timed("connecting", c.get(store.keys.all(), Some(probe))).await?;
-        Ok(store)
+        match tokio::time::timeout(cfg.request_timeout, c.get(store.keys.all(), Some(probe))).await {
+            Ok(Ok(_)) => Ok(store),
+            Ok(Err(e)) => Err(connect_error(&store.endpoints, &e)),
+            Err(_) => Err(Error::EtcdUnavailable(format!(
+                "no answer from {} within {:?}",
+                store.endpoints, cfg.request_timeout
+            ))),
+        }
     }
 
     pub fn keys(&self) -> &Keys {
