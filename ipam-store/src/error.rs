@@ -193,7 +193,10 @@ pub(crate) fn connect_error(endpoints: &str, e: &etcd_client::Error) -> Error {
         let code = i32::from(s.code());
         let refused =
             matches!(code, INVALID_ARGUMENT | PERMISSION_DENIED | FAILED_PRECONDITION | UNAUTHENTICATED);
-        if refused && std::error::Error::source(s).is_none() {
+        // Not "etcdserver: not capable" (FailedPrecondition while a new cluster settles).
+        let about_auth =
+            ["auth", "user", "permission", "password", "token", "role"].iter().any(|w| reason.contains(w));
+        if refused && about_auth && std::error::Error::source(s).is_none() {
             return Error::EtcdAuth { endpoints, reason };
         }
     }
@@ -280,6 +283,9 @@ mod tests {
             &status(tonic::Code::FailedPrecondition, "etcdserver: authentication is not enabled"),
         );
         assert!(matches!(e, Error::EtcdAuth { .. }), "{e}");
+        let e =
+            connect_error("http://a:1", &status(tonic::Code::FailedPrecondition, "etcdserver: not capable"));
+        assert!(matches!(e, Error::EtcdUnavailable(_)), "{e}");
         let e = connect_error("http://a:1", &status(tonic::Code::Unavailable, "etcdserver: leader changed"));
         assert_eq!(e.to_string(), "etcd is unreachable: cannot connect to http://a:1: leader changed");
         let io =
