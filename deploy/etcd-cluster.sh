@@ -5,9 +5,10 @@
 # NAME --etcd-config DIR installs a member's file there.
 #
 # With TLS (the default) peers talk https with client certificates both ways,
-# clients reach every member on https://IP:2379 with a client certificate,
-# and each member also serves plain http://127.0.0.1:2379 to its own host:
-# ovagent has no etcd TLS flags yet, so it uses that loopback listener.
+# clients (ovagent with --etcd-cacert/--etcd-cert/--etcd-key, etcdctl) reach
+# every member on https://IP:2379 with a client certificate, and each member
+# also serves plain http://127.0.0.1:2379 to its own host (--no-local-http
+# turns that off).
 # The TLS files (deploy/etcd-tls.sh) are expected in --tls-dir on each host.
 set -euo pipefail
 
@@ -19,7 +20,7 @@ usage: etcd-cluster.sh [options] NAME=IP...
   --tls-dir DIR       where each host keeps ca.crt, NAME.crt, NAME.key
                       (default /etc/etcd/tls, where install.sh puts them)
   --no-tls            plain http everywhere (labs only)
-  --no-local-http     no http://127.0.0.1:2379 listener (once all clients do TLS)
+  --no-local-http     no http://127.0.0.1:2379 listener (when every client uses TLS)
   --data-dir DIR      member data directory (default /var/lib/etcd/ovnet)
   --token TOKEN       initial cluster token (default ovnet)
   --state new|existing  initial cluster state (default new; existing to add a

@@ -163,7 +163,7 @@ if [ -n "$member" ]; then
         echo "install.sh: warning: no user etcd (install etcd-server first): /etc/etcd/tls/$member.key stays root's" >&2
       fi
     fi
-    # The client certificate for ovagent (planned etcd TLS flags) and etcdctl.
+    # The client certificate for ovagent (OVNET_ETCD_CERT, OVNET_ETCD_KEY) and etcdctl.
     put 0644 "$etcd_tls/ca.crt" /etc/ovnet/tls/ca.crt
     if [ -f "$etcd_tls/ovagent.key" ]; then
       put 0644 "$etcd_tls/ovagent.crt" /etc/ovnet/tls/ovagent.crt

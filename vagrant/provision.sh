@@ -48,7 +48,7 @@ for m in "${members[@]}"; do
   [ "${m%%=*}" != "$name" ] || ip=${m#*=}
 done
 [ -n "$ip" ] || die "$name is not among the members ${members[*]}"
-for f in bin/ovagent bin/ovctl tls/ca.crt "tls/$name.crt" "tls/$name.key"; do
+for f in bin/ovagent bin/ovctl tls/ca.crt "tls/$name.crt" "tls/$name.key" tls/ovagent.crt tls/ovagent.key; do
   [ -e "$stage/$f" ] || die "$stage/$f missing (the Vagrantfile's prepare-host.sh stages it)"
 done
 # Built on the host: make sure it runs here (architecture, glibc).
@@ -73,10 +73,19 @@ trap 'rm -rf "$tmp"' EXIT
 bash "$src/deploy/etcd-cluster.sh" -o "$tmp" --tls-dir "$destdir/etc/etcd/tls" \
   --data-dir "$destdir/var/lib/etcd/ovnet" "${members[@]}" >/dev/null
 
+# ovagent talks TLS to every member, with the client certificate install.sh
+# puts in /etc/ovnet/tls.
+endpoints=""
+for m in "${members[@]}"; do
+  endpoints="${endpoints:+$endpoints,}https://${m#*=}:2379"
+done
+tls=$destdir/etc/ovnet/tls
 install=(bash "$src/deploy/install.sh" --bin-dir "$stage/bin"
   --etcd-member "$name" --etcd-config "$tmp" --etcd-tls "$stage/tls"
   --env "OVNET_NODE_NAME=$name" --env "OVNET_ADVERTISE_ADDR=$ip"
-  --env "OVNET_ETCD_ENDPOINTS=http://127.0.0.1:2379" ${extra[@]+"${extra[@]}"})
+  --env "OVNET_ETCD_ENDPOINTS=$endpoints" --env "OVNET_ETCD_CACERT=$tls/ca.crt"
+  --env "OVNET_ETCD_CERT=$tls/ovagent.crt" --env "OVNET_ETCD_KEY=$tls/ovagent.key"
+  ${extra[@]+"${extra[@]}"})
 if [ -n "$destdir" ]; then
   "${install[@]}" --destdir "$destdir"
 else

@@ -1,7 +1,14 @@
 //! ovagent's flags, parsed and validated before anything is bound or dialed.
+//!
+//! clap checks each value; the combinations clap cannot express (TLS flags
+//! with a unix socket, a non-loopback TCP listener without TLS, an etcd user
+//! without a password...) are checked by [`Config::api_tls`],
+//! [`Config::etcd_tls`] and [`Config::etcd_credentials`], which `run` calls
+//! before it binds or dials anything. The etcd password never sits in a
+//! field that `Debug` would print: it is a [`Secret`].
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::Parser;
@@ -89,6 +96,85 @@ pub struct Config {
     /// (etcd lease TTL), e.g. 24h, 90m, 30s; after that any host may lease them.
     #[arg(long, env = "OVNET_BLOCK_GRACE", default_value = "24h", value_parser = parse_grace)]
     pub block_grace: Duration,
+    /// PEM certificate (chain) the API presents on a tcp:// --listen; turns TLS on.
+    #[arg(long, env = "OVNET_TLS_CERT", value_name = "FILE", help_heading = "API security")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "OVNET_TLS_KEY", value_name = "FILE", help_heading = "API security")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA certificate(s): clients must present a certificate signed by one of them.
+    #[arg(long, env = "OVNET_TLS_CLIENT_CA", value_name = "FILE", help_heading = "API security")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Serve the API over plain TCP on a non-loopback address (anyone who
+    /// reaches the port controls the host's networks).
+    #[arg(long, env = "OVNET_INSECURE", value_parser = clap::builder::BoolishValueParser::new(), help_heading = "API security")]
+    pub insecure: bool,
+    /// PEM CA certificate(s) that signed etcd's server certificates (needed for https:// endpoints).
+    #[arg(long, env = "OVNET_ETCD_CACERT", value_name = "FILE", help_heading = "etcd security")]
+    pub etcd_cacert: Option<PathBuf>,
+    /// PEM client certificate presented to etcd.
+    #[arg(long, env = "OVNET_ETCD_CERT", value_name = "FILE", help_heading = "etcd security")]
+    pub etcd_cert: Option<PathBuf>,
+    /// PEM private key of --etcd-cert.
+    #[arg(long, env = "OVNET_ETCD_KEY", value_name = "FILE", help_heading = "etcd security")]
+    pub etcd_key: Option<PathBuf>,
+    /// etcd user name (etcd authentication); the password comes from
+    /// $OVNET_ETCD_PASSWORD or --etcd-password-file.
+    #[arg(long, env = "OVNET_ETCD_USER", value_name = "NAME", value_parser = parse_user, help_heading = "etcd security")]
+    pub etcd_user: Option<String>,
+    /// File holding the etcd password (one line; a trailing newline is ignored).
+    #[arg(long, env = "OVNET_ETCD_PASSWORD_FILE", value_name = "FILE", help_heading = "etcd security")]
+    pub etcd_password_file: Option<PathBuf>,
+    /// The etcd password from the environment ([`PASSWORD_ENV`]); never a
+    /// flag, so it cannot show in `ps`. Filled by `main`.
+    #[arg(skip)]
+    pub etcd_password_env: Option<Secret>,
+}
+
+/// The environment variable that may hold the etcd password.
+pub const PASSWORD_ENV: &str = "OVNET_ETCD_PASSWORD";
+
+/// A password: `Debug` shows `<redacted>`, and there is no `Display`.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The variable `name`, when set and not empty.
+    pub fn from_env(name: &str) -> Option<Secret> {
+        std::env::var(name).ok().filter(|v| !v.is_empty()).map(Secret)
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The API's TLS files, as the flags name them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiTlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// The files for TLS towards etcd.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EtcdTlsFiles {
+    pub ca: PathBuf,
+    /// Client certificate and key, when etcd wants one.
+    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl Config {
@@ -109,6 +195,119 @@ impl Config {
         let host = host.to_string_lossy().to_string();
         parse_node_name(&host).map_err(|e| format!("hostname {e}; pass --node-name"))
     }
+
+    /// The API's TLS setting, refusing flag combinations that make no sense
+    /// and a plain-text API on a non-loopback address without --insecure.
+    pub fn api_tls(&self) -> Result<Option<ApiTlsFiles>, String> {
+        let files = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some(ApiTlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.tls_client_ca.clone(),
+            }),
+            (Some(_), None) => {
+                return Err("--tls-cert needs --tls-key (the certificate's private key)".into());
+            }
+            (None, Some(_)) => {
+                return Err("--tls-key needs --tls-cert (the certificate it belongs to)".into());
+            }
+            (None, None) if self.tls_client_ca.is_some() => {
+                return Err("--tls-client-ca needs --tls-cert and --tls-key: client certificates are checked only over TLS".into());
+            }
+            (None, None) => None,
+        };
+        match (&self.listen, &files) {
+            (Listen::Unix(path), Some(_)) => Err(format!(
+                "--tls-cert, --tls-key and --tls-client-ca apply to a tcp:// --listen, not to the unix socket {} (its mode 0660 guards it)",
+                path.display()
+            )),
+            (Listen::Tcp(_), Some(_)) if self.insecure => {
+                Err("--insecure contradicts --tls-cert: give one or the other".into())
+            }
+            (Listen::Tcp(addr), None) if !addr.ip().is_loopback() && !self.insecure => Err(format!(
+                "refusing to serve the API in plain text on {addr}, which is not a loopback address: \
+                 pass --tls-cert and --tls-key (and --tls-client-ca to check clients), or --insecure"
+            )),
+            _ => Ok(files),
+        }
+    }
+
+    /// TLS towards etcd: on when an endpoint is https:// or a TLS flag is given.
+    pub fn etcd_tls(&self) -> Result<Option<EtcdTlsFiles>, String> {
+        let identity = match (&self.etcd_cert, &self.etcd_key) {
+            (Some(cert), Some(key)) => Some((cert.clone(), key.clone())),
+            (Some(_), None) => {
+                return Err("--etcd-cert needs --etcd-key (the certificate's private key)".into());
+            }
+            (None, Some(_)) => {
+                return Err("--etcd-key needs --etcd-cert (the certificate it belongs to)".into());
+            }
+            (None, None) => None,
+        };
+        let https = self.etcd_endpoints.iter().find(|e| e.starts_with("https://"));
+        let flags = self.etcd_cacert.is_some() || identity.is_some();
+        if !flags && https.is_none() {
+            return Ok(None);
+        }
+        if let Some(plain) = self.etcd_endpoints.iter().find(|e| e.starts_with("http://")) {
+            return Err(format!(
+                "etcd endpoint {plain} is plain HTTP, but TLS is on (an https:// endpoint or --etcd-cacert/--etcd-cert): \
+                 use https:// for every endpoint"
+            ));
+        }
+        let Some(ca) = self.etcd_cacert.clone() else {
+            let why = https.map_or("--etcd-cert".to_string(), |e| format!("etcd endpoint {e}"));
+            return Err(format!("{why} needs --etcd-cacert, the CA that signed etcd's certificate"));
+        };
+        Ok(Some(EtcdTlsFiles { ca, identity }))
+    }
+
+    /// The etcd user and password, when --etcd-user is given. The password
+    /// comes from $OVNET_ETCD_PASSWORD or --etcd-password-file (not both).
+    pub fn etcd_credentials(&self) -> Result<Option<(String, Secret)>, String> {
+        let from_file = match &self.etcd_password_file {
+            Some(path) => Some(read_password(path)?),
+            None => None,
+        };
+        let password = match (from_file, &self.etcd_password_env) {
+            (Some(_), Some(_)) => {
+                return Err(format!(
+                    "the etcd password is given twice, in ${PASSWORD_ENV} and in --etcd-password-file: keep one"
+                ));
+            }
+            (Some(p), None) => Some(p),
+            (None, p) => p.clone(),
+        };
+        match (&self.etcd_user, password) {
+            (Some(user), Some(p)) => Ok(Some((user.clone(), p))),
+            (Some(user), None) => Err(format!(
+                "--etcd-user {user} needs a password: set ${PASSWORD_ENV} or pass --etcd-password-file"
+            )),
+            (None, Some(_)) => Err(format!(
+                "an etcd password is set (${PASSWORD_ENV} or --etcd-password-file) but no --etcd-user"
+            )),
+            (None, None) => Ok(None),
+        }
+    }
+}
+
+/// The first line of a password file, without its line ending.
+fn read_password(path: &Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        format!("reading --etcd-password-file {}: {}", path.display(), crate::tls::io_reason(&e))
+    })?;
+    let line = text.lines().next().unwrap_or_default();
+    if line.is_empty() {
+        return Err(format!("--etcd-password-file {} is empty", path.display()));
+    }
+    Ok(Secret(line.to_string()))
+}
+
+fn parse_user(s: &str) -> Result<String, String> {
+    if s.is_empty() || s.contains(char::is_whitespace) {
+        return Err(format!("{s:?} is not a valid etcd user name: not empty, no spaces"));
+    }
+    Ok(s.to_string())
 }
 
 /// A duration in seconds (`90`) or with one unit (`30s`, `90m`, `24h`, `7d`),
@@ -226,8 +425,138 @@ mod tests {
             &["--advertise-addr", "::1"],
             &["--lease-ttl", "0"],
             &["--metrics-listen", "9475"],
+            &["--etcd-user", ""],
+            &["--etcd-user", "a b"],
         ] {
             assert!(parse(args).is_err(), "{args:?} should be refused");
         }
+    }
+
+    fn api_tls(args: &[&str]) -> Result<Option<ApiTlsFiles>, String> {
+        parse(args).unwrap().api_tls()
+    }
+
+    #[test]
+    fn api_tls_combinations() {
+        let tcp = |addr: &str| format!("tcp://{addr}");
+        let public = tcp("172.30.0.11:7000");
+        assert_eq!(api_tls(&[]), Ok(None), "the unix socket needs no TLS");
+        assert_eq!(api_tls(&["--listen", &tcp("127.0.0.1:7000")]), Ok(None));
+        assert_eq!(api_tls(&["--listen", &tcp("[::1]:7000")]), Ok(None));
+        assert_eq!(api_tls(&["--listen", &public, "--insecure"]), Ok(None));
+        let files =
+            api_tls(&["--listen", &public, "--tls-cert", "/c", "--tls-key", "/k", "--tls-client-ca", "/ca"]);
+        assert_eq!(
+            files,
+            Ok(Some(ApiTlsFiles { cert: "/c".into(), key: "/k".into(), client_ca: Some("/ca".into()) }))
+        );
+        let loopback_tls = api_tls(&["--listen", &tcp("127.0.0.1:1"), "--tls-cert", "/c", "--tls-key", "/k"]);
+        assert_eq!(loopback_tls.map(|f| f.map(|f| f.client_ca)), Ok(Some(None)));
+    }
+
+    #[test]
+    fn api_tls_refusals_name_the_problem() {
+        let public = "tcp://172.30.0.11:7000";
+        for (args, want) in [
+            (&["--listen", public][..], "refusing to serve the API in plain text on 172.30.0.11:7000"),
+            (&["--listen", "tcp://0.0.0.0:7000"], "not a loopback address"),
+            (&["--listen", public, "--tls-cert", "/c"], "--tls-cert needs --tls-key"),
+            (&["--listen", public, "--tls-key", "/k"], "--tls-key needs --tls-cert"),
+            (
+                &["--listen", public, "--tls-client-ca", "/ca", "--insecure"],
+                "--tls-client-ca needs --tls-cert",
+            ),
+            (&["--tls-cert", "/c", "--tls-key", "/k"], "not to the unix socket /run/ovnet/ovagent.sock"),
+            (
+                &["--listen", public, "--tls-cert", "/c", "--tls-key", "/k", "--insecure"],
+                "--insecure contradicts",
+            ),
+        ] {
+            let e = api_tls(args).unwrap_err();
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+    }
+
+    fn etcd_tls(args: &[&str]) -> Result<Option<EtcdTlsFiles>, String> {
+        parse(args).unwrap().etcd_tls()
+    }
+
+    #[test]
+    fn etcd_tls_combinations() {
+        assert_eq!(etcd_tls(&[]), Ok(None));
+        let https = ["--etcd-endpoints", "https://10.0.0.1:2379,https://10.0.0.2:2379"];
+        let ca_only = etcd_tls(&[&https[..], &["--etcd-cacert", "/ca"]].concat());
+        assert_eq!(ca_only, Ok(Some(EtcdTlsFiles { ca: "/ca".into(), identity: None })));
+        let full = etcd_tls(
+            &[&https[..], &["--etcd-cacert", "/ca", "--etcd-cert", "/c", "--etcd-key", "/k"]].concat(),
+        );
+        assert_eq!(full.unwrap().unwrap().identity, Some(("/c".into(), "/k".into())));
+        let bare = etcd_tls(&["--etcd-endpoints", "10.0.0.1:2379", "--etcd-cacert", "/ca"]);
+        assert!(bare.unwrap().is_some(), "an endpoint without scheme follows the flags");
+        for (args, want) in [
+            (&https[..], "etcd endpoint https://10.0.0.1:2379 needs --etcd-cacert"),
+            (&["--etcd-cacert", "/ca"], "etcd endpoint http://127.0.0.1:2379 is plain HTTP"),
+            (
+                &["--etcd-endpoints", "https://a:1,http://b:2", "--etcd-cacert", "/ca"],
+                "http://b:2 is plain HTTP",
+            ),
+            (&["--etcd-cert", "/c"], "--etcd-cert needs --etcd-key"),
+            (&["--etcd-key", "/k"], "--etcd-key needs --etcd-cert"),
+            (
+                &["--etcd-endpoints", "a:1", "--etcd-cert", "/c", "--etcd-key", "/k"],
+                "--etcd-cert needs --etcd-cacert",
+            ),
+        ] {
+            let e = etcd_tls(args).unwrap_err();
+            assert!(e.contains(want), "{args:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn etcd_credentials_from_env_or_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("pw");
+        std::fs::write(&file, "s3cret\n").unwrap();
+        let file = file.to_str().unwrap();
+        let with_env = |args: &[&str], env: Option<&str>| {
+            let mut c = parse(args).unwrap();
+            c.etcd_password_env = env.map(Secret::new);
+            c.etcd_credentials()
+        };
+        assert_eq!(with_env(&[], None), Ok(None));
+        let from_env = with_env(&["--etcd-user", "ovnet"], Some("pw")).unwrap().unwrap();
+        assert_eq!((from_env.0.as_str(), from_env.1.expose()), ("ovnet", "pw"));
+        let from_file =
+            with_env(&["--etcd-user", "ovnet", "--etcd-password-file", file], None).unwrap().unwrap();
+        assert_eq!(from_file.1.expose(), "s3cret", "the newline is not part of it");
+        for (args, env, want) in [
+            (&["--etcd-user", "ovnet"][..], None, "--etcd-user ovnet needs a password"),
+            (&[], Some("pw"), "no --etcd-user"),
+            (&["--etcd-password-file", file], None, "no --etcd-user"),
+            (&["--etcd-user", "u", "--etcd-password-file", file], Some("pw"), "given twice"),
+            (
+                &["--etcd-user", "u", "--etcd-password-file", "/nonexistent/pw"],
+                None,
+                "reading --etcd-password-file /nonexistent/pw: No such file or directory",
+            ),
+        ] {
+            let e = with_env(args, env).unwrap_err();
+            assert!(e.contains(want), "{args:?}: {e}");
+            assert!(!e.contains("s3cret") && !e.contains("pw\""), "{e}");
+        }
+        let empty = dir.path().join("empty");
+        std::fs::write(&empty, "\n").unwrap();
+        let e = with_env(&["--etcd-user", "u", "--etcd-password-file", empty.to_str().unwrap()], None)
+            .unwrap_err();
+        assert!(e.ends_with("is empty"), "{e}");
+    }
+
+    #[test]
+    fn the_password_never_shows_in_debug() {
+        let mut c = parse(&["--etcd-user", "ovnet"]).unwrap();
+        c.etcd_password_env = Some(Secret::new("hunter2"));
+        let text = format!("{c:?}");
+        assert!(!text.contains("hunter2"), "{text}");
+        assert!(text.contains("<redacted>"), "{text}");
     }
 }

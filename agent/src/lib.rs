@@ -29,6 +29,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod registration;
 pub mod run;
+pub mod tls;
 pub mod watch;
 
 #[cfg(test)]

@@ -1,12 +1,13 @@
 //! `ovagent`: flags, logging, signals; everything else is in the library.
 
 use clap::Parser;
-use ovnet_agent::config::{Config, LogFormat};
+use ovnet_agent::config::{Config, LogFormat, PASSWORD_ENV, Secret};
 use tokio::signal::unix::{SignalKind, signal};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> std::process::ExitCode {
-    let cfg = Config::parse();
+    let mut cfg = Config::parse();
+    cfg.etcd_password_env = Secret::from_env(PASSWORD_ENV);
     let filter = EnvFilter::try_from_env("OVNET_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match cfg.log_format {

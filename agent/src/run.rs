@@ -15,9 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use ovnet_ipam_store::{EtcdStore, StoreConfig};
+use ovnet_ipam_store::{Error as StoreError, EtcdStore, StoreConfig};
 use ovnet_proto::agent_server::AgentServer;
 use tokio::sync::watch;
+use tonic::transport::ServerTlsConfig;
 use tracing::{info, warn};
 
 use crate::api::AgentService;
@@ -32,6 +33,11 @@ use crate::reconcile::Loop;
 /// Runs the agent until `shutdown` completes.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let node = cfg.node_name().map_err(anyhow::Error::msg)?;
+    let api_tls = match cfg.api_tls().map_err(anyhow::Error::msg)? {
+        Some(files) => Some(crate::tls::server_config(&files).map_err(anyhow::Error::msg)?),
+        None => None,
+    };
+    let store_cfg = store_config(&cfg).map_err(anyhow::Error::msg)?;
     let dp = NetlinkDataplane::new().context("opening netlink")?;
     let underlay = dp.underlay(cfg.advertise_addr).await.context("finding the underlay")?;
     let listener = bind(&cfg.listen).await?;
@@ -40,10 +46,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         Some(addr) => Some(serve_metrics(addr, metrics.clone()).await?),
         None => None,
     };
-    info!(node = %node, vtep = %underlay.addr, underlay = %underlay.ifname, mtu = underlay.mtu, listen = %cfg.listen, "ovagent starting");
+    info!(node = %node, vtep = %underlay.addr, underlay = %underlay.ifname, mtu = underlay.mtu, listen = %cfg.listen, tls = api_tls.is_some(), "ovagent starting");
     tokio::pin!(shutdown);
     let store = tokio::select! {
-        s = connect(&cfg, &metrics) => s,
+        s = connect(store_cfg, &metrics) => s?,
         _ = &mut shutdown => return Ok(()),
     };
     let me = HostContext { node: node.clone(), vtep: underlay.addr, underlay_mtu: underlay.mtu };
@@ -79,7 +85,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         tokio::spawn(release_dead_endpoints(store.clone(), releases_rx, metrics.clone())),
     ];
     let service = AgentService::new(store, dp, me, ready_rx, metrics).with_busy(busy);
-    let result = serve_api(listener, service, shutdown).await;
+    let result = serve_api_tls(listener, service, api_tls, shutdown).await;
     for t in tasks.iter().chain(&http) {
         t.abort();
     }
@@ -130,7 +136,21 @@ pub async fn serve_api<D: Dataplane>(
     service: AgentService<D>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), tonic::transport::Error> {
-    let server = tonic::transport::Server::builder().add_service(AgentServer::new(service));
+    serve_api_tls(listener, service, None, shutdown).await
+}
+
+/// `serve_api`, over TLS when `tls` is given (a TCP listener only: `Config::api_tls` refuses TLS with a Unix socket).
+pub async fn serve_api_tls<D: Dataplane>(
+    listener: Listener,
+    service: AgentService<D>,
+    tls: Option<ServerTlsConfig>,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), tonic::transport::Error> {
+    let mut builder = tonic::transport::Server::builder();
+    if let (Some(tls), Listener::Tcp(_)) = (tls, &listener) {
+        builder = builder.tls_config(tls)?;
+    }
+    let server = builder.add_service(AgentServer::new(service));
     match listener {
         Listener::Unix(l) => {
             let incoming = tokio_stream::wrappers::UnixListenerStream::new(l);
@@ -178,26 +198,109 @@ fn bind_unix(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
     Ok(l)
 }
 
-/// Connects to etcd, retrying until it answers.
-async fn connect(cfg: &Config, metrics: &Metrics) -> EtcdStore {
-    let sc = StoreConfig {
+/// How to reach etcd, with its TLS files loaded and the password read.
+fn store_config(cfg: &Config) -> Result<StoreConfig, String> {
+    let tls = match cfg.etcd_tls()? {
+        Some(files) => Some(crate::tls::etcd_config(&files)?),
+        None => None,
+    };
+    let user = cfg.etcd_credentials()?.map(|(user, password)| (user, password.expose().to_string()));
+    Ok(StoreConfig {
         endpoints: cfg.etcd_endpoints.clone(),
         prefix: cfg.etcd_prefix.clone(),
+        user,
+        tls,
         ..StoreConfig::default()
-    };
+    })
+}
+
+/// Connects to etcd, retrying while it cannot be reached. Refused
+/// credentials or a certificate that does not verify end the agent instead:
+/// retrying with the same flags cannot help, and an exit shows in
+/// `systemctl status`.
+async fn connect(sc: StoreConfig, metrics: &Metrics) -> anyhow::Result<EtcdStore> {
+    let tls = sc.tls.is_some();
     let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(3));
     loop {
         match EtcdStore::connect(sc.clone()).await {
             Ok(s) => {
                 metrics.etcd_ok();
-                return s;
+                return Ok(s);
             }
             Err(e) => {
                 metrics.etcd_error();
+                let message = match etcd_hint(&e, tls) {
+                    Some(hint) => format!("{e}; {hint}"),
+                    None => e.to_string(),
+                };
+                if matches!(e, StoreError::EtcdAuth { .. } | StoreError::EtcdTls { .. }) {
+                    return Err(anyhow::Error::msg(message));
+                }
                 let delay = backoff.next_delay();
-                warn!(error = %e, retry_in = ?delay, "connecting to etcd failed");
+                warn!(error = %message, retry_in = ?delay, "connecting to etcd failed");
                 tokio::time::sleep(delay).await;
             }
         }
+    }
+}
+
+/// Which flag to look at when connecting to etcd fails this way.
+fn etcd_hint(e: &StoreError, tls: bool) -> Option<&'static str> {
+    let text = e.to_string();
+    let closed = text.contains("connection closed") || text.contains("broken pipe");
+    match e {
+        StoreError::EtcdAuth { .. } if text.contains("user name is empty") => Some(
+            "etcd has authentication enabled: pass --etcd-user and its password ($OVNET_ETCD_PASSWORD or --etcd-password-file)",
+        ),
+        StoreError::EtcdAuth { .. } if text.contains("authentication is not enabled") => {
+            Some("etcd has no authentication enabled: drop --etcd-user")
+        }
+        StoreError::EtcdAuth { .. } => {
+            Some("check --etcd-user and its password ($OVNET_ETCD_PASSWORD or --etcd-password-file)")
+        }
+        StoreError::EtcdTls { .. } => Some(
+            "is --etcd-cacert the CA that signed etcd's certificate, and the endpoint's address in that certificate?",
+        ),
+        StoreError::EtcdUnavailable(_) if tls && closed => Some(
+            "etcd closed the connection after the TLS handshake: it may want a client certificate \
+             (--etcd-cert, --etcd-key) signed by a CA it trusts",
+        ),
+        StoreError::EtcdUnavailable(_) if tls && text.contains("tls handshake eof") => {
+            Some("etcd does not seem to speak TLS on this port: use an http:// endpoint")
+        }
+        StoreError::EtcdUnavailable(_) if !tls && closed => {
+            Some("if etcd serves TLS, use https:// endpoints with --etcd-cacert")
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etcd_hints_name_the_flags() {
+        let auth =
+            |reason: &str| StoreError::EtcdAuth { endpoints: "http://a:1".into(), reason: reason.into() };
+        let down = |reason: &str| StoreError::EtcdUnavailable(format!("cannot connect to x: {reason}"));
+        let cases = [
+            (auth("authentication failed, invalid user ID or password"), false, "check --etcd-user"),
+            (auth("user name is empty"), false, "pass --etcd-user"),
+            (auth("authentication is not enabled"), false, "drop --etcd-user"),
+            (
+                StoreError::EtcdTls { endpoints: "x".into(), reason: "UnknownIssuer".into() },
+                true,
+                "--etcd-cacert",
+            ),
+            (down("connection closed"), true, "--etcd-cert, --etcd-key"),
+            (down("stream closed because of a broken pipe"), false, "use https://"),
+            (down("tls handshake eof"), true, "use an http:// endpoint"),
+        ];
+        for (e, tls, want) in cases {
+            let hint = etcd_hint(&e, tls).unwrap_or_default();
+            assert!(hint.contains(want), "{e}: {hint}");
+        }
+        assert_eq!(etcd_hint(&down("Connection refused"), true), None);
     }
 }

@@ -12,14 +12,15 @@ use std::str::FromStr;
 use crate::error::CtlError;
 
 /// What the forms we accept look like, for error messages.
-const EXPECTED: &str = "expected unix:///path/to/socket, tcp://IP:PORT or http://IP:PORT";
+const EXPECTED: &str = "expected unix:///path/to/socket, tcp://IP:PORT, http://IP:PORT or https://IP:PORT";
 
 /// How to reach the agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Transport {
     /// A Unix stream socket at this absolute path.
     Unix(PathBuf),
-    /// Plain-text HTTP/2 over TCP to `host:port` (host may be `[v6]`).
+    /// HTTP/2 over TCP to `host:port` (host may be `[v6]`); plain text
+    /// unless TLS is asked for (`https://` or `--tls-ca`).
     Tcp(String),
 }
 
@@ -28,12 +29,30 @@ pub enum Transport {
 pub struct AgentAddr {
     transport: Transport,
     text: String,
+    scheme: Scheme,
+}
+
+/// The scheme as written: it decides which TLS flags make sense.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Unix,
+    /// `tcp://`: TLS when `--tls-ca` is given.
+    Tcp,
+    /// `http://`: always plain text.
+    Http,
+    /// `https://`: always TLS.
+    Https,
 }
 
 impl AgentAddr {
     /// How to dial it.
     pub fn transport(&self) -> &Transport {
         &self.transport
+    }
+
+    /// The scheme it was written with.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
     }
 }
 
@@ -50,18 +69,20 @@ impl FromStr for AgentAddr {
         let text = s.trim();
         let invalid =
             |reason: &str| CtlError::InvalidAddress { addr: text.to_string(), reason: reason.to_string() };
-        let transport = if let Some(path) = text.strip_prefix("unix://") {
-            unix(path).map_err(invalid)?
+        let (transport, scheme) = if let Some(path) = text.strip_prefix("unix://") {
+            (unix(path).map_err(invalid)?, Scheme::Unix)
         } else if text.starts_with('/') {
-            unix(text).map_err(invalid)?
-        } else if let Some(rest) = text.strip_prefix("tcp://").or_else(|| text.strip_prefix("http://")) {
-            Transport::Tcp(authority(rest).map_err(invalid)?)
-        } else if text.starts_with("https://") {
-            return Err(invalid("TLS is not supported; use tcp:// or http://"));
+            (unix(text).map_err(invalid)?, Scheme::Unix)
+        } else if let Some(rest) = text.strip_prefix("tcp://") {
+            (Transport::Tcp(authority(rest).map_err(invalid)?), Scheme::Tcp)
+        } else if let Some(rest) = text.strip_prefix("http://") {
+            (Transport::Tcp(authority(rest).map_err(invalid)?), Scheme::Http)
+        } else if let Some(rest) = text.strip_prefix("https://") {
+            (Transport::Tcp(authority(rest).map_err(invalid)?), Scheme::Https)
         } else {
             return Err(invalid(EXPECTED));
         };
-        Ok(AgentAddr { transport, text: text.to_string() })
+        Ok(AgentAddr { transport, text: text.to_string(), scheme })
     }
 }
 
@@ -131,6 +152,13 @@ mod tests {
         assert_eq!(v6.transport(), &Transport::Tcp("[::1]:50051".into()));
         let name = parse(" http://node-a.example:7000 ").unwrap();
         assert_eq!(name.transport(), &Transport::Tcp("node-a.example:7000".into()));
+        let tls = parse("https://10.0.0.1:50051").unwrap();
+        assert_eq!(
+            (tls.transport(), tls.scheme()),
+            (&Transport::Tcp("10.0.0.1:50051".into()), Scheme::Https)
+        );
+        assert_eq!(t.scheme(), Scheme::Tcp);
+        assert_eq!(h.scheme(), Scheme::Http);
     }
 
     #[test]
@@ -148,7 +176,7 @@ mod tests {
             ("tcp://::1:5", "invalid host"),
             ("tcp://[zz]:5", "invalid IPv6"),
             ("http://1.2.3.4:5/v1", "only HOST:PORT"),
-            ("https://1.2.3.4:5", "TLS is not supported"),
+            ("https://1.2.3.4", "missing :PORT"),
         ];
         for (input, want) in cases {
             let err = parse(input).unwrap_err();

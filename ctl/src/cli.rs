@@ -2,15 +2,18 @@
 //!
 //! Everything that can be checked without the agent is checked here, by clap
 //! value parsers (address, CIDR, driver, number ranges), so a malformed
-//! command is a usage error (exit 2) before any connection is made.
+//! command is a usage error (exit 2) before any connection is made; so are
+//! TLS flags that do not fit the address ([`Cli::tls`]).
 
 use std::net::Ipv4Addr;
+use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 use ipnet::Ipv4Net;
 
-use crate::addr::AgentAddr;
+use crate::addr::{AgentAddr, Scheme};
+use crate::error::CtlError;
 
 /// Where the agent listens unless `-H`/`OVNET_HOST` says otherwise.
 pub const DEFAULT_HOST: &str = "unix:///run/ovnet/ovagent.sock";
@@ -23,7 +26,8 @@ pub const MAX_VNI: u32 = (1 << 24) - 1;
 #[derive(Debug, Parser)]
 #[command(name = "ovctl", version, propagate_version = true)]
 pub struct Cli {
-    /// Agent address: unix:///PATH, tcp://IP:PORT or http://IP:PORT.
+    /// Agent address: unix:///PATH, tcp://IP:PORT, http://IP:PORT (plain
+    /// text) or https://IP:PORT (TLS).
     #[arg(
         short = 'H',
         long = "host",
@@ -48,8 +52,67 @@ pub struct Cli {
     )]
     pub timeout: u64,
 
+    /// PEM CA certificate that signed the agent's certificate; turns TLS on
+    /// for a tcp:// address (needed for https://).
+    #[arg(long, env = "OVNET_CTL_TLS_CA", value_name = "FILE", global = true, help_heading = "TLS")]
+    pub tls_ca: Option<PathBuf>,
+
+    /// PEM client certificate, for an agent started with --tls-client-ca.
+    #[arg(long, env = "OVNET_CTL_TLS_CERT", value_name = "FILE", global = true, help_heading = "TLS")]
+    pub tls_cert: Option<PathBuf>,
+
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "OVNET_CTL_TLS_KEY", value_name = "FILE", global = true, help_heading = "TLS")]
+    pub tls_key: Option<PathBuf>,
+
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// The TLS files for talking to the agent, as the flags name them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    /// Client certificate and key.
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+impl Cli {
+    /// Whether to speak TLS, refusing TLS flags that do not fit the address
+    /// (a usage error, exit 2). TLS is on for https://, and for tcp:// when
+    /// --tls-ca is given.
+    pub fn tls(&self) -> Result<Option<TlsFiles>, CtlError> {
+        let usage = |m: String| Err(CtlError::Usage(m));
+        let identity = match (&self.tls_cert, &self.tls_key) {
+            (Some(c), Some(k)) => Some((c.clone(), k.clone())),
+            (Some(_), None) => {
+                return usage("--tls-cert needs --tls-key (the certificate's private key)".into());
+            }
+            (None, Some(_)) => {
+                return usage("--tls-key needs --tls-cert (the certificate it belongs to)".into());
+            }
+            (None, None) => None,
+        };
+        let any = self.tls_ca.is_some() || identity.is_some();
+        match (self.host.scheme(), &self.tls_ca) {
+            (Scheme::Unix, _) if any => usage(format!(
+                "--tls-ca, --tls-cert and --tls-key (or $OVNET_CTL_TLS_*) apply to tcp:// and https:// addresses, not to the unix socket {}",
+                self.host
+            )),
+            (Scheme::Http, _) if any => usage(format!(
+                "{} is plain text, but TLS flags are given: use tcp:// or https:// with --tls-ca",
+                self.host
+            )),
+            (Scheme::Https, None) => {
+                usage(format!("{} needs --tls-ca, the CA that signed the agent's certificate", self.host))
+            }
+            (Scheme::Tcp, None) if any => {
+                usage("--tls-cert needs --tls-ca, the CA that signed the agent's certificate".into())
+            }
+            (_, Some(ca)) => Ok(Some(TlsFiles { ca: ca.clone(), identity })),
+            _ => Ok(None),
+        }
+    }
 }
 
 /// How results are printed.

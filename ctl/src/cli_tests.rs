@@ -189,3 +189,31 @@ fn host_version_completion() {
     let e = parse_err(&["frobnicate"]);
     assert_eq!(e.kind(), ErrorKind::InvalidSubcommand);
 }
+
+#[test]
+fn tls_flags_must_fit_the_address() {
+    let tls = |args: &[&str]| parse_ok(&[args, &["version"][..]].concat()).tls();
+    if ["OVNET_CTL_TLS_CA", "OVNET_CTL_TLS_CERT", "OVNET_CTL_TLS_KEY"]
+        .iter()
+        .any(|v| std::env::var_os(v).is_some())
+    {
+        return; // the environment would change every answer below
+    }
+    assert_eq!(tls(&["-H", "tcp://1.2.3.4:5"]).unwrap(), None);
+    let ca_only = TlsFiles { ca: "/ca".into(), identity: None };
+    assert_eq!(tls(&["-H", "tcp://1.2.3.4:5", "--tls-ca", "/ca"]).unwrap(), Some(ca_only.clone()));
+    assert_eq!(tls(&["-H", "https://1.2.3.4:5", "--tls-ca", "/ca"]).unwrap(), Some(ca_only));
+    let full = tls(&["-H", "tcp://1.2.3.4:5", "--tls-ca", "/ca", "--tls-cert", "/c", "--tls-key", "/k"]);
+    assert_eq!(full.unwrap().unwrap().identity, Some(("/c".into(), "/k".into())));
+    for (args, want) in [
+        (&["-H", "unix:///x.sock", "--tls-ca", "/ca"][..], "not to the unix socket unix:///x.sock"),
+        (&["-H", "http://1.2.3.4:5", "--tls-ca", "/ca"], "is plain text"),
+        (&["-H", "https://1.2.3.4:5"], "https://1.2.3.4:5 needs --tls-ca"),
+        (&["-H", "tcp://1.2.3.4:5", "--tls-cert", "/c", "--tls-key", "/k"], "--tls-cert needs --tls-ca"),
+        (&["-H", "tcp://1.2.3.4:5", "--tls-ca", "/ca", "--tls-key", "/k"], "--tls-key needs --tls-cert"),
+    ] {
+        let e = tls(args).unwrap_err();
+        assert_eq!(e.exit_code(), 2, "{args:?}");
+        assert!(e.to_string().contains(want), "{args:?}: {e}");
+    }
+}

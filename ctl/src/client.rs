@@ -12,21 +12,34 @@ use std::error::Error as StdError;
 use hyper_util::rt::TokioIo;
 use ovnet_proto as pb;
 use ovnet_proto::agent_client::AgentClient;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::addr::{AgentAddr, Transport};
 use crate::error::CtlError;
+use crate::tls::Mode;
+
+/// Where the agent is and how to speak to it.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub addr: AgentAddr,
+    /// TLS for a TCP address; `None` is plain text.
+    pub tls: Option<ClientTlsConfig>,
+    /// Agrees with `tls`; says whether a client certificate is presented.
+    pub mode: Mode,
+}
 
 /// A connected client of one agent.
 pub struct Agent {
     client: AgentClient<Channel>,
     addr: AgentAddr,
+    mode: Mode,
 }
 
 impl Agent {
     /// Opens the connection (eagerly, so an absent agent fails here).
-    pub async fn connect(addr: &AgentAddr) -> Result<Self, CtlError> {
-        let unreachable = |e: tonic::transport::Error| unreachable(addr, &e);
+    pub async fn connect(target: &Target) -> Result<Self, CtlError> {
+        let (addr, mode) = (&target.addr, target.mode);
+        let unreachable = |e: tonic::transport::Error| unreachable(addr, &e, mode);
         let channel = match addr.transport() {
             Transport::Unix(path) => {
                 let path = path.clone();
@@ -42,13 +55,20 @@ impl Agent {
                     .await
                     .map_err(unreachable)?
             }
-            Transport::Tcp(authority) => Endpoint::from_shared(format!("http://{authority}"))
-                .map_err(|e| CtlError::InvalidAddress { addr: addr.to_string(), reason: root_cause(&e) })?
-                .connect()
-                .await
-                .map_err(unreachable)?,
+            Transport::Tcp(authority) => {
+                let scheme = if target.tls.is_some() { "https" } else { "http" };
+                let mut endpoint = Endpoint::from_shared(format!("{scheme}://{authority}")).map_err(|e| {
+                    CtlError::InvalidAddress { addr: addr.to_string(), reason: root_cause(&e) }
+                })?;
+                if let Some(cfg) = &target.tls {
+                    endpoint = endpoint.tls_config(cfg.clone()).map_err(|e| {
+                        CtlError::Usage(format!("TLS settings for {addr}: {}", root_cause(&e)))
+                    })?;
+                }
+                endpoint.connect().await.map_err(unreachable)?
+            }
         };
-        Ok(Agent { client: AgentClient::new(channel), addr: addr.clone() })
+        Ok(Agent { client: AgentClient::new(channel), addr: addr.clone(), mode })
     }
 
     pub async fn create_network(&mut self, req: pb::CreateNetworkRequest) -> Result<pb::Network, CtlError> {
@@ -105,14 +125,16 @@ impl Agent {
     }
 
     fn answer<T>(&self, r: Result<tonic::Response<T>, tonic::Status>) -> Result<T, CtlError> {
-        r.map(tonic::Response::into_inner).map_err(|s| classify(&self.addr, s))
+        r.map(tonic::Response::into_inner).map_err(|s| classify(&self.addr, s, self.mode))
     }
 }
 
 /// Agent verdict (exit 1) or transport failure (exit 3); see the module doc.
-pub fn classify(addr: &AgentAddr, status: tonic::Status) -> CtlError {
+/// `mode` says how we spoke (for the hint of a failed handshake).
+pub fn classify(addr: &AgentAddr, status: tonic::Status, mode: Mode) -> CtlError {
     if status.source().is_some() {
-        return CtlError::Unreachable { addr: addr.to_string(), reason: root_cause(&status) };
+        let reason = crate::tls::explain(root_cause(&status), mode);
+        return CtlError::Unreachable { addr: addr.to_string(), reason };
     }
     let message = if status.message().is_empty() {
         format!("agent failed: {}", status.code().description())
@@ -122,8 +144,8 @@ pub fn classify(addr: &AgentAddr, status: tonic::Status) -> CtlError {
     CtlError::Agent { code: status.code(), message }
 }
 
-fn unreachable(addr: &AgentAddr, e: &tonic::transport::Error) -> CtlError {
-    CtlError::Unreachable { addr: addr.to_string(), reason: root_cause(e) }
+fn unreachable(addr: &AgentAddr, e: &tonic::transport::Error, mode: Mode) -> CtlError {
+    CtlError::Unreachable { addr: addr.to_string(), reason: crate::tls::explain(root_cause(e), mode) }
 }
 
 /// The innermost error of a chain, without std's ` (os error N)` suffix:
@@ -159,11 +181,11 @@ mod tests {
     #[test]
     fn statuses_from_the_agent_are_agent_errors() {
         let addr: AgentAddr = "unix:///x".parse().unwrap();
-        let e = classify(&addr, tonic::Status::unavailable("etcd is unreachable"));
+        let e = classify(&addr, tonic::Status::unavailable("etcd is unreachable"), Mode::Plain);
         assert!(matches!(e, CtlError::Agent { code: tonic::Code::Unavailable, .. }));
         assert_eq!(e.to_string(), "etcd is unreachable");
         assert_eq!(e.exit_code(), 1);
-        let e = classify(&addr, tonic::Status::internal(""));
+        let e = classify(&addr, tonic::Status::internal(""), Mode::Plain);
         assert!(e.to_string().starts_with("agent failed: "), "{e}");
     }
 
@@ -172,7 +194,7 @@ mod tests {
         let addr: AgentAddr = "tcp://1.2.3.4:5".parse().unwrap();
         let io = std::io::Error::from_raw_os_error(104);
         let status = tonic::Status::from_error(Box::new(io));
-        let e = classify(&addr, status);
+        let e = classify(&addr, status, Mode::Plain);
         assert_eq!(e.exit_code(), 3);
         assert!(e.to_string().starts_with("cannot reach ovagent at tcp://1.2.3.4:5: "), "{e}");
     }

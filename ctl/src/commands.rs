@@ -9,11 +9,11 @@ use std::time::Duration;
 use clap::CommandFactory;
 use ovnet_proto as pb;
 
-use crate::addr::AgentAddr;
 use crate::cli::{Cli, Command, ConnectArgs, CreateArgs, Format, HostCommand, NetworkCommand};
-use crate::client::Agent;
+use crate::client::{Agent, Target};
 use crate::error::CtlError;
 use crate::output;
+use crate::tls::Mode;
 use crate::view::{
     AttachedEndpointView, ClientVersion, DoctorView, HostView, NetworkDetailView, NetworkView,
     RemovedHostView, RemovedView, VersionView,
@@ -22,15 +22,24 @@ use crate::view::{
 /// Runs a parsed command, appending its output to `out`. Talking to the agent
 /// (connecting and calling) is bounded by `--timeout`.
 pub async fn run(cli: Cli, out: &mut String) -> Result<(), CtlError> {
-    let (format, host) = (cli.format, cli.host);
-    let limit = Limit { addr: &host, secs: cli.timeout };
-    match cli.command {
-        Command::Completion { shell } => {
-            let mut script = Vec::new();
-            clap_complete::generate(shell, &mut Cli::command(), "ovctl", &mut script);
-            out.push_str(&String::from_utf8_lossy(&script));
-            Ok(())
+    if let Command::Completion { shell } = cli.command {
+        let mut script = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "ovctl", &mut script);
+        out.push_str(&String::from_utf8_lossy(&script));
+        return Ok(());
+    }
+    let (tls, mode) = match cli.tls()? {
+        Some(files) => {
+            let mode = if files.identity.is_some() { Mode::TlsWithCert } else { Mode::Tls };
+            (Some(crate::tls::client_config(&files)?), mode)
         }
+        None => (None, Mode::Plain),
+    };
+    let format = cli.format;
+    let host = Target { addr: cli.host, tls, mode };
+    let limit = Limit { target: &host, secs: cli.timeout };
+    match cli.command {
+        Command::Completion { .. } => Ok(()),
         Command::Version => version(limit, format, out).await,
         Command::Doctor => {
             let report = limit.apply(async { Agent::connect(&host).await?.doctor().await }).await?;
@@ -68,7 +77,7 @@ pub async fn run(cli: Cli, out: &mut String) -> Result<(), CtlError> {
 /// The `--timeout` bound on talking to one agent.
 #[derive(Clone, Copy)]
 struct Limit<'a> {
-    addr: &'a AgentAddr,
+    target: &'a Target,
     secs: u64,
 }
 
@@ -76,7 +85,7 @@ impl Limit<'_> {
     async fn apply<T>(self, work: impl Future<Output = Result<T, CtlError>>) -> Result<T, CtlError> {
         tokio::time::timeout(Duration::from_secs(self.secs), work)
             .await
-            .map_err(|_| CtlError::Timeout { addr: self.addr.to_string(), secs: self.secs })?
+            .map_err(|_| CtlError::Timeout { addr: self.target.addr.to_string(), secs: self.secs })?
     }
 }
 
@@ -126,7 +135,7 @@ async fn network(
 async fn version(limit: Limit<'_>, format: Format, out: &mut String) -> Result<(), CtlError> {
     let mut view =
         VersionView { client: ClientVersion { version: env!("CARGO_PKG_VERSION").to_string() }, agent: None };
-    let asked = limit.apply(async { Agent::connect(limit.addr).await?.version().await });
+    let asked = limit.apply(async { Agent::connect(limit.target).await?.version().await });
     let result = asked.await.map(|v| view.agent = Some(v.into()));
     render(out, format, &view, output::version_text)?;
     result

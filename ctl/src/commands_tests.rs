@@ -417,3 +417,6 @@ async fn doctor_exits_0_when_clean_and_4_with_the_list_otherwise() {
     assert_eq!(v["findings"][0]["area"], "neigh");
     assert_eq!(v["findings"][1]["fix"], serde_json::Value::Null);
 }
+
+#[path = "tls_tests.rs"]
+mod tls_tests;

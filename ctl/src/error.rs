@@ -25,7 +25,13 @@ pub enum CtlError {
     #[error("invalid agent address \"{addr}\": {reason}")]
     InvalidAddress { addr: String, reason: String },
 
-    /// A transport-level failure: no connection, connection reset, bad HTTP/2.
+    /// Flags that do not fit together, or a TLS file that cannot be used;
+    /// found before contacting the agent.
+    #[error("{0}")]
+    Usage(String),
+
+    /// A transport-level failure: no connection, connection reset, bad
+    /// HTTP/2, a failed TLS handshake.
     #[error("cannot reach ovagent at {addr}: {reason}")]
     Unreachable { addr: String, reason: String },
 
@@ -58,7 +64,7 @@ impl CtlError {
     /// The process exit code for this error (see the table in `main.rs`).
     pub fn exit_code(&self) -> u8 {
         match self {
-            CtlError::InvalidAddress { .. } => EXIT_USAGE,
+            CtlError::InvalidAddress { .. } | CtlError::Usage(_) => EXIT_USAGE,
             CtlError::Unreachable { .. } | CtlError::Timeout { .. } => EXIT_UNREACHABLE,
             CtlError::Agent { .. } | CtlError::BadReply(_) | CtlError::Output(_) | CtlError::Json(_) => {
                 EXIT_AGENT
@@ -84,6 +90,7 @@ mod tests {
         assert_eq!(timeout.exit_code(), 3);
         let addr = CtlError::InvalidAddress { addr: "x".into(), reason: "y".into() };
         assert_eq!(addr.exit_code(), 2);
+        assert_eq!(CtlError::Usage("--tls-cert needs --tls-key".into()).exit_code(), 2);
         let problems = CtlError::Problems { node: "h1".into(), count: 3 };
         assert_eq!(problems.exit_code(), 4);
         assert_eq!(problems.to_string(), "doctor found 3 problem(s) on host h1");

@@ -9,8 +9,8 @@
 //! |------|---------|
 //! | 0 | success |
 //! | 1 | the agent answered with an error (printed as `ovctl: <message>`), or the output could not be written |
-//! | 2 | usage error: bad flag, argument or value, refused before contacting the agent (clap's own code) |
-//! | 3 | the agent could not be reached, or did not answer within `--timeout` |
+//! | 2 | usage error: bad flag, argument or value, TLS flags that do not fit the address, an unusable TLS file; refused before contacting the agent (clap's own code) |
+//! | 3 | the agent could not be reached (including a failed TLS handshake), or did not answer within `--timeout` |
 //! | 4 | `ovctl doctor` found at least one problem (listed on stdout) |
 //!
 //! Code 1 covers every status the agent returns, including `Unavailable`
@@ -24,6 +24,7 @@ mod client;
 mod commands;
 mod error;
 mod output;
+mod tls;
 mod view;
 
 use std::io::Write;

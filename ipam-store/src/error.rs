@@ -96,6 +96,15 @@ pub enum Error {
     #[error("etcd is unreachable: {0}")]
     EtcdUnavailable(String),
 
+    /// etcd answered but refused our credentials (or wants some): retrying
+    /// with the same settings cannot help.
+    #[error("etcd at {endpoints} refused access: {reason}")]
+    EtcdAuth { endpoints: String, reason: String },
+
+    /// etcd's certificate did not verify: retrying with the same CA cannot help.
+    #[error("etcd at {endpoints} failed TLS verification: {reason}")]
+    EtcdTls { endpoints: String, reason: String },
+
     #[error("watch revision was compacted (oldest available revision is {compact_revision}); list again")]
     Compacted { compact_revision: i64 },
 
@@ -139,10 +148,14 @@ impl Error {
             | NetnsConnected { .. } => ErrorKind::AlreadyExists,
             NetworkNotFound(_) | EndpointNotFound { .. } | HostNotFound(_) => ErrorKind::NotFound,
             PoolExhausted { .. } | NoFreeVni | AddressExhausted { .. } => ErrorKind::ResourceExhausted,
-            BlockOwnedByOtherHost { .. } | NetworkInUse { .. } | HostAlive(_) | Compacted { .. } => {
-                ErrorKind::FailedPrecondition
+            BlockOwnedByOtherHost { .. }
+            | NetworkInUse { .. }
+            | HostAlive(_)
+            | Compacted { .. }
+            | EtcdAuth { .. } => ErrorKind::FailedPrecondition,
+            Contention { .. } | EtcdUnavailable(_) | WatchEnded { .. } | EtcdTls { .. } => {
+                ErrorKind::Unavailable
             }
-            Contention { .. } | EtcdUnavailable(_) | WatchEnded { .. } => ErrorKind::Unavailable,
             BadRecord { .. } => ErrorKind::Internal,
             Etcd(e) => etcd_kind(e),
         }
@@ -173,6 +186,60 @@ pub(crate) fn is_unavailable(e: &etcd_client::Error) -> bool {
     }
 }
 
+/// What went wrong while connecting to `endpoints`, sorted into refused
+/// credentials, a certificate that does not verify, and everything else
+/// (unreachable, worth retrying); the reason is the innermost cause, not a
+/// debug dump.
+pub(crate) fn connect_error(endpoints: &str, e: &etcd_client::Error) -> Error {
+    const INVALID_ARGUMENT: i32 = 3;
+    const PERMISSION_DENIED: i32 = 7;
+    const FAILED_PRECONDITION: i32 = 9;
+    const UNAUTHENTICATED: i32 = 16;
+    let reason = reason(e);
+    let endpoints = endpoints.to_string();
+    if let etcd_client::Error::GRpcStatus(s) = e {
+        let code = i32::from(s.code());
+        let refused =
+            matches!(code, INVALID_ARGUMENT | PERMISSION_DENIED | FAILED_PRECONDITION | UNAUTHENTICATED);
+        // Not "etcdserver: not capable" (FailedPrecondition while a new cluster settles).
+        let about_auth =
+            ["auth", "user", "permission", "password", "token", "role"].iter().any(|w| reason.contains(w));
+        if refused && about_auth && std::error::Error::source(s).is_none() {
+            return Error::EtcdAuth { endpoints, reason };
+        }
+    }
+    if reason.contains("invalid peer certificate") {
+        return Error::EtcdTls { endpoints, reason };
+    }
+    Error::EtcdUnavailable(format!("cannot connect to {endpoints}: {reason}"))
+}
+
+/// The innermost cause of an etcd client error, in words.
+fn reason(e: &etcd_client::Error) -> String {
+    use etcd_client::Error as E;
+    let text = match e {
+        E::GRpcStatus(s) => match std::error::Error::source(s) {
+            Some(inner) => innermost(inner),
+            None => s.message().trim_start_matches("etcdserver: ").to_string(),
+        },
+        E::TransportError(t) => innermost(t),
+        E::IoError(io) => io.to_string(),
+        other => other.to_string(),
+    };
+    match text.rfind(" (os error ") {
+        Some(i) if text.ends_with(')') => text[..i].to_string(),
+        _ => text,
+    }
+}
+
+fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut inner = e;
+    while let Some(next) = inner.source() {
+        inner = next;
+    }
+    inner.to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +268,46 @@ mod tests {
             ErrorKind::FailedPrecondition
         );
         assert_eq!(Error::EtcdUnavailable("x".into()).kind(), ErrorKind::Unavailable);
+    }
+
+    #[test]
+    fn connect_errors_are_sorted_and_plain() {
+        let status =
+            |code: tonic::Code, msg: &str| etcd_client::Error::GRpcStatus(tonic::Status::new(code, msg));
+        let e = connect_error(
+            "http://a:1",
+            &status(
+                tonic::Code::InvalidArgument,
+                "etcdserver: authentication failed, invalid user ID or password",
+            ),
+        );
+        assert_eq!(
+            e.to_string(),
+            "etcd at http://a:1 refused access: authentication failed, invalid user ID or password"
+        );
+        assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
+        let e = connect_error(
+            "http://a:1",
+            &status(tonic::Code::FailedPrecondition, "etcdserver: authentication is not enabled"),
+        );
+        assert!(matches!(e, Error::EtcdAuth { .. }), "{e}");
+        let e =
+            connect_error("http://a:1", &status(tonic::Code::FailedPrecondition, "etcdserver: not capable"));
+        assert!(matches!(e, Error::EtcdUnavailable(_)), "{e}");
+        let e = connect_error("http://a:1", &status(tonic::Code::Unavailable, "etcdserver: leader changed"));
+        assert_eq!(e.to_string(), "etcd is unreachable: cannot connect to http://a:1: leader changed");
+        let io =
+            std::io::Error::new(std::io::ErrorKind::InvalidData, "invalid peer certificate: UnknownIssuer");
+        let e = connect_error(
+            "https://a:1",
+            &etcd_client::Error::GRpcStatus(tonic::Status::from_error(Box::new(io))),
+        );
+        assert_eq!(
+            e.to_string(),
+            "etcd at https://a:1 failed TLS verification: invalid peer certificate: UnknownIssuer"
+        );
+        let io = std::io::Error::from_raw_os_error(111);
+        let e = connect_error("http://a:1", &etcd_client::Error::IoError(io));
+        assert_eq!(e.to_string(), "etcd is unreachable: cannot connect to http://a:1: Connection refused");
     }
 }

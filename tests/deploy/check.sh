@@ -9,7 +9,8 @@
 #    etcd member starts from its installed /etc/default/etcd with the
 #    generated TLS material and the three form a healthy cluster; each agent
 #    starts from its installed unit and env file, with only the unit's
-#    capabilities (setpriv); vagrant/demo.sh runs across them
+#    capabilities (setpriv), and reaches etcd over TLS with its client
+#    certificate; vagrant/demo.sh runs across them
 #    (tests/deploy/lab-run.sh in place of `vagrant ssh`).
 # Everything it starts it stops by PID; every namespace it makes it deletes.
 # OVNET_CHECK_VERBOSE=1 prints the output of passing checks too.
@@ -115,7 +116,9 @@ env_documents_flags() {
     grep -q "^#\?$v=" deploy/ovagent.env || fail "deploy/ovagent.env lacks $v (a flag of ovagent --help)"
   done
   while read -r v; do
-    [ "$v" = OVNET_LOG ] || grep -qx "$v" <<<"$vars" || fail "deploy/ovagent.env sets $v, which ovagent does not know"
+    # Read from the environment only: the log filter, and the etcd password (never a flag).
+    case "$v" in OVNET_LOG | OVNET_ETCD_PASSWORD) continue ;; esac
+    grep -qx "$v" <<<"$vars" || fail "deploy/ovagent.env sets $v, which ovagent does not know"
   done < <(sed -n 's/^#\?\(OVNET_[A-Z_]*\)=.*/\1/p' deploy/ovagent.env)
 }
 check "deploy/ovagent.env documents every flag of ovagent --help" env_documents_flags
@@ -246,6 +249,10 @@ provision_lab() {
       --env "OVNET_LISTEN=unix://$tmp/$n/run/ovagent.sock" "$n" "${members[@]}"
     grep -qx "ETCD_NAME=\"$n\"" "$tmp/$n/etc/default/etcd"
     grep -qx "OVNET_ADVERTISE_ADDR=${ip_of[$n]}" "$tmp/$n/etc/ovnet/ovagent.env"
+    # The agent talks TLS with its client certificate to every member.
+    grep -qx "OVNET_ETCD_ENDPOINTS=https://${ip_of[m1]}:2379,https://${ip_of[m2]}:2379,https://${ip_of[m3]}:2379" \
+      "$tmp/$n/etc/ovnet/ovagent.env"
+    grep -qx "OVNET_ETCD_CERT=$tmp/$n/etc/ovnet/tls/ovagent.crt" "$tmp/$n/etc/ovnet/ovagent.env"
   done
 }
 check "vagrant/prepare-host.sh and provision.sh --destdir for 3 hosts" provision_lab
@@ -313,7 +320,7 @@ cluster_healthy() {
 }
 
 cluster_tls() {
-  # Written over TLS through m1, read on m3's loopback listener (ovagent's).
+  # Written over TLS through m1, read on m3's plain loopback listener.
   etcdctl_tls m1 put /ovdeploy/probe "$P"
   [ "$(ip netns exec "${P}m3" etcdctl --endpoints http://127.0.0.1:2379 get --print-value-only /ovdeploy/probe)" = "$P" ]
   etcdctl_tls m1 del /ovdeploy/probe >/dev/null
@@ -372,7 +379,7 @@ if [ -z "$lab_broken" ]; then
   for n in "${names[@]}"; do launch "etcd-$n" "$P$n" "$tmp/$n/etc/default/etcd" etcd; done
 fi
 lab_step "3 etcd members from their generated config form a healthy TLS cluster" cluster_healthy
-lab_step "etcd: peers and clients on TLS, client cert required, loopback for the agent" cluster_tls
+lab_step "etcd: peers and clients on TLS, client cert required, plain loopback listener" cluster_tls
 if [ -z "$lab_broken" ]; then
   # Each agent as its installed unit would start it: its env file, its
   # capabilities only, its ExecStart.
@@ -381,7 +388,7 @@ if [ -z "$lab_broken" ]; then
     launch "agent-$n" "$P$n" "$tmp/$n/etc/ovnet/ovagent.env" "${cmd[@]}"
   done
 fi
-lab_step "3 agents from their installed unit and env file register as alive" agents_alive
+lab_step "3 agents from their installed unit and env file (etcd over TLS) register as alive" agents_alive
 lab_step "vagrant/demo.sh across the 3 lab hosts (lab-run.sh for vagrant ssh)" demo_across_hosts
 
 cleanup

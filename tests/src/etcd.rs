@@ -62,9 +62,43 @@ fn free_port() -> anyhow::Result<u16> {
     Ok(l.local_addr()?.port())
 }
 
+/// TLS on etcd's client port (peers stay plain: a one-member cluster has none).
+#[derive(Clone, Debug)]
+pub struct EtcdTls {
+    /// etcd's certificate (its IP in the SAN) and key.
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// When set, clients must present a certificate signed by this CA
+    /// (`--client-cert-auth`).
+    pub client_ca: Option<PathBuf>,
+}
+
+impl EtcdTls {
+    fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            format!("--cert-file={}", self.cert.display()),
+            format!("--key-file={}", self.key.display()),
+        ];
+        if let Some(ca) = &self.client_ca {
+            args.push("--client-cert-auth".to_string());
+            args.push(format!("--trusted-ca-file={}", ca.display()));
+        }
+        args
+    }
+}
+
 impl Etcd {
     /// Starts etcd on 127.0.0.1 with two free ports.
     pub fn start_local() -> anyhow::Result<Etcd> {
+        Etcd::start_local_with(None)
+    }
+
+    /// `start_local`, serving clients over TLS (the endpoint is https://).
+    pub fn start_local_tls(tls: &EtcdTls) -> anyhow::Result<Etcd> {
+        Etcd::start_local_with(Some(tls))
+    }
+
+    fn start_local_with(tls: Option<&EtcdTls>) -> anyhow::Result<Etcd> {
         // A port found free can be taken before etcd binds it: try a few times.
         let mut last = None;
         for _ in 0..3 {
@@ -72,7 +106,7 @@ impl Etcd {
             if client == peer {
                 continue;
             }
-            match Etcd::start(None, Ipv4Addr::LOCALHOST, client, peer) {
+            match Etcd::start(None, Ipv4Addr::LOCALHOST, client, peer, tls) {
                 Ok(e) => return Ok(e),
                 Err(e) => last = Some(e),
             }
@@ -82,7 +116,12 @@ impl Etcd {
 
     /// Starts etcd inside network namespace `netns`, on `ip`:2379 (clients) and :2380 (peers).
     pub fn start_in_netns(netns: &str, ip: Ipv4Addr) -> anyhow::Result<Etcd> {
-        Etcd::start(Some(netns.to_string()), ip, 2379, 2380)
+        Etcd::start(Some(netns.to_string()), ip, 2379, 2380, None)
+    }
+
+    /// `start_in_netns`, serving clients over TLS (the endpoint is https://).
+    pub fn start_in_netns_tls(netns: &str, ip: Ipv4Addr, tls: &EtcdTls) -> anyhow::Result<Etcd> {
+        Etcd::start(Some(netns.to_string()), ip, 2379, 2380, Some(tls))
     }
 
     /// Starts a cluster of one member per address inside `netns` (each on
@@ -95,7 +134,7 @@ impl Etcd {
         let mut members = Vec::new();
         for (i, ip) in ips.iter().enumerate() {
             let member = Member { name: name(i), initial_cluster: initial.join(","), token: token.clone() };
-            members.push(Etcd::prepare(Some(netns.to_string()), *ip, 2379, 2380, member)?);
+            members.push(Etcd::prepare(Some(netns.to_string()), *ip, 2379, 2380, member, None)?);
         }
         let mut offsets = Vec::new();
         for m in &mut members {
@@ -126,13 +165,19 @@ impl Etcd {
         Ok(())
     }
 
-    fn start(netns: Option<String>, ip: Ipv4Addr, client: u16, peer: u16) -> anyhow::Result<Etcd> {
+    fn start(
+        netns: Option<String>,
+        ip: Ipv4Addr,
+        client: u16,
+        peer: u16,
+        tls: Option<&EtcdTls>,
+    ) -> anyhow::Result<Etcd> {
         let member = Member {
             name: "ovnet-test".to_string(),
             initial_cluster: format!("ovnet-test=http://{ip}:{peer}"),
             token: format!("ovnet-{}-{client}", std::process::id()),
         };
-        let mut etcd = Etcd::prepare(netns, ip, client, peer, member)?;
+        let mut etcd = Etcd::prepare(netns, ip, client, peer, member, tls)?;
         etcd.spawn()?;
         Ok(etcd)
     }
@@ -144,15 +189,17 @@ impl Etcd {
         client: u16,
         peer: u16,
         m: Member,
+        tls: Option<&EtcdTls>,
     ) -> anyhow::Result<Etcd> {
         let dir =
             tempfile::Builder::new().prefix("ovnet-etcd-").tempdir().context("creating etcd's tempdir")?;
         let data = dir.path().join("data");
         let log = dir.path().join("etcd.log");
-        let client_url = format!("http://{ip}:{client}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client_url = format!("{scheme}://{ip}:{client}");
         let peer_url = format!("http://{ip}:{peer}");
         let (name, token) = (m.name, m.token);
-        let args = vec![
+        let mut args = vec![
             format!("--name={name}"),
             format!("--data-dir={}", data.display()),
             format!("--listen-client-urls={client_url}"),
@@ -163,6 +210,7 @@ impl Etcd {
             "--initial-cluster-state=new".to_string(),
             format!("--initial-cluster-token={token}"),
         ];
+        args.extend(tls.map(EtcdTls::args).unwrap_or_default());
         Ok(Etcd { child: None, dir, log, netns, args, endpoint: client_url })
     }
 
@@ -244,7 +292,7 @@ impl Etcd {
         lines[lines.len().saturating_sub(30)..].join("\n")
     }
 
-    /// The client URL, e.g. `http://127.0.0.1:41234`.
+    /// The client URL, e.g. `http://127.0.0.1:41234` (`https://` with TLS).
     pub fn endpoint(&self) -> String {
         self.endpoint.clone()
     }

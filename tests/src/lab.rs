@@ -146,6 +146,18 @@ impl Lab {
 
     /// `start`, with extra settings for the agents.
     pub fn start_with(opts: LabOptions, agent_opts: AgentOptions) -> anyhow::Result<Lab> {
+        Lab::start_with_etcd(opts, agent_opts, |underlay, ip| Etcd::start_in_netns(&underlay.name, ip))
+    }
+
+    /// `start_with`, with etcd started by `etcd(underlay, ip)` inside the
+    /// underlay namespace on `ip` (with TLS, say, or with users added before
+    /// the agents start). Agents dial its `endpoint()`; flags they need for
+    /// it go in `AgentOptions::extra_args`.
+    pub fn start_with_etcd(
+        opts: LabOptions,
+        agent_opts: AgentOptions,
+        etcd: impl FnOnce(&Netns, Ipv4Addr) -> anyhow::Result<Etcd>,
+    ) -> anyhow::Result<Lab> {
         let id = unique_id();
         let underlay = Netns::new(&format!("ovl{id}-u"))?;
         underlay.ip(&["link", "add", "name", "ul", "type", "bridge"])?;
@@ -154,13 +166,14 @@ impl Lab {
         for i in 1..opts.etcd_members {
             underlay.ip(&["addr", "add", &format!("{}/24", etcd_ip(i)), "dev", "ul"])?;
         }
+        // A cluster is always plain etcd; `etcd` starts the single member.
         let (etcd, etcd_peers) = if opts.etcd_members > 1 {
             let ips: Vec<Ipv4Addr> = (0..opts.etcd_members).map(etcd_ip).collect();
             let mut members = Etcd::start_cluster_in_netns(&underlay.name, &ips)?;
             let first = members.remove(0);
             (first, members)
         } else {
-            (Etcd::start_in_netns(&underlay.name, UNDERLAY_GW)?, Vec::new())
+            (etcd(&underlay, UNDERLAY_GW)?, Vec::new())
         };
         let dir = tempfile::Builder::new().prefix("ovlab").tempdir()?;
         let mut lab = Lab {
@@ -231,6 +244,50 @@ impl Lab {
             let out = ovctl_at(&sock, &["version"]).ok()?;
             out.status.success().then_some(())
         })
+    }
+
+    /// Starts host `i`'s agent with the lab's etcd endpoint, prefix and
+    /// lease TTL, then `args`, with `env` added to its environment, and does
+    /// not wait for it: for agents that must refuse to start, or that serve
+    /// the API elsewhere. `--node-name` and `--listen` are the host's unless
+    /// `args` names them; `AgentOptions` do not apply. It logs to host `i`'s
+    /// log and is killed with the lab. Refused while host `i`'s agent runs.
+    pub fn spawn_agent(&mut self, i: usize, args: &[&str], env: &[(&str, &str)]) -> anyhow::Result<()> {
+        let agent = bin("ovagent")?;
+        let (endpoint, ttl) = (self.etcd.endpoint(), self.opts.lease_ttl.to_string());
+        let h = &mut self.hosts[i];
+        if h.agent.is_some() {
+            bail!("{}'s agent is running: stop or kill it first", h.name);
+        }
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &h.ns.name]).arg(&agent);
+        cmd.args(["--etcd-endpoints", &endpoint, "--etcd-prefix", &self.prefix, "--lease-ttl", &ttl]);
+        if !args.contains(&"--node-name") {
+            cmd.args(["--node-name", &h.name]);
+        }
+        if !args.contains(&"--listen") {
+            cmd.arg("--listen").arg(format!("unix://{}", h.socket.display()));
+        }
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(&h.log)?;
+        cmd.args(args).envs(env.iter().copied()).env("OVNET_LOG", "info");
+        let child = cmd.stdin(Stdio::null()).stdout(log.try_clone()?).stderr(log).spawn();
+        h.agent = Some(child.context("starting ovagent")?);
+        Ok(())
+    }
+
+    /// Waits up to `timeout` for host `i`'s agent to exit and returns how it
+    /// exited (an error if it is still running then).
+    pub fn wait_agent_exit(
+        &mut self,
+        i: usize,
+        timeout: Duration,
+    ) -> anyhow::Result<std::process::ExitStatus> {
+        let h = &mut self.hosts[i];
+        let child = h.agent.as_mut().context("the agent is not running")?;
+        let status =
+            poll(&format!("{}'s agent to exit", h.name), timeout, || child.try_wait().ok().flatten())?;
+        h.agent = None;
+        Ok(status)
     }
 
     /// The flags `AgentOptions` adds to host `i`'s agent.

@@ -11,8 +11,9 @@ pub mod etcd;
 pub mod lab;
 pub mod netns;
 pub mod pings;
+pub mod pki;
 pub mod report;
 
-pub use etcd::Etcd;
+pub use etcd::{Etcd, EtcdTls};
 pub use lab::{Lab, LabOptions};
 pub use netns::Netns;

@@ -24,7 +24,7 @@ pub use hosts::HostStatus;
 pub use networks::NewNetwork;
 pub use watch::{StoreWatch, WatchBatch, WatchEvent};
 
-use crate::error::{Error, is_unavailable};
+use crate::error::{Error, connect_error, is_unavailable};
 use crate::keys::Keys;
 use crate::records::{BlockRecord, EndpointRecord, NetworkRecord};
 use crate::state::{BadRecord, ClusterState};
@@ -42,6 +42,9 @@ pub struct StoreConfig {
     pub request_timeout: Duration,
     /// etcd user name and password, when etcd has authentication enabled.
     pub user: Option<(String, String)>,
+    /// TLS towards etcd (CA, optional client certificate); the endpoints
+    /// must then be https://.
+    pub tls: Option<etcd_client::TlsOptions>,
 }
 
 /// Written by hand only to keep the etcd password out of logs.
@@ -53,6 +56,7 @@ impl std::fmt::Debug for StoreConfig {
             .field("connect_timeout", &self.connect_timeout)
             .field("request_timeout", &self.request_timeout)
             .field("user", &self.user.as_ref().map(|(u, _)| (u, "<redacted>")))
+            .field("tls", &self.tls.is_some())
             .finish()
     }
 }
@@ -65,6 +69,7 @@ impl Default for StoreConfig {
             connect_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(4),
             user: None,
+            tls: None,
         }
     }
 }
@@ -112,12 +117,13 @@ impl EtcdStore {
         if let Some((user, password)) = &cfg.user {
             opts = opts.with_user(user.clone(), password.clone());
         }
+        if let Some(tls) = &cfg.tls {
+            opts = opts.with_tls(tls.clone());
+        }
         let deadline = cfg.connect_timeout.max(cfg.request_timeout);
         let client = match tokio::time::timeout(deadline, Client::connect(&cfg.endpoints, Some(opts))).await {
             Ok(Ok(c)) => c,
-            Ok(Err(e)) => {
-                return Err(Error::EtcdUnavailable(format!("cannot connect to {endpoints}: {e}")));
-            }
+            Ok(Err(e)) => return Err(connect_error(&endpoints, &e)),
             Err(_) => {
                 return Err(Error::EtcdUnavailable(format!(
                     "no answer from {endpoints} within {deadline:?}"
@@ -133,8 +139,14 @@ impl EtcdStore {
         };
         let mut c = store.client();
         let probe = GetOptions::new().with_prefix().with_count_only();
-        store.timed("connecting", c.get(store.keys.all(), Some(probe))).await?;
-        Ok(store)
+        match tokio::time::timeout(cfg.request_timeout, c.get(store.keys.all(), Some(probe))).await {
+            Ok(Ok(_)) => Ok(store),
+            Ok(Err(e)) => Err(connect_error(&store.endpoints, &e)),
+            Err(_) => Err(Error::EtcdUnavailable(format!(
+                "no answer from {} within {:?}",
+                store.endpoints, cfg.request_timeout
+            ))),
+        }
     }
 
     /// From now on, blocks and endpoints written through this store (and its
