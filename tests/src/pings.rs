@@ -49,7 +49,11 @@ impl PingStream {
         let out = child.wait_with_output().context("waiting for ping")?;
         let text = String::from_utf8_lossy(&out.stdout);
         parse(&text).with_context(|| {
-            format!("{}: no summary in its output:\n{text}{}", self.what, String::from_utf8_lossy(&out.stderr))
+            format!(
+                "{}: no summary in its output:\n{text}{}",
+                self.what,
+                String::from_utf8_lossy(&out.stderr)
+            )
         })
     }
 }

@@ -48,7 +48,8 @@ pub fn record(o: &Outcome) -> anyhow::Result<()> {
     let dir = dir();
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(format!("{}.json", o.test));
-    std::fs::write(&path, serde_json::to_vec_pretty(o)?).with_context(|| format!("writing {}", path.display()))
+    std::fs::write(&path, serde_json::to_vec_pretty(o)?)
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 /// Every outcome in `dir`, sorted by category then test.

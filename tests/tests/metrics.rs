@@ -36,7 +36,8 @@ fn mac_of(ip: &str) -> String {
 
 #[test]
 fn metrics_move_with_the_cluster_and_the_kernel() {
-    let agents = AgentOptions { metrics: true, resync_interval: Some(1), log_json: true, ..Default::default() };
+    let agents =
+        AgentOptions { metrics: true, resync_interval: Some(1), log_json: true, ..Default::default() };
     let mut lab = Lab::start_with(LabOptions { hosts: 2, ..Default::default() }, agents).unwrap();
     assert_eq!(lab.http_get(0, "/healthz").unwrap(), (200, "ok\n".to_string()));
     poll("h1 ready", CONVERGE, || {
