@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and running ovnet needs on a fresh Debian machine:
-# etcd (Debian's etcd-server), iproute2, ping, protoc (etcd-client's build runs it).
+# etcd (Debian's etcd-server), iproute2, ping, protoc (etcd-client's build runs it),
+# nft (ovagent keeps its firewall table with it).
 # With --test, also what the test suite needs: for tests/deploy/check.sh etcdctl,
 # openssl, shellcheck, ruby, vagrant with the libvirt plugin (vagrant validate),
-# systemd-analyze, nsenter; for ovbench iperf3.
+# systemd-analyze, nsenter; for ovbench iperf3; for the isolation test tcpdump.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "run as root: the lab creates network namespaces" >&2
@@ -14,6 +15,7 @@ command -v etcd >/dev/null || need+=(etcd-server)
 command -v ip >/dev/null && command -v bridge >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
+command -v nft >/dev/null || need+=(nftables)
 if [ "${1:-}" = "--test" ]; then
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v openssl >/dev/null || need+=(openssl)
@@ -24,6 +26,7 @@ command -v vagrant >/dev/null || need+=(vagrant)
 command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v iperf3 >/dev/null || need+=(iperf3) # ovbench datapath
+command -v tcpdump >/dev/null || need+=(tcpdump) # isolation test: captures VXLAN on the underlay
 fi
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive

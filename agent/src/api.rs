@@ -11,6 +11,7 @@ use std::time::Duration;
 use ipnet::Ipv4Net;
 use ovnet_ipam_store::{
     BlockRecord, EndpointOffer, EndpointRecord, EtcdStore, Mac, NetworkRecord, NewEndpoint, NewNetwork,
+    validate,
 };
 use ovnet_proto as pb;
 use tokio::sync::Mutex;
@@ -24,7 +25,7 @@ use crate::error::AgentError;
 use crate::leaks::Busy;
 use crate::metrics::Metrics;
 use crate::model::{VXLAN_OVERHEAD, bridge_name, veth_host_name, veth_temp_name};
-use crate::netns::netns_path;
+use crate::netns::{is_own_netns, netns_path};
 use crate::reconcile::ReadyRx;
 
 /// How long `connect` waits for this host to build a just-created network.
@@ -68,7 +69,7 @@ impl<D: Dataplane> AgentService<D> {
 
     async fn create(&self, r: pb::CreateNetworkRequest) -> Result<pb::Network, AgentError> {
         let driver = if r.driver.is_empty() { "overlay".to_string() } else { r.driver };
-        ovnet_ipam_store::validate::driver(&driver)?;
+        validate::driver(&driver)?;
         let subnet = match r.subnet.as_str() {
             "" => None,
             s => Some(s.parse::<Ipv4Net>().map_err(|_| {
@@ -87,7 +88,7 @@ impl<D: Dataplane> AgentService<D> {
             .transpose()?;
         let max_mtu = self.me.underlay_mtu.saturating_sub(VXLAN_OVERHEAD);
         let mtu = r.mtu.unwrap_or(max_mtu);
-        ovnet_ipam_store::validate::mtu(mtu)?;
+        validate::mtu(mtu)?;
         if mtu > max_mtu {
             return Err(AgentError::InvalidArgument(format!(
                 "MTU {mtu} is too large: this host's underlay MTU is {} and VXLAN needs {VXLAN_OVERHEAD} bytes, so at most {max_mtu}",
@@ -103,6 +104,7 @@ impl<D: Dataplane> AgentService<D> {
     }
 
     async fn inspect(&self, name: &str) -> Result<pb::NetworkDetail, AgentError> {
+        validate::network_name(name)?;
         let net = self.store.get_network(name).await?;
         let blocks = self.store.list_blocks(Some(name)).await?;
         let endpoints = self.store.list_endpoints(Some(name)).await?;
@@ -123,6 +125,8 @@ impl<D: Dataplane> AgentService<D> {
     /// in between leaves a veth without an endpoint, which `ovctl doctor`
     /// reports, as it reported an endpoint without a veth before).
     async fn connect(&self, r: pb::ConnectRequest) -> Result<pb::Endpoint, AgentError> {
+        validate::network_name(&r.network)?;
+        container_netns(&r.netns)?;
         let ip = match r.ip.as_str() {
             "" => None,
             s => Some(
@@ -251,6 +255,7 @@ impl<D: Dataplane> AgentService<D> {
     /// namespace after `disconnect` returned (a reconnect would get `eth1`),
     /// and leave a veth behind if the agent stopped in between.
     async fn disconnect(&self, r: pb::DisconnectRequest) -> Result<pb::Endpoint, AgentError> {
+        validate::network_name(&r.network)?;
         let _plumbing = self.plumbing.lock().await;
         let (net, endpoints) = self.store.network_endpoints(&r.network).await?;
         let same = netns_matcher(&r.netns);
@@ -285,6 +290,27 @@ impl<D: Dataplane> AgentService<D> {
             ))),
         }
     }
+}
+
+/// Refuses what cannot name a container's namespace before anything is
+/// entered: nothing, a relative path (the agent's working directory is not
+/// the caller's), or the host's own namespace (`/proc/self/ns/net` is the
+/// agent's), whose links a connect would change.
+pub fn container_netns(netns: &str) -> Result<(), AgentError> {
+    let invalid = |why: String| Err(AgentError::InvalidArgument(why));
+    if netns.is_empty() {
+        return invalid(
+            "the namespace is empty: give an `ip netns` name or a path such as /proc/PID/ns/net".into(),
+        );
+    }
+    let path = netns_path(netns);
+    if !path.is_absolute() {
+        return invalid(format!("namespace path {netns:?} must be an absolute path (or an `ip netns` name)"));
+    }
+    if is_own_netns(&path) {
+        return invalid(format!("namespace {netns} is the host's own network namespace, not a container's"));
+    }
+    Ok(())
 }
 
 /// True when two netns references name the same namespace: the same path,
@@ -371,8 +397,9 @@ impl<D: Dataplane> pb::agent_server::Agent for AgentService<D> {
         &self,
         req: Request<pb::RemoveNetworkRequest>,
     ) -> Reply<pb::RemoveNetworkResponse> {
-        let net =
-            self.counted(self.store.remove_network(&req.into_inner().name).await.map_err(AgentError::from))?;
+        let name = req.into_inner().name;
+        validate::network_name(&name).map_err(AgentError::from)?;
+        let net = self.counted(self.store.remove_network(&name).await.map_err(AgentError::from))?;
         info!(network = %net.name, "network removed");
         Ok(Response::new(pb::RemoveNetworkResponse {}))
     }

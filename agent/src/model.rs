@@ -3,7 +3,8 @@
 //!
 //! Both are plain data keyed by device name, so the planner is a pure diff and
 //! tests build them by hand. Only devices whose names carry the agent's prefix
-//! (`ov`) are ever observed or touched.
+//! (`ov`) are ever observed or touched, plus the one nftables table the
+//! agent owns (`inet ovnet`, see [`Firewall`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
@@ -95,6 +96,46 @@ pub struct Desired {
     pub networks: BTreeMap<String, NetworkDatapath>,
 }
 
+impl Desired {
+    /// The firewall these networks need: every bridge isolated from the others.
+    pub fn firewall(&self) -> Firewall {
+        Firewall { isolated: self.networks.keys().cloned().collect() }
+    }
+}
+
+/// The nftables family and name of the table the agent owns entirely.
+pub const FIREWALL_FAMILY: &str = "inet";
+pub const FIREWALL_TABLE: &str = "ovnet";
+/// Its one base chain (hook forward, priority filter, policy accept).
+pub const FIREWALL_CHAIN: &str = "forward";
+
+/// The contents of the agent's nftables table `inet ovnet`, as the planner
+/// sees them: routed traffic from each of these bridges to any other bridge
+/// of ours (`ovbr*`) is dropped. Hosts forward between interfaces (Docker
+/// turns `ip_forward` on), and each bridge holds its network's gateway, so
+/// without this the host would route from one network into another.
+/// Traffic inside one bridge is left alone, also where `br_netfilter` shows
+/// it to the forward hook. The place where NAT and port publishing rules
+/// will go.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Firewall {
+    pub isolated: BTreeSet<String>,
+}
+
+/// What the kernel holds of the table `inet ovnet`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum FirewallState {
+    /// No such table.
+    #[default]
+    Missing,
+    /// The table exactly as the agent writes it.
+    Rules(Firewall),
+    /// The table holds something the agent does not write (what, in words).
+    Altered(String),
+    /// The table could not be read (why; e.g. `nft` is not installed).
+    Unreadable(String),
+}
+
 /// The kind of an observed link, with the attributes the planner checks.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LinkKind {
@@ -127,4 +168,6 @@ pub struct Observed {
     pub fdb: BTreeMap<String, BTreeSet<FdbEntry>>,
     /// Permanent IPv4 neighbour entries of each of our VXLAN devices.
     pub neigh: BTreeMap<String, BTreeSet<NeighEntry>>,
+    /// The table `inet ovnet`.
+    pub firewall: FirewallState,
 }

@@ -33,6 +33,14 @@ pub fn netns_path(netns: &str) -> PathBuf {
     if netns.contains('/') { PathBuf::from(netns) } else { Path::new(NETNS_DIR).join(netns) }
 }
 
+/// Whether `path` is the agent's own network namespace (the host's): the
+/// same namespace inode as `/proc/self/ns/net`.
+pub fn is_own_netns(path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let id = |p: &Path| std::fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+    id(path).is_some_and(|target| Some(target) == id(Path::new("/proc/self/ns/net")))
+}
+
 /// Checks that `path` exists and is a network namespace (`ip netns exec NAME true`),
 /// by entering it on a scratch thread.
 pub fn check_netns(path: &Path) -> Result<(), DataplaneError> {
@@ -308,6 +316,10 @@ mod tests {
     #[test]
     fn own_namespace_is_one() {
         check_netns(Path::new("/proc/self/ns/net")).unwrap();
+        assert!(is_own_netns(Path::new("/proc/self/ns/net")));
+        assert!(is_own_netns(Path::new("/proc/thread-self/ns/net")));
+        assert!(!is_own_netns(Path::new("/proc/self/ns/mnt")));
+        assert!(!is_own_netns(Path::new("/run/netns/ovnet-does-not-exist")));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -6,6 +6,8 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
+use crate::model::{DEVICE_PREFIX, FIREWALL_CHAIN, FIREWALL_FAMILY, FIREWALL_TABLE, Firewall};
+
 use ipnet::Ipv4Net;
 use ovnet_ipam_store::Mac;
 
@@ -38,6 +40,9 @@ pub enum Op {
     AddNeigh { dev: String, ip: Ipv4Addr, mac: Mac },
     /// `ip neigh del IP dev DEV`
     DelNeigh { dev: String, ip: Ipv4Addr },
+    /// Replaces the table `inet ovnet` in one nftables transaction:
+    /// `nft 'add table inet ovnet; delete table inet ovnet; add table inet ovnet; add chain ...; add rule ...'`
+    SyncFirewall { firewall: Firewall },
 }
 
 impl Op {
@@ -57,6 +62,7 @@ impl Op {
             Op::DelFdb { .. } => "del_fdb",
             Op::AddNeigh { .. } => "add_neigh",
             Op::DelNeigh { .. } => "del_neigh",
+            Op::SyncFirewall { .. } => "sync_firewall",
         }
     }
 }
@@ -90,6 +96,29 @@ impl fmt::Display for Op {
                 write!(f, "ip neigh replace {ip} lladdr {mac} dev {dev} nud permanent")
             }
             Op::DelNeigh { dev, ip } => write!(f, "ip neigh del {ip} dev {dev}"),
+            Op::SyncFirewall { firewall } => write!(f, "nft '{}'", nft_script(firewall)),
         }
     }
+}
+
+/// The nft commands `SyncFirewall` stands for, `;`-separated. The first
+/// `add` makes the `delete` safe when the table is missing; the whole
+/// script is one transaction, so the table is never seen half-written.
+pub fn nft_script(fw: &Firewall) -> String {
+    let table = format!("{FIREWALL_FAMILY} {FIREWALL_TABLE}");
+    let mut cmds = vec![
+        format!("add table {table}"),
+        format!("delete table {table}"),
+        format!("add table {table}"),
+        format!(
+            "add chain {table} {FIREWALL_CHAIN} {{ type filter hook forward priority filter; policy accept; }}"
+        ),
+    ];
+    for bridge in &fw.isolated {
+        cmds.push(format!(
+            "add rule {table} {FIREWALL_CHAIN} iifname \"{bridge}\" oifname \"{DEVICE_PREFIX}br*\" \
+             oifname != \"{bridge}\" counter drop"
+        ));
+    }
+    cmds.join("; ")
 }

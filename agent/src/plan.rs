@@ -3,23 +3,32 @@
 //! It performs no I/O, so every decision the agent makes about the kernel is
 //! unit-tested here without root. Additions come before removals, so a
 //! changed entry is never missing in between, and an entry that is already
-//! right is never touched (a restarted agent plans nothing).
+//! right is never touched (a restarted agent plans nothing). The firewall
+//! comes first: a new network's bridge is isolated before it exists.
 
 use std::collections::BTreeSet;
 
 use crate::model::{
-    DEVICE_PREFIX, Desired, FdbEntry, LinkKind, NeighEntry, NetworkDatapath, Observed, ObservedLink,
+    DEVICE_PREFIX, Desired, FdbEntry, FirewallState, LinkKind, NeighEntry, NetworkDatapath, Observed,
+    ObservedLink,
 };
 use crate::op::Op;
 
 /// The operations that turn `observed` into `desired`, in the order to apply them.
 pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Op> {
-    let mut ops = Vec::new();
+    let mut ops: Vec<Op> = plan_firewall(desired, observed).into_iter().collect();
     for net in desired.networks.values() {
         plan_network(net, observed, &mut ops);
     }
     ops.extend(stale_links(desired, observed));
     ops
+}
+
+/// The table `inet ovnet`, rewritten whole unless it is exactly what the
+/// networks need.
+fn plan_firewall(desired: &Desired, observed: &Observed) -> Option<Op> {
+    let firewall = desired.firewall();
+    (observed.firewall != FirewallState::Rules(firewall.clone())).then_some(Op::SyncFirewall { firewall })
 }
 
 /// Bridges and VXLAN devices of ours that no network wants any more.

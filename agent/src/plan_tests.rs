@@ -64,9 +64,13 @@ fn empty_kernel_gets_everything_in_dependency_order() {
     let d = desired(&[network(4096)]);
     let ops = plan(&d, &Observed::default());
     let shown: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
-    assert!(shown[0].starts_with("ip link add name ovbr4096 type bridge"), "{shown:#?}");
-    assert_eq!(shown[1], "ip addr add 10.77.0.1/16 dev ovbr4096");
-    assert!(shown[2].starts_with(
+    assert!(shown[0].starts_with("nft 'add table inet ovnet; delete table inet ovnet;"), "{shown:#?}");
+    assert!(shown[0].ends_with(
+        r#"add rule inet ovnet forward iifname "ovbr4096" oifname "ovbr*" oifname != "ovbr4096" counter drop'"#
+    ));
+    assert!(shown[1].starts_with("ip link add name ovbr4096 type bridge"), "{shown:#?}");
+    assert_eq!(shown[2], "ip addr add 10.77.0.1/16 dev ovbr4096");
+    assert!(shown[3].starts_with(
         "ip link add ovvx4096 type vxlan id 4096 local 192.0.2.1 dstport 4789 nolearning proxy"
     ));
     assert!(shown.contains(
@@ -78,7 +82,7 @@ fn empty_kernel_gets_everything_in_dependency_order() {
     assert!(shown.contains(
         &"ip neigh replace 10.77.1.2 lladdr 02:42:0a:4d:01:02 dev ovvx4096 nud permanent".to_string()
     ));
-    assert_eq!(ops.len(), 7, "{shown:#?}");
+    assert_eq!(ops.len(), 8, "{shown:#?}");
 }
 
 #[tokio::test]
@@ -166,8 +170,39 @@ async fn removed_network_deletes_vxlan_then_bridge_and_leaves_foreign_links() {
     let ops = plan(&desired(&[network(4096)]), &dp.observe().await.unwrap());
     assert_eq!(
         ops,
-        vec![Op::DeleteLink { name: "ovvx4097".into() }, Op::DeleteLink { name: "ovbr4097".into() }]
+        vec![
+            Op::SyncFirewall { firewall: firewall(&["ovbr4096"]) },
+            Op::DeleteLink { name: "ovvx4097".into() },
+            Op::DeleteLink { name: "ovbr4097".into() }
+        ]
     );
+}
+
+fn firewall(bridges: &[&str]) -> Firewall {
+    Firewall { isolated: bridges.iter().map(|b| b.to_string()).collect() }
+}
+
+#[tokio::test]
+async fn a_firewall_table_not_as_written_is_rewritten_whole_and_first() {
+    let d = desired(&[network(4096), network(4097)]);
+    let dp = FakeDataplane::default();
+    converge(&d, &dp).await;
+    let want = Op::SyncFirewall { firewall: firewall(&["ovbr4096", "ovbr4097"]) };
+    for drift in [
+        FirewallState::Missing,
+        FirewallState::Altered("it holds chain mine".into()),
+        FirewallState::Unreadable("cannot run nft".into()),
+        FirewallState::Rules(firewall(&["ovbr4096"])),
+        FirewallState::Rules(firewall(&["ovbr4096", "ovbr4097", "ovbr9"])),
+    ] {
+        dp.tamper(|o| o.firewall = drift.clone());
+        assert_eq!(plan(&d, &dp.observe().await.unwrap()), vec![want.clone()], "{drift:?}");
+    }
+    // A new network: its bridge is isolated before it is made.
+    dp.tamper(|o| o.firewall = FirewallState::Rules(firewall(&["ovbr4096", "ovbr4097"])));
+    let ops = plan(&desired(&[network(4096), network(4097), network(5000)]), &dp.observe().await.unwrap());
+    assert_eq!(ops[0], Op::SyncFirewall { firewall: firewall(&["ovbr4096", "ovbr4097", "ovbr5000"]) });
+    assert!(matches!(&ops[1], Op::CreateBridge { name, .. } if name == "ovbr5000"), "{ops:?}");
 }
 
 #[tokio::test]
@@ -210,7 +245,7 @@ async fn local_port_is_enslaved_when_present() {
 #[test]
 fn bridge_with_foreign_address_loses_it_and_gets_gateway() {
     let d = desired(&[network(4096)]);
-    let mut obs = Observed::default();
+    let mut obs = Observed { firewall: FirewallState::Rules(d.firewall()), ..Observed::default() };
     let n = network(4096);
     obs.links.insert(
         n.bridge.name.clone(),

@@ -218,6 +218,14 @@ mod tests {
     }
 
     #[test]
+    fn vnis_run_out() {
+        let mut all: BTreeSet<u32> = (FIRST_AUTO_VNI..=MAX_VNI).collect();
+        assert_eq!(pick_vni(&all), None);
+        all.remove(&5_000_000);
+        assert_eq!(pick_vni(&all), Some(5_000_000));
+    }
+
+    #[test]
     fn blocks_table() {
         let s = n("10.1.0.0/22");
         let taken: BTreeSet<Ipv4Net> = [n("10.1.0.0/24"), n("10.1.2.0/24")].into();

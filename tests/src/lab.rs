@@ -209,6 +209,8 @@ impl Lab {
         ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
         ns.ip(&["link", "set", "eth0", "up"])?;
         ns.ip(&["route", "add", "default", "via", &UNDERLAY_GW.to_string()])?;
+        // Real hosts route between their interfaces (Docker turns this on).
+        ns.sysctl("net.ipv4.ip_forward", "1")?;
         let socket = self.dir.path().join(format!("{name}.sock"));
         let log = self.dir.path().join(format!("{name}.log"));
         let metrics = self.agent_opts.metrics.then(|| SocketAddr::from(([127, 0, 0, 1], METRICS_PORT)));

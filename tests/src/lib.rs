@@ -10,6 +10,7 @@ pub mod bench;
 pub mod etcd;
 pub mod lab;
 pub mod netns;
+pub mod pcap;
 pub mod pings;
 pub mod pki;
 pub mod report;

@@ -74,6 +74,28 @@ impl Netns {
         serde_json::from_str(&text).with_context(|| format!("parsing {tool} {args:?} output: {text}"))
     }
 
+    /// Sets a per-namespace sysctl such as `net.ipv4.ip_forward` (what
+    /// `ip netns exec NAME sysctl -w KEY=VALUE` does).
+    pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
+        let file = format!("/proc/sys/{}", key.replace('.', "/"));
+        let value = value.to_string();
+        let path = std::path::PathBuf::from(self.path());
+        // /proc/sys/net shows the namespace of the thread that opens it.
+        ovnet_agent::netns::run_in_netns(&path, move || std::fs::write(&file, value))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .with_context(|| format!("setting {key} in {}", self.name))
+    }
+
+    /// A sysctl's value inside, trimmed.
+    pub fn sysctl_get(&self, key: &str) -> anyhow::Result<String> {
+        let file = format!("/proc/sys/{}", key.replace('.', "/"));
+        let path = std::path::PathBuf::from(self.path());
+        let value = ovnet_agent::netns::run_in_netns(&path, move || std::fs::read_to_string(file))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .with_context(|| format!("reading {key} in {}", self.name))?;
+        Ok(value.trim().to_string())
+    }
+
     /// One ping with a one-second deadline.
     pub fn ping(&self, ip: &str) -> bool {
         ping(&self.name, ip)

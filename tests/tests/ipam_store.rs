@@ -1,6 +1,8 @@
 //! The store against a real etcd: concurrent allocators never collide, the
 //! specific conflicts are reported as such, failed calls write nothing, and
-//! bad records are reported without hiding the rest.
+//! bad records are reported without hiding the rest. The races start their
+//! tasks together behind a barrier and record their outcomes for the
+//! reliability report.
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
@@ -12,6 +14,8 @@ use ovnet_ipam_store::{
     WatchEvent,
 };
 use ovnet_tests::Etcd;
+use ovnet_tests::report::{Outcome, record};
+use tokio::sync::Barrier;
 
 async fn store(etcd: &Etcd) -> EtcdStore {
     EtcdStore::connect(StoreConfig {
@@ -50,85 +54,160 @@ fn endpoint(network: &str, host: &str, id: &str, ip: Option<Ipv4Addr>) -> NewEnd
     }
 }
 
-fn assert_disjoint(nets: &[Ipv4Net]) {
+/// Pairs of `nets` that overlap.
+fn overlaps(nets: &[Ipv4Net]) -> Vec<(Ipv4Net, Ipv4Net)> {
+    let mut out = Vec::new();
     for (i, a) in nets.iter().enumerate() {
         for b in &nets[i + 1..] {
-            assert!(!a.contains(&b.network()) && !b.contains(&a.network()), "{a} overlaps {b}");
+            if a.contains(&b.network()) || b.contains(&a.network()) {
+                out.push((*a, *b));
+            }
         }
     }
+    out
+}
+
+/// Runs `n` copies of `task` at once: each waits at a barrier until all are spawned.
+async fn together<T, F>(n: usize, task: impl Fn(usize) -> F) -> Vec<T>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+{
+    let start = std::sync::Arc::new(Barrier::new(n));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let (start, work) = (start.clone(), task(i));
+            tokio::spawn(async move {
+                start.wait().await;
+                work.await
+            })
+        })
+        .collect();
+    let mut out = Vec::new();
+    for t in tasks {
+        out.push(t.await.expect("a racing task panicked"));
+    }
+    out
+}
+
+fn race(test: &str, scenario: &str, held: &str, operations: usize, duplicates: usize) {
+    record(&Outcome {
+        category: "race".into(),
+        test: test.into(),
+        scenario: scenario.into(),
+        held: held.into(),
+        operations: operations as u64,
+        duplicates: duplicates as u64,
+        ..Default::default()
+    })
+    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn concurrent_network_creation_gets_distinct_vnis_and_subnets() {
     let etcd = Etcd::start_local().unwrap();
     let s = store(&etcd).await;
-    let tasks: Vec<_> = (0..32)
-        .map(|i| {
-            let s = s.clone();
-            tokio::spawn(async move { s.create_network(net(&format!("n{i}"))).await })
-        })
-        .collect();
-    let mut created = Vec::new();
-    for t in tasks {
-        created.push(t.await.unwrap().expect("create_network"));
-    }
+    let results = together(32, |i| {
+        let s = s.clone();
+        async move { s.create_network(net(&format!("n{i}"))).await }
+    })
+    .await;
+    let created: Vec<_> = results.into_iter().map(|r| r.expect("create_network")).collect();
     let vnis: BTreeSet<u32> = created.iter().map(|n| n.vni).collect();
     assert_eq!(vnis.len(), 32, "{vnis:?}");
     assert!(vnis.iter().all(|v| *v >= 4096));
     let subnets: Vec<Ipv4Net> = created.iter().map(|n| n.subnet).collect();
-    assert_disjoint(&subnets);
+    assert_eq!(overlaps(&subnets), vec![]);
     assert_eq!(s.list_networks().await.unwrap().len(), 32);
+    race(
+        "concurrent_network_creation_gets_distinct_vnis_and_subnets",
+        "32 store clients create 32 networks without subnet or VNI at the same moment",
+        "all 32 created, 32 distinct VNIs from 4096, no two subnets overlap",
+        32,
+        0,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn same_name_concurrently_exactly_one_wins() {
     let etcd = Etcd::start_local().unwrap();
     let s = store(&etcd).await;
-    let tasks: Vec<_> = (0..16)
-        .map(|_| {
-            let s = s.clone();
-            tokio::spawn(async move { s.create_network(net("same")).await })
-        })
-        .collect();
+    let results = together(64, |_| {
+        let s = s.clone();
+        async move { s.create_network(net("same")).await }
+    })
+    .await;
     let mut ok = 0;
-    for t in tasks {
-        match t.await.unwrap() {
+    for r in results {
+        match r {
             Ok(_) => ok += 1,
             Err(Error::NetworkExists(name)) => assert_eq!(name, "same"),
             Err(e) => panic!("unexpected error: {e}"),
         }
     }
     assert_eq!(ok, 1);
+    let (_, kvs) = s.snapshot().await.unwrap();
+    let keys: Vec<&String> = kvs.iter().map(|(k, _)| k).collect();
+    assert_eq!(keys.len(), 2, "one network key and one VNI key: {keys:?}");
+    race(
+        "same_name_concurrently_exactly_one_wins",
+        "64 store clients create network \"same\" at the same moment",
+        "exactly one created; 63 got NetworkExists; etcd holds one network and one VNI key",
+        64,
+        0,
+    );
 }
 
-async fn concurrent_block_leases(hosts: usize) {
+/// `hosts` simulated hosts lease a block of one /16 at the same moment;
+/// returns how many blocks were handed out twice or overlap (always 0).
+async fn concurrent_block_leases(hosts: usize) -> usize {
     let etcd = Etcd::start_local().unwrap();
     let s = store(&etcd).await;
-    s.create_network(net_with("blue", "10.20.0.0/16", None)).await.unwrap();
-    let tasks: Vec<_> = (0..hosts)
-        .map(|i| {
-            let s = s.clone();
-            tokio::spawn(async move { s.lease_block("blue", &format!("host{i}")).await })
-        })
-        .collect();
-    let mut blocks = Vec::new();
-    for t in tasks {
-        blocks.push(t.await.unwrap().expect("lease_block").cidr);
-    }
+    let subnet: Ipv4Net = "10.20.0.0/16".parse().unwrap();
+    s.create_network(net_with("blue", &subnet.to_string(), None)).await.unwrap();
+    let results = together(hosts, |i| {
+        let s = s.clone();
+        async move { s.lease_block("blue", &format!("host{i}")).await }
+    })
+    .await;
+    let leased: Vec<_> = results.into_iter().map(|r| r.expect("lease_block")).collect();
+    let blocks: Vec<Ipv4Net> = leased.iter().map(|b| b.cidr).collect();
     let distinct: BTreeSet<Ipv4Net> = blocks.iter().copied().collect();
-    assert_eq!(distinct.len(), hosts);
-    assert!(blocks.iter().all(|b| b.prefix_len() == 24));
-    assert_eq!(s.list_blocks(Some("blue")).await.unwrap().len(), hosts);
+    let duplicates = hosts - distinct.len() + overlaps(&blocks).len();
+    assert_eq!(duplicates, 0, "blocks handed out twice or overlapping: {blocks:?}");
+    assert!(blocks.iter().all(|b| b.prefix_len() == 24 && subnet.contains(b)), "{blocks:?}");
+    // What etcd holds: one block per host, the ones the hosts were told.
+    let stored = s.list_blocks(Some("blue")).await.unwrap();
+    let owners: BTreeSet<&str> = stored.iter().map(|b| b.host.as_str()).collect();
+    assert_eq!((stored.len(), owners.len()), (hosts, hosts));
+    let stored: BTreeSet<(Ipv4Net, String)> = stored.iter().map(|b| (b.cidr, b.host.clone())).collect();
+    let told: BTreeSet<(Ipv4Net, String)> = leased.iter().map(|b| (b.cidr, b.host.clone())).collect();
+    assert_eq!(stored, told);
+    duplicates
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn thirty_two_hosts_lease_distinct_blocks() {
-    concurrent_block_leases(32).await;
+    let duplicates = concurrent_block_leases(32).await;
+    race(
+        "thirty_two_hosts_lease_distinct_blocks",
+        "32 simulated hosts lease a /24 block of one /16 at the same moment",
+        "32 distinct, non-overlapping /24s inside the /16, one per host, as etcd holds them",
+        32,
+        duplicates,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn two_hundred_racing_hosts_all_get_a_block() {
-    concurrent_block_leases(200).await;
+    let duplicates = concurrent_block_leases(200).await;
+    race(
+        "two_hundred_racing_hosts_all_get_a_block",
+        "200 simulated hosts lease a /24 block of one /16 at the same moment",
+        "200 distinct, non-overlapping /24s inside the /16, one per host, as etcd holds them",
+        200,
+        duplicates,
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
@@ -163,6 +242,13 @@ async fn concurrent_endpoints_get_distinct_addresses_in_their_hosts_blocks() {
     }
     assert_eq!(s.list_endpoints(Some("blue")).await.unwrap().len(), 32);
     assert_eq!(s.list_endpoints(None).await.unwrap().len(), 32);
+    race(
+        "concurrent_endpoints_get_distinct_addresses_in_their_hosts_blocks",
+        "32 endpoints allocated at once on 4 hosts of a network with /29 blocks (2 blocks per host)",
+        "32 distinct addresses, each in a block of its own host, never the gateway",
+        32,
+        0,
+    );
 }
 
 #[tokio::test]
@@ -229,6 +315,37 @@ async fn exhausting_a_tiny_network_writes_nothing() {
     assert_eq!(s.list_blocks(Some("tiny")).await.unwrap()[0].host, "a");
     let again = s.allocate_endpoint(endpoint("tiny", "a", "c3", None)).await.unwrap();
     assert_eq!(again.ip, first.ip);
+    race(
+        "exhausting_a_tiny_network_writes_nothing",
+        "a /30 network: a second address on the owning host and on another host, a second block",
+        "\"no free address left\" (ResourceExhausted) both times with etcd unchanged; the block lease \
+         refused; the address is handed out again once released",
+        4,
+        0,
+    );
+}
+
+#[tokio::test]
+async fn exhausting_the_subnet_pool_writes_nothing() {
+    let etcd = Etcd::start_local().unwrap();
+    let s = store(&etcd).await;
+    // One network may hold the whole automatic pool (10.128.0.0/9).
+    s.create_network(net_with("all", "10.128.0.0/9", None)).await.unwrap();
+    let before = s.snapshot().await.unwrap();
+    let e = s.create_network(net("more")).await.unwrap_err();
+    assert_eq!(e.to_string(), "no free subnet left in the address pool 10.128.0.0/9");
+    assert_eq!(e.kind(), ErrorKind::ResourceExhausted);
+    assert_eq!(s.snapshot().await.unwrap(), before, "an exhausted create wrote something");
+    // An explicit subnet outside the pool still works.
+    s.create_network(net_with("more", "10.1.0.0/16", None)).await.unwrap();
+    race(
+        "exhausting_the_subnet_pool_writes_nothing",
+        "the automatic subnet pool taken whole by one network, then a network created without --subnet",
+        "\"no free subnet left in the address pool 10.128.0.0/9\" (ResourceExhausted), etcd unchanged; \
+         a network with an explicit subnet still created",
+        3,
+        0,
+    );
 }
 
 #[tokio::test]

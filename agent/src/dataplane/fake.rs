@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{AttachSpec, Changes, Dataplane, DataplaneError, DeviceFacts, HostFacts, Underlay};
-use crate::model::{FdbEntry, LinkKind, NeighEntry, Observed, ObservedLink};
+use crate::model::{FdbEntry, FirewallState, LinkKind, NeighEntry, Observed, ObservedLink};
 use crate::op::Op;
 use tokio::sync::mpsc::error::TrySendError;
 
@@ -157,6 +157,7 @@ fn apply_one(st: &mut FakeState, op: &Op) {
                 entries.retain(|e| e.ip != *ip);
             }
         }
+        Op::SyncFirewall { firewall } => obs.firewall = FirewallState::Rules(firewall.clone()),
     }
 }
 

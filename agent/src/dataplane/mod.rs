@@ -19,6 +19,7 @@ use crate::model::Observed;
 use crate::op::Op;
 
 pub mod fake;
+pub mod firewall;
 pub mod netlink;
 
 pub use fake::FakeDataplane;
@@ -33,6 +34,9 @@ pub enum DataplaneError {
     Netlink { what: String, source: rtnetlink::Error },
     #[error("network namespace {path}: {reason}")]
     Netns { path: PathBuf, reason: String },
+    /// The nftables table `inet ovnet` could not be written.
+    #[error("firewall table inet ovnet: {0}")]
+    Firewall(String),
     #[error("{0}")]
     Other(String),
 }
@@ -103,13 +107,15 @@ pub struct DeviceFacts {
 /// Reads and changes the kernel of the agent's own network namespace and of
 /// container namespaces. Implementations are cheap to clone and shareable.
 pub trait Dataplane: Clone + Send + Sync + 'static {
-    /// Dumps our links (prefix `ov`), their addresses, and the FDB and
-    /// neighbour entries of our VXLAN devices.
+    /// Dumps our links (prefix `ov`), their addresses, the FDB and
+    /// neighbour entries of our VXLAN devices, and the table `inet ovnet`.
     fn observe(&self) -> impl Future<Output = Result<Observed, DataplaneError>> + Send;
 
     /// Like `observe`, but the FDB and neighbour entries may come from a view
     /// kept up to date from the `changes()` notifications, which costs far
-    /// less than a dump at scale. Falls back to `observe` when it cannot vouch for them.
+    /// less than a dump at scale, and the firewall table may be the one last
+    /// written or read (no notification covers it: the resync's `observe`
+    /// reads it). Falls back to `observe` when it cannot vouch for them.
     fn observe_cached(&self) -> impl Future<Output = Result<Observed, DataplaneError>> + Send {
         self.observe()
     }

@@ -14,13 +14,14 @@
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use futures::TryStreamExt;
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use nix::errno::Errno;
 
-use super::{AttachSpec, Changes, Dataplane, DataplaneError, HostFacts, Underlay};
-use crate::model::Observed;
+use super::{AttachSpec, Changes, Dataplane, DataplaneError, HostFacts, Underlay, firewall};
+use crate::model::{Firewall, FirewallState, Observed};
 use crate::netns;
 use crate::op::Op;
 
@@ -47,8 +48,11 @@ pub struct NetlinkDataplane {
     /// agent's own changes do not wake it.
     subs: changes::Subscriptions,
     /// The namespace of `handle` when it is not the process's own; further
-    /// sockets (subscriptions, ethtool) are opened there too.
+    /// sockets (subscriptions, ethtool) are opened there too, and `nft` runs there.
     netns: Option<PathBuf>,
+    /// The firewall table as last written or read, while it is known to be
+    /// exactly that; cached observations use it instead of running `nft`.
+    firewall: Arc<Mutex<Option<Firewall>>>,
 }
 
 impl NetlinkDataplane {
@@ -62,14 +66,45 @@ impl NetlinkDataplane {
         runtime.spawn(connection);
         let raw =
             raw::Raw::open().map_err(|e| DataplaneError::Other(format!("opening a netlink socket: {e}")))?;
-        Ok(Self { handle, raw, subs: Default::default(), netns: None })
+        Ok(Self { handle, raw, subs: Default::default(), netns: None, firewall: Default::default() })
     }
 
     /// A dataplane for the namespace at `path` (a "host" in tests and labs).
     pub async fn in_netns(path: &Path) -> Result<Self, DataplaneError> {
         let handle = netns::handle_in_netns(path).await?;
         let raw = netns::open_in_netns(path, raw::Raw::open).await?;
-        Ok(Self { handle, raw, subs: Default::default(), netns: Some(path.to_path_buf()) })
+        Ok(Self {
+            handle,
+            raw,
+            subs: Default::default(),
+            netns: Some(path.to_path_buf()),
+            firewall: Default::default(),
+        })
+    }
+
+    /// The table `inet ovnet`: the known one unless `fresh`, else read with `nft`.
+    async fn firewall_state(&self, fresh: bool) -> FirewallState {
+        if !fresh && let Some(fw) = self.known_firewall().clone() {
+            return FirewallState::Rules(fw);
+        }
+        let state = firewall::read(self.netns.clone()).await;
+        *self.known_firewall() = match &state {
+            FirewallState::Rules(fw) => Some(fw.clone()),
+            _ => None,
+        };
+        state
+    }
+
+    fn known_firewall(&self) -> std::sync::MutexGuard<'_, Option<Firewall>> {
+        // Only ever replaced whole, so a poisoned lock still holds a valid value.
+        self.firewall.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// `nft -j -f -` with the batch that replaces the table, remembering the outcome.
+    async fn write_firewall(&self, fw: &Firewall) -> Result<(), DataplaneError> {
+        let written = firewall::write(self.netns.clone(), fw).await;
+        *self.known_firewall() = written.is_ok().then(|| fw.clone());
+        written
     }
 
     /// The raw rtnetlink handle, for callers that need more than the trait.
@@ -80,11 +115,15 @@ impl NetlinkDataplane {
 
 impl Dataplane for NetlinkDataplane {
     async fn observe(&self) -> Result<Observed, DataplaneError> {
-        observe::observe(&self.handle, &self.raw, &self.subs, false).await
+        let mut observed = observe::observe(&self.handle, &self.raw, &self.subs, false).await?;
+        observed.firewall = self.firewall_state(true).await;
+        Ok(observed)
     }
 
     async fn observe_cached(&self) -> Result<Observed, DataplaneError> {
-        observe::observe(&self.handle, &self.raw, &self.subs, true).await
+        let mut observed = observe::observe(&self.handle, &self.raw, &self.subs, true).await?;
+        observed.firewall = self.firewall_state(false).await;
+        Ok(observed)
     }
 
     /// While it runs, the subscriptions take the notifications it causes as
@@ -101,6 +140,13 @@ impl Dataplane for NetlinkDataplane {
                 entries::apply_run(&self.handle, &self.raw, &mut indexes, &mut window, run, &mut errors)
                     .await;
                 rest = tail;
+                continue;
+            }
+            if let Op::SyncFirewall { firewall } = op {
+                if let Err(e) = self.write_firewall(firewall).await {
+                    errors.push(e);
+                }
+                rest = &rest[1..];
                 continue;
             }
             window.links();

@@ -9,7 +9,7 @@
 use std::collections::BTreeSet;
 
 use super::{Area, Finding, Inputs, Severity};
-use crate::model::{DEVICE_PREFIX, LinkKind, Observed};
+use crate::model::{DEVICE_PREFIX, Firewall, FirewallState, LinkKind, Observed};
 use crate::op::Op;
 use crate::plan::plan;
 
@@ -31,7 +31,32 @@ pub(super) fn kernel_vs_etcd(inp: &Inputs, out: &mut Vec<Finding>) -> BTreeSet<S
     if out.len() == before {
         out.push(Finding::new(Severity::Ok, Area::Link, in_sync(inp)));
     }
+    if !ops.iter().any(|op| matches!(op, Op::SyncFirewall { .. })) {
+        let n = inp.desired.networks.len();
+        let msg = format!("table inet ovnet drops routed traffic between the {n} networks' bridges");
+        out.push(Finding::new(Severity::Ok, Area::Firewall, msg));
+    }
     mtu
+}
+
+/// Why the table `inet ovnet` is not what the networks need.
+fn firewall(have: &FirewallState, want: &Firewall) -> String {
+    let unprotected = "routed traffic between networks is not dropped";
+    match have {
+        FirewallState::Missing => format!("nftables table inet ovnet is missing: {unprotected}"),
+        FirewallState::Altered(what) => format!("nftables table inet ovnet was changed by hand: {what}"),
+        FirewallState::Unreadable(why) => format!("cannot read nftables table inet ovnet: {why}"),
+        FirewallState::Rules(fw) => {
+            let list = |s: Vec<&String>| s.iter().map(|b| b.as_str()).collect::<Vec<_>>().join(" ");
+            let missing = list(want.isolated.difference(&fw.isolated).collect());
+            let stale = list(fw.isolated.difference(&want.isolated).collect());
+            match (missing.is_empty(), stale.is_empty()) {
+                (false, true) => format!("table inet ovnet does not isolate {missing}"),
+                (true, false) => format!("table inet ovnet has stale rules for {stale}"),
+                _ => format!("table inet ovnet does not isolate {missing} and has stale rules for {stale}"),
+            }
+        }
+    }
 }
 
 fn in_sync(inp: &Inputs) -> String {
@@ -110,6 +135,7 @@ fn explain(op: &Op, obs: &Observed, wanted: &BTreeSet<&str>) -> Option<(Area, St
             }
         }
         Op::DelNeigh { dev, ip } => (Area::Neigh, format!("stale neighbour entry {ip} on {dev}")),
+        Op::SyncFirewall { firewall: want } => (Area::Firewall, firewall(&obs.firewall, want)),
     })
 }
 

@@ -1,6 +1,7 @@
 //! The doctor (`ovctl doctor`): every difference between this host's kernel
 //! and what etcd says it should hold, and whether the VXLAN port, the MTUs
-//! and checksum offload are sane.
+//! and checksum offload are sane, and whether the firewall table isolates
+//! the networks.
 //!
 //! The design decision: the doctor has no idea of "right" of its own. It
 //! builds the desired state from a fresh etcd snapshot (not the loop's cached
@@ -46,6 +47,7 @@ pub enum Area {
     VxlanPort,
     Checksum,
     Etcd,
+    Firewall,
 }
 
 impl Area {
@@ -60,6 +62,7 @@ impl Area {
             Area::VxlanPort => "vxlan-port",
             Area::Checksum => "checksum",
             Area::Etcd => "etcd",
+            Area::Firewall => "firewall",
         }
     }
 }

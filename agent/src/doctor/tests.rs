@@ -330,3 +330,35 @@ fn kernel_versions() {
     assert_eq!(kernel_version("4.19"), Some((4, 19)));
     assert_eq!(kernel_version("weird"), None);
 }
+
+#[tokio::test]
+async fn the_firewall_table_missing_changed_unreadable_or_behind() {
+    use crate::model::{Firewall, FirewallState};
+    let mut inp = healthy().await;
+    assert!(only(&inp, Severity::Ok).iter().any(|m| m.contains("table inet ovnet drops routed traffic")));
+    let stale = Firewall { isolated: ["ovbr9".to_string()].into() };
+    for (state, says) in [
+        (
+            FirewallState::Missing,
+            "nftables table inet ovnet is missing: routed traffic between networks is not dropped",
+        ),
+        (FirewallState::Altered("it holds chain mine".into()), "was changed by hand: it holds chain mine"),
+        (
+            FirewallState::Unreadable("cannot run nft".into()),
+            "cannot read nftables table inet ovnet: cannot run nft",
+        ),
+        (FirewallState::Rules(stale), "does not isolate ovbr4096 and has stale rules for ovbr9"),
+        (FirewallState::Rules(Firewall::default()), "table inet ovnet does not isolate ovbr4096"),
+    ] {
+        inp.observed.firewall = state;
+        let found = problems(&inp);
+        assert_eq!(found.len(), 1, "{found:?}");
+        let (area, message, fix) = &found[0];
+        assert_eq!(*area, "firewall");
+        assert!(message.contains(says), "{message}");
+        assert!(
+            fix.starts_with("nft 'add table inet ovnet;") && fix.contains(r#"iifname "ovbr4096""#),
+            "{fix}"
+        );
+    }
+}

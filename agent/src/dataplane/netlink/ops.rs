@@ -49,6 +49,9 @@ pub(super) async fn apply_op(h: &Handle, ix: &mut Indexes, op: &Op) -> Result<()
         Op::AddFdb { .. } | Op::DelFdb { .. } | Op::AddNeigh { .. } | Op::DelNeigh { .. } => {
             Err(OpError::Io("entry ops are applied in bulk (entries::apply_run)".into()))
         }
+        Op::SyncFirewall { .. } => {
+            Err(OpError::Io("the firewall is written by nft (firewall::write)".into()))
+        }
     }
 }
 
