@@ -52,6 +52,27 @@ pub fn record(o: &Outcome) -> anyhow::Result<()> {
         .with_context(|| format!("writing {}", path.display()))
 }
 
+/// Records a race: what ran at the same moment and what held.
+pub fn record_race(
+    test: &str,
+    scenario: &str,
+    held: &str,
+    operations: usize,
+    duplicates: usize,
+    panics: u64,
+) -> anyhow::Result<()> {
+    record(&Outcome {
+        category: "race".into(),
+        test: test.into(),
+        scenario: scenario.into(),
+        held: held.into(),
+        operations: operations as u64,
+        duplicates: duplicates as u64,
+        panics,
+        ..Default::default()
+    })
+}
+
 /// Every outcome in `dir`, sorted by category then test.
 pub fn load(dir: &Path) -> anyhow::Result<Vec<Outcome>> {
     let mut all = Vec::new();

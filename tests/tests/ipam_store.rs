@@ -14,7 +14,7 @@ use ovnet_ipam_store::{
     WatchEvent,
 };
 use ovnet_tests::Etcd;
-use ovnet_tests::report::{Outcome, record};
+use ovnet_tests::report::record_race;
 use tokio::sync::Barrier;
 
 async fn store(etcd: &Etcd) -> EtcdStore {
@@ -91,16 +91,7 @@ where
 }
 
 fn race(test: &str, scenario: &str, held: &str, operations: usize, duplicates: usize) {
-    record(&Outcome {
-        category: "race".into(),
-        test: test.into(),
-        scenario: scenario.into(),
-        held: held.into(),
-        operations: operations as u64,
-        duplicates: duplicates as u64,
-        ..Default::default()
-    })
-    .unwrap();
+    record_race(test, scenario, held, operations, duplicates, 0).unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use ovnet_tests::lab::poll;
-use ovnet_tests::report::{Outcome, record};
+use ovnet_tests::report::record_race;
 use ovnet_tests::{Lab, LabOptions};
 
 /// Runs `ovctl` `n` times at once, the `i`th with `args(i)` against host
@@ -48,17 +48,7 @@ fn keys(lab: &Lab, what: &str) -> Vec<String> {
 
 fn race(lab: &Lab, test: &str, scenario: &str, held: &str, operations: usize, duplicates: usize) {
     assert_eq!(lab.panics(), 0, "an agent panicked:\n{}", lab.logs());
-    record(&Outcome {
-        category: "race".into(),
-        test: test.into(),
-        scenario: scenario.into(),
-        held: held.into(),
-        operations: operations as u64,
-        duplicates: duplicates as u64,
-        panics: lab.panics(),
-        ..Default::default()
-    })
-    .unwrap();
+    record_race(test, scenario, held, operations, duplicates, lab.panics()).unwrap();
 }
 
 #[test]

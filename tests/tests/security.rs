@@ -75,17 +75,23 @@ fn log_since(lab: &Lab, i: usize, mark: usize) -> String {
     lab.hosts[i].log().get(mark..).unwrap_or_default().to_string()
 }
 
-/// Starts host `i`'s agent with `args` and checks it exits non-zero, having
-/// logged `want`, without ever starting to serve.
-fn refuses_to_start(lab: &mut Lab, i: usize, args: &[&str], env: &[(&str, &str)], want: &str) {
+/// Starts host `i`'s agent with `args` and `env` and checks it exits
+/// non-zero having logged `want`; returns what it logged.
+fn exits_non_zero(lab: &mut Lab, i: usize, args: &[&str], env: &[(&str, &str)], want: &str) -> String {
     let mark = lab.hosts[i].log().len();
     lab.spawn_agent(i, args, env).unwrap();
     let status = lab.wait_agent_exit(i, CONVERGE).unwrap_or_else(|e| panic!("{args:?}: {e}\n{}", lab.logs()));
     let log = log_since(lab, i, mark);
     assert!(!status.success(), "{args:?} exited 0:\n{log}");
     assert!(log.contains(want), "{args:?}: expected {want:?} in:\n{log}");
-    assert!(!log.contains("ovagent starting"), "{args:?} got as far as binding:\n{log}");
     assert!(!log.contains("panicked"), "{log}");
+    log
+}
+
+/// `exits_non_zero`, and the agent never got as far as starting to serve.
+fn refuses_to_start(lab: &mut Lab, i: usize, args: &[&str], env: &[(&str, &str)], want: &str) {
+    let log = exits_non_zero(lab, i, args, env, want);
+    assert!(!log.contains("ovagent starting"), "{args:?} got as far as binding:\n{log}");
 }
 
 #[test]

@@ -29,19 +29,6 @@ fn network_across(lab: &mut Lab) -> ((String, String), (String, String)) {
     (a, b)
 }
 
-/// Starts host `i`'s agent with `args` and `env` and checks it exits
-/// non-zero having logged `want`; returns what it logged.
-fn exits_non_zero(lab: &mut Lab, i: usize, args: &[&str], env: &[(&str, &str)], want: &str) -> String {
-    let mark = lab.hosts[i].log().len();
-    lab.spawn_agent(i, args, env).unwrap();
-    let status = lab.wait_agent_exit(i, CONVERGE).unwrap_or_else(|e| panic!("{args:?}: {e}\n{}", lab.logs()));
-    let log = log_since(lab, i, mark);
-    assert!(!status.success(), "{args:?} exited 0:\n{log}");
-    assert!(log.contains(want), "{args:?}: expected {want:?} in:\n{log}");
-    assert!(!log.contains("panicked"), "{log}");
-    log
-}
-
 #[test]
 fn agents_use_etcd_with_client_certificates() {
     let mut pki = Pki::new().unwrap();
