@@ -14,7 +14,7 @@ use ovnet_ipam_store::{
     validate,
 };
 use ovnet_proto as pb;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, watch};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
@@ -41,13 +41,31 @@ pub struct AgentService<D: Dataplane> {
     plumbing: Mutex<()>,
     /// Veths being plumbed, which the reconcile loop must not take for leaks.
     busy: Busy,
+    /// True once this host is registered (its records then go on its reservation).
+    registered: watch::Receiver<bool>,
 }
 
 type Reply<T> = Result<Response<T>, Status>;
 
 impl<D: Dataplane> AgentService<D> {
     pub fn new(store: EtcdStore, dp: D, me: HostContext, ready: ReadyRx, metrics: Metrics) -> Self {
-        AgentService { store, dp, me, ready, metrics, plumbing: Mutex::new(()), busy: Busy::default() }
+        let registered = watch::channel(true).1;
+        AgentService {
+            store,
+            dp,
+            me,
+            ready,
+            metrics,
+            plumbing: Mutex::new(()),
+            busy: Busy::default(),
+            registered,
+        }
+    }
+
+    /// Makes `connect` wait until this host is registered.
+    pub fn with_registered(mut self, registered: watch::Receiver<bool>) -> Self {
+        self.registered = registered;
+        self
     }
 
     /// Shares the set of veths being plumbed with the reconcile loop.
@@ -138,6 +156,7 @@ impl<D: Dataplane> AgentService<D> {
             // Not built here (yet): a clear "not found" before waiting for it.
             self.store.get_network(&r.network).await?;
         }
+        self.wait_registered().await?;
         let _plumbing = self.plumbing.lock().await;
         let same = netns_matcher(&r.netns);
         let id = new_id();
@@ -278,6 +297,17 @@ impl<D: Dataplane> AgentService<D> {
         let ep = self.store.release_endpoint(&net.name, ep.ip).await?;
         info!(network = %net.name, netns = %r.netns, ip = %ep.ip, "endpoint disconnected");
         Ok(endpoint_pb(&ep, &net))
+    }
+
+    async fn wait_registered(&self) -> Result<(), AgentError> {
+        let mut rx = self.registered.clone();
+        match tokio::time::timeout(READY_TIMEOUT, rx.wait_for(|r| *r)).await {
+            Ok(Ok(_)) => Ok(()),
+            _ => Err(AgentError::Unavailable(format!(
+                "host {} is not registered in etcd yet (is etcd reachable?)",
+                self.me.node
+            ))),
+        }
     }
 
     async fn wait_ready(&self, network: &str) -> Result<(), AgentError> {

@@ -4,7 +4,9 @@
 //! unit-tested here without root. Additions come before removals, so a
 //! changed entry is never missing in between, and an entry that is already
 //! right is never touched (a restarted agent plans nothing). The firewall
-//! comes first: a new network's bridge is isolated before it exists.
+//! comes after the devices, in the same pass: `connect` waits for the pass
+//! that built its network, so no container is ever on a bridge that is not
+//! isolated yet, and a new network's devices do not wait behind `nft`.
 
 use std::collections::BTreeSet;
 
@@ -16,10 +18,11 @@ use crate::op::Op;
 
 /// The operations that turn `observed` into `desired`, in the order to apply them.
 pub fn plan(desired: &Desired, observed: &Observed) -> Vec<Op> {
-    let mut ops: Vec<Op> = plan_firewall(desired, observed).into_iter().collect();
+    let mut ops = Vec::new();
     for net in desired.networks.values() {
         plan_network(net, observed, &mut ops);
     }
+    ops.extend(plan_firewall(desired, observed));
     ops.extend(stale_links(desired, observed));
     ops
 }

@@ -64,13 +64,9 @@ fn empty_kernel_gets_everything_in_dependency_order() {
     let d = desired(&[network(4096)]);
     let ops = plan(&d, &Observed::default());
     let shown: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
-    assert!(shown[0].starts_with("nft 'add table inet ovnet; delete table inet ovnet;"), "{shown:#?}");
-    assert!(shown[0].ends_with(
-        r#"add rule inet ovnet forward iifname "ovbr4096" oifname "ovbr*" oifname != "ovbr4096" counter drop'"#
-    ));
-    assert!(shown[1].starts_with("ip link add name ovbr4096 type bridge"), "{shown:#?}");
-    assert_eq!(shown[2], "ip addr add 10.77.0.1/16 dev ovbr4096");
-    assert!(shown[3].starts_with(
+    assert!(shown[0].starts_with("ip link add name ovbr4096 type bridge"), "{shown:#?}");
+    assert_eq!(shown[1], "ip addr add 10.77.0.1/16 dev ovbr4096");
+    assert!(shown[2].starts_with(
         "ip link add ovvx4096 type vxlan id 4096 local 192.0.2.1 dstport 4789 nolearning proxy"
     ));
     assert!(shown.contains(
@@ -81,6 +77,12 @@ fn empty_kernel_gets_everything_in_dependency_order() {
     ));
     assert!(shown.contains(
         &"ip neigh replace 10.77.1.2 lladdr 02:42:0a:4d:01:02 dev ovvx4096 nud permanent".to_string()
+    ));
+    // The firewall last, in the same pass.
+    let last = &shown[shown.len() - 1];
+    assert!(last.starts_with("nft 'add table inet ovnet; delete table inet ovnet;"), "{shown:#?}");
+    assert!(last.ends_with(
+        r#"add rule inet ovnet forward iifname "ovbr4096" oifname "ovbr*" oifname != "ovbr4096" counter drop'"#
     ));
     assert_eq!(ops.len(), 8, "{shown:#?}");
 }
@@ -183,7 +185,7 @@ fn firewall(bridges: &[&str]) -> Firewall {
 }
 
 #[tokio::test]
-async fn a_firewall_table_not_as_written_is_rewritten_whole_and_first() {
+async fn a_firewall_table_not_as_written_is_rewritten_whole_after_the_devices() {
     let d = desired(&[network(4096), network(4097)]);
     let dp = FakeDataplane::default();
     converge(&d, &dp).await;
@@ -198,11 +200,16 @@ async fn a_firewall_table_not_as_written_is_rewritten_whole_and_first() {
         dp.tamper(|o| o.firewall = drift.clone());
         assert_eq!(plan(&d, &dp.observe().await.unwrap()), vec![want.clone()], "{drift:?}");
     }
-    // A new network: its bridge is isolated before it is made.
+    // A new network: its devices first, then its isolation, in the same pass
+    // (connect waits for that pass), before any stale device goes.
     dp.tamper(|o| o.firewall = FirewallState::Rules(firewall(&["ovbr4096", "ovbr4097"])));
-    let ops = plan(&desired(&[network(4096), network(4097), network(5000)]), &dp.observe().await.unwrap());
-    assert_eq!(ops[0], Op::SyncFirewall { firewall: firewall(&["ovbr4096", "ovbr4097", "ovbr5000"]) });
-    assert!(matches!(&ops[1], Op::CreateBridge { name, .. } if name == "ovbr5000"), "{ops:?}");
+    let ops = plan(&desired(&[network(4097), network(5000)]), &dp.observe().await.unwrap());
+    assert!(matches!(&ops[0], Op::CreateBridge { name, .. } if name == "ovbr5000"), "{ops:?}");
+    let fw = ops.iter().position(|op| matches!(op, Op::SyncFirewall { .. })).expect("a firewall op");
+    assert_eq!(ops[fw], Op::SyncFirewall { firewall: firewall(&["ovbr4097", "ovbr5000"]) });
+    assert!(ops[..fw].iter().any(|op| matches!(op, Op::CreateVxlan { .. })), "{ops:?}");
+    assert!(ops[fw + 1..].iter().all(|op| matches!(op, Op::DeleteLink { .. })), "{ops:?}");
+    assert!(!ops[fw + 1..].is_empty(), "the stale network's devices go last: {ops:?}");
 }
 
 #[tokio::test]

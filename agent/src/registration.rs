@@ -92,20 +92,23 @@ pub async fn run(r: Registration, mut state: StateRx) {
     }
 }
 
-/// Finds or grants the reservation, grants a liveness lease, writes both
-/// keys, and moves any record of ours not yet on the reservation onto it.
+/// Finds or grants the reservation, grants a liveness lease and writes both
+/// keys. With a new reservation (first start, a host back after its grace,
+/// records of an ovnet that had none), any record of ours not on it is
+/// moved onto it; a found one already holds them all, since the API writes
+/// nothing before the host is registered.
 async fn register(r: &Registration, started_at: u64) -> Result<Leases, ovnet_ipam_store::Error> {
     let store = &r.store;
-    let reservation = match store.reservation_of(&r.node).await? {
-        Some(lease) => lease,
-        None => store.grant_lease(secs(r.grace)).await?,
+    let (reservation, new) = match store.reservation_of(&r.node).await? {
+        Some(lease) => (lease, false),
+        None => (store.grant_lease(secs(r.grace)).await?, true),
     };
     let alive_lease = store.grant_lease(secs(r.ttl)).await?;
     let host = HostRecord { v: 1, name: r.node.clone(), vtep: r.vtep, registered_at: unix_now() };
     let alive = AliveRecord { v: 1, name: r.node.clone(), vtep: r.vtep, started_at };
     let revision = store.register_host_with(&host, &alive, alive_lease, Some(reservation)).await?;
     store.set_reservation(reservation);
-    let moved = store.adopt_records(&r.node, reservation).await?;
+    let moved = if new { store.adopt_records(&r.node, reservation).await? } else { 0 };
     if moved > 0 {
         info!(records = moved, reservation, "moved this host's blocks and endpoints onto its reservation");
     }

@@ -55,7 +55,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let me = HostContext { node: node.clone(), vtep: underlay.addr, underlay_mtu: underlay.mtu };
     let (state_tx, state_rx) = watch::channel(None);
     let (ready_tx, ready_rx) = watch::channel(Arc::new(BTreeSet::new()));
-    let (registered_tx, _registered_rx) = watch::channel(false);
+    let (registered_tx, registered_rx) = watch::channel(false);
     let busy = Busy::default();
     let (releases_tx, releases_rx) = tokio::sync::mpsc::unbounded_channel();
     let reconcile = Loop {
@@ -84,7 +84,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         tokio::spawn(crate::reconcile::run(reconcile, state_rx)),
         tokio::spawn(release_dead_endpoints(store.clone(), releases_rx, metrics.clone())),
     ];
-    let service = AgentService::new(store, dp, me, ready_rx, metrics).with_busy(busy);
+    let service =
+        AgentService::new(store, dp, me, ready_rx, metrics).with_busy(busy).with_registered(registered_rx);
     let result = serve_api_tls(listener, service, api_tls, shutdown).await;
     for t in tasks.iter().chain(&http) {
         t.abort();
