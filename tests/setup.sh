@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Installs what building and running ovnet needs on a fresh Debian machine:
-# etcd (Debian's etcd-server), iproute2, ping, protoc (etcd-client's build runs it),
-# nft (ovagent keeps its firewall table with it).
+# etcd (Debian's etcd-server), iproute2, ping, protoc (etcd-client's build runs it).
 # With --test, also what the test suite needs: for tests/deploy/check.sh etcdctl,
 # openssl, shellcheck, ruby, vagrant with the libvirt plugin (vagrant validate),
-# systemd-analyze, nsenter; for ovbench iperf3; for the isolation test tcpdump.
+# systemd-analyze, nsenter; for ovbench iperf3; for the isolation test tcpdump;
+# nft, which the firewall tests read the agent's table with.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "run as root: the lab creates network namespaces" >&2
@@ -15,8 +15,8 @@ command -v etcd >/dev/null || need+=(etcd-server)
 command -v ip >/dev/null && command -v bridge >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
-command -v nft >/dev/null || need+=(nftables)
 if [ "${1:-}" = "--test" ]; then
+command -v nft >/dev/null || need+=(nftables) # firewall tests: an independent read of the table
 command -v etcdctl >/dev/null || need+=(etcd-client)
 command -v openssl >/dev/null || need+=(openssl)
 command -v shellcheck >/dev/null || need+=(shellcheck)

@@ -61,7 +61,7 @@ if [ -z "$destdir" ]; then
   command -v etcdctl >/dev/null || need+=(etcd-client)
   command -v bridge >/dev/null || need+=(iproute2)
   command -v ping >/dev/null || need+=(iputils-ping)
-  command -v nft >/dev/null || need+=(nftables) # ovagent's firewall table
+  command -v nft >/dev/null || need+=(nftables) # to look at ovagent's table inet ovnet
   if [ ${#need[@]} -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -q

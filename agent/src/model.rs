@@ -132,7 +132,7 @@ pub enum FirewallState {
     Rules(Firewall),
     /// The table holds something the agent does not write (what, in words).
     Altered(String),
-    /// The table could not be read (why; e.g. `nft` is not installed).
+    /// The table could not be read (why; e.g. a kernel without nf_tables).
     Unreadable(String),
 }
 

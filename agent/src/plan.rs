@@ -6,7 +6,7 @@
 //! right is never touched (a restarted agent plans nothing). The firewall
 //! comes after the devices, in the same pass: `connect` waits for the pass
 //! that built its network, so no container is ever on a bridge that is not
-//! isolated yet, and a new network's devices do not wait behind `nft`.
+//! isolated yet, and a new network's devices do not wait behind the table.
 
 use std::collections::BTreeSet;
 

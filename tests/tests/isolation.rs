@@ -12,8 +12,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use ipnet::Ipv4Net;
-use ovnet_agent::dataplane::firewall::parse_listing;
-use ovnet_agent::model::FirewallState;
 use ovnet_tests::lab::{AgentOptions, poll};
 use ovnet_tests::netns::ping;
 use ovnet_tests::pcap::{VxlanPacket, vxlan_packets};
@@ -92,6 +90,19 @@ fn drops(lab: &Lab, i: usize) -> anyhow::Result<BTreeMap<String, u64>> {
         by_bridge.insert(bridge, packets);
     }
     Ok(by_bridge)
+}
+
+/// An `nft list` output with every counter's values taken out.
+fn without_counts(listing: &str) -> String {
+    let mut out = Vec::new();
+    let mut words = listing.split_whitespace();
+    while let Some(w) = words.next() {
+        out.push(w);
+        if w == "packets" || w == "bytes" {
+            words.next();
+        }
+    }
+    out.join(" ")
 }
 
 /// The VNI and subnet of network `name`.
@@ -243,9 +254,8 @@ fn a_deleted_firewall_table_is_restored_and_other_tables_are_left_alone() {
         assert!(out.status.success(), "nft {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).to_string()
     };
-    let table = || parse_listing(&nft(&["-j", "list", "table", "inet", "ovnet"]));
-    let ours = table();
-    assert!(matches!(&ours, FirewallState::Rules(fw) if fw.isolated.len() == 2), "{ours:?}");
+    let ours = without_counts(&nft(&["list", "table", "inet", "ovnet"]));
+    assert_eq!(ours.matches(r#"oifname "ovbr*""#).count(), 2, "{ours}");
     nft(&["add table inet mine; add chain inet mine c { type filter hook forward priority 10; }"]);
     nft(&["add rule inet mine c counter accept"]);
     let mine = || nft(&["list", "table", "inet", "mine"]).replace(char::is_numeric, "");
@@ -263,8 +273,8 @@ fn a_deleted_firewall_table_is_restored_and_other_tables_are_left_alone() {
     let restored = |what: &str| {
         let started = Instant::now();
         poll(what, Duration::from_secs(10), || {
-            let out = h1.exec("nft", &["-j", "list", "table", "inet", "ovnet"]).ok()?;
-            (parse_listing(&String::from_utf8_lossy(&out.stdout)) == ours).then_some(started.elapsed())
+            let out = h1.exec("nft", &["list", "table", "inet", "ovnet"]).ok()?;
+            (without_counts(&String::from_utf8_lossy(&out.stdout)) == ours).then_some(started.elapsed())
         })
         .unwrap()
     };

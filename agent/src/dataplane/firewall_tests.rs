@@ -1,5 +1,9 @@
-//! The table's JSON both ways, without root: what `batch` writes and what
-//! `parse` makes of `nft -j list table inet ovnet` output.
+//! The table's netlink messages both ways, without root: what `batch`
+//! writes and what `parse` makes of a dump. Messages go through their
+//! bytes and back, as they would through the kernel.
+
+use netlink_packet_core::{DefaultNla, NetlinkBuffer, NetlinkDeserializable};
+use netlink_packet_netfilter::NetfilterMessageInner;
 
 use super::*;
 
@@ -7,102 +11,218 @@ fn fw(bridges: &[&str]) -> Firewall {
     Firewall { isolated: bridges.iter().map(|b| b.to_string()).collect() }
 }
 
-/// `nft -j list table inet ovnet` (nftables 1.0.6) after `ovbr4096` and
-/// `ovbr4097` were isolated and some packets dropped; `{extra}` is spliced
-/// in as further objects.
-fn listing(extra: &str) -> String {
-    let rule = |handle: u32, bridge: &str, packets: u32| {
-        format!(
-            r#"{{"rule": {{"family": "inet", "table": "ovnet", "chain": "forward", "handle": {handle}, "expr": [
-              {{"match": {{"op": "==", "left": {{"meta": {{"key": "iifname"}}}}, "right": "{bridge}"}}}},
-              {{"match": {{"op": "==", "left": {{"meta": {{"key": "oifname"}}}}, "right": "ovbr*"}}}},
-              {{"match": {{"op": "!=", "left": {{"meta": {{"key": "oifname"}}}}, "right": "{bridge}"}}}},
-              {{"counter": {{"packets": {packets}, "bytes": {}}}}},
-              {{"drop": null}}]}}}}"#,
-            packets * 84
-        )
-    };
-    format!(
-        r#"{{"nftables": [
-          {{"metainfo": {{"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}}},
-          {{"table": {{"family": "inet", "name": "ovnet", "handle": 2}}}},
-          {{"chain": {{"family": "inet", "table": "ovnet", "name": "forward", "handle": 1, "type": "filter",
-                      "hook": "forward", "prio": 0, "policy": "accept"}}}},
-          {}, {}{extra}]}}"#,
-        rule(3, "ovbr4097", 0),
-        rule(2, "ovbr4096", 7)
-    )
+/// `msg` as bytes and parsed back.
+fn through_bytes(mut msg: NetlinkMessage<NetfilterMessage>) -> NetlinkMessage<NetfilterMessage> {
+    msg.finalize();
+    let mut bytes = vec![0; msg.buffer_len()];
+    msg.serialize(&mut bytes);
+    let buf = NetlinkBuffer::new_checked(&bytes[..]).expect("a whole message");
+    let inner = NetfilterMessage::deserialize(&msg.header, buf.payload()).expect("parses");
+    NetlinkMessage::new(msg.header, inner.into())
 }
 
-#[test]
-fn a_listing_of_what_the_agent_writes_is_its_bridges() {
-    assert_eq!(parse_listing(&listing("")), FirewallState::Rules(fw(&["ovbr4096", "ovbr4097"])));
+/// The nf_tables messages of what `batch` adds, as a dump would list them
+/// after the kernel has put in its own bookkeeping.
+fn listed(fw: &Firewall) -> Vec<NfTablesMessage> {
+    batch(fw)
+        .into_iter()
+        .map(through_bytes)
+        .filter_map(|m| match m.payload {
+            netlink_packet_core::NetlinkPayload::InnerMessage(NetfilterMessage {
+                inner: NetfilterMessageInner::NfTables(m),
+                ..
+            }) => Some(m),
+            _ => None,
+        })
+        .skip(2) // the first `add table` and the `delete`
+        .map(with_kernel_bookkeeping)
+        .collect()
 }
 
-#[test]
-fn anything_else_in_the_table_is_altered() {
-    let foreign_rule = r#", {"rule": {"family": "inet", "table": "ovnet", "chain": "forward", "handle": 9,
-        "expr": [{"accept": null}]}}"#;
-    let chain = r#", {"chain": {"family": "inet", "table": "ovnet", "name": "mine", "handle": 7}}"#;
-    let twice = r#", {"rule": {"family": "inet", "table": "ovnet", "chain": "forward", "handle": 8, "expr": [
-        {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "ovbr4096"}},
-        {"match": {"op": "==", "left": {"meta": {"key": "oifname"}}, "right": "ovbr*"}},
-        {"match": {"op": "!=", "left": {"meta": {"key": "oifname"}}, "right": "ovbr4096"}},
-        {"counter": {"packets": 0, "bytes": 0}}, {"drop": null}]}}"#;
-    for (extra, what) in [
-        (foreign_rule, "a rule of its own in chain forward"),
-        (chain, "chain mine"),
-        (twice, "a second rule for ovbr4096"),
-    ] {
-        match parse_listing(&listing(extra)) {
-            FirewallState::Altered(why) => assert!(why.contains(what), "{why}"),
-            other => panic!("{extra}: {other:?}"),
+/// Handles, a use count, and counters that have counted something.
+fn with_kernel_bookkeeping(msg: NfTablesMessage) -> NfTablesMessage {
+    match msg {
+        NfTablesMessage::NewTable(mut t) => {
+            t.attributes.extend([TableAttribute::Use(1), TableAttribute::Handle(4)]);
+            NfTablesMessage::NewTable(t)
         }
+        NfTablesMessage::NewChain(mut c) => {
+            c.attributes.insert(0, ChainAttribute::Handle(1));
+            c.attributes.push(ChainAttribute::Use(2));
+            NfTablesMessage::NewChain(c)
+        }
+        NfTablesMessage::NewRule(mut r) => {
+            r.attributes.push(RuleAttribute::Handle(7));
+            for attr in r.attributes.iter_mut() {
+                if let RuleAttribute::Expressions(exprs) = attr {
+                    for e in exprs.iter_mut() {
+                        if decode(e) == Expr::Counter {
+                            *e = Expressions::Other {
+                                expression_type: "counter".into(),
+                                attributes: vec![
+                                    DefaultNla::new(1, 588u64.to_be_bytes().to_vec()),
+                                    DefaultNla::new(2, 7u64.to_be_bytes().to_vec()),
+                                ],
+                            }
+                            .into();
+                        }
+                    }
+                }
+            }
+            NfTablesMessage::NewRule(r)
+        }
+        other => other,
     }
-    let accepting = listing("").replace(r#""policy": "accept""#, r#""policy": "drop""#);
-    assert!(
-        matches!(parse_listing(&accepting), FirewallState::Altered(why) if why.contains("chain forward"))
-    );
-    assert!(matches!(parse_listing("{not json"), FirewallState::Altered(_)));
 }
 
 #[test]
-fn a_listing_without_the_table_is_missing() {
-    let empty = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "json_schema_version": 1}}]}"#;
-    assert_eq!(parse_listing(empty), FirewallState::Missing);
-}
-
-#[test]
-fn the_batch_replaces_the_table_in_one_go() {
-    let json = serde_json::to_value(batch(&fw(&["ovbr4096"]))).unwrap();
-    let cmds: Vec<String> = json["nftables"]
-        .as_array()
-        .unwrap()
+fn the_batch_replaces_the_table_in_one_transaction() {
+    let msgs = batch(&fw(&["ovbr4096"]));
+    let kinds: Vec<String> = msgs
         .iter()
-        .map(|o| {
-            let (cmd, obj) = o.as_object().unwrap().iter().next().unwrap();
-            format!("{cmd} {}", obj.as_object().unwrap().keys().next().unwrap())
+        .map(|m| match &m.payload {
+            netlink_packet_core::NetlinkPayload::InnerMessage(NetfilterMessage { inner, .. }) => {
+                match inner {
+                    NetfilterMessageInner::None(c) => format!("{:?}", c.message_type()),
+                    NetfilterMessageInner::NfTables(t) => format!("{:?}", t.message_type()),
+                    other => format!("{other:?}"),
+                }
+            }
+            other => format!("{other:?}"),
         })
         .collect();
-    assert_eq!(cmds, ["add table", "delete table", "add table", "add chain", "add rule"]);
-    let rule = &json["nftables"][4]["add"]["rule"];
-    assert_eq!(rule["expr"][0]["match"]["right"], "ovbr4096");
-    assert_eq!(rule["expr"][1]["match"]["right"], "ovbr*");
-    assert_eq!(rule["expr"][2]["match"]["op"], "!=");
+    assert_eq!(
+        kinds,
+        ["BatchBegin", "NewTable", "DeleteTable", "NewTable", "NewChain", "NewRule", "BatchEnd"]
+    );
+    // Every command asks for an answer; the batch's ends do not.
+    let acked: Vec<bool> = msgs.iter().map(|m| m.header.flags & NLM_F_ACK != 0).collect();
+    assert_eq!(acked, [false, true, true, true, true, true, false]);
+    assert_eq!(msgs[0].header.flags & NLM_F_REQUEST, NLM_F_REQUEST);
+}
+
+#[test]
+fn a_rule_compares_names_as_nft_does() {
+    // `nft --debug=netlink` for the rule nft makes of the logged command:
+    //   [ meta load iifname => reg 1 ]
+    //   [ cmp eq reg 1 0x7262766f 0x36393034 0x00000000 0x00000000 ]
+    //   [ meta load oifname => reg 1 ]
+    //   [ cmp eq reg 1 0x7262766f ]
+    //   [ meta load oifname => reg 1 ]
+    //   [ cmp neq reg 1 0x7262766f 0x36393034 0x00000000 0x00000000 ]
+    //   [ counter pkts 0 bytes 0 ]
+    //   [ immediate reg 0 drop ]
+    let exact = b"ovbr4096\0\0\0\0\0\0\0\0".to_vec();
+    assert_eq!(
+        isolate("ovbr4096"),
+        [
+            Expr::Meta(MetaKey::Iifname),
+            Expr::Cmp(Operator::Equal, exact.clone()),
+            Expr::Meta(MetaKey::Oifname),
+            Expr::Cmp(Operator::Equal, b"ovbr".to_vec()),
+            Expr::Meta(MetaKey::Oifname),
+            Expr::Cmp(Operator::NotEqual, exact),
+            Expr::Counter,
+            Expr::Drop,
+        ]
+    );
+    // Each expression survives its own encoding.
+    for e in isolate("ovbr4096") {
+        assert_eq!(decode(&encode(&e)), e);
+    }
+    assert_eq!(ifname_of(&ifname("ovbr4096")), Some("ovbr4096".to_string()));
+    assert_eq!(ifname_of(b"ovbr"), None);
+    assert_eq!(ifname_of(&[0; 16]), None);
 }
 
 #[test]
 fn what_the_batch_adds_reads_back_as_written() {
-    let want = fw(&["ovbr4096", "ovbr5000"]);
-    // The listing form of the batch: its `add`ed objects without the commands.
-    let objects: Vec<NfObject> = batch(&want)
-        .objects
-        .iter()
-        .skip(2)
-        .filter_map(|o| match o {
-            NfObject::CmdObject(nftables::schema::NfCmd::Add(obj)) => Some(NfObject::ListObject(obj.clone())),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(parse(&Nftables { objects: objects.into() }), FirewallState::Rules(want));
+    for want in [fw(&["ovbr4096", "ovbr5000"]), fw(&[])] {
+        assert_eq!(parse(&listed(&want)), FirewallState::Rules(want));
+    }
+}
+
+#[test]
+fn other_tables_are_not_ours_and_without_ours_the_table_is_missing() {
+    let mut foreign = listed(&fw(&["ovbr4096"]));
+    for msg in foreign.iter_mut() {
+        match msg {
+            NfTablesMessage::NewTable(t) => t.attributes[0] = TableAttribute::Name("mine".into()),
+            NfTablesMessage::NewChain(c) => c.attributes[1] = ChainAttribute::Table("mine".into()),
+            NfTablesMessage::NewRule(r) => r.attributes[0] = RuleAttribute::Table("mine".into()),
+            _ => {}
+        }
+    }
+    assert_eq!(parse(&foreign), FirewallState::Missing);
+    assert_eq!(parse(&[]), FirewallState::Missing);
+    let mut both = foreign;
+    both.extend(listed(&fw(&["ovbr4096"])));
+    assert_eq!(parse(&both), FirewallState::Rules(fw(&["ovbr4096"])));
+}
+
+#[test]
+fn anything_else_in_the_table_is_altered() {
+    let accept = Expressions::Immediate(vec![
+        Immediate::DestinationRegister(Register::Verdict),
+        Immediate::Data(DataAttribute::Verdict(vec![VerdictAttribute::Code(Verdict::Other(NF_ACCEPT))])),
+    ]);
+    let foreign_rule = NfTablesMessage::NewRule(RuleMessage {
+        attributes: vec![
+            RuleAttribute::Table(FIREWALL_TABLE.into()),
+            RuleAttribute::Chain(FIREWALL_CHAIN.into()),
+            RuleAttribute::Expressions(vec![accept.into()]),
+        ],
+    });
+    let chain = NfTablesMessage::NewChain(ChainMessage {
+        attributes: vec![ChainAttribute::Table(FIREWALL_TABLE.into()), ChainAttribute::Name("mine".into())],
+    });
+    let twice = listed(&fw(&["ovbr4096"])).pop().expect("a rule");
+    let mut renamed = listed(&fw(&["ovbr4096"])).pop().expect("a rule");
+    if let NfTablesMessage::NewRule(r) = &mut renamed {
+        r.attributes[1] = RuleAttribute::Chain("other".into());
+    }
+    for (extra, what) in [
+        (foreign_rule, "a rule of its own in chain forward"),
+        (chain, "chain mine"),
+        (twice, "a second rule for ovbr4096"),
+        (renamed, "a rule of its own in chain other"),
+    ] {
+        let mut listing = listed(&fw(&["ovbr4096"]));
+        listing.push(extra.clone());
+        match parse(&listing) {
+            FirewallState::Altered(why) => assert!(why.contains(what), "{why}"),
+            other => panic!("{extra:?}: {other:?}"),
+        }
+    }
+
+    // A chain of the right name that drops by default, or no chain at all.
+    let mut dropping = listed(&fw(&["ovbr4096"]));
+    for msg in dropping.iter_mut() {
+        if let NfTablesMessage::NewChain(c) = msg {
+            c.attributes.retain(|a| !matches!(a, ChainAttribute::Policy(_)));
+            c.attributes.push(ChainAttribute::Policy(NF_DROP));
+        }
+    }
+    assert!(matches!(parse(&dropping), FirewallState::Altered(why) if why.contains("chain forward")));
+    let chainless: Vec<_> =
+        listed(&fw(&[])).into_iter().filter(|m| !matches!(m, NfTablesMessage::NewChain(_))).collect();
+    assert!(matches!(parse(&chainless), FirewallState::Altered(why) if why.contains("chain forward")));
+
+    // A table put to sleep by hand.
+    let mut dormant = listed(&fw(&[]));
+    if let Some(NfTablesMessage::NewTable(t)) = dormant.first_mut() {
+        t.attributes.retain(|a| !matches!(a, TableAttribute::Flags(_)));
+        t.attributes.push(TableAttribute::Flags(TableFlags::Dormant));
+    }
+    assert!(matches!(parse(&dormant), FirewallState::Altered(why) if why.contains("dormant")));
+}
+
+#[test]
+fn a_rule_with_a_changed_expression_is_not_an_isolation_rule() {
+    let mut exprs = isolate("ovbr4096");
+    exprs[5] = Expr::Cmp(Operator::Equal, ifname("ovbr4096"));
+    let rule = NfTablesMessage::NewRule(rule_message(&exprs));
+    let mut listing = listed(&fw(&[]));
+    listing.push(rule);
+    assert!(matches!(parse(&listing), FirewallState::Altered(why) if why.contains("a rule of its own")));
 }

@@ -4,7 +4,8 @@
 //! It makes no decisions: `observe` dumps, `apply` executes the planner's ops
 //! in order: links one by one over rtnetlink, runs of FDB and neighbour
 //! entries in bulk over a second, raw socket ([`entries`], [`raw`]), each
-//! device's index looked up once per pass. The design decision to know:
+//! device's index looked up once per pass, and the firewall table in one
+//! nf_tables transaction over a third ([`nft`]). The design decision to know:
 //! every op is idempotent at this level (EEXIST on create, ENOENT/ENODEV on
 //! delete count as done; updates use replace semantics), so a replayed or
 //! half-applied plan is harmless and the reconcile loop can retry blindly.
@@ -20,7 +21,7 @@ use futures::TryStreamExt;
 use netlink_packet_route::link::{InfoKind, LinkAttribute, LinkInfo, LinkMessage};
 use nix::errno::Errno;
 
-use super::{AttachSpec, Changes, Dataplane, DataplaneError, HostFacts, Underlay, firewall};
+use super::{AttachSpec, Changes, Dataplane, DataplaneError, HostFacts, Underlay};
 use crate::model::{Firewall, FirewallState, Observed};
 use crate::netns;
 use crate::op::Op;
@@ -30,6 +31,7 @@ mod changes;
 mod endpoint;
 mod entries;
 mod facts;
+mod nft;
 mod observe;
 mod ops;
 mod raw;
@@ -44,14 +46,16 @@ pub struct NetlinkDataplane {
     handle: rtnetlink::Handle,
     /// Bulk FDB/neighbour requests and dumps, in the same namespace.
     raw: raw::Raw,
+    /// NETLINK_NETFILTER, for the table `inet ovnet`, in the same namespace.
+    nfnl: raw::Raw,
     /// The netlink subscriptions, told what `apply` changes so that the
     /// agent's own changes do not wake it.
     subs: changes::Subscriptions,
     /// The namespace of `handle` when it is not the process's own; further
-    /// sockets (subscriptions, ethtool) are opened there too, and `nft` runs there.
+    /// sockets (subscriptions, ethtool) are opened there too.
     netns: Option<PathBuf>,
     /// The firewall table as last written or read, while it is known to be
-    /// exactly that; cached observations use it instead of running `nft`.
+    /// exactly that; cached observations use it instead of dumping it.
     firewall: Arc<Mutex<Option<Firewall>>>,
 }
 
@@ -64,30 +68,33 @@ impl NetlinkDataplane {
         let (connection, handle, _) = rtnetlink::new_connection()
             .map_err(|e| DataplaneError::Other(format!("opening a netlink socket: {e}")))?;
         runtime.spawn(connection);
-        let raw =
-            raw::Raw::open().map_err(|e| DataplaneError::Other(format!("opening a netlink socket: {e}")))?;
-        Ok(Self { handle, raw, subs: Default::default(), netns: None, firewall: Default::default() })
+        let socket_error = |e| DataplaneError::Other(format!("opening a netlink socket: {e}"));
+        let raw = raw::Raw::open().map_err(socket_error)?;
+        let nfnl = raw::Raw::open_netfilter().map_err(socket_error)?;
+        Ok(Self { handle, raw, nfnl, subs: Default::default(), netns: None, firewall: Default::default() })
     }
 
     /// A dataplane for the namespace at `path` (a "host" in tests and labs).
     pub async fn in_netns(path: &Path) -> Result<Self, DataplaneError> {
         let handle = netns::handle_in_netns(path).await?;
         let raw = netns::open_in_netns(path, raw::Raw::open).await?;
+        let nfnl = netns::open_in_netns(path, raw::Raw::open_netfilter).await?;
         Ok(Self {
             handle,
             raw,
+            nfnl,
             subs: Default::default(),
             netns: Some(path.to_path_buf()),
             firewall: Default::default(),
         })
     }
 
-    /// The table `inet ovnet`: the known one unless `fresh`, else read with `nft`.
+    /// The table `inet ovnet`: the known one unless `fresh`, else dumped.
     async fn firewall_state(&self, fresh: bool) -> FirewallState {
         if !fresh && let Some(fw) = self.known_firewall().clone() {
             return FirewallState::Rules(fw);
         }
-        let state = firewall::read(self.netns.clone()).await;
+        let state = nft::read(&self.nfnl).await;
         *self.known_firewall() = match &state {
             FirewallState::Rules(fw) => Some(fw.clone()),
             _ => None,
@@ -100,9 +107,9 @@ impl NetlinkDataplane {
         self.firewall.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// `nft -j -f -` with the batch that replaces the table, remembering the outcome.
+    /// The transaction that replaces the table, remembering the outcome.
     async fn write_firewall(&self, fw: &Firewall) -> Result<(), DataplaneError> {
-        let written = firewall::write(self.netns.clone(), fw).await;
+        let written = nft::write(&self.nfnl, fw).await;
         *self.known_firewall() = written.is_ok().then(|| fw.clone());
         written
     }

@@ -50,7 +50,7 @@ pub(super) async fn apply_op(h: &Handle, ix: &mut Indexes, op: &Op) -> Result<()
             Err(OpError::Io("entry ops are applied in bulk (entries::apply_run)".into()))
         }
         Op::SyncFirewall { .. } => {
-            Err(OpError::Io("the firewall is written by nft (firewall::write)".into()))
+            Err(OpError::Io("the firewall is written in one transaction (nft::write)".into()))
         }
     }
 }

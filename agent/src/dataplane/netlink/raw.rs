@@ -1,4 +1,5 @@
-//! `raw`: a plain NETLINK_ROUTE socket for bulk work, beside rtnetlink's.
+//! `raw`: a plain netlink socket for bulk work: NETLINK_ROUTE beside
+//! rtnetlink's, and NETLINK_NETFILTER for the firewall table.
 //!
 //! rtnetlink's connection sends one request per wake-up and decodes every
 //! answer into owned messages; at 20,000 FDB and neighbour entries that is
@@ -15,11 +16,12 @@ use std::sync::Arc;
 
 use futures::future::poll_fn;
 use netlink_packet_core::{
-    ErrorBuffer, ErrorMessage, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer,
-    NetlinkMessage, Parseable,
+    ErrorBuffer, ErrorMessage, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST, NLMSG_DONE, NLMSG_ERROR, NetlinkBuffer,
+    NetlinkMessage, NetlinkSerializable, Parseable,
 };
-use netlink_packet_route::RouteNetlinkMessage;
-use netlink_sys::{AsyncSocket, SocketAddr, TokioSocket, protocols::NETLINK_ROUTE};
+use netlink_sys::{
+    AsyncSocket, SocketAddr, TokioSocket, protocols::NETLINK_NETFILTER, protocols::NETLINK_ROUTE,
+};
 
 /// Requests per `sendmsg`. Each ACK takes well under 1 KiB of the receive
 /// buffer (see [`RCVBUF`]), so a batch's ACKs always fit.
@@ -52,9 +54,19 @@ pub(super) enum RawError {
 }
 
 impl Raw {
-    /// Opens the socket in the current namespace; must run inside a tokio runtime.
+    /// Opens a NETLINK_ROUTE socket in the current namespace; must run
+    /// inside a tokio runtime.
     pub(super) fn open() -> io::Result<Raw> {
-        let mut sock = TokioSocket::new(NETLINK_ROUTE)?;
+        Self::open_protocol(NETLINK_ROUTE)
+    }
+
+    /// Opens a NETLINK_NETFILTER socket (nf_tables) in the current namespace.
+    pub(super) fn open_netfilter() -> io::Result<Raw> {
+        Self::open_protocol(NETLINK_NETFILTER)
+    }
+
+    fn open_protocol(protocol: isize) -> io::Result<Raw> {
+        let mut sock = TokioSocket::new(protocol)?;
         sock.socket_mut().bind_auto()?;
         sock.socket_ref().connect(&SocketAddr::new(0, 0))?;
         // Best effort: the default buffer holds a batch's ACKs as well.
@@ -63,14 +75,18 @@ impl Raw {
         Ok(Raw { inner: Arc::new(tokio::sync::Mutex::new(inner)) })
     }
 
-    /// Sends `requests` (each with `NLM_F_ACK` among its flags; at most
-    /// [`BATCH`]) in one `sendmsg` and returns each one's outcome, in order.
-    pub(super) async fn batch(
+    /// Sends `requests` (at most [`BATCH`]) in one `sendmsg` and returns
+    /// each one's outcome, in order. A request with `NLM_F_ACK` among its
+    /// flags is answered either way; one without it (an nf_tables batch
+    /// begin or end) only when it fails, and that answer ends the wait: what
+    /// is still unanswered then was not carried out.
+    pub(super) async fn batch<M: NetlinkSerializable>(
         &self,
-        requests: Vec<NetlinkMessage<RouteNetlinkMessage>>,
+        requests: Vec<NetlinkMessage<M>>,
     ) -> Vec<Result<(), RawError>> {
         let mut inner = self.inner.lock().await;
         let n = requests.len();
+        let acked: Vec<bool> = requests.iter().map(|r| r.header.flags & NLM_F_ACK != 0).collect();
         let first = inner.seq.wrapping_add(1);
         inner.seq = inner.seq.wrapping_add(n as u32);
         inner.tx.clear();
@@ -85,7 +101,7 @@ impl Raw {
         if let Err(e) = inner.send().await {
             return fail_rest(out, &format!("sending to the kernel: {e}"));
         }
-        let mut waiting = n;
+        let mut waiting = acked.iter().filter(|a| **a).count();
         while waiting > 0 {
             let got = inner.recv().await;
             if let Err(e) = got {
@@ -98,18 +114,24 @@ impl Raw {
                 };
                 if msg.kind == NLMSG_ERROR && out[slot].is_none() {
                     out[slot] = Some(ack(msg.payload));
-                    waiting -= 1;
+                    waiting = if acked[slot] { waiting.saturating_sub(1) } else { 0 };
                 }
             }
         }
-        out.into_iter().map(|r| r.unwrap_or(Ok(()))).collect()
+        let never = "not carried out: the batch ended at an earlier error";
+        out.into_iter()
+            .zip(acked)
+            .map(|(r, acked)| {
+                r.unwrap_or_else(|| if acked { Err(RawError::Io(never.into())) } else { Ok(()) })
+            })
+            .collect()
     }
 
     /// Dumps with `request` (`NLM_F_DUMP` is added) and calls `each` with the
     /// type and payload of every message of the answer.
-    pub(super) async fn dump(
+    pub(super) async fn dump<M: NetlinkSerializable>(
         &self,
-        mut request: NetlinkMessage<RouteNetlinkMessage>,
+        mut request: NetlinkMessage<M>,
         mut each: impl FnMut(u16, &[u8]),
     ) -> Result<(), RawError> {
         let mut inner = self.inner.lock().await;
@@ -204,6 +226,7 @@ fn fail_rest(out: Vec<Option<Result<(), RawError>>>, why: &str) -> Vec<Result<()
 #[cfg(test)]
 mod tests {
     use netlink_packet_core::{Emitable, NetlinkHeader, NetlinkPayload};
+    use netlink_packet_route::RouteNetlinkMessage;
 
     use super::*;
 
