@@ -9,7 +9,7 @@
 use std::net::{IpAddr, Ipv4Addr};
 
 use ipnet::Ipv4Net;
-use netlink_packet_route::link::InfoKind;
+use netlink_packet_route::link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoKind, LinkAttribute};
 use ovnet_ipam_store::Mac;
 use rtnetlink::{
     AddressMessageBuilder, LinkBridge, LinkBridgePort, LinkMessageBuilder, LinkUnspec, LinkVxlan,
@@ -60,12 +60,13 @@ async fn set_link<T>(h: &Handle, msg: LinkMessageBuilder<T>) -> Result<(), OpErr
     Ok(h.link().set(msg.build()).execute().await?)
 }
 
-/// `ip link add name NAME type bridge` + `ip link set NAME address MAC mtu MTU up`.
+/// `ip link add name NAME type bridge` + `ip link set NAME address MAC mtu
+/// MTU addrgenmode none up`.
 async fn create_bridge(h: &Handle, name: &str, mac: Mac, mtu: u32) -> Result<(), OpError> {
-    // LinkBridge::new already sets the link up.
-    let bridge = LinkBridge::new(name).address(mac.0.to_vec()).mtu(mtu).build();
+    // Down until IPv6 is off (LinkBridge::new would set it up).
+    let bridge = LinkMessageBuilder::<LinkBridge>::new(name).address(mac.0.to_vec()).mtu(mtu).build();
     if created(h.link().add(bridge).execute().await)? {
-        return Ok(());
+        return up_without_ipv6(h, name).await;
     }
     // It was there already: make sure of the rest.
     set_link(h, LinkUnspec::new_with_name(name).address(mac.0.to_vec()).mtu(mtu).up()).await
@@ -82,12 +83,29 @@ async fn create_vxlan(
     master: &str,
 ) -> Result<(), OpError> {
     let master_index = ix.require(h, master).await?;
-    let msg = vxlan.mtu(mtu).controller(master_index).up().build();
-    if !created(h.link().add(msg).execute().await)? {
+    let msg = vxlan.mtu(mtu).controller(master_index).build();
+    if created(h.link().add(msg).execute().await)? {
+        up_without_ipv6(h, name).await?;
+    } else {
         let set = LinkUnspec::new_with_name(name).mtu(mtu).controller(master_index).up();
         set_link(h, set).await?;
     }
     port_learning_off(h, name).await
+}
+
+/// `ip link set NAME addrgenmode none` + `ip link set NAME up`, for a device
+/// just created down. The bridge and VXLAN devices carry IPv4 only; with an
+/// IPv6 link-local address each would, on coming up, run duplicate address
+/// detection and send router solicitations and MLD reports, multicast that
+/// the bridge floods to every peer of the network. The mode can only be set
+/// once the device exists, and before it is up (the kernel applies flags
+/// before address-family settings in one request), hence two requests.
+async fn up_without_ipv6(h: &Handle, name: &str) -> Result<(), OpError> {
+    let no_ipv6 = LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
+        In6AddrGenMode::None,
+    )])]);
+    set_link(h, LinkUnspec::new_with_name(name).append_extra_attribute(no_ipv6)).await?;
+    set_link(h, LinkUnspec::new_with_name(name).up()).await
 }
 
 /// `ip link set NAME master MASTER`, and for a VXLAN device also
