@@ -70,6 +70,13 @@ fn network_appears_everywhere_and_containers_ping_all_pairs() {
         assert_eq!(fdb.iter().filter(|e| e.contains("00:00:00:00:00:00")).count(), 2, "{fdb:?}");
         assert_eq!(fdb.len(), 4, "{fdb:?}");
         assert_eq!(lab.neigh(i).unwrap().len(), 2);
+        // IPv4 only: neither device has an IPv6 address (no link-local, so no
+        // DAD, router solicitations or MLD reports flooded to the peers).
+        for dev in [&br, &vx] {
+            let out = lab.hosts[i].ns.exec("ip", &["-6", "-o", "addr", "show", "dev", dev]).unwrap();
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{dev} on host {i} has IPv6 addresses");
+        }
     }
 }
 
