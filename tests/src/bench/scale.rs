@@ -28,12 +28,13 @@ use crate::Lab;
 /// How long a cold start at scale may take before the scenario fails.
 const COLD_START_DEADLINE: Duration = Duration::from_secs(300);
 
-/// Runs the scenario; `smoke` uses 10 hosts x 10 endpoints and 5 networks x 20.
+/// Runs the scenario (100 more endpoints, one at a time, after each cold
+/// start); `smoke` uses 10 hosts x 10 endpoints and 5 networks x 20.
 pub fn run(smoke: bool) -> anyhow::Result<Report> {
     let (layouts, extra) = if smoke {
         ([Layout::one_network(10, 10), Layout::many_networks(5, 2, 10)], 3)
     } else {
-        ([Layout::one_network(1000, 10), Layout::many_networks(100, 10, 10)], 20)
+        ([Layout::one_network(1000, 10), Layout::many_networks(100, 10, 10)], 100)
     };
     let mut rows = Vec::new();
     let mut details = Vec::new();
@@ -53,6 +54,8 @@ struct Measured {
     cold_start_ms: f64,
     answering_ms: f64,
     more: Vec<f64>,
+    /// Of `more`: until etcd acknowledged the write (its commit, with fsync).
+    more_put: Vec<f64>,
     entries: (usize, usize),
     etcd: (usize, usize),
 }
@@ -76,10 +79,19 @@ fn one(layout: &Layout, extra: usize, report_idle: bool) -> anyhow::Result<(Vec<
         "the kernel holds {entries:?} FDB and neighbour entries, expected {:?}",
         layout.expected()
     );
-    let more = one_more(&lab, monitor, layout, extra)?;
+    let (more, more_put) = one_more(&lab, monitor, layout, extra)?;
     let after = procstat::read(agent_pid(&lab, 0)?)?;
-    let m =
-        Measured { idle, programmed, after, cold_start_ms: ms(done - t0), answering_ms, more, entries, etcd };
+    let m = Measured {
+        idle,
+        programmed,
+        after,
+        cold_start_ms: ms(done - t0),
+        answering_ms,
+        more,
+        more_put,
+        entries,
+        etcd,
+    };
     Ok((rows(layout, &m, report_idle), details(layout, &m)))
 }
 
@@ -101,6 +113,7 @@ fn rows(layout: &Layout, m: &Measured, report_idle: bool) -> Vec<Row> {
         .at_most(Stat::Value, 1000.0),
         Row::samples(&format!("{label} one more remote endpoint programmed"), "ms", &m.more)
             .at_most(Stat::P99, 20.0),
+        Row::samples(&format!("{label} of which the etcd write (commit + fsync)"), "ms", &m.more_put),
         Row::value(&format!("{label} agent peak RSS (VmHWM)"), "MiB", 1, m.after.hwm_mib)
             .at_most(Stat::Value, 40.0),
         Row::value(&format!("{label} agent CPU from start until programmed"), "s", 1, m.programmed.cpu_secs),
@@ -173,13 +186,15 @@ fn bump(e: &Entry, fdb: &mut usize, neigh: &mut usize, by: isize) {
 
 /// Writes `n` more remote endpoints one at a time (spread over networks and
 /// hosts) and times each until its entries are in the kernel.
-fn one_more(lab: &Lab, monitor: Monitor, layout: &Layout, n: usize) -> anyhow::Result<Vec<f64>> {
+/// Returns, per endpoint, the time until it was programmed and until etcd
+/// acknowledged the write.
+fn one_more(lab: &Lab, monitor: Monitor, layout: &Layout, n: usize) -> anyhow::Result<(Vec<f64>, Vec<f64>)> {
     let (endpoint, prefix, layout) = (lab.etcd.endpoint(), lab.prefix.clone(), layout.clone());
     block_on_in_netns(&ns_path(&lab.underlay.name), move || async move {
         let store = seed::connect(endpoint, prefix).await?;
         let nets = store.list_networks().await?;
         let mut monitor = monitor;
-        let mut out = Vec::new();
+        let (mut out, mut put) = (Vec::new(), Vec::new());
         for i in 0..n {
             let plan = &layout.networks[i % layout.networks.len()];
             let h = (i / layout.networks.len()) % plan.hosts;
@@ -190,9 +205,10 @@ fn one_more(lab: &Lab, monitor: Monitor, layout: &Layout, n: usize) -> anyhow::R
             monitor.clear();
             let t0 = Instant::now();
             seed::put_endpoint(&store, &ep).await?;
+            put.push(ms(t0.elapsed()));
             let at = programmed(&mut monitor, t0 + DEADLINE, ep.ip, sim_vtep(plan.first_host + h))?;
             out.push(ms(at - t0));
         }
-        Ok(out)
+        Ok((out, put))
     })
 }
