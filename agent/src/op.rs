@@ -13,10 +13,13 @@ use ovnet_ipam_store::Mac;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
-    /// `ip link add name NAME type bridge` + `ip link set NAME address MAC mtu MTU up`
+    /// `ip link add name NAME address MAC mtu MTU type bridge` + `ip link set
+    /// NAME addrgenmode none` + `ip link set NAME up` (IPv4 only: no IPv6
+    /// link-local address, so no DAD, router solicitations or MLD reports)
     CreateBridge { name: String, mac: Mac, mtu: u32 },
-    /// `ip link add NAME type vxlan id VNI local LOCAL dstport PORT nolearning proxy`
-    /// + `ip link set NAME master MASTER mtu MTU up` + `bridge link set dev NAME learning off`
+    /// `ip link add NAME mtu MTU master MASTER type vxlan id VNI local LOCAL
+    /// dstport PORT nolearning proxy noudpcsum` + `ip link set NAME addrgenmode
+    /// none` + `ip link set NAME up` + `bridge link set dev NAME learning off`
     CreateVxlan { name: String, vni: u32, local: Ipv4Addr, port: u16, mtu: u32, master: String },
     /// `ip link del NAME`
     DeleteLink { name: String },
@@ -72,12 +75,14 @@ impl fmt::Display for Op {
         match self {
             Op::CreateBridge { name, mac, mtu } => write!(
                 f,
-                "ip link add name {name} type bridge && ip link set {name} address {mac} mtu {mtu} up"
+                "ip link add name {name} address {mac} mtu {mtu} type bridge \
+                 && ip link set {name} addrgenmode none && ip link set {name} up"
             ),
             Op::CreateVxlan { name, vni, local, port, mtu, master } => write!(
                 f,
-                "ip link add {name} type vxlan id {vni} local {local} dstport {port} nolearning proxy \
-                 && ip link set {name} master {master} mtu {mtu} up && bridge link set dev {name} learning off"
+                "ip link add {name} mtu {mtu} master {master} type vxlan id {vni} local {local} dstport {port} \
+                 nolearning proxy noudpcsum && ip link set {name} addrgenmode none && ip link set {name} up \
+                 && bridge link set dev {name} learning off"
             ),
             Op::DeleteLink { name } => write!(f, "ip link del {name}"),
             Op::SetMac { name, mac } => write!(f, "ip link set {name} address {mac}"),

@@ -64,10 +64,15 @@ fn empty_kernel_gets_everything_in_dependency_order() {
     let d = desired(&[network(4096)]);
     let ops = plan(&d, &Observed::default());
     let shown: Vec<String> = ops.iter().map(|o| o.to_string()).collect();
-    assert!(shown[0].starts_with("ip link add name ovbr4096 type bridge"), "{shown:#?}");
+    assert_eq!(
+        shown[0],
+        "ip link add name ovbr4096 address 02:00:0a:4d:00:01 mtu 1450 type bridge \
+         && ip link set ovbr4096 addrgenmode none && ip link set ovbr4096 up"
+    );
     assert_eq!(shown[1], "ip addr add 10.77.0.1/16 dev ovbr4096");
     assert!(shown[2].starts_with(
-        "ip link add ovvx4096 type vxlan id 4096 local 192.0.2.1 dstport 4789 nolearning proxy"
+        "ip link add ovvx4096 mtu 1450 master ovbr4096 type vxlan id 4096 local 192.0.2.1 dstport 4789 \
+         nolearning proxy noudpcsum && ip link set ovvx4096 addrgenmode none"
     ));
     assert!(shown.contains(
         &"bridge fdb append 00:00:00:00:00:00 dev ovvx4096 dst 192.0.2.2 self permanent".to_string()

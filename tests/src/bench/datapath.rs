@@ -9,6 +9,9 @@
 //! which measure what the path costs; pings 5 ms apart are reported too, but
 //! on a virtual machine their average swings by tens of microseconds from
 //! run to run (the CPU wakes up for every packet), more than the target.
+//! With two CPUs or more, iperf3's client runs on CPU 0 and its server on
+//! CPU 1 on both paths (`-A`): left to the scheduler, the two sometimes
+//! share a CPU, which moved single runs by a quarter.
 
 use std::net::Ipv4Addr;
 use std::process::{Child, Command, Stdio};
@@ -115,20 +118,24 @@ impl Drop for Reap {
 /// One iperf3 TCP test of `secs` seconds over `p`; bits per second received.
 fn iperf(p: &Path, secs: u32) -> anyhow::Result<f64> {
     let addr = p.addr.to_string();
+    let pinned = std::thread::available_parallelism().is_ok_and(|n| n.get() >= 2);
+    let cpu = |n: &'static str| if pinned { vec!["-A", n] } else { vec![] };
     let server = Command::new("ip")
         .args(["netns", "exec", &p.server, "iperf3", "-s", "-1", "-B", &addr, "-p", PORT])
+        .args(cpu("1"))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .context("starting iperf3 -s (is iperf3 installed? tests/setup.sh installs it)")?;
     let _server = Reap(server);
     let secs = secs.to_string();
-    let client = ["netns", "exec", &p.client, "iperf3", "-c", &addr, "-p", PORT, "-t", &secs, "-J"];
+    let mut client = vec!["netns", "exec", &p.client, "iperf3", "-c", &addr, "-p", PORT, "-t", &secs, "-J"];
+    client.extend(cpu("0"));
     // The server needs a moment to listen: a refused client fails at once
     // (iperf3 -J then reports "error" and, in 3.12, still exits 0) and is retried.
     let mut last = String::new();
     let got = poll("iperf3 to connect", Duration::from_secs(10), || {
-        let out = Command::new("ip").args(client).output().ok()?;
+        let out = Command::new("ip").args(&client).output().ok()?;
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
         last = v["error"].to_string();
         v["end"]["sum_received"]["bits_per_second"].as_f64()

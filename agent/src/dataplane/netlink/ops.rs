@@ -31,7 +31,14 @@ pub(super) async fn apply_op(h: &Handle, ix: &mut Indexes, op: &Op) -> Result<()
         }
         Op::CreateVxlan { name, vni, local, port, mtu, master } => {
             ix.forget(name);
-            let vxlan = LinkVxlan::new(name, *vni).local(*local).port(*port).learning(false).proxy(true);
+            // No outer UDP checksum (RFC 7348: SHOULD be zero over IPv4, as
+            // Docker and flannel send it): the inner packet carries its own.
+            let vxlan = LinkVxlan::new(name, *vni)
+                .local(*local)
+                .port(*port)
+                .learning(false)
+                .proxy(true)
+                .udp_csum(false);
             create_vxlan(h, ix, name, vxlan, *mtu, master).await
         }
         Op::DeleteLink { name } => {
@@ -72,7 +79,7 @@ async fn create_bridge(h: &Handle, name: &str, mac: Mac, mtu: u32) -> Result<(),
     set_link(h, LinkUnspec::new_with_name(name).address(mac.0.to_vec()).mtu(mtu).up()).await
 }
 
-/// `ip link add NAME type vxlan ... nolearning proxy` + `ip link set NAME
+/// `ip link add NAME type vxlan ... nolearning proxy noudpcsum` + `ip link set NAME
 /// master MASTER mtu MTU up` + `bridge link set dev NAME learning off`.
 async fn create_vxlan(
     h: &Handle,
