@@ -11,9 +11,7 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
-use ovnet_ipam_store::{ClusterState, EndpointRecord};
-
-type EndpointMap = Arc<BTreeMap<Ipv4Addr, EndpointRecord>>;
+use ovnet_ipam_store::{ClusterState, EndpointMap, EndpointRecord};
 
 #[derive(Debug, Default)]
 pub struct Local {
@@ -21,7 +19,7 @@ pub struct Local {
     /// By network: the endpoint map scanned, and the addresses in it of this
     /// host's endpoints (none: the network is still remembered, so it is not
     /// scanned again).
-    networks: BTreeMap<String, (EndpointMap, Vec<Ipv4Addr>)>,
+    networks: BTreeMap<String, (Arc<EndpointMap>, Vec<Ipv4Addr>)>,
     /// Endpoints of every network, this host's or not.
     total: usize,
     /// This host's among them.
@@ -56,7 +54,9 @@ impl Local {
 
     /// This host's endpoints, by network and address.
     pub fn records(&self) -> impl Iterator<Item = &EndpointRecord> {
-        self.networks.values().flat_map(|(map, mine)| mine.iter().filter_map(|ip| map.get(ip)))
+        self.networks
+            .values()
+            .flat_map(|(map, mine)| mine.iter().filter_map(|ip| map.get(ip)).map(Arc::as_ref))
     }
 
     /// How many of the endpoints are this host's.

@@ -38,8 +38,13 @@ pub struct ClusterState {
     /// Blocks by network, then block; a network's map is never empty.
     pub blocks: BTreeMap<String, Arc<BTreeMap<Ipv4Net, BlockRecord>>>,
     /// Endpoints by network, then address; a network's map is never empty.
-    pub endpoints: BTreeMap<String, Arc<BTreeMap<Ipv4Addr, EndpointRecord>>>,
+    pub endpoints: BTreeMap<String, Arc<EndpointMap>>,
 }
+
+/// One network's endpoints by address. Each record is shared too, so copying
+/// the map copies no record, and a record that is the same allocation
+/// (`Arc::ptr_eq`) as in an earlier copy is unchanged.
+pub type EndpointMap = BTreeMap<Ipv4Addr, Arc<EndpointRecord>>;
 
 /// A value under the prefix that could not be used, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -101,12 +106,12 @@ impl ClusterState {
 
     /// Every endpoint, by network and address.
     pub fn all_endpoints(&self) -> impl Iterator<Item = &EndpointRecord> {
-        self.endpoints.values().flat_map(|m| m.values())
+        self.endpoints.values().flat_map(|m| m.values()).map(Arc::as_ref)
     }
 
     /// The endpoints of one network, by address.
     pub fn endpoints_of(&self, network: &str) -> impl Iterator<Item = &EndpointRecord> {
-        self.endpoints.get(network).into_iter().flat_map(|m| m.values())
+        self.endpoints.get(network).into_iter().flat_map(|m| m.values()).map(Arc::as_ref)
     }
 
     /// Every block, by network and address.
@@ -116,14 +121,14 @@ impl ClusterState {
 
     /// The endpoint map of one network, shared with earlier copies of the
     /// state as long as it is unchanged.
-    pub fn endpoint_map(&self, network: &str) -> Option<&Arc<BTreeMap<Ipv4Addr, EndpointRecord>>> {
+    pub fn endpoint_map(&self, network: &str) -> Option<&Arc<EndpointMap>> {
         self.endpoints.get(network)
     }
 
     /// Adds or replaces an endpoint; copies its network's map only if
     /// another copy of the state shares it.
     pub fn insert_endpoint(&mut self, r: EndpointRecord) {
-        insert_nested(&mut self.endpoints, r, |r| (&r.network, r.ip));
+        insert_nested(&mut self.endpoints, Arc::new(r), |r| (&r.network, r.ip));
     }
 
     /// Adds or replaces a block, like [`insert_endpoint`](Self::insert_endpoint).
