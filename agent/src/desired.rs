@@ -3,12 +3,17 @@
 //! Pure: liveness is read from the snapshot's `alive/` keys, and a host that
 //! is not alive simply gets no entries (its records stay in etcd, so when it
 //! returns it is programmed again without anyone reconnecting anything).
+//!
+//! At scale one etcd change touches one network, so the reconcile loop keeps
+//! a [`Memo`] and [`desired_memo`] recomputes only the networks whose inputs
+//! changed; the result is always what [`desired_with`] computes from scratch.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
-use ovnet_ipam_store::{ClusterState, Mac, NetworkRecord};
+use ovnet_ipam_store::{ClusterState, EndpointMap, EndpointRecord, Mac, NetworkRecord};
 
 use crate::model::{
     BridgeSpec, Desired, FdbEntry, NeighEntry, NetworkDatapath, VXLAN_OVERHEAD, VXLAN_PORT, VxlanSpec,
@@ -40,42 +45,260 @@ pub fn desired(state: &ClusterState, me: &HostContext) -> Desired {
 
 /// `desired`, toward the given live peers (name -> VTEP).
 pub fn desired_with(state: &ClusterState, me: &HostContext, peers: &BTreeMap<String, Ipv4Addr>) -> Desired {
+    desired_memo(state, me, peers, &mut Memo::default())
+}
+
+/// Each network's datapath from an earlier [`desired_memo`], with the inputs
+/// it was computed from.
+#[derive(Debug, Default)]
+pub struct Memo {
+    me: Option<HostContext>,
+    peers: BTreeMap<String, Ipv4Addr>,
+    /// By network name.
+    networks: BTreeMap<String, Memoised>,
+    /// How many datapaths the last call computed from scratch.
+    computed: usize,
+    /// How many it brought up to date from the endpoints that changed.
+    updated: usize,
+}
+
+#[derive(Debug)]
+struct Memoised {
+    net: NetworkRecord,
+    /// The network's endpoint map the datapath was computed from; a map
+    /// that is the same allocation is unchanged (the state copies a
+    /// network's map on its first change, and a record on any change).
+    endpoints: Option<Arc<EndpointMap>>,
+    datapath: Arc<NetworkDatapath>,
+    tally: Tally,
+}
+
+impl Memo {
+    /// How many networks the last [`desired_memo`] computed from scratch.
+    pub fn computed(&self) -> usize {
+        self.computed
+    }
+
+    /// How many networks the last [`desired_memo`] updated from the
+    /// endpoints that changed in them.
+    pub fn updated(&self) -> usize {
+        self.updated
+    }
+}
+
+/// What an update of a network's entries needs besides the entries.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Remote endpoints toward each peer's VTEP: it has a flood entry while
+    /// there are some.
+    remote: BTreeMap<Ipv4Addr, usize>,
+    /// Whether every FDB entry, neighbour and port comes from exactly one
+    /// endpoint, so an endpoint that goes takes its own with it. When not
+    /// (two records with one MAC or veth, an all-zeros MAC), each change
+    /// computes the network from scratch.
+    exact: bool,
+}
+
+/// At most this share (1/n) of a network's endpoints may have changed for
+/// an update to be cheaper than computing the network afresh.
+const UPDATE_SHARE: usize = 8;
+
+/// `desired_with`, reusing from `memo` the datapath of every network whose
+/// record and endpoint map are those it was computed from, as long as the
+/// host context and the peers are too; a network where only a few endpoint
+/// records changed is updated from them. `memo` then holds this call's
+/// inputs. The result is always what `desired_with` computes.
+pub fn desired_memo(
+    state: &ClusterState,
+    me: &HostContext,
+    peers: &BTreeMap<String, Ipv4Addr>,
+    memo: &mut Memo,
+) -> Desired {
+    if memo.me.as_ref() != Some(me) || memo.peers != *peers {
+        memo.networks.clear();
+        memo.me = Some(me.clone());
+        memo.peers.clone_from(peers);
+    }
+    memo.networks.retain(|name, _| state.networks.contains_key(name));
+    (memo.computed, memo.updated) = (0, 0);
     let mut networks = BTreeMap::new();
     for net in state.networks.values() {
-        let dp = network_datapath(net, state, me, peers);
-        networks.insert(dp.bridge.name.clone(), dp);
+        let endpoints = state.endpoint_map(&net.name);
+        let m = match memo.networks.get_mut(&net.name).filter(|m| m.net == *net) {
+            Some(m) => match (&m.endpoints, endpoints) {
+                (None, None) => m,
+                (Some(old), Some(new)) if Arc::ptr_eq(old, new) => m,
+                (Some(old), Some(new)) if m.tally.exact => match changes(old, new) {
+                    Some(changes) => {
+                        let dp = Arc::make_mut(&mut m.datapath);
+                        for ep in changes.iter().filter_map(|(old, _)| *old) {
+                            remove(dp, &mut m.tally, ep, me, peers);
+                        }
+                        for ep in changes.iter().filter_map(|(_, new)| *new) {
+                            add(dp, &mut m.tally, ep, me, peers);
+                        }
+                        m.endpoints = Some(new.clone());
+                        memo.updated += 1;
+                        m
+                    }
+                    None => compute(&mut memo.networks, &mut memo.computed, net, endpoints, me, peers),
+                },
+                _ => compute(&mut memo.networks, &mut memo.computed, net, endpoints, me, peers),
+            },
+            None => compute(&mut memo.networks, &mut memo.computed, net, endpoints, me, peers),
+        };
+        networks.insert(m.datapath.bridge.name.clone(), m.datapath.clone());
     }
     Desired { networks }
 }
 
-fn network_datapath(
+/// Computes one network from scratch into the memo.
+fn compute<'a>(
+    memoised: &'a mut BTreeMap<String, Memoised>,
+    computed: &mut usize,
     net: &NetworkRecord,
-    state: &ClusterState,
+    endpoints: Option<&Arc<EndpointMap>>,
     me: &HostContext,
     peers: &BTreeMap<String, Ipv4Addr>,
-) -> NetworkDatapath {
+) -> &'a mut Memoised {
+    *computed += 1;
+    let mut dp = empty_datapath(net, me);
+    let mut tally = Tally { exact: true, ..Tally::default() };
+    for ep in endpoints.into_iter().flat_map(|m| m.values()) {
+        add(&mut dp, &mut tally, ep, me, peers);
+    }
+    let m = Memoised { net: net.clone(), endpoints: endpoints.cloned(), datapath: Arc::new(dp), tally };
+    match memoised.entry(net.name.clone()) {
+        std::collections::btree_map::Entry::Occupied(mut e) => {
+            e.insert(m);
+            e.into_mut()
+        }
+        std::collections::btree_map::Entry::Vacant(e) => e.insert(m),
+    }
+}
+
+/// The endpoints that differ between two maps of a network: (old, new)
+/// records by address, `None` where there is none; `None` when there are
+/// too many for an update to pay.
+fn changes<'a>(
+    old: &'a EndpointMap,
+    new: &'a EndpointMap,
+) -> Option<Vec<(Option<&'a EndpointRecord>, Option<&'a EndpointRecord>)>> {
+    let limit = new.len().max(old.len()) / UPDATE_SHARE + 1;
+    let mut out = Vec::new();
+    let (mut a, mut b) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        let change = match (a.peek().copied(), b.peek().copied()) {
+            (None, None) => return Some(out),
+            (Some((ka, va)), Some((kb, vb))) if ka == kb => {
+                let change = (!Arc::ptr_eq(va, vb)).then(|| (Some(va.as_ref()), Some(vb.as_ref())));
+                a.next();
+                b.next();
+                change
+            }
+            (Some((ka, va)), Some((kb, _))) if ka < kb => {
+                let change = Some((Some(va.as_ref()), None));
+                a.next();
+                change
+            }
+            (Some((_, va)), None) => {
+                let change = Some((Some(va.as_ref()), None));
+                a.next();
+                change
+            }
+            (_, Some((_, vb))) => {
+                let change = Some((None, Some(vb.as_ref())));
+                b.next();
+                change
+            }
+        };
+        if let Some(change) = change {
+            out.push(change);
+            if out.len() > limit {
+                return None;
+            }
+        }
+    }
+}
+
+/// What one endpoint puts in its network's datapath on this host.
+enum Part<'a> {
+    /// A local endpoint: its veth is a port of the bridge.
+    Port(&'a str),
+    /// An endpoint on a live peer: its MAC behind the peer's VTEP, its address.
+    Remote(FdbEntry, NeighEntry),
+    /// An endpoint on a host that is not alive (or claims our VTEP).
+    Nothing,
+}
+
+fn part<'a>(ep: &'a EndpointRecord, me: &HostContext, peers: &BTreeMap<String, Ipv4Addr>) -> Part<'a> {
+    if ep.host == me.node {
+        return Part::Port(&ep.host_ifname);
+    }
+    match peers.get(ep.host.as_str()) {
+        Some(&dst) if dst != me.vtep => {
+            Part::Remote(FdbEntry { mac: ep.mac, dst }, NeighEntry { ip: ep.ip, mac: ep.mac })
+        }
+        _ => Part::Nothing,
+    }
+}
+
+fn add(
+    dp: &mut NetworkDatapath,
+    tally: &mut Tally,
+    ep: &EndpointRecord,
+    me: &HostContext,
+    peers: &BTreeMap<String, Ipv4Addr>,
+) {
+    match part(ep, me, peers) {
+        Part::Port(port) => {
+            tally.exact &= dp.ports.insert(port.to_string());
+        }
+        Part::Remote(fdb, neigh) => {
+            let count = tally.remote.entry(fdb.dst).or_default();
+            *count += 1;
+            if *count == 1 {
+                dp.fdb.insert(FdbEntry { mac: Mac::ZERO, dst: fdb.dst });
+            }
+            // An all-zeros MAC is the flood entry just made sure of: not new.
+            tally.exact &= dp.fdb.insert(fdb);
+            tally.exact &= dp.neigh.insert(neigh);
+        }
+        Part::Nothing => {}
+    }
+}
+
+/// Takes out what `ep` added; only right while `tally.exact`.
+fn remove(
+    dp: &mut NetworkDatapath,
+    tally: &mut Tally,
+    ep: &EndpointRecord,
+    me: &HostContext,
+    peers: &BTreeMap<String, Ipv4Addr>,
+) {
+    match part(ep, me, peers) {
+        Part::Port(port) => {
+            dp.ports.remove(port);
+        }
+        Part::Remote(fdb, neigh) => {
+            dp.fdb.remove(&fdb);
+            dp.neigh.remove(&neigh);
+            if let Some(count) = tally.remote.get_mut(&fdb.dst) {
+                *count -= 1;
+                if *count == 0 {
+                    tally.remote.remove(&fdb.dst);
+                    dp.fdb.remove(&FdbEntry { mac: Mac::ZERO, dst: fdb.dst });
+                }
+            }
+        }
+        Part::Nothing => {}
+    }
+}
+
+/// A network's bridge and VXLAN device, without entries or ports yet.
+fn empty_datapath(net: &NetworkRecord, me: &HostContext) -> NetworkDatapath {
     let mtu = me.mtu_for(net);
     let bridge = bridge_name(net.vni);
-    let mut fdb = BTreeSet::new();
-    let mut neigh = BTreeSet::new();
-    let mut ports = BTreeSet::new();
-    let mut flood = BTreeSet::new();
-    for ep in state.endpoints_of(&net.name) {
-        if ep.host == me.node {
-            ports.insert(ep.host_ifname.clone());
-            continue;
-        }
-        let Some(&dst) = peers.get(ep.host.as_str()) else {
-            continue;
-        };
-        if dst == me.vtep {
-            continue;
-        }
-        fdb.insert(FdbEntry { mac: ep.mac, dst });
-        neigh.insert(NeighEntry { ip: ep.ip, mac: ep.mac });
-        flood.insert(dst);
-    }
-    fdb.extend(flood.into_iter().map(|dst| FdbEntry { mac: Mac::ZERO, dst }));
     NetworkDatapath {
         network: net.name.clone(),
         bridge: BridgeSpec {
@@ -92,9 +315,9 @@ fn network_datapath(
             mtu,
             master: bridge,
         },
-        fdb,
-        neigh,
-        ports,
+        fdb: BTreeSet::new(),
+        neigh: BTreeSet::new(),
+        ports: BTreeSet::new(),
     }
 }
 
@@ -173,6 +396,110 @@ mod tests {
         ctx.underlay_mtu = 9000;
         let d = desired(&state(), &ctx);
         assert_eq!(d.networks["ovbr4096"].vxlan.mtu, 1450, "the network's own MTU wins when smaller");
+    }
+
+    fn peers(s: &ClusterState, ctx: &HostContext) -> BTreeMap<String, Ipv4Addr> {
+        s.alive.values().filter(|a| a.name != ctx.node).map(|a| (a.name.clone(), a.vtep)).collect()
+    }
+
+    /// `desired_memo` on `s`, checked against a fresh computation and for
+    /// how many networks it computed and updated.
+    fn check(
+        s: &ClusterState,
+        ctx: &HostContext,
+        memo: &mut Memo,
+        computed: usize,
+        updated: usize,
+    ) -> Desired {
+        let d = desired_memo(s, ctx, &peers(s, ctx), memo);
+        assert_eq!(d, desired(s, ctx), "as from scratch");
+        assert_eq!((memo.computed(), memo.updated()), (computed, updated), "computed, updated");
+        d
+    }
+
+    #[test]
+    fn memo_recomputes_only_what_changed_and_equals_a_fresh_computation() {
+        let mut s = state();
+        s.networks.insert("red".into(), net("red", 4097, "10.129.0.0/16"));
+        s.networks.insert("green".into(), net("green", 4098, "10.130.0.0/16"));
+        s.insert_endpoint(ep("red", "h3", [10, 129, 0, 2]));
+        let ctx = me();
+        let mut memo = Memo::default();
+        let first = check(&s, &ctx, &mut memo, 3, 0);
+        let same = check(&s, &ctx, &mut memo, 0, 0);
+        assert!(first.networks.iter().all(|(k, n)| Arc::ptr_eq(n, &same.networks[k])), "all reused");
+        drop(same);
+
+        // One more endpoint in red, on a copy (as the watch makes one while
+        // the last snapshot is held): red alone is updated.
+        let mut s2 = s.clone();
+        s2.insert_endpoint(ep("red", "h2", [10, 129, 1, 7]));
+        let d = check(&s2, &ctx, &mut memo, 0, 1);
+        assert!(Arc::ptr_eq(&d.networks["ovbr4096"], &first.networks["ovbr4096"]), "blue reused");
+        assert!(Arc::ptr_eq(&d.networks["ovbr4098"], &first.networks["ovbr4098"]), "green reused");
+        assert_eq!(d.networks["ovbr4097"].neigh.len(), 2);
+        assert_eq!(first.networks["ovbr4097"].neigh.len(), 1, "an earlier result is never changed");
+
+        // Green's first endpoint, red's last gone, blue's record changed.
+        let mut s3 = s2.clone();
+        s3.insert_endpoint(ep("green", "h3", [10, 130, 0, 9]));
+        s3.endpoints.remove("red");
+        s3.networks.get_mut("blue").expect("blue").mtu = 1300;
+        check(&s3, &ctx, &mut memo, 3, 0);
+        check(&s3, &ctx, &mut memo, 0, 0);
+
+        // A network goes, then comes back; a peer goes; the host context changes.
+        let mut s4 = s3.clone();
+        s4.networks.remove("green");
+        check(&s4, &ctx, &mut memo, 0, 0);
+        check(&s3, &ctx, &mut memo, 1, 0);
+        s4 = s3.clone();
+        s4.alive.remove("h3");
+        check(&s4, &ctx, &mut memo, 3, 0);
+        check(&s4, &HostContext { underlay_mtu: 1400, ..me() }, &mut memo, 3, 0);
+    }
+
+    #[test]
+    fn memo_follows_a_stream_of_random_changes() {
+        let ctx = me();
+        let mut s = state();
+        s.networks.insert("red".into(), net("red", 4097, "10.129.0.0/16"));
+        let mut memo = Memo::default();
+        let mut rng = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            (rng % n) as u8
+        };
+        let (mut computed, mut updated) = (0, 0);
+        for _ in 0..2000 {
+            let before = s.clone();
+            let network = ["blue", "red"][usize::from(next(2))];
+            let ip = [10, 128 + u8::from(network == "red"), 0, next(40)];
+            let mut e = ep(network, ["h1", "h2", "h3", "h4"][usize::from(next(4))], ip);
+            match next(20) {
+                0 => e.mac = Mac::ZERO,
+                1 => e.mac = Mac::endpoint([10, 128, 0, 1].into()),
+                2 => e.host_ifname = "ovveshared".into(),
+                _ => {}
+            }
+            if next(3) == 0 {
+                let k = ovnet_ipam_store::Keys::new("/t");
+                s.apply(&k, &k.endpoint(network, ip.into()), None).expect("a delete");
+            } else {
+                s.insert_endpoint(e);
+            }
+            if next(50) == 0 {
+                s.networks.get_mut(network).expect("network").mtu = 1400 + u32::from(next(2));
+            }
+            let d = desired_memo(&s, &ctx, &peers(&s, &ctx), &mut memo);
+            assert_eq!(d, desired(&s, &ctx));
+            (computed, updated) = (computed + memo.computed(), updated + memo.updated());
+            drop(before);
+        }
+        assert!(updated > 500, "many changes are updates: {updated} updated, {computed} computed");
+        assert!(computed > 20, "odd records are computed afresh: {computed}");
     }
 
     #[test]

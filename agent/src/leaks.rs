@@ -13,9 +13,10 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use ovnet_ipam_store::{ClusterState, EndpointRecord};
+use ovnet_ipam_store::EndpointRecord;
 use tokio::time::Instant;
 
+use crate::local::Local;
 use crate::model::{DEVICE_PREFIX, LinkKind, Observed};
 
 /// How long an endpoint must lack its veth before its address is released.
@@ -46,14 +47,13 @@ impl Leaks {
     /// Compares this host's endpoint records with its veths at `now`.
     pub fn update(
         &mut self,
-        state: &ClusterState,
-        node: &str,
+        local: &Local,
         observed: &Observed,
         busy: &BTreeSet<String>,
         now: Instant,
     ) -> Found {
         let mine: BTreeMap<&str, &EndpointRecord> =
-            state.all_endpoints().filter(|e| e.host == node).map(|e| (e.host_ifname.as_str(), e)).collect();
+            local.records().map(|e| (e.host_ifname.as_str(), e)).collect();
         let mut found = Found::default();
 
         let dead_now: BTreeMap<&str, &EndpointRecord> = mine
@@ -141,6 +141,8 @@ impl Drop for BusyGuard {
 
 #[cfg(test)]
 mod tests {
+    use ovnet_ipam_store::ClusterState;
+
     use super::*;
     use crate::model::ObservedLink;
     use crate::testutil::endpoint;
@@ -162,13 +164,14 @@ mod tests {
         Observed { links: names.iter().map(|n| (n.to_string(), veth(n))).collect(), ..Default::default() }
     }
 
-    fn state() -> (ClusterState, String) {
+    /// h1's endpoints, as h1 sees them.
+    fn state() -> (Local, String) {
         let mut s = ClusterState::default();
         let e = endpoint("blue", "h1", [10, 128, 0, 2]);
         let name = e.host_ifname.clone();
         s.insert_endpoint(e);
         s.insert_endpoint(endpoint("blue", "h2", [10, 128, 1, 2]));
-        (s, name)
+        (Local::of(&s, "h1"), name)
     }
 
     #[test]
@@ -177,14 +180,14 @@ mod tests {
         let mut l = Leaks::default();
         let t0 = Instant::now();
         let none = BTreeSet::new();
-        assert_eq!(l.update(&s, "h1", &observed(&[]), &none, t0), Found::default());
+        assert_eq!(l.update(&s, &observed(&[]), &none, t0), Found::default());
         assert_eq!(l.next_deadline(), Some(t0 + DEAD_AFTER));
-        let f = l.update(&s, "h1", &observed(&[]), &none, t0 + DEAD_AFTER);
+        let f = l.update(&s, &observed(&[]), &none, t0 + DEAD_AFTER);
         assert_eq!(f.release.len(), 1);
         assert_eq!(f.release[0].host_ifname, name);
-        assert!(l.update(&s, "h1", &observed(&[]), &none, t0 + DEAD_AFTER).release.is_empty(), "asked once");
+        assert!(l.update(&s, &observed(&[]), &none, t0 + DEAD_AFTER).release.is_empty(), "asked once");
         let later = t0 + DEAD_AFTER + RESEND_AFTER;
-        assert_eq!(l.update(&s, "h1", &observed(&[]), &none, later).release.len(), 1, "asked again");
+        assert_eq!(l.update(&s, &observed(&[]), &none, later).release.len(), 1, "asked again");
     }
 
     #[test]
@@ -193,17 +196,13 @@ mod tests {
         let mut l = Leaks::default();
         let t0 = Instant::now();
         let none = BTreeSet::new();
-        l.update(&s, "h1", &observed(&[]), &none, t0);
-        l.update(&s, "h1", &observed(&[&name]), &none, t0 + Duration::from_millis(10));
-        assert_eq!(
-            l.update(&s, "h1", &observed(&[]), &none, t0 + DEAD_AFTER),
-            Found::default(),
-            "clock restarted"
-        );
+        l.update(&s, &observed(&[]), &none, t0);
+        l.update(&s, &observed(&[&name]), &none, t0 + Duration::from_millis(10));
+        assert_eq!(l.update(&s, &observed(&[]), &none, t0 + DEAD_AFTER), Found::default(), "clock restarted");
         let busy = BTreeSet::from([name.clone()]);
         let mut l = Leaks::default();
-        l.update(&s, "h1", &observed(&[]), &busy, t0);
-        assert_eq!(l.update(&s, "h1", &observed(&[]), &busy, t0 + DEAD_AFTER * 5), Found::default());
+        l.update(&s, &observed(&[]), &busy, t0);
+        assert_eq!(l.update(&s, &observed(&[]), &busy, t0 + DEAD_AFTER * 5), Found::default());
     }
 
     #[test]
@@ -213,8 +212,8 @@ mod tests {
         let t0 = Instant::now();
         let none = BTreeSet::new();
         let links = observed(&[&name, "ovveorphan", "ovtpleft", "ovbr4096"]);
-        assert!(l.update(&s, "h1", &links, &none, t0).delete.is_empty());
-        let mut f = l.update(&s, "h1", &links, &none, t0 + ORPHAN_AFTER).delete;
+        assert!(l.update(&s, &links, &none, t0).delete.is_empty());
+        let mut f = l.update(&s, &links, &none, t0 + ORPHAN_AFTER).delete;
         f.sort();
         assert_eq!(f, ["ovtpleft", "ovveorphan"], "only veths of ours without a record");
         // Another host's endpoint record does not own a veth here.

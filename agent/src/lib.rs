@@ -21,6 +21,7 @@ pub mod error;
 pub mod http;
 pub mod leaks;
 pub mod liveness;
+pub mod local;
 pub mod metrics;
 pub mod model;
 pub mod netns;

@@ -19,6 +19,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::local::Local;
 use crate::op::Op;
 
 /// What woke the reconcile loop for a pass.
@@ -161,22 +162,14 @@ impl Metrics {
         Metrics { inner: Arc::new(Inner { registry: r, ..inner }) }
     }
 
-    /// Sets the cluster gauges from a snapshot, as seen by host `node`.
-    pub fn cluster(&self, state: &ClusterState, node: &str) {
+    /// Sets the cluster gauges from a snapshot and this host's endpoints in it.
+    pub fn cluster(&self, state: &ClusterState, local: &Local) {
         let m = &self.inner;
         m.networks.set(state.networks.len() as i64);
         m.hosts.set(state.hosts.len() as i64);
         m.hosts_alive.set(state.alive.len() as i64);
-        let (mut local, mut remote) = (0, 0);
-        for e in state.all_endpoints() {
-            if e.host == node {
-                local += 1;
-            } else {
-                remote += 1;
-            }
-        }
-        m.endpoints.get_or_create(&LocationLabel { location: "local" }).set(local);
-        m.endpoints.get_or_create(&LocationLabel { location: "remote" }).set(remote);
+        m.endpoints.get_or_create(&LocationLabel { location: "local" }).set(local.count() as i64);
+        m.endpoints.get_or_create(&LocationLabel { location: "remote" }).set(local.remote() as i64);
     }
 
     /// Records one reconcile pass.
@@ -279,7 +272,7 @@ mod tests {
         for e in [endpoint("h1", 2), endpoint("h2", 3), endpoint("h2", 4)] {
             s.insert_endpoint(e);
         }
-        m.cluster(&s, "h1");
+        m.cluster(&s, &Local::of(&s, "h1"));
         m.pass(Trigger::Etcd, Duration::from_millis(3));
         m.pass(Trigger::Resync, Duration::from_millis(1));
         m.event_to_kernel(Duration::from_millis(20));

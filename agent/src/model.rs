@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use ovnet_ipam_store::Mac;
@@ -90,10 +91,11 @@ pub struct NetworkDatapath {
     pub ports: BTreeSet<String>,
 }
 
-/// What this host's kernel should hold, keyed by bridge name.
+/// What this host's kernel should hold, keyed by bridge name. Each
+/// network's datapath is shared, so an unchanged one is reused across passes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Desired {
-    pub networks: BTreeMap<String, NetworkDatapath>,
+    pub networks: BTreeMap<String, Arc<NetworkDatapath>>,
 }
 
 impl Desired {

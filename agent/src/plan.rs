@@ -10,6 +10,8 @@
 
 use std::collections::BTreeSet;
 
+use ovnet_ipam_store::Mac;
+
 use crate::model::{
     DEVICE_PREFIX, Desired, FdbEntry, FirewallState, LinkKind, NeighEntry, NetworkDatapath, Observed,
     ObservedLink,
@@ -168,8 +170,12 @@ fn plan_entries(
     for e in have_fdb.difference(want_fdb) {
         ops.push(Op::DelFdb { dev: dev.clone(), mac: e.mac, dst: e.dst });
     }
-    let want_ips: BTreeSet<_> = want_neigh.iter().map(|n| n.ip).collect();
-    for e in have_neigh.iter().filter(|n| !want_ips.contains(&n.ip)) {
+    // A neighbour is kept when some wanted entry has its address (with any MAC).
+    let wanted = |ip| {
+        let same_ip = NeighEntry { ip, mac: Mac([0; 6]) }..=NeighEntry { ip, mac: Mac([0xff; 6]) };
+        want_neigh.range(same_ip).next().is_some()
+    };
+    for e in have_neigh.iter().filter(|n| !wanted(n.ip)) {
         ops.push(Op::DelNeigh { dev: dev.clone(), ip: e.ip });
     }
 }

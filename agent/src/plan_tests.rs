@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ovnet_ipam_store::Mac;
 
@@ -43,7 +44,7 @@ fn network(vni: u32) -> NetworkDatapath {
 }
 
 fn desired(nets: &[NetworkDatapath]) -> Desired {
-    Desired { networks: nets.iter().map(|n| (n.bridge.name.clone(), n.clone())).collect() }
+    Desired { networks: nets.iter().map(|n| (n.bridge.name.clone(), Arc::new(n.clone()))).collect() }
 }
 
 /// Applies the plan to a fake kernel until it converges; returns the kernel.

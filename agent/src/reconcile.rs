@@ -24,9 +24,10 @@ use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
 use crate::dataplane::{Changes, Dataplane};
-use crate::desired::{HostContext, desired_with};
+use crate::desired::{HostContext, Memo, desired_memo};
 use crate::leaks::{Busy, Leaks};
 use crate::liveness::Liveness;
+use crate::local::Local;
 use crate::metrics::{Metrics, Trigger};
 use crate::model::LinkKind;
 use crate::op::Op;
@@ -68,6 +69,8 @@ pub async fn run<D: Dataplane>(l: Loop<D>, mut state_rx: StateRx) {
         changes,
         liveness: Liveness::default(),
         leaks: Leaks::default(),
+        memo: Memo::default(),
+        local: Local::default(),
         l,
     };
     let mut trigger = Trigger::Etcd;
@@ -114,6 +117,10 @@ struct Runner<D: Dataplane> {
     pending: Option<Instant>,
     liveness: Liveness,
     leaks: Leaks,
+    /// Each network's desired datapath from the last pass.
+    memo: Memo,
+    /// This host's endpoints in the last snapshot.
+    local: Local,
 }
 
 impl<D: Dataplane> Runner<D> {
@@ -128,15 +135,22 @@ impl<D: Dataplane> Runner<D> {
     /// One pass over `snap`, woken by `trigger`, with its bookkeeping.
     async fn pass(&mut self, trigger: Trigger, snap: &Snapshot) {
         let l = &self.l;
+        self.local.update(&snap.state, &l.me.node);
         if trigger == Trigger::Etcd {
-            l.metrics.cluster(&snap.state, &l.me.node);
+            l.metrics.cluster(&snap.state, &self.local);
             self.pending.get_or_insert(snap.received);
         }
         let started = Instant::now();
         // The periodic resync and retries read the whole kernel; other passes
         // may take the FDB and neighbour entries from the netlink view.
         let fresh = matches!(trigger, Trigger::Resync | Trigger::Retry);
-        let outcome = pass(l, &snap.state, fresh, &mut self.liveness, &mut self.leaks).await;
+        let mut memory = Memory {
+            liveness: &mut self.liveness,
+            leaks: &mut self.leaks,
+            memo: &mut self.memo,
+            local: &self.local,
+        };
+        let outcome = pass(l, &snap.state, fresh, &mut memory).await;
         l.metrics.pass(trigger, started.elapsed());
         let (trigger_name, ops, took) = (trigger.as_str(), outcome.ops.len(), started.elapsed());
         debug!(trigger = trigger_name, ops, ?took, "reconcile pass");
@@ -210,16 +224,20 @@ struct Outcome {
     ok: bool,
 }
 
-async fn pass<D: Dataplane>(
-    l: &Loop<D>,
-    state: &ClusterState,
-    fresh: bool,
-    liveness: &mut Liveness,
-    leaks: &mut Leaks,
-) -> Outcome {
+/// What a pass takes from and leaves for the passes after it.
+struct Memory<'a> {
+    liveness: &'a mut Liveness,
+    leaks: &'a mut Leaks,
+    memo: &'a mut Memo,
+    /// Already caught up with the pass's state.
+    local: &'a Local,
+}
+
+async fn pass<D: Dataplane>(l: &Loop<D>, state: &ClusterState, fresh: bool, m: &mut Memory<'_>) -> Outcome {
     let now = Instant::now();
-    let peers = liveness.peers(&state.alive, &l.me.node, now);
-    let want = desired_with(state, &l.me, &peers);
+    let peers = m.liveness.peers(&state.alive, &l.me.node, now);
+    let want = desired_memo(state, &l.me, &peers, m.memo);
+    debug!(computed = m.memo.computed(), networks = want.networks.len(), "desired datapath");
     let observed = if fresh { l.dp.observe().await } else { l.dp.observe_cached().await };
     let observed = match observed {
         Ok(o) => o,
@@ -230,7 +248,7 @@ async fn pass<D: Dataplane>(
         }
     };
     let mut ops = plan(&want, &observed);
-    let found = leaks.update(state, &l.me.node, &observed, &l.busy.names(), now);
+    let found = m.leaks.update(m.local, &observed, &l.busy.names(), now);
     for ep in found.release {
         info!(network = %ep.network, ip = %ep.ip, netns = %ep.netns, veth = %ep.host_ifname,
             "the endpoint's veth is gone (its namespace was deleted); releasing its address");

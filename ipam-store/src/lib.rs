@@ -22,7 +22,7 @@ pub use error::{Error, ErrorKind};
 pub use keys::{Key, Keys};
 pub use mac::Mac;
 pub use records::*;
-pub use state::{BadRecord, ClusterState};
+pub use state::{BadRecord, ClusterState, EndpointMap};
 pub use store::{
     EndpointOffer, EtcdStore, HostStatus, NewEndpoint, NewNetwork, StoreConfig, StoreWatch, WatchBatch,
     WatchEvent,

@@ -4,7 +4,12 @@
 //! [`ClusterState::from_kvs`] decodes a snapshot; [`ClusterState::apply`]
 //! applies one watched put or delete, so a watcher decodes only the keys that
 //! changed. Blocks and endpoints are indexed by network, so one network's
-//! entries are found without scanning the others. The design decision: one
+//! entries are found without scanning the others, and each network's map is
+//! shared (`Arc`): a copy of the state, as a watcher makes while readers
+//! still hold its last snapshot, copies only the outer maps, and a change
+//! copies only the map of the network it touches. A reader can tell a
+//! network whose map is the very same (`Arc::ptr_eq`) as in an earlier
+//! snapshot is unchanged. The design decision: one
 //! bad value must not hide the rest of the cluster, so undecodable records,
 //! and records whose content disagrees with their key, are skipped (a bad
 //! put removes what the key held before) and returned as [`BadRecord`]s for
@@ -12,6 +17,7 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use serde::de::DeserializeOwned;
@@ -29,11 +35,16 @@ pub struct ClusterState {
     pub hosts: BTreeMap<String, HostRecord>,
     pub alive: BTreeMap<String, AliveRecord>,
     pub networks: BTreeMap<String, NetworkRecord>,
-    /// Blocks by network, then block.
-    pub blocks: BTreeMap<String, BTreeMap<Ipv4Net, BlockRecord>>,
-    /// Endpoints by network, then address.
-    pub endpoints: BTreeMap<String, BTreeMap<Ipv4Addr, EndpointRecord>>,
+    /// Blocks by network, then block; a network's map is never empty.
+    pub blocks: BTreeMap<String, Arc<BTreeMap<Ipv4Net, BlockRecord>>>,
+    /// Endpoints by network, then address; a network's map is never empty.
+    pub endpoints: BTreeMap<String, Arc<EndpointMap>>,
 }
+
+/// One network's endpoints by address. Each record is shared too, so copying
+/// the map copies no record, and a record that is the same allocation
+/// (`Arc::ptr_eq`) as in an earlier copy is unchanged.
+pub type EndpointMap = BTreeMap<Ipv4Addr, Arc<EndpointRecord>>;
 
 /// A value under the prefix that could not be used, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -95,12 +106,12 @@ impl ClusterState {
 
     /// Every endpoint, by network and address.
     pub fn all_endpoints(&self) -> impl Iterator<Item = &EndpointRecord> {
-        self.endpoints.values().flat_map(|m| m.values())
+        self.endpoints.values().flat_map(|m| m.values()).map(Arc::as_ref)
     }
 
     /// The endpoints of one network, by address.
     pub fn endpoints_of(&self, network: &str) -> impl Iterator<Item = &EndpointRecord> {
-        self.endpoints.get(network).into_iter().flat_map(|m| m.values())
+        self.endpoints.get(network).into_iter().flat_map(|m| m.values()).map(Arc::as_ref)
     }
 
     /// Every block, by network and address.
@@ -108,12 +119,21 @@ impl ClusterState {
         self.blocks.values().flat_map(|m| m.values())
     }
 
-    pub fn insert_endpoint(&mut self, r: EndpointRecord) {
-        self.endpoints.entry(r.network.clone()).or_default().insert(r.ip, r);
+    /// The endpoint map of one network, shared with earlier copies of the
+    /// state as long as it is unchanged.
+    pub fn endpoint_map(&self, network: &str) -> Option<&Arc<EndpointMap>> {
+        self.endpoints.get(network)
     }
 
+    /// Adds or replaces an endpoint; copies its network's map only if
+    /// another copy of the state shares it.
+    pub fn insert_endpoint(&mut self, r: EndpointRecord) {
+        insert_nested(&mut self.endpoints, Arc::new(r), |r| (&r.network, r.ip));
+    }
+
+    /// Adds or replaces a block, like [`insert_endpoint`](Self::insert_endpoint).
     pub fn insert_block(&mut self, r: BlockRecord) {
-        self.blocks.entry(r.network.clone()).or_default().insert(r.cidr, r);
+        insert_nested(&mut self.blocks, r, |r| (&r.network, r.cidr));
     }
 
     fn remove(&mut self, parsed: &Key) {
@@ -166,13 +186,36 @@ impl ClusterState {
     }
 }
 
-/// Removes `inner` from `outer[network]`, dropping the network's map when empty.
-fn remove_nested<K: Ord, V>(outer: &mut BTreeMap<String, BTreeMap<K, V>>, network: &str, inner: &K) {
-    if let Some(m) = outer.get_mut(network) {
-        m.remove(inner);
-        if m.is_empty() {
-            outer.remove(network);
+type Nested<K, V> = BTreeMap<String, Arc<BTreeMap<K, V>>>;
+
+/// Inserts `value` in `outer[network]` at `inner`, as `at` names them,
+/// copying that one map only if it is shared.
+fn insert_nested<K: Ord + Clone, V: Clone>(
+    outer: &mut Nested<K, V>,
+    value: V,
+    at: impl Fn(&V) -> (&String, K),
+) {
+    let (network, inner) = at(&value);
+    match outer.get_mut(network.as_str()) {
+        Some(m) => drop(Arc::make_mut(m).insert(inner, value)),
+        None => {
+            let network = network.clone();
+            outer.insert(network, Arc::new(BTreeMap::from([(inner, value)])));
         }
+    }
+}
+
+/// Removes `inner` from `outer[network]`, dropping the network's map when
+/// empty; a shared map is copied only if it holds `inner`.
+fn remove_nested<K: Ord + Clone, V: Clone>(outer: &mut Nested<K, V>, network: &str, inner: &K) {
+    let Some(m) = outer.get_mut(network) else { return };
+    if !m.contains_key(inner) {
+        return;
+    }
+    if m.len() == 1 {
+        outer.remove(network);
+    } else {
+        Arc::make_mut(m).remove(inner);
     }
 }
 
@@ -228,6 +271,29 @@ mod tests {
         s.apply(&k, &k.endpoint("blue", ip3), None).unwrap();
         s.apply(&k, "/ovnet/unknown/x", Some(b"zz")).unwrap();
         assert_eq!(s, ClusterState::default());
+    }
+
+    #[test]
+    fn a_copy_shares_every_network_map_until_it_changes() {
+        let k = Keys::new("/ovnet");
+        let mut s = ClusterState::default();
+        let mut red = endpoint(Ipv4Addr::new(10, 2, 0, 2));
+        red.network = "red".into();
+        s.insert_endpoint(endpoint(Ipv4Addr::new(10, 1, 0, 2)));
+        s.insert_endpoint(red.clone());
+        let before = s.clone();
+        let ip3 = Ipv4Addr::new(10, 1, 0, 3);
+        s.apply(&k, &k.endpoint("blue", ip3), Some(&encode(&endpoint(ip3)))).unwrap();
+        assert!(Arc::ptr_eq(&s.endpoints["red"], &before.endpoints["red"]), "red untouched");
+        assert!(!Arc::ptr_eq(&s.endpoints["blue"], &before.endpoints["blue"]));
+        assert_eq!(before.endpoints["blue"].len(), 1, "the copy keeps its own");
+        // Deleting what is not there copies nothing.
+        let before = s.clone();
+        s.apply(&k, &k.endpoint("blue", Ipv4Addr::new(10, 1, 0, 9)), None).unwrap();
+        assert!(Arc::ptr_eq(&s.endpoints["blue"], &before.endpoints["blue"]));
+        s.apply(&k, &k.endpoint("red", red.ip), None).unwrap();
+        assert!(!s.endpoints.contains_key("red") && before.endpoints.contains_key("red"));
+        assert_eq!(s.endpoint_map("blue").map(|m| m.len()), Some(2));
     }
 
     #[test]
