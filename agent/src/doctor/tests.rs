@@ -189,7 +189,11 @@ async fn a_recreated_vxlan_device_is_one_finding_not_one_per_entry() {
         "ovvx4096 is a VXLAN device with id 4096 local 192.0.2.1 dstport 8472 learning proxy; \
          etcd says VXLAN id 4096 local 192.0.2.1 dstport 4789 nolearning proxy"
     );
-    assert!(got[0].2.starts_with("ip link add ovvx4096 type vxlan id 4096"), "{}", got[0].2);
+    assert!(
+        got[0].2.starts_with("ip link add ovvx4096 mtu 1450 master ovbr4096 type vxlan id 4096"),
+        "{}",
+        got[0].2
+    );
 
     let mut inp = healthy().await;
     inp.observed.links.remove("ovvx4096");
