@@ -4,7 +4,8 @@
 # With --test, also what the test suite needs: for tests/deploy/check.sh etcdctl,
 # openssl, shellcheck, ruby, vagrant with the libvirt plugin (vagrant validate),
 # systemd-analyze, nsenter; for ovbench iperf3; for the isolation test tcpdump;
-# nft, which the firewall tests read the agent's table with.
+# nft, which the firewall tests read the agent's table with; ethtool for the
+# overlay test.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "run as root: the lab creates network namespaces" >&2
@@ -27,6 +28,7 @@ command -v systemd-analyze >/dev/null || need+=(systemd)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v iperf3 >/dev/null || need+=(iperf3) # ovbench datapath
 command -v tcpdump >/dev/null || need+=(tcpdump) # isolation test: captures VXLAN on the underlay
+command -v ethtool >/dev/null || need+=(ethtool) # overlay test: reads the VXLAN device's GRO setting
 fi
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive

@@ -81,8 +81,8 @@ impl fmt::Display for Op {
             Op::CreateVxlan { name, vni, local, port, mtu, master } => write!(
                 f,
                 "ip link add {name} mtu {mtu} master {master} type vxlan id {vni} local {local} dstport {port} \
-                 nolearning proxy noudpcsum && ip link set {name} addrgenmode none && ip link set {name} up \
-                 && bridge link set dev {name} learning off"
+                 nolearning proxy noudpcsum && ethtool -K {name} gro off && ip link set {name} addrgenmode none \
+                 && ip link set {name} up && bridge link set dev {name} learning off"
             ),
             Op::DeleteLink { name } => write!(f, "ip link del {name}"),
             Op::SetMac { name, mac } => write!(f, "ip link set {name} address {mac}"),

@@ -73,7 +73,7 @@ fn empty_kernel_gets_everything_in_dependency_order() {
     assert_eq!(shown[1], "ip addr add 10.77.0.1/16 dev ovbr4096");
     assert!(shown[2].starts_with(
         "ip link add ovvx4096 mtu 1450 master ovbr4096 type vxlan id 4096 local 192.0.2.1 dstport 4789 \
-         nolearning proxy noudpcsum && ip link set ovvx4096 addrgenmode none"
+         nolearning proxy noudpcsum && ethtool -K ovvx4096 gro off && ip link set ovvx4096 addrgenmode none"
     ));
     assert!(shown.contains(
         &"bridge fdb append 00:00:00:00:00:00 dev ovvx4096 dst 192.0.2.2 self permanent".to_string()

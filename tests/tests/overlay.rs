@@ -77,6 +77,11 @@ fn network_appears_everywhere_and_containers_ping_all_pairs() {
             assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
             assert_eq!(String::from_utf8_lossy(&out.stdout), "", "{dev} on host {i} has IPv6 addresses");
         }
+        // No second GRO pass after decapsulation (read with the ethtool binary,
+        // independent of the agent's own encoding of the request).
+        let out = lab.hosts[i].ns.exec("ethtool", &["-k", &vx]).unwrap();
+        let features = String::from_utf8_lossy(&out.stdout);
+        assert!(features.contains("generic-receive-offload: off"), "{vx} on host {i}: {features}");
     }
 }
 

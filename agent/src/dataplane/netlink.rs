@@ -31,6 +31,7 @@ mod changes;
 mod endpoint;
 mod entries;
 mod facts;
+mod features;
 mod nft;
 mod observe;
 mod ops;
@@ -48,6 +49,8 @@ pub struct NetlinkDataplane {
     raw: raw::Raw,
     /// NETLINK_NETFILTER, for the table `inet ovnet`, in the same namespace.
     nfnl: raw::Raw,
+    /// NETLINK_GENERIC, for ethtool's features of the devices it creates.
+    genl: genetlink::GenetlinkHandle,
     /// The netlink subscriptions, told what `apply` changes so that the
     /// agent's own changes do not wake it.
     subs: changes::Subscriptions,
@@ -71,7 +74,17 @@ impl NetlinkDataplane {
         let socket_error = |e| DataplaneError::Other(format!("opening a netlink socket: {e}"));
         let raw = raw::Raw::open().map_err(socket_error)?;
         let nfnl = raw::Raw::open_netfilter().map_err(socket_error)?;
-        Ok(Self { handle, raw, nfnl, subs: Default::default(), netns: None, firewall: Default::default() })
+        let (connection, genl, _) = genetlink::new_connection().map_err(socket_error)?;
+        runtime.spawn(connection);
+        Ok(Self {
+            handle,
+            raw,
+            nfnl,
+            genl,
+            subs: Default::default(),
+            netns: None,
+            firewall: Default::default(),
+        })
     }
 
     /// A dataplane for the namespace at `path` (a "host" in tests and labs).
@@ -79,10 +92,13 @@ impl NetlinkDataplane {
         let handle = netns::handle_in_netns(path).await?;
         let raw = netns::open_in_netns(path, raw::Raw::open).await?;
         let nfnl = netns::open_in_netns(path, raw::Raw::open_netfilter).await?;
+        let (connection, genl, _) = netns::open_in_netns(path, genetlink::new_connection).await?;
+        tokio::spawn(connection);
         Ok(Self {
             handle,
             raw,
             nfnl,
+            genl,
             subs: Default::default(),
             netns: Some(path.to_path_buf()),
             firewall: Default::default(),
@@ -157,7 +173,7 @@ impl Dataplane for NetlinkDataplane {
                 continue;
             }
             window.links();
-            if let Err(e) = ops::apply_op(&self.handle, &mut indexes, op).await {
+            if let Err(e) = ops::apply_op(&self.handle, &self.genl, &mut indexes, op).await {
                 errors.push(e.into_dataplane(op));
             }
             rest = &rest[1..];

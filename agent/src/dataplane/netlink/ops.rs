@@ -8,6 +8,7 @@
 
 use std::net::{IpAddr, Ipv4Addr};
 
+use genetlink::GenetlinkHandle;
 use ipnet::Ipv4Net;
 use netlink_packet_route::link::{AfSpecInet6, AfSpecUnspec, In6AddrGenMode, InfoKind, LinkAttribute};
 use ovnet_ipam_store::Mac;
@@ -16,6 +17,7 @@ use rtnetlink::{
 };
 
 use super::entries::Indexes;
+use super::features::{self, FeaturesSet};
 use super::{OpError, created, link_by_name, link_kind, ok_if_exists, ok_if_missing};
 use crate::op::Op;
 
@@ -23,7 +25,12 @@ type Handle = rtnetlink::Handle;
 
 /// Applies one link or address op; "already there" and "already gone" are
 /// success. A link it creates or deletes is forgotten by `ix`.
-pub(super) async fn apply_op(h: &Handle, ix: &mut Indexes, op: &Op) -> Result<(), OpError> {
+pub(super) async fn apply_op(
+    h: &Handle,
+    genl: &GenetlinkHandle,
+    ix: &mut Indexes,
+    op: &Op,
+) -> Result<(), OpError> {
     match op {
         Op::CreateBridge { name, mac, mtu } => {
             ix.forget(name);
@@ -39,7 +46,7 @@ pub(super) async fn apply_op(h: &Handle, ix: &mut Indexes, op: &Op) -> Result<()
                 .learning(false)
                 .proxy(true)
                 .udp_csum(false);
-            create_vxlan(h, ix, name, vxlan, *mtu, master).await
+            create_vxlan(h, genl, ix, name, vxlan, *mtu, master).await
         }
         Op::DeleteLink { name } => {
             ix.forget(name);
@@ -80,9 +87,11 @@ async fn create_bridge(h: &Handle, name: &str, mac: Mac, mtu: u32) -> Result<(),
 }
 
 /// `ip link add NAME type vxlan ... nolearning proxy noudpcsum` + `ip link set NAME
-/// master MASTER mtu MTU up` + `bridge link set dev NAME learning off`.
+/// master MASTER mtu MTU up` + `ethtool -K NAME gro off` + `bridge link set
+/// dev NAME learning off`.
 async fn create_vxlan(
     h: &Handle,
+    genl: &GenetlinkHandle,
     ix: &mut Indexes,
     name: &str,
     vxlan: LinkMessageBuilder<LinkVxlan>,
@@ -92,6 +101,7 @@ async fn create_vxlan(
     let master_index = ix.require(h, master).await?;
     let msg = vxlan.mtu(mtu).controller(master_index).build();
     if created(h.link().add(msg).execute().await)? {
+        features::set(genl, FeaturesSet::new(name, &[(features::GRO, false)])).await?;
         up_without_ipv6(h, name).await?;
     } else {
         let set = LinkUnspec::new_with_name(name).mtu(mtu).controller(master_index).up();
