@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use ovnet_tests::lab::poll;
-use ovnet_tests::netns::ping;
+use ovnet_tests::netns::{Netns, ping};
 use ovnet_tests::{Lab, LabOptions};
 
 const CONVERGE: Duration = Duration::from_secs(10);
@@ -49,6 +49,11 @@ fn network_appears_everywhere_and_containers_ping_all_pairs() {
         }
         // Every container reaches the anycast gateway on its own host.
         wait_ping(&lab, ns, "10.128.0.1");
+        // Its interface has no IPv6 address, so connecting it sent no DAD,
+        // router solicitation or MLD multicast to flood to the other hosts.
+        let out = Netns::borrowed(ns).exec("ip", &["-6", "-o", "addr", "show", "dev", "eth0"]).unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "", "eth0 in {ns} has IPv6 addresses");
     }
 
     let hosts: Vec<serde_json::Value> =

@@ -31,7 +31,7 @@ use netlink_packet_route::link::{
 use nix::errno::Errno;
 use rtnetlink::{LinkUnspec, LinkVeth, RouteMessageBuilder};
 
-use super::ops::{delete_existing_link, delete_link};
+use super::ops::{delete_existing_link, delete_link, without_ipv6};
 use super::underlay::default_routes;
 use super::{dump_links, index_of, is_errno, link_by_name, link_name, ok_if_exists};
 use crate::dataplane::{AttachSpec, DataplaneError};
@@ -155,9 +155,17 @@ async fn add_link_echo(h: &Handle, link: LinkMessage) -> Result<Option<u32>, rtn
     Ok(peer)
 }
 
-/// Inside the namespace: the container end up (the host end is up already,
-/// so carrier comes on for both here), and `lo` up. Remembers the container
-/// end's index in `ns` for `configure_veth`.
+/// Inside the namespace: the container end without IPv6, then up (the host
+/// end is up already, so carrier comes on for both here), and `lo` up.
+/// Remembers the container end's index in `ns` for `configure_veth`.
+///
+/// The networks carry IPv4 only. With a link-local address the container
+/// end would, on coming up, send duplicate address detection, a router
+/// solicitation and MLD reports: multicast the bridge floods through the
+/// VXLAN device to every host of the network, on every connect. The mode
+/// must be set while the device is down (see `ops::up_without_ipv6`), which
+/// the kernel refuses in the request that makes the pair, so it is a request
+/// of its own, sent beside the one for `lo`.
 async fn raise(ns: &NetnsHandle, peer: Option<u32>, spec: &AttachSpec) -> Result<(), DataplaneError> {
     let (inner, ifname, path) = (ns.handle(), &spec.ifname, ns.path().display());
     let index = match peer {
@@ -169,10 +177,15 @@ async fn raise(ns: &NetnsHandle, peer: Option<u32>, spec: &AttachSpec) -> Result
         }
     };
     ns.note_link(ifname, index);
-    let up = inner.link().set(LinkUnspec::new_with_index(index).up().build()).execute();
+    let no_ipv6 = inner.link().set(without_ipv6(LinkUnspec::new_with_index(index)).build()).execute();
     let lo = inner.link().set(LinkUnspec::new_with_name("lo").up().build()).execute();
-    let (up, lo) = futures::join!(up, lo);
-    logged([(up, format!("ip -n {path} link set {ifname} up")), (lo, format!("ip -n {path} link set lo up"))])
+    let (no_ipv6, lo) = futures::join!(no_ipv6, lo);
+    logged([
+        (no_ipv6, format!("ip -n {path} link set {ifname} addrgenmode none")),
+        (lo, format!("ip -n {path} link set lo up")),
+    ])?;
+    let up = inner.link().set(LinkUnspec::new_with_index(index).up().build()).execute().await;
+    logged([(up, format!("ip -n {path} link set {ifname} up"))])
 }
 
 /// Inside the namespace: the address, and a default route via the gateway

@@ -118,11 +118,15 @@ async fn create_vxlan(
 /// once the device exists, and before it is up (the kernel applies flags
 /// before address-family settings in one request), hence two requests.
 async fn up_without_ipv6(h: &Handle, name: &str) -> Result<(), OpError> {
-    let no_ipv6 = LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![AfSpecInet6::AddrGenMode(
-        In6AddrGenMode::None,
-    )])]);
-    set_link(h, LinkUnspec::new_with_name(name).append_extra_attribute(no_ipv6)).await?;
+    set_link(h, without_ipv6(LinkUnspec::new_with_name(name))).await?;
     set_link(h, LinkUnspec::new_with_name(name).up()).await
+}
+
+/// `msg` with `addrgenmode none`: the device gets no IPv6 link-local address
+/// when it comes up (it must still be down when this is applied).
+pub(super) fn without_ipv6<T>(msg: LinkMessageBuilder<T>) -> LinkMessageBuilder<T> {
+    let none = AfSpecInet6::AddrGenMode(In6AddrGenMode::None);
+    msg.append_extra_attribute(LinkAttribute::AfSpecUnspec(vec![AfSpecUnspec::Inet6(vec![none])]))
 }
 
 /// `ip link set NAME master MASTER`, and for a VXLAN device also
