@@ -76,15 +76,7 @@ impl NetlinkDataplane {
         let nfnl = raw::Raw::open_netfilter().map_err(socket_error)?;
         let (connection, genl, _) = genetlink::new_connection().map_err(socket_error)?;
         runtime.spawn(connection);
-        Ok(Self {
-            handle,
-            raw,
-            nfnl,
-            genl,
-            subs: Default::default(),
-            netns: None,
-            firewall: Default::default(),
-        })
+        Ok(Self::with_sockets(handle, raw, nfnl, genl, None))
     }
 
     /// A dataplane for the namespace at `path` (a "host" in tests and labs).
@@ -94,15 +86,17 @@ impl NetlinkDataplane {
         let nfnl = netns::open_in_netns(path, raw::Raw::open_netfilter).await?;
         let (connection, genl, _) = netns::open_in_netns(path, genetlink::new_connection).await?;
         tokio::spawn(connection);
-        Ok(Self {
-            handle,
-            raw,
-            nfnl,
-            genl,
-            subs: Default::default(),
-            netns: Some(path.to_path_buf()),
-            firewall: Default::default(),
-        })
+        Ok(Self::with_sockets(handle, raw, nfnl, genl, Some(path.to_path_buf())))
+    }
+
+    fn with_sockets(
+        handle: rtnetlink::Handle,
+        raw: raw::Raw,
+        nfnl: raw::Raw,
+        genl: genetlink::GenetlinkHandle,
+        netns: Option<PathBuf>,
+    ) -> Self {
+        Self { handle, raw, nfnl, genl, subs: Default::default(), netns, firewall: Default::default() }
     }
 
     /// The table `inet ovnet`: the known one unless `fresh`, else dumped.

@@ -71,9 +71,11 @@ struct Runs {
 /// agent's range, UDP port 4789 like the agent's) on hosts 0 and 1, and a
 /// namespace on each side behind a veth pair, MTU 1450 as the agent gives
 /// containers on a 1500 underlay, addresses 10.99.0.1 and .2 (outside the
-/// agent's 10.128.0.0/9 pool). The VXLAN device has the agent's settings
-/// (no learning, no outer UDP checksum); unknown MACs are flooded to the
-/// other host through the all-zeros FDB entry, so the bridges learn.
+/// agent's 10.128.0.0/9 pool). The VXLAN device has two of the agent's
+/// settings (no learning, no outer UDP checksum) and keeps the kernel's
+/// defaults otherwise (GRO on, which the agent turns off; IPv6 on every
+/// device); unknown MACs are flooded to the other host through the
+/// all-zeros FDB entry, so the bridges learn.
 /// Everything in the host namespaces goes with the lab; the two namespaces
 /// here go when this is dropped.
 struct HandBuilt {
