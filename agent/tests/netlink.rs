@@ -180,6 +180,14 @@ async fn a_datapath_is_applied_observed_and_reapplied() {
     assert_eq!(observed.neigh.get(VX), Some(&neigh));
     let port = h.link_json(VX);
     assert_eq!(port["linkinfo"]["info_slave_data"]["learning"], false, "{port}");
+    // The VXLAN device without GRO (read with the ethtool binary), and
+    // neither device with an IPv6 address.
+    let features = run(&["ip", "netns", "exec", &h.name, "ethtool", "-k", VX]);
+    assert!(features.contains("generic-receive-offload: off"), "{features}");
+    assert!(features.contains("rx-checksumming: on"), "only GRO changed: {features}");
+    for dev in [BR, VX] {
+        assert_eq!(h.ip(&format!("-6 -o addr show dev {dev}")), "", "{dev} has IPv6 addresses");
+    }
 
     // Replaying the whole plan is harmless.
     apply_ok(&dp, &ops).await;
@@ -341,6 +349,7 @@ async fn the_pair_is_made_and_raised_before_it_gets_its_address() {
     dp.create_veth(&ns, &eth0).await.expect("create");
     let up = |dev: &str| c.link_json(dev)["flags"].as_array().expect("flags").iter().any(|f| f == "UP");
     assert!(up("eth0") && up("lo"), "both up once made");
+    assert_eq!(c.ip("-6 -o addr show dev eth0"), "", "the container end came up without IPv6");
     assert!(!addrs_in(&c.path).contains(&ip4("10.77.0.2")), "no address before configure");
     assert!(c.ip("route show default").trim().is_empty());
 

@@ -17,8 +17,6 @@ use netlink_packet_core::{
 };
 use netlink_packet_generic::{GenlFamily, GenlHeader, GenlMessage};
 
-use super::OpError;
-
 const ETHTOOL_MSG_FEATURES_SET: u8 = 12;
 const ETHTOOL_GENL_VERSION: u8 = 1;
 const ETHTOOL_A_FEATURES_HEADER: u16 = 1;
@@ -144,19 +142,20 @@ impl Nla for Attr {
     }
 }
 
-/// Sends `request` and waits for the kernel's ACK.
-pub(super) async fn set(h: &GenetlinkHandle, request: FeaturesSet) -> Result<(), OpError> {
+/// Sends `request` and waits for the kernel's ACK; a failure is told as
+/// `ethtool -K DEV: why`.
+pub(super) async fn set(h: &GenetlinkHandle, request: FeaturesSet) -> Result<(), String> {
     let what = format!("ethtool -K {}", request.dev);
     let mut msg = NetlinkMessage::from(GenlMessage::from_payload(request));
     msg.header.flags = NLM_F_REQUEST | NLM_F_ACK;
     let mut h = h.clone();
-    let mut replies = h.request(msg).await.map_err(|e| OpError::Io(format!("{what}: {e}")))?;
+    let mut replies = h.request(msg).await.map_err(|e| format!("{what}: {e}"))?;
     while let Some(reply) = replies.next().await {
-        let reply = reply.map_err(|e| OpError::Io(format!("{what}: reading the answer: {e}")))?;
+        let reply = reply.map_err(|e| format!("{what}: reading the answer: {e}"))?;
         if let NetlinkPayload::Error(e) = reply.payload
             && e.code.is_some()
         {
-            return Err(OpError::Io(format!("{what}: {}", e.to_io())));
+            return Err(format!("{what}: {}", e.to_io()));
         }
     }
     Ok(())
