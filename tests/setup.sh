@@ -16,6 +16,9 @@ command -v etcd >/dev/null || need+=(etcd-server)
 command -v ip >/dev/null && command -v bridge >/dev/null || need+=(iproute2)
 command -v ping >/dev/null || need+=(iputils-ping)
 command -v protoc >/dev/null || need+=(protobuf-compiler)
+# protoc's well-known types (google/protobuf/descriptor.proto), which etcd-client's
+# protos import; without recommends, protobuf-compiler does not bring them.
+[ -f /usr/include/google/protobuf/descriptor.proto ] || need+=(libprotobuf-dev)
 if [ "${1:-}" = "--test" ]; then
 command -v nft >/dev/null || need+=(nftables) # firewall tests: an independent read of the table
 command -v etcdctl >/dev/null || need+=(etcd-client)

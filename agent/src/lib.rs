@@ -17,6 +17,7 @@ pub mod config;
 pub mod dataplane;
 pub mod desired;
 pub mod doctor;
+pub mod endpoint;
 pub mod error;
 pub mod http;
 pub mod leaks;

@@ -258,6 +258,7 @@ mod tests {
             ifname: "eth0".into(),
             host_ifname: format!("ovve{last}"),
             created_at: 0,
+            container: None,
         }
     }
 

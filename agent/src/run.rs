@@ -26,6 +26,7 @@ use crate::backoff::Backoff;
 use crate::config::{Config, Listen};
 use crate::dataplane::{Dataplane, NetlinkDataplane};
 use crate::desired::HostContext;
+use crate::endpoint::Endpoints;
 use crate::leaks::Busy;
 use crate::metrics::Metrics;
 use crate::reconcile::Loop;
@@ -84,8 +85,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         tokio::spawn(crate::reconcile::run(reconcile, state_rx)),
         tokio::spawn(release_dead_endpoints(store.clone(), releases_rx, metrics.clone())),
     ];
-    let service =
-        AgentService::new(store, dp, me, ready_rx, metrics).with_busy(busy).with_registered(registered_rx);
+    let endpoints = Arc::new(
+        Endpoints::new(store.clone(), dp.clone(), me, ready_rx)
+            .with_busy(busy)
+            .with_registered(registered_rx),
+    );
+    let service = AgentService::new(store, dp, endpoints, metrics);
     let result = serve_api_tls(listener, service, api_tls, shutdown).await;
     for t in tasks.iter().chain(&http) {
         t.abort();

@@ -36,6 +36,7 @@ pub fn endpoint(network: &str, host: &str, ip: [u8; 4]) -> EndpointRecord {
         ifname: "eth0".into(),
         host_ifname: format!("ovve{}", ip.octets()[3]),
         created_at: 0,
+        container: None,
     }
 }
 

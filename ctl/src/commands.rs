@@ -121,7 +121,7 @@ async fn network(
             render(out, format, &ep, |e| format!("{}\n", e.endpoint.ip))
         }
         NetworkCommand::Disconnect { network, netns } => {
-            let req = pb::DisconnectRequest { network, netns };
+            let req = pb::DisconnectRequest { network, netns, ..Default::default() };
             let ep = agent.disconnect_endpoint(req).await?.map(AttachedEndpointView::from);
             render(out, format, &ep, |e| match e {
                 Some(e) => format!("{}\n", e.endpoint.ip),
@@ -170,6 +170,7 @@ fn connect_request(args: ConnectArgs) -> pb::ConnectRequest {
         network: args.network,
         netns: args.netns,
         ip: args.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        ..Default::default()
     }
 }
 

@@ -47,6 +47,7 @@ fn endpoint(netns: &str, ip: &str) -> pb::Endpoint {
         ifname: "eth0".into(),
         prefix_len: 16,
         gateway: "10.128.0.1".into(),
+        ..Default::default()
     }
 }
 

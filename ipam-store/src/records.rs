@@ -92,6 +92,22 @@ pub struct EndpointRecord {
     pub ifname: String,
     pub host_ifname: String,
     pub created_at: u64,
+    /// The container runtime's own name for what this endpoint belongs to
+    /// (Docker, CNI); absent for `ovctl network connect`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerRef>,
+}
+
+/// Who asked for an endpoint, in the runtime's own terms.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerRef {
+    /// `docker` or `cni`.
+    pub runtime: String,
+    /// The runtime's container id (Docker's, or CNI's `CNI_CONTAINERID`).
+    pub id: String,
+    /// The container's name, when the runtime gives one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
 }
 
 macro_rules! versioned {
@@ -179,10 +195,17 @@ mod tests {
             ifname: "eth0".into(),
             host_ifname: "veth1".into(),
             created_at: 5,
+            container: None,
         };
         let json = String::from_utf8(encode(&e)).unwrap();
         assert!(json.contains(r#""mac":"02:42:0a:01:02:03""#), "{json}");
         assert_eq!(decode::<EndpointRecord>("k", json.as_bytes()).unwrap(), e);
+        assert!(!json.contains("container"), "{json}");
+        let c = EndpointRecord {
+            container: Some(ContainerRef { runtime: "cni".into(), id: "abc".into(), name: "web".into() }),
+            ..e
+        };
+        assert_eq!(decode::<EndpointRecord>("k", &encode(&c)).unwrap(), c);
     }
 
     #[test]

@@ -248,6 +248,7 @@ mod tests {
             ifname: "eth0".into(),
             host_ifname: "vethc".into(),
             created_at: 1,
+            container: None,
         }
     }
 

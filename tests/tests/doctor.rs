@@ -25,6 +25,7 @@ use ovnet_agent::api::AgentService;
 use ovnet_agent::config::Listen;
 use ovnet_agent::dataplane::{Dataplane, NetlinkDataplane};
 use ovnet_agent::desired::HostContext;
+use ovnet_agent::endpoint::Endpoints;
 use ovnet_agent::metrics::Metrics;
 use ovnet_agent::netns::block_on_in_netns;
 use ovnet_agent::run::{bind, serve_api};
@@ -95,7 +96,8 @@ async fn standby_service(
     let underlay = dp.underlay(Some(vtep)).await?;
     let me = HostContext { node, vtep, underlay_mtu: underlay.mtu };
     let (_, ready) = tokio::sync::watch::channel(Arc::new(BTreeSet::new()));
-    Ok(AgentService::new(store, dp, me, ready, Metrics::new()))
+    let endpoints = Arc::new(Endpoints::new(store.clone(), dp.clone(), me, ready));
+    Ok(AgentService::new(store, dp, endpoints, Metrics::new()))
 }
 
 impl Drop for Standby {

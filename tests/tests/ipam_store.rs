@@ -51,6 +51,7 @@ fn endpoint(network: &str, host: &str, id: &str, ip: Option<Ipv4Addr>) -> NewEnd
         ifname: "eth0".to_string(),
         host_ifname: format!("veth{id}"),
         ip,
+        container: None,
     }
 }
 

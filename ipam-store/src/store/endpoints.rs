@@ -24,7 +24,9 @@ use crate::alloc;
 use crate::error::Error;
 use crate::keys::{Key, Keys};
 use crate::mac::Mac;
-use crate::records::{BlockRecord, EndpointRecord, NetworkRecord, RECORD_VERSION, decode, encode, now_secs};
+use crate::records::{
+    BlockRecord, ContainerRef, EndpointRecord, NetworkRecord, RECORD_VERSION, decode, encode, now_secs,
+};
 use crate::validate;
 
 /// A request for an endpoint address; `ip: None` means "any free address".
@@ -37,6 +39,7 @@ pub struct NewEndpoint {
     pub ifname: String,
     pub host_ifname: String,
     pub ip: Option<Ipv4Addr>,
+    pub container: Option<ContainerRef>,
 }
 
 /// A network's address state at one revision.
@@ -351,6 +354,7 @@ impl EtcdStore {
             ifname: req.ifname.clone(),
             host_ifname: req.host_ifname.clone(),
             created_at: now_secs(),
+            container: req.container.clone(),
         };
         let keys = &self.keys;
         let ep_key = keys.endpoint(&req.network, ip);
@@ -485,6 +489,7 @@ mod tests {
             ifname: "eth0".into(),
             host_ifname: "ovveid".into(),
             created_at: 0,
+            container: None,
         };
         let kv = |r: &EndpointRecord| Kv {
             key: format!("/ovnet/endpoints/n/{}", r.ip),

@@ -176,6 +176,7 @@ pub fn endpoint(net: &NetworkRecord, plan: &NetPlan, h: usize, j: usize) -> Endp
         ifname: "eth0".into(),
         host_ifname: format!("ovve{:x}", u32::from(ip) & 0xfffff),
         created_at: now_secs(),
+        container: None,
     }
 }
 
