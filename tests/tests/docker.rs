@@ -128,6 +128,12 @@ fn docker_connect_disconnect_rm_and_dockerd_restart_leave_nothing_behind() {
     assert_eq!(address(&d, "box", "demo"), "10.77.0.50");
     reaches(&d, "box", &peer);
     assert_eq!(docker_records(&lab).len(), 2, "the endpoint and its docker mapping");
+    let sandbox = format!("\"netns\":\"{}/netns/", d.exec_root().display());
+    poll("the endpoint record to name box's sandbox", Duration::from_secs(5), || {
+        let dump = lab.etcd_dump().ok()?;
+        dump.values().any(|v| v.contains("\"ip\":\"10.77.0.50\"") && v.contains(&sandbox)).then_some(())
+    })
+    .unwrap();
     assert_eq!(veths(&lab, 0).len(), 2);
     d.run("network disconnect demo box").unwrap();
     assert_eq!(docker_records(&lab), Vec::<String>::new());
