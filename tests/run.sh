@@ -12,7 +12,8 @@ cargo fmt --all -- --check
 cargo build --workspace --bins
 cargo clippy --workspace --all-targets -- -D warnings
 bash tests/deploy/check.sh # deploy/ and vagrant/: scripts, units, Vagrantfile, a 3-member etcd lab
-target/debug/ovbench all --smoke # every benchmark scenario, tiny counts, no timing verdicts (BENCHMARKS.md)
+echo "== ovbench all --smoke: debug build, tiny counts; checks that every scenario runs, judges no target (BENCHMARKS.md)"
+target/debug/ovbench all --smoke
 # Lab tests start several agents each; two at a time suits a 2-core machine.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
