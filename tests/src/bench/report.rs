@@ -253,7 +253,10 @@ mod tests {
             "{smoke}"
         );
         assert!(smoke.contains(build_profile()), "{smoke}");
-        assert!(!smoke.contains("0.88") && !smoke.contains("| met |") && !smoke.contains("MISSED"), "{smoke}");
+        assert!(
+            !smoke.contains("0.88") && !smoke.contains("| met |") && !smoke.contains("MISSED"),
+            "{smoke}"
+        );
         assert!(smoke.contains("| ratio |  | 3 | - | - | - | 0.78 |"), "{smoke}");
     }
 }
