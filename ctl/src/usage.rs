@@ -113,9 +113,32 @@ fn reason(e: &clap::Error) -> String {
     match e.source() {
         Some(source) => match source.downcast_ref::<CtlError>() {
             Some(CtlError::InvalidAddress { reason, .. }) => reason.clone(),
-            _ => source.to_string(),
+            _ => in_words(&source.to_string()),
         },
         None => "invalid value".into(),
+    }
+}
+
+/// clap's ranged number parsers say `0 is not in 1..=16777215`: in words.
+fn in_words(reason: &str) -> String {
+    let Some((_, range)) = reason.split_once(" is not in ") else {
+        return reason.to_string();
+    };
+    let Some((low, high)) = range.split_once("..") else {
+        return reason.to_string();
+    };
+    // `1..=32` is inclusive; `1..N` excludes N, and the type's maximum there
+    // means no upper bound.
+    let (inclusive, high) = match high.strip_prefix('=') {
+        Some(h) => (true, h),
+        None => (false, high),
+    };
+    match high.parse::<u128>() {
+        Ok(h) if !inclusive && h >= u128::from(u32::MAX) => format!("must be at least {low}"),
+        Ok(h) if !inclusive => format!("must be from {low} to {}", h.saturating_sub(1)),
+        Ok(h) => format!("must be from {low} to {h}"),
+        Err(_) if high.is_empty() => format!("must be at least {low}"),
+        Err(_) => reason.to_string(),
     }
 }
 

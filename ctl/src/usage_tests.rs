@@ -63,7 +63,12 @@ fn every_usage_error_is_one_ovctl_line_with_double_quotes() {
             &["--format", "yaml", "version"],
             "ovctl: invalid --format \"yaml\": expected \"table\" or \"json\"",
         ),
-        (&["network", "create", "--vni", "0", "x"], "ovctl: invalid --vni \"0\": 0 is not in 1..=16777215"),
+        (&["network", "create", "--vni", "0", "x"], "ovctl: invalid --vni \"0\": must be from 1 to 16777215"),
+        (
+            &["network", "create", "--block-prefix", "33", "x"],
+            "ovctl: invalid --block-prefix \"33\": must be from 1 to 32",
+        ),
+        (&["--timeout", "0", "version"], "ovctl: invalid --timeout \"0\": must be at least 1"),
         (
             &["completion", "tcsh"],
             "ovctl: invalid shell \"tcsh\": expected \"bash\", \"elvish\", \"fish\", \"powershell\" or \"zsh\"",
