@@ -120,6 +120,12 @@ async fn network(
             let ep = AttachedEndpointView::from(agent.connect_endpoint(connect_request(args)).await?);
             render(out, format, &ep, |e| format!("{}\n", e.endpoint.ip))
         }
+        NetworkCommand::Conflist { name } => {
+            // Refuses a network the agent does not know.
+            agent.inspect_network(name.clone()).await?;
+            out.push_str(&crate::cni::conf::conflist(&name, &agent.addr().to_string()));
+            Ok(())
+        }
         NetworkCommand::Disconnect { network, netns } => {
             let req = pb::DisconnectRequest { network, netns, ..Default::default() };
             let ep = agent.disconnect_endpoint(req).await?.map(AttachedEndpointView::from);
