@@ -96,6 +96,11 @@ pub struct Config {
     /// (etcd lease TTL), e.g. 24h, 90m, 30s; after that any host may lease them.
     #[arg(long, env = "OVNET_BLOCK_GRACE", default_value = "24h", value_parser = parse_grace)]
     pub block_grace: Duration,
+    /// Keep one CNI conflist per ovnet network in this directory (for
+    /// podman, containerd: their CNI config dir), naming this agent's
+    /// --listen address for the `ovnet` CNI plugin.
+    #[arg(long, env = "OVNET_CNI_CONF_DIR", value_name = "DIR")]
+    pub cni_conf_dir: Option<PathBuf>,
     /// PEM certificate (chain) the API presents on a tcp:// --listen; turns TLS on.
     #[arg(long, env = "OVNET_TLS_CERT", value_name = "FILE", help_heading = "API security")]
     pub tls_cert: Option<PathBuf>,
