@@ -1,0 +1,11 @@
+//! The Docker remote plugin `ovnet`: a `NetworkDriver` and an `IpamDriver`
+//! served over HTTP on a unix socket that dockerd finds in
+//! /run/docker/plugins.
+//!
+//! The design decision: a docker network of driver `ovnet` is a view of one
+//! ovnet network, per host; the plugin keeps no state of its own in memory
+//! that a restart would lose: the NetworkID -> ovnet network mapping and
+//! every endpoint live in etcd.
+
+/// Where dockerd looks for the plugin `ovnet`.
+pub const DEFAULT_SOCKET: &str = "unix:///run/docker/plugins/ovnet.sock";
