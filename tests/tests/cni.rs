@@ -98,15 +98,30 @@ fn podman_containers_on_two_hosts_ping_and_leave_nothing_behind() {
 
     let sandbox = pods[0].ok(&["inspect", "--format", "{{.NetworkSettings.SandboxKey}}", "a"]).unwrap();
     assert!(Path::new(&sandbox).exists(), "{sandbox}");
-    pods[0].ok(&["rm", "-f", "a"]).unwrap();
+    pods[0].ok(&["rm", "-f", "-t", "0", "a"]).unwrap();
     let eps = endpoints(lab);
     assert!(!eps.iter().any(|e| e["container"]["id"] == json!(id_a) || e["ip"] == json!(ip_a)), "{eps:?}");
     assert_eq!(veths(lab, 0), Vec::<String>::new(), "no veth left on h1");
     assert!(!Path::new(&sandbox).exists(), "the container's namespace is gone");
     assert!(eps.iter().any(|e| e["container"]["id"] == json!(id_b)), "b untouched");
-    pods[1].ok(&["rm", "-f", "b"]).unwrap();
+    pods[1].ok(&["rm", "-f", "-t", "0", "b"]).unwrap();
     assert_eq!(endpoints(lab), Vec::<Value>::new());
     assert_eq!(veths(lab, 1), Vec::<String>::new());
+
+    // `podman rm -f` while h1's agent is down: nothing is left once it is back.
+    let mut pl = pl;
+    let id_c = pl.pods[0].run("c", "demo").unwrap();
+    pl.lab.kill_agent(0);
+    // podman logs the failed DEL (code 11) and removes the container anyway.
+    pl.pods[0].output(&["rm", "-f", "-t", "0", "c"]).unwrap();
+    pl.lab.start_agent(0).unwrap();
+    let (lab, pods) = (&pl.lab, &pl.pods);
+    poll("c's endpoint released", Duration::from_secs(15), || {
+        (!endpoints(lab).iter().any(|e| e["container"]["id"] == json!(id_c))).then_some(())
+    })
+    .unwrap();
+    poll("c's veth gone", Duration::from_secs(15), || veths(lab, 0).is_empty().then_some(())).unwrap();
+    assert_eq!(pods[0].ok(&["ps", "-a", "--format", "{{.Names}}"]).unwrap(), "", "c removed");
 
     lab.ctl(1, "network rm demo").unwrap();
     for i in 0..2 {
@@ -160,7 +175,8 @@ fn bad_plugin_input_is_a_cni_error_and_changes_nothing() {
         ("CNI_IFNAME", "eth0"),
     ];
     let old = conf(&lab, "demo").replace("1.0.0", "0.2.0");
-    let cases: Vec<(&str, Vec<(&str, &str)>, String, u64, &str)> = vec![
+    type Case<'a> = (&'a str, Vec<(&'a str, &'a str)>, String, u64, &'a str);
+    let cases: Vec<Case> = vec![
         ("garbage stdin", good.to_vec(), "garbage".into(), 6, "cannot decode"),
         ("empty stdin", good.to_vec(), String::new(), 6, "cannot decode"),
         ("unknown network", good.to_vec(), conf(&lab, "nope"), 100, "nope"),
