@@ -12,4 +12,5 @@ pub mod commands;
 pub mod error;
 pub mod output;
 pub mod tls;
+pub mod usage;
 pub mod view;
