@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use ovnet_tests::image::IMAGE;
 use ovnet_tests::lab::{AgentOptions, bin_dir, poll};
 use ovnet_tests::podman::{self, Podman};
 use ovnet_tests::{Lab, LabOptions};
@@ -95,6 +96,14 @@ fn podman_containers_on_two_hosts_ping_and_leave_nothing_behind() {
     assert_eq!((&ep_a["container"]["runtime"], &ep_a["container"]["name"]), (&json!("cni"), &json!("a")));
     assert_eq!((&ep_a["ip"], &ep_a["host"]), (&json!(ip_a), &json!("h1")));
     assert_eq!(veths(lab, 0).len(), 1);
+
+    // A fixed address through CNI_ARGS, which podman passes on to the plugin.
+    let fixed = ip_b.rsplit_once('.').map(|(net, _)| format!("{net}.200")).unwrap();
+    let args = ["run", "-d", "--name", "d", "--network", "demo", IMAGE, "sleep", "3600"];
+    let out = pods[1].command(&args).env("CNI_ARGS", format!("IP={fixed}")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(pods[1].ip("d", "demo").unwrap(), fixed);
+    pods[1].ok(&["rm", "-f", "-t", "0", "d"]).unwrap();
 
     let sandbox = pods[0].ok(&["inspect", "--format", "{{.NetworkSettings.SandboxKey}}", "a"]).unwrap();
     assert!(Path::new(&sandbox).exists(), "{sandbox}");
