@@ -64,23 +64,10 @@ fn underlay_mtu(lab: &Lab, i: usize) -> u64 {
 
 #[test]
 fn podman_containers_on_two_hosts_ping_and_leave_nothing_behind() {
-    let pl = PodLab::start(2);
+    let mut pl = PodLab::start(2);
+    pl.lab.create_network(0, "demo").unwrap();
+    conflists_are_ovctls(&pl, "demo");
     let (lab, pods) = (&pl.lab, &pl.pods);
-    lab.create_network(0, "demo").unwrap();
-    for i in 0..2 {
-        let file = pl.conflist(i, "demo");
-        let text = poll("the conflist on every host", Duration::from_secs(10), || {
-            std::fs::read_to_string(&file).ok()
-        })
-        .unwrap();
-        assert_eq!(
-            text.trim(),
-            lab.ovctl_ok(i, &["network", "conflist", "demo"]).unwrap(),
-            "ovctl prints the same"
-        );
-        let v: Value = serde_json::from_str(&text).unwrap();
-        assert_eq!(v["plugins"][0]["agent"], format!("unix://{}", lab.hosts[i].socket.display()));
-    }
 
     let id_a = pods[0].run("a", "demo").unwrap();
     let id_b = pods[1].run("b", "demo").unwrap();
@@ -96,14 +83,7 @@ fn podman_containers_on_two_hosts_ping_and_leave_nothing_behind() {
     assert_eq!((&ep_a["container"]["runtime"], &ep_a["container"]["name"]), (&json!("cni"), &json!("a")));
     assert_eq!((&ep_a["ip"], &ep_a["host"]), (&json!(ip_a), &json!("h1")));
     assert_eq!(veths(lab, 0).len(), 1);
-
-    // A fixed address through CNI_ARGS, which podman passes on to the plugin.
-    let fixed = ip_b.rsplit_once('.').map(|(net, _)| format!("{net}.200")).unwrap();
-    let args = ["run", "-d", "--name", "d", "--network", "demo", IMAGE, "sleep", "3600"];
-    let out = pods[1].command(&args).env("CNI_ARGS", format!("IP={fixed}")).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(pods[1].ip("d", "demo").unwrap(), fixed);
-    pods[1].ok(&["rm", "-f", "-t", "0", "d"]).unwrap();
+    fixed_address_through_cni_args(&pods[1], &ip_b);
 
     let sandbox = pods[0].ok(&["inspect", "--format", "{{.NetworkSettings.SandboxKey}}", "a"]).unwrap();
     assert!(Path::new(&sandbox).exists(), "{sandbox}");
@@ -117,22 +97,8 @@ fn podman_containers_on_two_hosts_ping_and_leave_nothing_behind() {
     assert_eq!(endpoints(lab), Vec::<Value>::new());
     assert_eq!(veths(lab, 1), Vec::<String>::new());
 
-    // `podman rm -f` while h1's agent is down: nothing is left once it is back.
-    let mut pl = pl;
-    let id_c = pl.pods[0].run("c", "demo").unwrap();
-    pl.lab.kill_agent(0);
-    // podman logs the failed DEL (code 11) and removes the container anyway.
-    pl.pods[0].output(&["rm", "-f", "-t", "0", "c"]).unwrap();
-    pl.lab.start_agent(0).unwrap();
-    let (lab, pods) = (&pl.lab, &pl.pods);
-    poll("c's endpoint released", Duration::from_secs(15), || {
-        (!endpoints(lab).iter().any(|e| e["container"]["id"] == json!(id_c))).then_some(())
-    })
-    .unwrap();
-    poll("c's veth gone", Duration::from_secs(15), || veths(lab, 0).is_empty().then_some(())).unwrap();
-    assert_eq!(pods[0].ok(&["ps", "-a", "--format", "{{.Names}}"]).unwrap(), "", "c removed");
-
-    lab.ctl(1, "network rm demo").unwrap();
+    rm_while_the_agent_is_down(&mut pl);
+    pl.lab.ctl(1, "network rm demo").unwrap();
     for i in 0..2 {
         let file = pl.conflist(i, "demo");
         poll("the conflist removed with the network", Duration::from_secs(10), || {
@@ -140,7 +106,50 @@ fn podman_containers_on_two_hosts_ping_and_leave_nothing_behind() {
         })
         .unwrap();
     }
-    assert_eq!(lab.panics(), 0);
+    assert_eq!(pl.lab.panics(), 0);
+}
+
+/// Every host's conflist of `network` is there, names its agent, and is
+/// what `ovctl network conflist` prints.
+fn conflists_are_ovctls(pl: &PodLab, network: &str) {
+    for (i, host) in pl.lab.hosts.iter().enumerate() {
+        let file = pl.conflist(i, network);
+        let text = poll("the conflist on every host", Duration::from_secs(10), || {
+            std::fs::read_to_string(&file).ok()
+        })
+        .unwrap();
+        let printed = pl.lab.ovctl_ok(i, &["network", "conflist", network]).unwrap();
+        assert_eq!(text.trim(), printed, "ovctl prints the same");
+        let v: Value = serde_json::from_str(&text).unwrap();
+        assert_eq!(v["plugins"][0]["agent"], format!("unix://{}", host.socket.display()));
+    }
+}
+
+/// A fixed address through CNI_ARGS, which podman passes on to the plugin.
+fn fixed_address_through_cni_args(pod: &Podman, beside: &str) {
+    let fixed = beside.rsplit_once('.').map(|(net, _)| format!("{net}.200")).unwrap();
+    let args = ["run", "-d", "--name", "d", "--network", "demo", IMAGE, "sleep", "3600"];
+    let out = pod.command(&args).env("CNI_ARGS", format!("IP={fixed}")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(pod.ip("d", "demo").unwrap(), fixed);
+    pod.ok(&["rm", "-f", "-t", "0", "d"]).unwrap();
+}
+
+/// `podman rm -f` while h1's agent is down: podman logs the failed DEL
+/// (code 11) and removes the container anyway; once the agent is back,
+/// nothing of it is left.
+fn rm_while_the_agent_is_down(pl: &mut PodLab) {
+    let id = pl.pods[0].run("c", "demo").unwrap();
+    pl.lab.kill_agent(0);
+    pl.pods[0].output(&["rm", "-f", "-t", "0", "c"]).unwrap();
+    pl.lab.start_agent(0).unwrap();
+    let lab = &pl.lab;
+    poll("c's endpoint released", Duration::from_secs(15), || {
+        (!endpoints(lab).iter().any(|e| e["container"]["id"] == json!(id))).then_some(())
+    })
+    .unwrap();
+    poll("c's veth gone", Duration::from_secs(15), || veths(lab, 0).is_empty().then_some(())).unwrap();
+    assert_eq!(pl.pods[0].ok(&["ps", "-a", "--format", "{{.Names}}"]).unwrap(), "", "c removed");
 }
 
 /// Runs the plugin binary as a runtime would: `env` and `stdin`; returns
