@@ -130,6 +130,35 @@ mod tests {
     use super::*;
     use crate::testutil::network;
 
+    /// Waits up to 5 s for `f` to hold.
+    async fn until(what: &str, f: impl Fn() -> bool) {
+        for _ in 0..250 {
+            if f() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    #[tokio::test]
+    async fn follows_the_state_and_the_resync_repairs_a_deleted_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let blue = dir.path().join("blue.conflist");
+        let (tx, rx) = tokio::sync::watch::channel(None);
+        let task =
+            tokio::spawn(run(dir.path().to_path_buf(), "unix:///a".into(), rx, Duration::from_millis(50)));
+        let mut s = ClusterState::default();
+        s.networks.insert("blue".into(), network("blue", 4096, "10.128.0.0/16"));
+        tx.send_replace(Some(crate::watch::Snapshot::new(s)));
+        until("blue's conflist", || blue.exists()).await;
+        std::fs::remove_file(&blue).unwrap();
+        until("blue's conflist again", || blue.exists()).await;
+        tx.send_replace(Some(crate::watch::Snapshot::new(ClusterState::default())));
+        until("blue's conflist removed", || !blue.exists()).await;
+        task.abort();
+    }
+
     #[test]
     fn the_plugin_dials_the_agents_listen_address() {
         let unix: Listen = "unix:///run/x/a.sock".parse().unwrap();
