@@ -67,11 +67,12 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
         Some(PLUGIN_TYPE) => {}
         other => return Err(config(format!("\"type\" is {other:?}, not \"{PLUGIN_TYPE}\""))),
     }
-    if obj.contains_key("ipam") {
+    if let Some(ipam) = obj.get("ipam") {
         return Err(CniError::new(
             code::UNSUPPORTED_FIELD,
             "ovnet does not use an \"ipam\" section: the agent hands out the addresses; remove it",
-        ));
+        )
+        .with_details(format!("\"ipam\": {ipam}")));
     }
     let network = string(&obj, "network")?.unwrap_or_else(|| name.clone());
     let agent_text = string(&obj, "agent")?.unwrap_or_else(|| DEFAULT_HOST.to_string());
@@ -171,7 +172,7 @@ mod tests {
             (r#"{"cniVersion":"1.0.0","type":"ovnet"}"#, 7, "\"name\" is missing"),
             (r#"{"cniVersion":"1.0.0","name":7,"type":"ovnet"}"#, 7, "\"name\" must be"),
             (r#"{"cniVersion":"1.0.0","name":"demo","type":"bridge"}"#, 7, "not \"ovnet\""),
-            (&conf(r#","ipam":{"type":"host-local"}"#), 2, "\"ipam\""),
+            (&conf(r#","ipam":{"type":"host-local"}"#), 2, "\"ipam\": {\"type\":\"host-local\"}"),
             (&conf(r#","agent":"ftp://x""#), 7, "\"agent\": invalid agent address"),
             (&conf(r#","runtimeConfig":{"ips":["a"]}"#), 7, "not an IPv4 address"),
             (&conf(r#","runtimeConfig":{"ips":["10.0.0.1","10.0.0.2"]}"#), 7, "several"),
