@@ -14,7 +14,7 @@
 mod driver;
 pub mod forward;
 mod ipam;
-mod mapping;
+pub mod mapping;
 mod protocol;
 
 use std::collections::HashMap;
