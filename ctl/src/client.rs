@@ -76,6 +76,11 @@ impl Agent {
         &self.addr
     }
 
+    /// Whether it is spoken to over TLS.
+    pub fn tls(&self) -> bool {
+        self.mode != Mode::Plain
+    }
+
     pub async fn create_network(&mut self, req: pb::CreateNetworkRequest) -> Result<pb::Network, CtlError> {
         let r = self.client.create_network(req).await;
         self.answer(r)

@@ -15,7 +15,7 @@ use serde_json::{Map, Value, json};
 use super::env::fixed_ip;
 use super::reply::{CURRENT_VERSION, supported};
 use super::{CniError, code};
-use crate::addr::AgentAddr;
+use crate::addr::{AgentAddr, Scheme};
 use crate::cli::DEFAULT_HOST;
 
 /// The CNI type (and binary name) of the plugin.
@@ -77,6 +77,11 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
     let network = string(&obj, "network")?.unwrap_or_else(|| name.clone());
     let agent_text = string(&obj, "agent")?.unwrap_or_else(|| DEFAULT_HOST.to_string());
     let agent = agent_text.parse::<AgentAddr>().map_err(|e| config(format!("\"agent\": {e}")))?;
+    if agent.scheme() == Scheme::Https {
+        return Err(config(format!(
+            "\"agent\": {agent} is TLS, which the plugin does not speak; use the agent's unix socket"
+        )));
+    }
     let ip = runtime_ip(&obj)?;
     let dns = obj.get("dns").cloned().unwrap_or_else(|| json!({}));
     let prev_result = obj.get("prevResult").cloned().filter(|v| !v.is_null());
@@ -174,6 +179,7 @@ mod tests {
             (r#"{"cniVersion":"1.0.0","name":"demo","type":"bridge"}"#, 7, "not \"ovnet\""),
             (&conf(r#","ipam":{"type":"host-local"}"#), 2, "\"ipam\": {\"type\":\"host-local\"}"),
             (&conf(r#","agent":"ftp://x""#), 7, "\"agent\": invalid agent address"),
+            (&conf(r#","agent":"https://10.0.0.1:50051""#), 7, "is TLS, which the plugin"),
             (&conf(r#","runtimeConfig":{"ips":["a"]}"#), 7, "not an IPv4 address"),
             (&conf(r#","runtimeConfig":{"ips":["10.0.0.1","10.0.0.2"]}"#), 7, "several"),
             (&conf(r#","runtimeConfig":{"ips":"10.0.0.1"}"#), 7, "must be a list"),
