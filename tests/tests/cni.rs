@@ -83,7 +83,7 @@ fn podman_containers_on_two_hosts_ping_and_leave_nothing_behind() {
     assert_eq!((&ep_a["container"]["runtime"], &ep_a["container"]["name"]), (&json!("cni"), &json!("a")));
     assert_eq!((&ep_a["ip"], &ep_a["host"]), (&json!(ip_a), &json!("h1")));
     assert_eq!(veths(lab, 0).len(), 1);
-    fixed_address_through_cni_args(&pods[1], &ip_b);
+    fixed_addresses(&pods[1], &ip_b);
 
     let sandbox = pods[0].ok(&["inspect", "--format", "{{.NetworkSettings.SandboxKey}}", "a"]).unwrap();
     assert!(Path::new(&sandbox).exists(), "{sandbox}");
@@ -125,14 +125,27 @@ fn conflists_are_ovctls(pl: &PodLab, network: &str) {
     }
 }
 
-/// A fixed address through CNI_ARGS, which podman passes on to the plugin.
-fn fixed_address_through_cni_args(pod: &Podman, beside: &str) {
-    let fixed = beside.rsplit_once('.').map(|(net, _)| format!("{net}.200")).unwrap();
-    let args = ["run", "-d", "--name", "d", "--network", "demo", IMAGE, "sleep", "3600"];
-    let out = pod.command(&args).env("CNI_ARGS", format!("IP={fixed}")).output().unwrap();
+/// Fixed addresses: `podman run --ip` (podman passes it in the `ips`
+/// capability the conflist declares) and `IP=` in `CNI_ARGS` (podman
+/// passes its environment's on).
+fn fixed_addresses(pod: &Podman, beside: &str) {
+    let net = beside.rsplit_once('.').map(|(net, _)| net.to_string()).unwrap();
+    let (by_flag, by_args) = (format!("{net}.200"), format!("{net}.201"));
+    let run = |name: &str, ip: Option<&str>| {
+        let mut args = vec!["run", "-d", "--name", name, "--network", "demo"];
+        args.extend(ip.map(|ip| ["--ip", ip]).iter().flatten());
+        args.extend([IMAGE, "sleep", "3600"]);
+        pod.command(&args)
+    };
+    let out = run("d1", Some(&by_flag)).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(pod.ip("d", "demo").unwrap(), fixed);
-    pod.ok(&["rm", "-f", "-t", "0", "d"]).unwrap();
+    let out = run("d2", None).env("CNI_ARGS", format!("IP={by_args}")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(pod.ip("d1", "demo").unwrap(), by_flag);
+    assert_eq!(pod.ip("d2", "demo").unwrap(), by_args);
+    let inside = pod.ok(&["exec", "d1", "ip", "-4", "-o", "addr", "show", "eth0"]).unwrap();
+    assert!(inside.contains(&format!("{by_flag}/")), "{inside}");
+    pod.ok(&["rm", "-f", "-t", "0", "d1", "d2"]).unwrap();
 }
 
 /// `podman rm -f` while h1's agent is down: podman logs the failed DEL
