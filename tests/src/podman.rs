@@ -100,7 +100,9 @@ impl Podman {
 
 /// The containers.conf of a lab podman: CNI backend, our plugin, limits a
 /// container can set here (podman's defaults fail with "error setting
-/// rlimit"), no systemd.
+/// rlimit"), no systemd, and locks in files under its own temporary
+/// directory: the default shared-memory locks are one segment for every
+/// podman of the machine, which a new podman's first run frees wholesale.
 pub fn containers_conf(plugin_dirs: &[&Path], cni_dir: &Path) -> String {
     let dirs: Vec<String> = plugin_dirs.iter().map(|d| format!("{:?}", d.display().to_string())).collect();
     format!(
@@ -112,7 +114,8 @@ pub fn containers_conf(plugin_dirs: &[&Path], cni_dir: &Path) -> String {
          network_config_dir = {:?}\n\
          [engine]\n\
          cgroup_manager = \"cgroupfs\"\n\
-         events_logger = \"file\"\n",
+         events_logger = \"file\"\n\
+         lock_type = \"file\"\n",
         dirs.join(", "),
         cni_dir.display().to_string()
     )
