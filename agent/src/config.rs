@@ -96,6 +96,17 @@ pub struct Config {
     /// (etcd lease TTL), e.g. 24h, 90m, 30s; after that any host may lease them.
     #[arg(long, env = "OVNET_BLOCK_GRACE", default_value = "24h", value_parser = parse_grace)]
     pub block_grace: Duration,
+    /// Serve the Docker network and IPAM plugin `ovnet` on this unix socket
+    /// (dockerd finds it in /run/docker/plugins); off when not given.
+    #[arg(long, env = "OVNET_DOCKER_PLUGIN", value_name = "unix:///PATH", num_args = 0..=1,
+          default_missing_value = crate::docker::DEFAULT_SOCKET, value_parser = parse_plugin_socket,
+          help_heading = "Container runtimes")]
+    pub docker_plugin: Option<PathBuf>,
+    /// Keep one CNI conflist per ovnet network in this directory (for
+    /// podman, containerd: their CNI config dir), naming this agent's
+    /// --listen address for the `ovnet` CNI plugin.
+    #[arg(long, env = "OVNET_CNI_CONF_DIR", value_name = "DIR", help_heading = "Container runtimes")]
+    pub cni_conf_dir: Option<PathBuf>,
     /// PEM certificate (chain) the API presents on a tcp:// --listen; turns TLS on.
     #[arg(long, env = "OVNET_TLS_CERT", value_name = "FILE", help_heading = "API security")]
     pub tls_cert: Option<PathBuf>,
@@ -129,6 +140,14 @@ pub struct Config {
     /// flag, so it cannot show in `ps`. Filled by `main`.
     #[arg(skip)]
     pub etcd_password_env: Option<Secret>,
+}
+
+/// A plugin socket: `unix:///absolute/path`.
+fn parse_plugin_socket(s: &str) -> Result<PathBuf, String> {
+    match s.parse::<Listen>()? {
+        Listen::Unix(path) => Ok(path),
+        Listen::Tcp(_) => Err(format!("{s}: the Docker plugin listens on a unix:///path socket only")),
+    }
 }
 
 /// The environment variable that may hold the etcd password.
@@ -373,6 +392,18 @@ mod tests {
         assert_eq!(c.lease_ttl, 10);
         assert_eq!(c.metrics_listen, None);
         assert_eq!(c.block_grace, Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn docker_plugin_socket() {
+        assert_eq!(parse(&[]).unwrap().docker_plugin, None);
+        let bare = parse(&["--docker-plugin"]).unwrap().docker_plugin;
+        assert_eq!(bare, Some("/run/docker/plugins/ovnet.sock".into()));
+        let given = parse(&["--docker-plugin=unix:///tmp/p/ovnet.sock"]).unwrap().docker_plugin;
+        assert_eq!(given, Some("/tmp/p/ovnet.sock".into()));
+        for bad in ["--docker-plugin=tcp://127.0.0.1:1", "--docker-plugin=unix://rel", "--docker-plugin=/x"] {
+            assert!(parse(&[bad]).is_err(), "{bad} should be refused");
+        }
     }
 
     #[test]

@@ -39,9 +39,19 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         None => None,
     };
     let store_cfg = store_config(&cfg).map_err(anyhow::Error::msg)?;
+    let cni_agent = match &cfg.cni_conf_dir {
+        Some(_) => {
+            Some(crate::cni::agent_address(&cfg.listen, api_tls.is_some()).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
     let dp = NetlinkDataplane::new().context("opening netlink")?;
     let underlay = dp.underlay(cfg.advertise_addr).await.context("finding the underlay")?;
     let listener = bind(&cfg.listen).await?;
+    let docker_listener = match &cfg.docker_plugin {
+        Some(path) => Some(bind_unix(path)?),
+        None => None,
+    };
     let metrics = Metrics::new();
     let http = match cfg.metrics_listen {
         Some(addr) => Some(serve_metrics(addr, metrics.clone()).await?),
@@ -82,18 +92,25 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
             },
             state_rx.clone(),
         )),
-        tokio::spawn(crate::reconcile::run(reconcile, state_rx)),
+        tokio::spawn(crate::reconcile::run(reconcile, state_rx.clone())),
         tokio::spawn(release_dead_endpoints(store.clone(), releases_rx, metrics.clone())),
     ];
+    let cni = cfg.cni_conf_dir.clone().zip(cni_agent).map(|(dir, agent)| {
+        tokio::spawn(crate::cni::run(dir, agent, state_rx.clone(), cfg.resync_interval()))
+    });
     let endpoints = Arc::new(
         Endpoints::new(store.clone(), dp.clone(), me, ready_rx)
             .with_busy(busy)
             .with_registered(registered_rx),
     );
+    let docker = docker_listener.map(|l| serve_docker_plugin(l, store.clone(), endpoints.clone()));
     let service = AgentService::new(store, dp, endpoints, metrics);
     let result = serve_api_tls(listener, service, api_tls, shutdown).await;
-    for t in tasks.iter().chain(&http) {
+    for t in tasks.iter().chain(&http).chain(&cni).chain(&docker) {
         t.abort();
+    }
+    if let Some(path) = &cfg.docker_plugin {
+        let _ = std::fs::remove_file(path);
     }
     if let Listen::Unix(path) = &cfg.listen {
         let _ = std::fs::remove_file(path);
@@ -121,6 +138,23 @@ async fn release_dead_endpoints(
             }
         }
     }
+}
+
+/// Serves the Docker plugin (`--docker-plugin`) in a task of its own.
+fn serve_docker_plugin<D: Dataplane>(
+    listener: tokio::net::UnixListener,
+    store: EtcdStore,
+    endpoints: Arc<Endpoints<D>>,
+) -> tokio::task::JoinHandle<()> {
+    let plugin = Arc::new(crate::docker::Plugin::new(store, endpoints));
+    info!("serving the Docker network and IPAM plugin ovnet");
+    tokio::spawn(async move {
+        let forward = tokio::spawn(crate::docker::forward::run());
+        if let Err(e) = crate::docker::serve(listener, plugin, std::future::pending()).await {
+            warn!(error = %e, "the Docker plugin listener stopped");
+        }
+        forward.abort();
+    })
 }
 
 /// Binds the metrics listener and serves it in a task of its own.

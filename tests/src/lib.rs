@@ -7,12 +7,15 @@
 //! labs run side by side and leave nothing behind when a test fails.
 
 pub mod bench;
+pub mod docker;
 pub mod etcd;
+pub mod image;
 pub mod lab;
 pub mod netns;
 pub mod pcap;
 pub mod pings;
 pub mod pki;
+pub mod podman;
 pub mod report;
 
 pub use etcd::{Etcd, EtcdTls};
