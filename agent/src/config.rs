@@ -102,6 +102,11 @@ pub struct Config {
           default_missing_value = crate::docker::DEFAULT_SOCKET, value_parser = parse_plugin_socket,
           help_heading = "Container runtimes")]
     pub docker_plugin: Option<PathBuf>,
+    /// Keep one CNI conflist per ovnet network in this directory (for
+    /// podman, containerd: their CNI config dir), naming this agent's
+    /// --listen address for the `ovnet` CNI plugin.
+    #[arg(long, env = "OVNET_CNI_CONF_DIR", value_name = "DIR", help_heading = "Container runtimes")]
+    pub cni_conf_dir: Option<PathBuf>,
     /// PEM certificate (chain) the API presents on a tcp:// --listen; turns TLS on.
     #[arg(long, env = "OVNET_TLS_CERT", value_name = "FILE", help_heading = "API security")]
     pub tls_cert: Option<PathBuf>,

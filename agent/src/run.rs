@@ -39,6 +39,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         None => None,
     };
     let store_cfg = store_config(&cfg).map_err(anyhow::Error::msg)?;
+    let cni_agent = match &cfg.cni_conf_dir {
+        Some(_) => {
+            Some(crate::cni::agent_address(&cfg.listen, api_tls.is_some()).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
     let dp = NetlinkDataplane::new().context("opening netlink")?;
     let underlay = dp.underlay(cfg.advertise_addr).await.context("finding the underlay")?;
     let listener = bind(&cfg.listen).await?;
@@ -86,9 +92,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
             },
             state_rx.clone(),
         )),
-        tokio::spawn(crate::reconcile::run(reconcile, state_rx)),
+        tokio::spawn(crate::reconcile::run(reconcile, state_rx.clone())),
         tokio::spawn(release_dead_endpoints(store.clone(), releases_rx, metrics.clone())),
     ];
+    let cni = cfg.cni_conf_dir.clone().zip(cni_agent).map(|(dir, agent)| {
+        tokio::spawn(crate::cni::run(dir, agent, state_rx.clone(), cfg.resync_interval()))
+    });
     let endpoints = Arc::new(
         Endpoints::new(store.clone(), dp.clone(), me, ready_rx)
             .with_busy(busy)
@@ -97,7 +106,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let docker = docker_listener.map(|l| serve_docker_plugin(l, store.clone(), endpoints.clone()));
     let service = AgentService::new(store, dp, endpoints, metrics);
     let result = serve_api_tls(listener, service, api_tls, shutdown).await;
-    for t in tasks.iter().chain(&http).chain(&docker) {
+    for t in tasks.iter().chain(&http).chain(&cni).chain(&docker) {
         t.abort();
     }
     if let Some(path) = &cfg.docker_plugin {

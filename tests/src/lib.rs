@@ -16,6 +16,7 @@ pub mod netns;
 pub mod pcap;
 pub mod pings;
 pub mod pki;
+pub mod podman;
 pub mod report;
 
 pub use etcd::{Etcd, EtcdTls};
