@@ -148,12 +148,14 @@ fn serve_docker_plugin<D: Dataplane>(
 ) -> tokio::task::JoinHandle<()> {
     let plugin = Arc::new(crate::docker::Plugin::new(store, endpoints));
     info!("serving the Docker network and IPAM plugin ovnet");
+    // One task for both, so aborting it ends the firewall check too.
     tokio::spawn(async move {
-        let forward = tokio::spawn(crate::docker::forward::run());
-        if let Err(e) = crate::docker::serve(listener, plugin, std::future::pending()).await {
-            warn!(error = %e, "the Docker plugin listener stopped");
-        }
-        forward.abort();
+        let serve = async {
+            if let Err(e) = crate::docker::serve(listener, plugin, std::future::pending()).await {
+                warn!(error = %e, "the Docker plugin listener stopped");
+            }
+        };
+        tokio::join!(serve, crate::docker::forward::run());
     })
 }
 

@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod docker;
+pub mod docker_demo;
 pub mod etcd;
 pub mod image;
 pub mod lab;

@@ -96,6 +96,13 @@ fn docker_containers_across_hosts_isolated_and_through_an_agent_restart() {
     reaches(&d2, "o2", &o1);
     assert!(!pings(&d2, "o2", &a), "other's container reaches demo's");
     assert!(!pings(&d1, "ca", &o2), "demo's container reaches other's");
+    // docker network rm on one host forgets only that host's view.
+    d2.run("rm -f o2").unwrap();
+    d2.run("network rm other").unwrap();
+    assert!(lab.ctl(0, "network inspect other").is_ok(), "the ovnet network stays");
+    let h2_networks =
+        lab.etcd_dump().unwrap().into_keys().filter(|k| k.contains("/docker/h2/networks/")).count();
+    assert_eq!(h2_networks, 1, "h2 maps only demo now");
 
     // The agent restarts under running containers: the datapath stays.
     let stream = d1.ping_stream("ca", &b, Duration::from_millis(10), 400).unwrap();
@@ -109,7 +116,7 @@ fn docker_containers_across_hosts_isolated_and_through_an_agent_restart() {
     d1.run("rm -f ca o1").unwrap();
     assert_eq!(docker_records_of(&lab, "h1"), Vec::<String>::new());
     assert_eq!(veths(&lab, 0), Vec::<String>::new());
-    assert_eq!(docker_records_of(&lab, "h2").len(), 4, "h2's are untouched");
+    assert_eq!(docker_records_of(&lab, "h2").len(), 2, "h2's cb is untouched");
     assert_eq!(lab.panics(), 0);
 }
 
