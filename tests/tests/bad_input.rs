@@ -103,8 +103,8 @@ fn vni_taken_or_out_of_range() {
     let lab = lab();
     lab.create_network(0, "-d overlay --vni 5000 a").unwrap();
     refused(&lab, "network create -d overlay --vni 5000 b", "VNI 5000");
-    refused(&lab, "network create -d overlay --vni 0 b", "0 is not in 1..=16777215");
-    refused(&lab, "network create -d overlay --vni 16777216 b", "16777216 is not in 1..=16777215");
+    refused(&lab, "network create -d overlay --vni 0 b", r#"invalid --vni "0": must be from 1 to 16777215"#);
+    refused(&lab, "network create -d overlay --vni 16777216 b", r#"invalid --vni "16777216": must be from 1 to 16777215"#);
     refused(&lab, "network create -d overlay --vni 4294967296 b", "4294967296");
     refused(&lab, "network create -d overlay --vni -1 b", "-1");
     refused(&lab, "network create -d overlay --vni x b", "invalid digit");
@@ -175,8 +175,8 @@ fn block_prefix_shorter_than_the_subnet_or_too_long() {
     refused(&lab, &with("10.80.0.0/16", "15"), "its prefix must be /16 or longer");
     refused(&lab, &with("10.80.0.0/24", "23"), "its prefix must be /24 or longer");
     refused(&lab, &with("10.80.0.0/16", "31"), "/30 or shorter");
-    refused(&lab, &with("10.80.0.0/16", "33"), "33 is not in 1..=32");
-    refused(&lab, &with("10.80.0.0/16", "0"), "0 is not in 1..=32");
+    refused(&lab, &with("10.80.0.0/16", "33"), r#"invalid --block-prefix "33": must be from 1 to 32"#);
+    refused(&lab, &with("10.80.0.0/16", "0"), r#"invalid --block-prefix "0": must be from 1 to 32"#);
     // Without --subnet the agent picks a /16: a /12 block cannot fit it.
     refused(&lab, "network create -d overlay --block-prefix 12 n", "/16 or longer");
     report(
