@@ -78,6 +78,8 @@ impl Default for StoreConfig {
 #[derive(Clone)]
 pub struct EtcdStore {
     client: Client,
+    /// The same endpoints, with `require_leader` (see `watch`).
+    watcher: Client,
     keys: Keys,
     /// The endpoints, comma separated, for error messages.
     endpoints: String,
@@ -121,17 +123,27 @@ impl EtcdStore {
             opts = opts.with_tls(tls.clone());
         }
         let deadline = cfg.connect_timeout.max(cfg.request_timeout);
-        let client = match tokio::time::timeout(deadline, Client::connect(&cfg.endpoints, Some(opts))).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(connect_error(&endpoints, &e)),
-            Err(_) => {
-                return Err(Error::EtcdUnavailable(format!(
-                    "no answer from {endpoints} within {deadline:?}"
-                )));
-            }
+        let client =
+            match tokio::time::timeout(deadline, Client::connect(&cfg.endpoints, Some(opts.clone()))).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return Err(connect_error(&endpoints, &e)),
+                Err(_) => {
+                    return Err(Error::EtcdUnavailable(format!(
+                        "no answer from {endpoints} within {deadline:?}"
+                    )));
+                }
+            };
+        // Watches go through their own client that requires a leader: a
+        // member cut off from the quorum cancels them ("no leader") instead
+        // of keeping them open and silent (flannel does the same).
+        let watch_opts = opts.clone().with_require_leader(true);
+        let watcher = match Client::connect(&cfg.endpoints, Some(watch_opts)).await {
+            Ok(c) => c,
+            Err(e) => return Err(connect_error(&endpoints, &e)),
         };
         let store = EtcdStore {
             client,
+            watcher,
             keys: Keys::new(&cfg.prefix),
             endpoints,
             request_timeout: cfg.request_timeout,

@@ -43,11 +43,13 @@ pub struct StoreWatch {
 
 impl EtcdStore {
     /// Watches every key under the prefix, starting at `from_revision`
-    /// (inclusive; use the snapshot revision + 1).
+    /// (inclusive; use the snapshot revision + 1). The watch requires a
+    /// leader: on a member that loses the quorum etcd cancels it, which ends
+    /// it with an error, and the caller watches again (through any member).
     pub async fn watch(&self, from_revision: i64) -> Result<StoreWatch, Error> {
         let opts =
             WatchOptions::new().with_prefix().with_start_revision(from_revision).with_progress_notify();
-        let mut c = self.client();
+        let mut c = self.watcher.clone();
         let stream = self.timed("opening a watch", c.watch(self.keys.all(), Some(opts))).await?;
         Ok(StoreWatch { stream, endpoints: self.endpoints.clone() })
     }
