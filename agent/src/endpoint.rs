@@ -303,16 +303,21 @@ impl<D: Dataplane> Endpoints<D> {
         }
     }
 
-    /// Waits until this host has built `network`.
+    /// Waits until this host has built and isolated `network`.
     pub async fn wait_ready(&self, network: &str) -> Result<(), AgentError> {
         let mut rx = self.ready.clone();
-        match tokio::time::timeout(READY_TIMEOUT, rx.wait_for(|s| s.contains(network))).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(AgentError::Unavailable(format!(
-                "the datapath of network {network} is not ready on host {} (is etcd reachable?)",
-                self.me.node
-            ))),
+        if let Ok(Ok(_)) = tokio::time::timeout(READY_TIMEOUT, rx.wait_for(|s| s.contains(network))).await {
+            return Ok(());
         }
+        let node = &self.me.node;
+        Err(AgentError::Unavailable(match &self.ready.borrow().isolation_error {
+            Some(why) => format!(
+                "network {network} is not isolated on host {node}, so nothing is connected to it: {why}"
+            ),
+            None => {
+                format!("the datapath of network {network} is not ready on host {node} (is etcd reachable?)")
+            }
+        }))
     }
 }
 

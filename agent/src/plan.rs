@@ -4,9 +4,11 @@
 //! unit-tested here without root. Additions come before removals, so a
 //! changed entry is never missing in between, and an entry that is already
 //! right is never touched (a restarted agent plans nothing). The firewall
-//! comes after the devices, in the same pass: `connect` waits for the pass
-//! that built its network, so no container is ever on a bridge that is not
-//! isolated yet, and a new network's devices do not wait behind the table.
+//! comes after the devices, in the same pass, so a new network's devices do
+//! not wait behind the table; `connect` waits until a pass has built the
+//! network AND written its rule (the reconcile loop publishes only such
+//! networks as ready, and a failed write keeps them unready), so no
+//! container is put on a bridge that is not isolated.
 
 use std::collections::BTreeSet;
 

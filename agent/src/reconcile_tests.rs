@@ -28,7 +28,7 @@ impl Harness {
         let dp = FakeDataplane::default();
         let metrics = Metrics::new();
         let (state_tx, state_rx) = watch::channel(None);
-        let (ready, _) = watch::channel(Arc::new(BTreeSet::new()));
+        let (ready, _) = watch::channel(Arc::new(Ready::default()));
         let l = Loop {
             dp: dp.clone(),
             me: me(),

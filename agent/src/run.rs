@@ -6,7 +6,6 @@
 //! metrics listener starts first, so `/healthz` answers (and `/readyz` says
 //! why not ready) while etcd is still being dialed.
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -55,7 +54,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     };
     let me = HostContext { node: node.clone(), vtep: underlay.addr, underlay_mtu: underlay.mtu };
     let (state_tx, state_rx) = watch::channel(None);
-    let (ready_tx, ready_rx) = watch::channel(Arc::new(BTreeSet::new()));
+    let (ready_tx, ready_rx) = watch::channel(Arc::new(crate::reconcile::Ready::default()));
     let (registered_tx, registered_rx) = watch::channel(false);
     let busy = Busy::default();
     let (releases_tx, releases_rx) = tokio::sync::mpsc::unbounded_channel();
