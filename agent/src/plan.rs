@@ -62,7 +62,12 @@ fn plan_network(net: &NetworkDatapath, observed: &Observed, ops: &mut Vec<Op>) {
     let vx = observed.links.get(&net.vxlan.name);
     let recreated = plan_vxlan(net, vx, ops);
     for port in &net.ports {
-        if let Some(link) = observed.links.get(port) {
+        // Only one of our veths is made a port (a record naming another
+        // network's VXLAN device or bridge must not move it here).
+        if let Some(link) = observed.links.get(port)
+            && link.kind == LinkKind::Veth
+            && ovnet_ipam_store::validate::host_veth_name(port).is_ok()
+        {
             plan_port(port, &net.bridge.name, net.bridge.mtu, link, ops);
         }
     }

@@ -34,6 +34,10 @@ pub enum DataplaneError {
     Netlink { what: String, source: rtnetlink::Error },
     #[error("network namespace {path}: {reason}")]
     Netns { path: PathBuf, reason: String },
+    /// A link the request names is not one ovnet may change or delete
+    /// (not our prefix, or not the kind we made).
+    #[error("{name} is not ovnet's to change: {why}")]
+    NotOurs { name: String, why: String },
     /// The nftables table `inet ovnet` could not be written.
     #[error("firewall table inet ovnet: {0}")]
     Firewall(String),

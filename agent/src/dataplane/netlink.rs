@@ -203,6 +203,17 @@ impl Dataplane for NetlinkDataplane {
 
     async fn detach(&self, host_ifname: String) -> Result<(), DataplaneError> {
         let what = format!("ip link del {host_ifname}");
+        // Only one of our veths: never a name from a record that is not ours.
+        let not_ours = |why: String| DataplaneError::NotOurs { name: host_ifname.clone(), why };
+        ovnet_ipam_store::validate::host_veth_name(&host_ifname).map_err(not_ours)?;
+        let found = link_by_name(&self.handle, &host_ifname)
+            .await
+            .map_err(|source| DataplaneError::Netlink { what: what.clone(), source })?;
+        match found.as_ref().map(link_kind) {
+            None => return Ok(()),
+            Some(Some(InfoKind::Veth)) => {}
+            Some(other) => return Err(not_ours(format!("it is a {:?} link, not a veth", other))),
+        }
         let existed = ops::delete_existing_link(&self.handle, &host_ifname)
             .await
             .map_err(|source| DataplaneError::Netlink { what: what.clone(), source })?;
@@ -234,6 +245,8 @@ enum OpError {
     NoDevice(String),
     /// The request's outcome is unknown (socket failure, lost answer).
     Io(String),
+    /// The link is not ours (no `ov` prefix): refused before any request.
+    NotOurs(String),
 }
 
 impl From<rtnetlink::Error> for OpError {
@@ -248,6 +261,7 @@ impl OpError {
             OpError::Netlink(source) => DataplaneError::Op { op: op.to_string(), source },
             OpError::NoDevice(dev) => DataplaneError::Other(format!("{op}: device {dev} does not exist")),
             OpError::Io(e) => DataplaneError::Other(format!("{op}: {e}")),
+            OpError::NotOurs(name) => DataplaneError::NotOurs { name, why: format!("refused {op}") },
         }
     }
 }
