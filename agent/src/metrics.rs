@@ -94,6 +94,8 @@ struct Inner {
     synced: AtomicBool,
     /// Why the firewall table cannot be written, while it cannot.
     isolation: std::sync::Mutex<Option<String>>,
+    /// Why the agent is not healthy (a task of it ended), once it is not.
+    unhealthy: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for Metrics {
@@ -121,6 +123,7 @@ impl Metrics {
             etcd_connected: Gauge::default(),
             synced: AtomicBool::new(false),
             isolation: Default::default(),
+            unhealthy: Default::default(),
             registry: Registry::default(),
         };
         let version = VersionLabel { version: env!("CARGO_PKG_VERSION") };
@@ -209,6 +212,19 @@ impl Metrics {
     /// Marks the first reconcile pass as done.
     pub fn synced(&self) {
         self.inner.synced.store(true, Ordering::Relaxed);
+    }
+
+    /// Marks the agent unhealthy for good (a task it needs ended).
+    pub fn unhealthy(&self, why: String) {
+        *self.inner.unhealthy.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+    }
+
+    /// `Ok` while every task of the agent runs; otherwise which ended and why.
+    pub fn health(&self) -> Result<(), String> {
+        match &*self.inner.unhealthy.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
+        }
     }
 
     /// Records whether the last pass could write the firewall table.

@@ -1,7 +1,6 @@
 //! The loop against the fake dataplane, in paused time: what wakes it, and
 //! how its passes are counted.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 

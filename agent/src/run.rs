@@ -4,7 +4,8 @@
 //! ends the tasks and the API but never touches the kernel: the datapath of
 //! this host keeps forwarding while the agent is down or restarting. The
 //! metrics listener starts first, so `/healthz` answers (and `/readyz` says
-//! why not ready) while etcd is still being dialed.
+//! why not ready) while etcd is still being dialed. The tasks are supervised
+//! (`supervise`): when one ends, the agent exits non-zero.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -18,7 +19,7 @@ use ovnet_ipam_store::{Error as StoreError, EtcdStore, StoreConfig};
 use ovnet_proto::agent_server::AgentServer;
 use tokio::sync::watch;
 use tonic::transport::ServerTlsConfig;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::api::AgentService;
 use crate::backoff::Backoff;
@@ -29,6 +30,7 @@ use crate::endpoint::Endpoints;
 use crate::leaks::Busy;
 use crate::metrics::Metrics;
 use crate::reconcile::Loop;
+use crate::supervise::{Task, abort_all, first_end};
 
 /// Runs the agent until `shutdown` completes.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -67,38 +69,47 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         busy: busy.clone(),
         releases: Some(releases_tx),
     };
-    let tasks = [
-        tokio::spawn(crate::watch::run(store.clone(), state_tx, metrics.clone())),
-        tokio::spawn(crate::registration::run(
-            crate::registration::Registration {
-                store: store.clone(),
-                node,
-                vtep: underlay.addr,
-                ttl: cfg.lease_ttl(),
-                grace: cfg.block_grace,
-                registered: registered_tx,
-                metrics: metrics.clone(),
-            },
-            state_rx.clone(),
-        )),
-        tokio::spawn(crate::reconcile::run(reconcile, state_rx)),
-        tokio::spawn(release_dead_endpoints(store.clone(), releases_rx, metrics.clone())),
+    let mut tasks = vec![
+        Task::spawn("watch", crate::watch::run(store.clone(), state_tx, metrics.clone())),
+        Task::spawn(
+            "registration",
+            crate::registration::run(
+                crate::registration::Registration {
+                    store: store.clone(),
+                    node,
+                    vtep: underlay.addr,
+                    ttl: cfg.lease_ttl(),
+                    grace: cfg.block_grace,
+                    registered: registered_tx,
+                    metrics: metrics.clone(),
+                },
+                state_rx.clone(),
+            ),
+        ),
+        Task::spawn("reconcile", crate::reconcile::run(reconcile, state_rx)),
+        Task::spawn("releases", release_dead_endpoints(store.clone(), releases_rx, metrics.clone())),
     ];
+    tasks.extend(http.map(|handle| Task { name: "metrics listener", handle }));
     let endpoints = Arc::new(
         Endpoints::new(store.clone(), dp.clone(), me, ready_rx)
             .with_busy(busy)
             .with_registered(registered_rx),
     );
-    let service = AgentService::new(store, dp, endpoints, metrics);
-    let result = serve_api_tls(listener, service, api_tls, shutdown).await;
-    for t in tasks.iter().chain(&http) {
-        t.abort();
-    }
+    let service = AgentService::new(store, dp, endpoints, metrics.clone());
+    let result = tokio::select! {
+        served = serve_api_tls(listener, service, api_tls, shutdown) => served.context("serving the API"),
+        why = first_end(&mut tasks) => {
+            metrics.unhealthy(why.clone());
+            error!(reason = %why, "a task of the agent ended; exiting (the datapath stays in place)");
+            Err(anyhow::Error::msg(why))
+        }
+    };
+    abort_all(&tasks);
     if let Listen::Unix(path) = &cfg.listen {
         let _ = std::fs::remove_file(path);
     }
     info!("ovagent stopped; the datapath stays in place");
-    result.context("serving the API")
+    result
 }
 
 /// Releases in etcd the endpoints the reconcile loop found dead (their veth
