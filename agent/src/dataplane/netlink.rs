@@ -259,8 +259,8 @@ impl OpError {
     fn into_dataplane(self, op: &Op) -> DataplaneError {
         match self {
             OpError::Netlink(source) => DataplaneError::Op { op: op.to_string(), source },
-            OpError::NoDevice(dev) => DataplaneError::Other(format!("{op}: device {dev} does not exist")),
-            OpError::Io(e) => DataplaneError::Other(format!("{op}: {e}")),
+            OpError::NoDevice(device) => DataplaneError::MissingDevice { what: op.to_string(), device },
+            OpError::Io(reason) => DataplaneError::OutcomeUnknown { what: op.to_string(), reason },
             OpError::NotOurs(name) => DataplaneError::NotOurs { name, why: format!("refused {op}") },
         }
     }
