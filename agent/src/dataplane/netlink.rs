@@ -5,7 +5,10 @@
 //! in order: links one by one over rtnetlink, runs of FDB and neighbour
 //! entries in bulk over a second, raw socket ([`entries`], [`raw`]), each
 //! device's index looked up once per pass, and the firewall table in one
-//! nf_tables transaction over a third ([`nft`]). The design decision to know:
+//! nf_tables transaction over a third ([`nft`]), whatever its size (the
+//! socket's buffers are fitted to the transaction, as `nft` does). Links
+//! not ours (no `ov` prefix) are never changed, and `detach` deletes only
+//! one of our veths. The design decision to know:
 //! every op is idempotent at this level (EEXIST on create, ENOENT/ENODEV on
 //! delete count as done; updates use replace semantics), so a replayed or
 //! half-applied plan is harmless and the reconcile loop can retry blindly.
