@@ -53,3 +53,33 @@ async fn watch_resumed_after_a_partial_catch_up_sees_every_change_once() {
     assert_eq!(seen.len(), CHANGES, "{} changes missed", CHANGES - seen.len());
     assert!(watches > 1, "etcd sent all {CHANGES} changes in one response: nothing tested");
 }
+
+/// A snapshot larger than etcd-client's default 4 MiB message limit, and
+/// longer than one page: every key comes back, in order, at one revision.
+#[tokio::test]
+async fn snapshot_past_4_mib_and_many_pages_lists_everything() {
+    let etcd = Etcd::start_local().unwrap();
+    let s = store(&etcd).await;
+    let mut c = s.client();
+    let big = vec![b'x'; 300 * 1024];
+    for i in 0..20 {
+        c.put(format!("/ovnet-test/big/{i:02}"), big.clone(), None).await.unwrap();
+    }
+    let many = 2 * ovnet_ipam_store::store::SNAPSHOT_PAGE as usize + 7;
+    let mut txn_ops = Vec::new();
+    for i in 0..many {
+        txn_ops.push(etcd_client::TxnOp::put(format!("/ovnet-test/many/{i:05}"), "v", None));
+        if txn_ops.len() == 100 || i + 1 == many {
+            c.txn(etcd_client::Txn::new().and_then(std::mem::take(&mut txn_ops))).await.unwrap();
+        }
+    }
+    let (revision, kvs) = s.snapshot().await.unwrap();
+    let (now, _) = s.snapshot().await.unwrap();
+    assert_eq!(revision, now);
+    assert_eq!(kvs.len(), 20 + many);
+    let keys: Vec<&String> = kvs.iter().map(|(k, _)| k).collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(keys, sorted, "keys out of order or repeated");
+}

@@ -49,7 +49,7 @@ impl EtcdStore {
     pub async fn watch(&self, from_revision: i64) -> Result<StoreWatch, Error> {
         let opts =
             WatchOptions::new().with_prefix().with_start_revision(from_revision).with_progress_notify();
-        let mut c = self.watcher.clone();
+        let mut c = self.watcher.watch_client().max_decoding_message_size(super::MAX_MESSAGE);
         let stream = self.timed("opening a watch", c.watch(self.keys.all(), Some(opts))).await?;
         Ok(StoreWatch { stream, endpoints: self.endpoints.clone() })
     }
