@@ -26,6 +26,10 @@ use crate::leaks::Busy;
 use crate::model::{bridge_name, veth_host_name, veth_temp_name};
 use crate::netns::{is_own_netns, netns_path};
 use crate::reconcile::ReadyRx;
+use crate::watch::StateRx;
+
+mod cache;
+use cache::Cache;
 
 /// How long a connect waits for this host to build a just-created network.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,12 +79,31 @@ pub struct Endpoints<D: Dataplane> {
     busy: Busy,
     /// True once this host is registered (its records then go on its reservation).
     registered: watch::Receiver<bool>,
+    /// The watch cache, when given: pre-checks read it instead of etcd.
+    cache: Option<Cache>,
 }
 
 impl<D: Dataplane> Endpoints<D> {
     pub fn new(store: EtcdStore, dp: D, me: HostContext, ready: ReadyRx) -> Self {
         let registered = watch::channel(true).1;
-        Endpoints { store, dp, me, ready, plumbing: Mutex::new(()), busy: Busy::default(), registered }
+        Endpoints {
+            store,
+            dp,
+            me,
+            ready,
+            plumbing: Mutex::new(()),
+            busy: Busy::default(),
+            registered,
+            cache: None,
+        }
+    }
+
+    /// Serves the pre-checks of connect and disconnect from the watch cache
+    /// (`state`), so each costs etcd the same few requests whatever the
+    /// network's size.
+    pub fn with_cache(mut self, state: StateRx) -> Self {
+        self.cache = Some(Cache::new(state));
+        self
     }
 
     /// Makes `connect` wait until this host is registered.
@@ -149,6 +172,7 @@ impl<D: Dataplane> Endpoints<D> {
         if let Err(e) = self.finish_veth(&ns, &planned, &spec).await {
             return Err(self.undo_connect(Some(&spec.host_ifname), Some((&net, ep.ip)), e.into()).await);
         }
+        self.wrote(&net.name, ep.ip, true);
         info!(network = %net.name, netns = %a.netns, ip = %ep.ip, ifname = %ep.ifname, "endpoint connected");
         Ok((ep, net))
     }
@@ -176,7 +200,15 @@ impl<D: Dataplane> Endpoints<D> {
             let links = self.dp.netns_links(&ns).await?;
             Ok::<_, DataplaneError>((ns, links))
         };
-        let (visit, offer) = tokio::join!(visit, self.store.offer_endpoint(&req, same_netns));
+        let offer = async {
+            if let Some(snap) = self.cached().await
+                && let Some(offer) = self.store.offer_endpoint_cached(&snap.state, &req, same_netns)?
+            {
+                return Ok(offer);
+            }
+            self.store.offer_endpoint(&req, same_netns).await
+        };
+        let (visit, offer) = tokio::join!(visit, offer);
         let (ns, links) = visit?;
         let offer = offer?;
         req.ifname = match &a.ifname {
@@ -240,10 +272,11 @@ impl<D: Dataplane> Endpoints<D> {
         {
             warn!(error = %undo, "could not remove veth {host_ifname} of a failed connect");
         }
-        if let Some((net, ip)) = address
-            && let Err(undo) = self.store.release_endpoint(&net.name, ip).await
-        {
-            warn!(error = %undo, %ip, "could not release the address of a failed connect");
+        if let Some((net, ip)) = address {
+            match self.store.release_endpoint(&net.name, ip).await {
+                Ok(_) => self.wrote(&net.name, ip, false),
+                Err(undo) => warn!(error = %undo, %ip, "could not release the address of a failed connect"),
+            }
         }
         err
     }
@@ -261,7 +294,7 @@ impl<D: Dataplane> Endpoints<D> {
     ) -> Result<(EndpointRecord, NetworkRecord), AgentError> {
         validate::network_name(network)?;
         let _plumbing = self.plumbing.lock().await;
-        let (net, endpoints) = self.store.network_endpoints(network).await?;
+        let (net, endpoints) = self.endpoints_of(network).await?;
         let matching: Box<dyn Fn(&EndpointRecord) -> bool + Send + Sync> = match which {
             Detach::Netns(netns) => {
                 let same = netns_matcher(netns);
@@ -288,6 +321,7 @@ impl<D: Dataplane> Endpoints<D> {
         let _busy = self.busy.hold(std::slice::from_ref(&ep.host_ifname));
         self.dp.detach(ep.host_ifname.clone()).await?;
         let ep = self.store.release_endpoint(&net.name, ep.ip).await?;
+        self.wrote(&net.name, ep.ip, false);
         info!(network = %net.name, netns = %ep.netns, ip = %ep.ip, "endpoint disconnected");
         Ok((ep, net))
     }

@@ -86,14 +86,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
                 state_rx.clone(),
             ),
         ),
-        Task::spawn("reconcile", crate::reconcile::run(reconcile, state_rx)),
+        Task::spawn("reconcile", crate::reconcile::run(reconcile, state_rx.clone())),
         Task::spawn("releases", release_dead_endpoints(store.clone(), releases_rx, metrics.clone())),
     ];
     tasks.extend(http.map(|handle| Task { name: "metrics listener", handle }));
     let endpoints = Arc::new(
         Endpoints::new(store.clone(), dp.clone(), me, ready_rx)
             .with_busy(busy)
-            .with_registered(registered_rx),
+            .with_registered(registered_rx)
+            .with_cache(state_rx),
     );
     let service = AgentService::new(store, dp, endpoints, metrics.clone());
     let result = tokio::select! {

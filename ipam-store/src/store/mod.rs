@@ -9,6 +9,7 @@
 //! timeouts), so with etcd down every call fails with
 //! `Error::EtcdUnavailable` within a few seconds instead of hanging.
 
+mod cached;
 mod endpoints;
 mod hosts;
 mod networks;
