@@ -123,9 +123,10 @@ impl<D: Dataplane> Endpoints<D> {
         &self.me
     }
 
-    /// A connect is one visit to the container's namespace and one etcd
-    /// read, side by side (its links; the address, refused when the namespace
-    /// is already connected here), then the veth is made and raised while
+    /// A connect is one visit to the container's namespace (its links) beside
+    /// the address offer, made from the watch cache when there is one (else
+    /// one etcd read; refused when the namespace is already connected here),
+    /// then the veth is made and raised while
     /// etcd writes the endpoint, then given its address. No extra read of the
     /// network when this host has built it already. Answers once the veth
     /// forwards. The container end has no address until etcd holds the
