@@ -19,7 +19,7 @@ use ovnet_ipam_store::{Error as StoreError, EtcdStore, StoreConfig};
 use ovnet_proto::agent_server::AgentServer;
 use tokio::sync::watch;
 use tonic::transport::ServerTlsConfig;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::api::AgentService;
 use crate::backoff::Backoff;
@@ -30,7 +30,7 @@ use crate::endpoint::Endpoints;
 use crate::leaks::Busy;
 use crate::metrics::Metrics;
 use crate::reconcile::Loop;
-use crate::supervise::{Task, abort_all, first_end};
+use crate::supervise::{Task, abort_all, serve_supervised};
 
 /// Runs the agent until `shutdown` completes.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -97,14 +97,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
             .with_cache(state_rx),
     );
     let service = AgentService::new(store, dp, endpoints, metrics.clone());
-    let result = tokio::select! {
-        served = serve_api_tls(listener, service, api_tls, shutdown) => served.context("serving the API"),
-        why = first_end(&mut tasks) => {
-            metrics.unhealthy(why.clone());
-            error!(reason = %why, "a task of the agent ended; exiting (the datapath stays in place)");
-            Err(anyhow::Error::msg(why))
-        }
-    };
+    let api = async { serve_api_tls(listener, service, api_tls, shutdown).await.context("serving the API") };
+    let result = serve_supervised(api, &mut tasks, &metrics).await;
     abort_all(&tasks);
     if let Listen::Unix(path) = &cfg.listen {
         let _ = std::fs::remove_file(path);

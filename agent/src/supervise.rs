@@ -10,6 +10,9 @@
 use std::future::pending;
 
 use tokio::task::{JoinError, JoinHandle};
+use tracing::error;
+
+use crate::metrics::Metrics;
 
 /// A named task the agent cannot run without.
 pub struct Task {
@@ -50,6 +53,24 @@ fn why(e: JoinError) -> String {
     format!("panicked: {message}")
 }
 
+/// Runs `api` (which ends on shutdown) while watching `tasks`: when one of
+/// them ends first, logs which and why, marks the agent unhealthy and
+/// returns that as the error (the caller exits non-zero).
+pub async fn serve_supervised(
+    api: impl Future<Output = anyhow::Result<()>>,
+    tasks: &mut [Task],
+    metrics: &Metrics,
+) -> anyhow::Result<()> {
+    tokio::select! {
+        served = api => served,
+        why = first_end(tasks) => {
+            metrics.unhealthy(why.clone());
+            error!(reason = %why, "a task of the agent ended; exiting (the datapath stays in place)");
+            Err(anyhow::Error::msg(why))
+        }
+    }
+}
+
 /// Ends every task (on a stop, or after one ended).
 pub fn abort_all(tasks: &[Task]) {
     for t in tasks {
@@ -60,6 +81,23 @@ pub fn abort_all(tasks: &[Task]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_task_ending_ends_the_agent_unhealthy_and_a_shutdown_does_not() {
+        let metrics = Metrics::new();
+        let mut tasks =
+            vec![Task::spawn("watch", async { panic!("boom") }), Task::spawn("reconcile", pending())];
+        let err = serve_supervised(pending(), &mut tasks, &metrics).await.unwrap_err();
+        assert_eq!(err.to_string(), "the watch task panicked: boom");
+        assert_eq!(metrics.health(), Err("the watch task panicked: boom".to_string()));
+        abort_all(&tasks);
+
+        let metrics = Metrics::new();
+        let mut tasks = vec![Task::spawn("watch", pending())];
+        serve_supervised(async { Ok(()) }, &mut tasks, &metrics).await.unwrap();
+        assert_eq!(metrics.health(), Ok(()));
+        abort_all(&tasks);
+    }
 
     #[tokio::test]
     async fn a_task_that_returns_or_panics_is_named() {
