@@ -6,7 +6,9 @@
 //! connect writes the endpoint while the veth is made, then gives the veth its
 //! address; whichever half fails, the other is undone. A disconnect deletes
 //! the veth before it frees the address, so an address is never handed out
-//! again while a container still holds it.
+//! again while a container still holds it. With the watch cache given
+//! (`with_cache`, see `cache`), the pre-checks read it instead of etcd, so a
+//! call costs etcd one transaction whatever the network's size.
 
 use std::net::Ipv4Addr;
 use std::os::unix::fs::MetadataExt;
@@ -26,6 +28,10 @@ use crate::leaks::Busy;
 use crate::model::{bridge_name, veth_host_name, veth_temp_name};
 use crate::netns::{is_own_netns, netns_path};
 use crate::reconcile::ReadyRx;
+use crate::watch::StateRx;
+
+mod cache;
+use cache::Cache;
 
 mod staged;
 
@@ -77,12 +83,31 @@ pub struct Endpoints<D: Dataplane> {
     busy: Busy,
     /// True once this host is registered (its records then go on its reservation).
     registered: watch::Receiver<bool>,
+    /// The watch cache, when given: pre-checks read it instead of etcd.
+    cache: Option<Cache>,
 }
 
 impl<D: Dataplane> Endpoints<D> {
     pub fn new(store: EtcdStore, dp: D, me: HostContext, ready: ReadyRx) -> Self {
         let registered = watch::channel(true).1;
-        Endpoints { store, dp, me, ready, plumbing: Mutex::new(()), busy: Busy::default(), registered }
+        Endpoints {
+            store,
+            dp,
+            me,
+            ready,
+            plumbing: Mutex::new(()),
+            busy: Busy::default(),
+            registered,
+            cache: None,
+        }
+    }
+
+    /// Serves the pre-checks of connect and disconnect from the watch cache
+    /// (`state`), so each costs etcd the same few requests whatever the
+    /// network's size.
+    pub fn with_cache(mut self, state: StateRx) -> Self {
+        self.cache = Some(Cache::new(state));
+        self
     }
 
     /// Makes `connect` wait until this host is registered.
@@ -102,9 +127,10 @@ impl<D: Dataplane> Endpoints<D> {
         &self.me
     }
 
-    /// A connect is one visit to the container's namespace and one etcd
-    /// read, side by side (its links; the address, refused when the namespace
-    /// is already connected here), then the veth is made and raised while
+    /// A connect is one visit to the container's namespace (its links) beside
+    /// the address offer, made from the watch cache when there is one (else
+    /// one etcd read; refused when the namespace is already connected here),
+    /// then the veth is made and raised while
     /// etcd writes the endpoint, then given its address. No extra read of the
     /// network when this host has built it already. Answers once the veth
     /// forwards. The container end has no address until etcd holds the
@@ -151,6 +177,7 @@ impl<D: Dataplane> Endpoints<D> {
         if let Err(e) = self.finish_veth(&ns, &planned, &spec).await {
             return Err(self.undo_connect(Some(&spec.host_ifname), Some((&net, ep.ip)), e.into()).await);
         }
+        self.wrote(&net.name, ep.ip, true);
         info!(network = %net.name, netns = %a.netns, ip = %ep.ip, ifname = %ep.ifname, "endpoint connected");
         Ok((ep, net))
     }
@@ -178,7 +205,15 @@ impl<D: Dataplane> Endpoints<D> {
             let links = self.dp.netns_links(&ns).await?;
             Ok::<_, DataplaneError>((ns, links))
         };
-        let (visit, offer) = tokio::join!(visit, self.store.offer_endpoint(&req, same_netns));
+        let offer = async {
+            if let Some(snap) = self.cached().await
+                && let Some(offer) = self.store.offer_endpoint_cached(&snap.state, &req, same_netns)?
+            {
+                return Ok(offer);
+            }
+            self.store.offer_endpoint(&req, same_netns).await
+        };
+        let (visit, offer) = tokio::join!(visit, offer);
         let (ns, links) = visit?;
         let offer = offer?;
         req.ifname = match &a.ifname {
@@ -242,10 +277,11 @@ impl<D: Dataplane> Endpoints<D> {
         {
             warn!(error = %undo, "could not remove veth {host_ifname} of a failed connect");
         }
-        if let Some((net, ip)) = address
-            && let Err(undo) = self.store.release_endpoint(&net.name, ip).await
-        {
-            warn!(error = %undo, %ip, "could not release the address of a failed connect");
+        if let Some((net, ip)) = address {
+            match self.store.release_endpoint(&net.name, ip).await {
+                Ok(_) => self.wrote(&net.name, ip, false),
+                Err(undo) => warn!(error = %undo, %ip, "could not release the address of a failed connect"),
+            }
         }
         err
     }
@@ -263,7 +299,7 @@ impl<D: Dataplane> Endpoints<D> {
     ) -> Result<(EndpointRecord, NetworkRecord), AgentError> {
         validate::network_name(network)?;
         let _plumbing = self.plumbing.lock().await;
-        let (net, endpoints) = self.store.network_endpoints(network).await?;
+        let (net, endpoints) = self.endpoints_of(network).await?;
         let matching: Box<dyn Fn(&EndpointRecord) -> bool + Send + Sync> = match which {
             Detach::Netns(netns) => {
                 let same = netns_matcher(netns);
@@ -290,6 +326,7 @@ impl<D: Dataplane> Endpoints<D> {
         let _busy = self.busy.hold(std::slice::from_ref(&ep.host_ifname));
         self.dp.detach(ep.host_ifname.clone()).await?;
         let ep = self.store.release_endpoint(&net.name, ep.ip).await?;
+        self.wrote(&net.name, ep.ip, false);
         info!(network = %net.name, netns = %ep.netns, ip = %ep.ip, "endpoint disconnected");
         Ok((ep, net))
     }
@@ -305,16 +342,23 @@ impl<D: Dataplane> Endpoints<D> {
         }
     }
 
-    /// Waits until this host has built `network`.
+    /// Waits until this host has built and isolated `network`.
     pub async fn wait_ready(&self, network: &str) -> Result<(), AgentError> {
         let mut rx = self.ready.clone();
-        match tokio::time::timeout(READY_TIMEOUT, rx.wait_for(|s| s.contains(network))).await {
-            Ok(Ok(_)) => Ok(()),
-            _ => Err(AgentError::Unavailable(format!(
-                "the datapath of network {network:?} is not ready on host {:?} (is etcd reachable?)",
-                self.me.node
-            ))),
+        if let Ok(Ok(_)) = tokio::time::timeout(READY_TIMEOUT, rx.wait_for(|s| s.contains(network))).await {
+            return Ok(());
         }
+        let node = &self.me.node;
+        Err(AgentError::Unavailable(match &self.ready.borrow().isolation_error {
+            Some(why) => format!(
+                "network {network:?} is not isolated on host {node:?}, so nothing is connected to it: {why}"
+            ),
+            None => {
+                format!(
+                    "the datapath of network {network:?} is not ready on host {node:?} (is etcd reachable?)"
+                )
+            }
+        }))
     }
 }
 

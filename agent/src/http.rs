@@ -2,9 +2,10 @@
 //! `/healthz` and `/readyz`.
 //!
 //! It serves only what `Metrics` already holds, so a scrape or a probe never
-//! waits on etcd or the kernel: `/healthz` answers 200 as long as the process
-//! serves at all, `/readyz` 200 only when etcd answers and the datapath was
-//! synced once, else 503 with the reason.
+//! waits on etcd or the kernel: `/healthz` answers 200 while every task of
+//! the agent runs (503 with the task's end once one ended, while the agent
+//! exits), `/readyz` 200 only when etcd answers, the datapath was synced once
+//! and the firewall table is written, else 503 with the reason.
 
 use std::future::Future;
 
@@ -31,13 +32,20 @@ pub async fn serve(
 fn router(metrics: Metrics) -> Router {
     Router::new()
         .route("/metrics", get(scrape))
-        .route("/healthz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health))
         .route("/readyz", get(ready))
         .with_state(metrics)
 }
 
 async fn scrape(State(m): State<Metrics>) -> impl IntoResponse {
     ([(header::CONTENT_TYPE, OPENMETRICS)], m.encode())
+}
+
+async fn health(State(m): State<Metrics>) -> (StatusCode, String) {
+    match m.health() {
+        Ok(()) => (StatusCode::OK, "ok\n".into()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {why}\n")),
+    }
 }
 
 async fn ready(State(m): State<Metrics>) -> (StatusCode, String) {
@@ -81,6 +89,12 @@ mod tests {
         m.etcd_ok();
         m.synced();
         assert_eq!(get(addr, "/readyz").await, (200, "ready\n".into()));
+        m.isolation(Some("firewall table inet ovnet: Operation not permitted".into()));
+        let (code, body) = get(addr, "/readyz").await;
+        assert!(code == 503 && body.contains("networks are not isolated: firewall"), "{body}");
+        m.isolation(None);
+        m.unhealthy("the watch task panicked: boom".into());
+        assert_eq!(get(addr, "/healthz").await, (503, "unhealthy: the watch task panicked: boom\n".into()));
         assert_eq!(get(addr, "/nope").await.0, 404);
         stop.send(()).unwrap();
         server.await.unwrap().unwrap();

@@ -34,6 +34,7 @@ pub mod plan;
 pub mod reconcile;
 pub mod registration;
 pub mod run;
+pub mod supervise;
 pub mod tls;
 pub mod watch;
 

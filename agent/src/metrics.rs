@@ -92,6 +92,10 @@ struct Inner {
     etcd_errors: Counter,
     etcd_connected: Gauge,
     synced: AtomicBool,
+    /// Why the firewall table cannot be written, while it cannot.
+    isolation: std::sync::Mutex<Option<String>>,
+    /// Why the agent is not healthy (a task of it ended), once it is not.
+    unhealthy: std::sync::Mutex<Option<String>>,
 }
 
 impl Default for Metrics {
@@ -118,6 +122,8 @@ impl Metrics {
             etcd_errors: Counter::default(),
             etcd_connected: Gauge::default(),
             synced: AtomicBool::new(false),
+            isolation: Default::default(),
+            unhealthy: Default::default(),
             registry: Registry::default(),
         };
         let version = VersionLabel { version: env!("CARGO_PKG_VERSION") };
@@ -208,15 +214,36 @@ impl Metrics {
         self.inner.synced.store(true, Ordering::Relaxed);
     }
 
-    /// `Ok` when the agent is ready: etcd answers and the datapath was synced
-    /// once; otherwise why not.
+    /// Marks the agent unhealthy for good (a task it needs ended).
+    pub fn unhealthy(&self, why: String) {
+        *self.inner.unhealthy.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
+    }
+
+    /// `Ok` while every task of the agent runs; otherwise which ended and why.
+    pub fn health(&self) -> Result<(), String> {
+        match &*self.inner.unhealthy.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(why) => Err(why.clone()),
+            None => Ok(()),
+        }
+    }
+
+    /// Records whether the last pass could write the firewall table.
+    pub fn isolation(&self, error: Option<String>) {
+        *self.inner.isolation.lock().unwrap_or_else(|e| e.into_inner()) = error;
+    }
+
+    /// `Ok` when the agent is ready: etcd answers, the datapath was synced
+    /// once and the firewall table is written; otherwise why not.
     pub fn readiness(&self) -> Result<(), String> {
         let mut why = Vec::new();
         if self.inner.etcd_connected.get() != 1 {
-            why.push("etcd is not reachable");
+            why.push("etcd is not reachable".to_string());
         }
         if !self.inner.synced.load(Ordering::Relaxed) {
-            why.push("the first reconcile pass is not done");
+            why.push("the first reconcile pass is not done".to_string());
+        }
+        if let Some(e) = &*self.inner.isolation.lock().unwrap_or_else(|e| e.into_inner()) {
+            why.push(format!("networks are not isolated: {e}"));
         }
         if why.is_empty() { Ok(()) } else { Err(why.join("; ")) }
     }

@@ -4,9 +4,11 @@
 //! unit-tested here without root. Additions come before removals, so a
 //! changed entry is never missing in between, and an entry that is already
 //! right is never touched (a restarted agent plans nothing). The firewall
-//! comes after the devices, in the same pass: `connect` waits for the pass
-//! that built its network, so no container is ever on a bridge that is not
-//! isolated yet, and a new network's devices do not wait behind the table.
+//! comes after the devices, in the same pass, so a new network's devices do
+//! not wait behind the table; `connect` waits until a pass has built the
+//! network AND written its rule (the reconcile loop publishes only such
+//! networks as ready, and a failed write keeps them unready), so no
+//! container is put on a bridge that is not isolated.
 
 use std::collections::BTreeSet;
 
@@ -60,7 +62,12 @@ fn plan_network(net: &NetworkDatapath, observed: &Observed, ops: &mut Vec<Op>) {
     let vx = observed.links.get(&net.vxlan.name);
     let recreated = plan_vxlan(net, vx, ops);
     for port in &net.ports {
-        if let Some(link) = observed.links.get(port) {
+        // Only one of our veths is made a port (a record naming another
+        // network's VXLAN device or bridge must not move it here).
+        if let Some(link) = observed.links.get(port)
+            && link.kind == LinkKind::Veth
+            && ovnet_ipam_store::validate::host_veth_name(port).is_ok()
+        {
             plan_port(port, &net.bridge.name, net.bridge.mtu, link, ops);
         }
     }

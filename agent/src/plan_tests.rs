@@ -255,6 +255,20 @@ async fn local_port_is_enslaved_when_present() {
     assert_eq!(ops, vec![Op::SetMaster { name: "ovveabc".into(), master: "ovbr4096".into() }]);
 }
 
+/// A port name that is another network's VXLAN device (a record in etcd
+/// naming it) is never moved into this bridge, nor re-MTUed or raised.
+#[tokio::test]
+async fn a_port_that_is_not_one_of_our_veths_is_left_alone() {
+    let mut red = network(4096);
+    red.ports = BTreeSet::from(["ovvx4097".to_string()]);
+    let d = desired(&[red, network(4097)]);
+    let dp = FakeDataplane::default();
+    converge(&d, &dp).await;
+    let observed = dp.observe().await.unwrap();
+    assert_eq!(observed.links["ovvx4097"].master.as_deref(), Some("ovbr4097"));
+    assert!(plan(&d, &observed).is_empty(), "{:?}", plan(&d, &observed));
+}
+
 #[test]
 fn bridge_with_foreign_address_loses_it_and_gets_gateway() {
     let d = desired(&[network(4096)]);

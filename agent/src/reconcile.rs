@@ -10,8 +10,9 @@
 //! latest. What woke a pass decides how its ops count: after a new snapshot
 //! they are etcd's changes (timed from the snapshot's arrival), after a
 //! netlink event or a resync they are drift corrections. After each pass it
-//! publishes the networks whose datapath is built here, which `connect`
-//! waits for.
+//! publishes the networks whose datapath is built AND isolated here, which
+//! `connect` waits for: a network whose firewall rule could not be written
+//! is not ready (fail closed), and the write's error says why.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -23,20 +24,35 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::backoff::Backoff;
-use crate::dataplane::{Changes, Dataplane};
+use crate::dataplane::{Changes, Dataplane, DataplaneError};
 use crate::desired::{HostContext, Memo, desired_memo};
 use crate::leaks::{Busy, Leaks};
 use crate::liveness::Liveness;
 use crate::local::Local;
 use crate::metrics::{Metrics, Trigger};
-use crate::model::LinkKind;
+use crate::model::{Desired, FirewallState, LinkKind};
 use crate::op::Op;
 use crate::plan::plan;
 use crate::watch::{Snapshot, StateRx};
 
-/// Names of the networks whose bridge and VXLAN device exist on this host.
-pub type ReadyTx = watch::Sender<Arc<BTreeSet<String>>>;
-pub type ReadyRx = watch::Receiver<Arc<BTreeSet<String>>>;
+/// What `connect` may use on this host: the networks whose bridge and
+/// VXLAN device exist AND whose isolation rules are in the kernel.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ready {
+    pub built: BTreeSet<String>,
+    /// Why the firewall table could not be written, while it cannot: the
+    /// networks it would isolate are not ready.
+    pub isolation_error: Option<String>,
+}
+
+impl Ready {
+    pub fn contains(&self, network: &str) -> bool {
+        self.built.contains(network)
+    }
+}
+
+pub type ReadyTx = watch::Sender<Arc<Ready>>;
+pub type ReadyRx = watch::Receiver<Arc<Ready>>;
 
 /// What the loop needs besides its inputs.
 pub struct Loop<D: Dataplane> {
@@ -157,7 +173,7 @@ impl<D: Dataplane> Runner<D> {
         if outcome.ok {
             account(&l.metrics, trigger, &outcome.ops, self.pending.take());
             if self.first {
-                let (networks, revision) = (outcome.built.len(), snap.state.revision);
+                let (networks, revision) = (outcome.ready.built.len(), snap.state.revision);
                 info!(networks, revision, "datapath in sync with etcd");
                 l.metrics.synced();
                 self.first = false;
@@ -167,10 +183,11 @@ impl<D: Dataplane> Runner<D> {
         } else {
             self.retry = Some(self.backoff.next_delay());
         }
+        l.metrics.isolation(outcome.ready.isolation_error.clone());
         l.ready.send_if_modified(|cur| {
-            let changed = **cur != outcome.built;
+            let changed = **cur != outcome.ready;
             if changed {
-                *cur = Arc::new(outcome.built);
+                *cur = Arc::new(outcome.ready);
             }
             changed
         });
@@ -216,8 +233,8 @@ async fn next_change(changes: &mut Option<Changes>) {
 }
 
 struct Outcome {
-    /// Networks whose datapath is built.
-    built: BTreeSet<String>,
+    /// Networks whose datapath is built and isolated.
+    ready: Ready,
     /// The ops the pass applied (or tried to).
     ops: Vec<Op>,
     /// False when something failed and the pass should be retried soon.
@@ -244,7 +261,7 @@ async fn pass<D: Dataplane>(l: &Loop<D>, state: &ClusterState, fresh: bool, m: &
         Err(e) => {
             l.metrics.netlink_errors(1);
             warn!(error = %e, "observing the kernel failed");
-            return Outcome { built: BTreeSet::new(), ops: Vec::new(), ok: false };
+            return Outcome { ready: Ready::default(), ops: Vec::new(), ok: false };
         }
     };
     let mut ops = plan(&want, &observed);
@@ -268,20 +285,41 @@ async fn pass<D: Dataplane>(l: &Loop<D>, state: &ClusterState, fresh: bool, m: &
     for e in &errors {
         warn!(error = %e, "kernel operation failed; will retry");
     }
-    let observed = if errors.is_empty() { None } else { l.dp.observe_cached().await.ok() };
-    let built = want
-        .networks
+    let isolation_error = errors.iter().find_map(|e| match e {
+        DataplaneError::Firewall(why) => Some(why.clone()),
+        _ => None,
+    });
+    let ready = Ready { built: ready_networks(l, &want, &errors).await, isolation_error };
+    Outcome { ready, ops, ok: errors.is_empty() }
+}
+
+/// The networks of `want` that are built and isolated: all of them after a
+/// pass without errors; otherwise those whose devices AND firewall rule the
+/// kernel shows (fail closed: a bridge without its rule is not ready).
+async fn ready_networks<D: Dataplane>(
+    l: &Loop<D>,
+    want: &Desired,
+    errors: &[DataplaneError],
+) -> BTreeSet<String> {
+    if errors.is_empty() {
+        return want.networks.values().map(|n| n.network.clone()).collect();
+    }
+    let Ok(o) = l.dp.observe_cached().await else {
+        return BTreeSet::new();
+    };
+    let isolated = |bridge: &str| match &o.firewall {
+        FirewallState::Rules(fw) => fw.isolated.contains(bridge),
+        _ => false,
+    };
+    want.networks
         .values()
-        .filter(|n| match &observed {
-            None => true,
-            Some(o) => {
-                o.links.get(&n.bridge.name).is_some_and(|l| l.kind == LinkKind::Bridge)
-                    && o.links.contains_key(&n.vxlan.name)
-            }
+        .filter(|n| {
+            o.links.get(&n.bridge.name).is_some_and(|l| l.kind == LinkKind::Bridge)
+                && o.links.contains_key(&n.vxlan.name)
+                && isolated(&n.bridge.name)
         })
         .map(|n| n.network.clone())
-        .collect();
-    Outcome { built, ops, ok: errors.is_empty() }
+        .collect()
 }
 
 #[cfg(test)]

@@ -1,7 +1,6 @@
 //! The loop against the fake dataplane, in paused time: what wakes it, and
 //! how its passes are counted.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +27,7 @@ impl Harness {
         let dp = FakeDataplane::default();
         let metrics = Metrics::new();
         let (state_tx, state_rx) = watch::channel(None);
-        let (ready, _) = watch::channel(Arc::new(BTreeSet::new()));
+        let (ready, _) = watch::channel(Arc::new(Ready::default()));
         let l = Loop {
             dp: dp.clone(),
             me: me(),

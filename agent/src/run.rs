@@ -4,9 +4,9 @@
 //! ends the tasks and the API but never touches the kernel: the datapath of
 //! this host keeps forwarding while the agent is down or restarting. The
 //! metrics listener starts first, so `/healthz` answers (and `/readyz` says
-//! why not ready) while etcd is still being dialed.
+//! why not ready) while etcd is still being dialed. The tasks are supervised
+//! (`supervise`): when one ends, the agent exits non-zero.
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::os::unix::fs::{FileTypeExt, PermissionsExt};
@@ -30,6 +30,7 @@ use crate::endpoint::Endpoints;
 use crate::leaks::Busy;
 use crate::metrics::Metrics;
 use crate::reconcile::Loop;
+use crate::supervise::{Task, abort_all, serve_supervised};
 
 /// Runs the agent until `shutdown` completes.
 pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
@@ -65,7 +66,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     };
     let me = HostContext { node: node.clone(), vtep: underlay.addr, underlay_mtu: underlay.mtu };
     let (state_tx, state_rx) = watch::channel(None);
-    let (ready_tx, ready_rx) = watch::channel(Arc::new(BTreeSet::new()));
+    let (ready_tx, ready_rx) = watch::channel(Arc::new(crate::reconcile::Ready::default()));
     let (registered_tx, registered_rx) = watch::channel(false);
     let busy = Busy::default();
     let (releases_tx, releases_rx) = tokio::sync::mpsc::unbounded_channel();
@@ -78,37 +79,44 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         busy: busy.clone(),
         releases: Some(releases_tx),
     };
-    let tasks = [
-        tokio::spawn(crate::watch::run(store.clone(), state_tx, metrics.clone())),
-        tokio::spawn(crate::registration::run(
-            crate::registration::Registration {
-                store: store.clone(),
-                node,
-                vtep: underlay.addr,
-                ttl: cfg.lease_ttl(),
-                grace: cfg.block_grace,
-                registered: registered_tx,
-                metrics: metrics.clone(),
-            },
-            state_rx.clone(),
-        )),
-        tokio::spawn(crate::reconcile::run(reconcile, state_rx.clone())),
-        tokio::spawn(release_dead_endpoints(store.clone(), releases_rx, metrics.clone())),
+    let mut tasks = vec![
+        Task::spawn("watch", crate::watch::run(store.clone(), state_tx, metrics.clone())),
+        Task::spawn(
+            "registration",
+            crate::registration::run(
+                crate::registration::Registration {
+                    store: store.clone(),
+                    node,
+                    vtep: underlay.addr,
+                    ttl: cfg.lease_ttl(),
+                    grace: cfg.block_grace,
+                    registered: registered_tx,
+                    metrics: metrics.clone(),
+                },
+                state_rx.clone(),
+            ),
+        ),
+        Task::spawn("reconcile", crate::reconcile::run(reconcile, state_rx.clone())),
+        Task::spawn("releases", release_dead_endpoints(store.clone(), releases_rx, metrics.clone())),
     ];
-    let cni = cfg.cni_conf_dir.clone().zip(cni_agent).map(|(dir, agent)| {
-        tokio::spawn(crate::cni::run(dir, agent, state_rx.clone(), cfg.resync_interval()))
-    });
+    tasks.extend(http.map(|handle| Task { name: "metrics listener", handle }));
+    tasks.extend(cfg.cni_conf_dir.clone().zip(cni_agent).map(|(dir, agent)| {
+        Task::spawn("cni conflists", crate::cni::run(dir, agent, state_rx.clone(), cfg.resync_interval()))
+    }));
     let endpoints = Arc::new(
         Endpoints::new(store.clone(), dp.clone(), me, ready_rx)
             .with_busy(busy)
-            .with_registered(registered_rx),
+            .with_registered(registered_rx)
+            .with_cache(state_rx),
     );
-    let docker = docker_listener.map(|l| serve_docker_plugin(l, store.clone(), endpoints.clone()));
-    let service = AgentService::new(store, dp, endpoints, metrics);
-    let result = serve_api_tls(listener, service, api_tls, shutdown).await;
-    for t in tasks.iter().chain(&http).chain(&cni).chain(&docker) {
-        t.abort();
-    }
+    tasks.extend(docker_listener.map(|l| Task {
+        name: "docker plugin",
+        handle: serve_docker_plugin(l, store.clone(), endpoints.clone()),
+    }));
+    let service = AgentService::new(store, dp, endpoints, metrics.clone());
+    let api = async { serve_api_tls(listener, service, api_tls, shutdown).await.context("serving the API") };
+    let result = serve_supervised(api, &mut tasks, &metrics).await;
+    abort_all(&tasks);
     if let Some(path) = &cfg.docker_plugin {
         let _ = std::fs::remove_file(path);
     }
@@ -116,7 +124,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         let _ = std::fs::remove_file(path);
     }
     info!("ovagent stopped; the datapath stays in place");
-    result.context("serving the API")
+    result
 }
 
 /// Releases in etcd the endpoints the reconcile loop found dead (their veth

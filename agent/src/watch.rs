@@ -3,8 +3,11 @@
 //!
 //! The copy is listed once, then kept current by watching from the listed
 //! revision + 1; only the keys a watch batch names are decoded, and the
-//! published state is copied only when a reader still holds the previous one. When the watch breaks it resumes from the last revision it
-//! saw; when etcd says that revision was compacted, it lists again (flannel's
+//! published state is copied only when a reader still holds the previous one.
+//! When the watch breaks it resumes after the last event it applied (a
+//! batch's revision is its last event's, never the response header's, which
+//! etcd stamps with the current revision while it is still catching a
+//! watcher up); when etcd says that revision was compacted, it lists again (flannel's
 //! `LeaseWatcher.Reset`). Consumers only see whole snapshots, never events;
 //! each carries the instant its newest change was received, so the reconcile
 //! loop can measure how long that change took to reach the kernel.
@@ -130,7 +133,10 @@ async fn follow(
         backoff.reset();
         metrics.etcd_ok();
         if batch.events.is_empty() {
-            continue; // progress notification
+            // A progress notification: nothing changed up to its revision.
+            let state = Arc::make_mut(&mut cache.state);
+            state.revision = state.revision.max(batch.revision);
+            continue;
         }
         for ev in &batch.events {
             match ev {

@@ -97,3 +97,23 @@ async fn the_logged_command_makes_the_same_table() {
     let dp = NetlinkDataplane::in_netns(&by_shell.path()).await.expect("dataplane");
     assert_eq!(dp.observe().await.unwrap().firewall, FirewallState::Rules(fw(&["ovbr4096", "ovbr5000"])));
 }
+
+/// A table of 5,000 rules (NAT and published ports will multiply them) is
+/// one transaction too big for default socket buffers: it is written, read
+/// back and compared.
+#[tokio::test]
+async fn a_table_of_5000_rules_is_written_and_read_back() {
+    let ns = Netns::new();
+    let dp = NetlinkDataplane::in_netns(&ns.path()).await.expect("dataplane");
+    let names: Vec<String> = (0..5_000).map(|i| format!("ovbr{}", 4096 + i)).collect();
+    let big = Firewall { isolated: names.iter().cloned().collect() };
+    let errors = dp.apply(&[Op::SyncFirewall { firewall: big.clone() }]).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(dp.observe().await.unwrap().firewall, FirewallState::Rules(big));
+    let listed = ns.nft("list table inet ovnet");
+    assert_eq!(listed.matches(" drop").count(), 5_000);
+    // Written again whole (the old table deleted in the same transaction).
+    let fewer = Firewall { isolated: names[..10].iter().cloned().collect() };
+    assert!(dp.apply(&[Op::SyncFirewall { firewall: fewer.clone() }]).await.is_empty());
+    assert_eq!(dp.observe().await.unwrap().firewall, FirewallState::Rules(fewer));
+}

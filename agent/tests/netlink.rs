@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_route::address::AddressAttribute;
-use ovnet_agent::dataplane::{AttachSpec, Dataplane, NetlinkDataplane, Underlay};
+use ovnet_agent::dataplane::{AttachSpec, Dataplane, DataplaneError, NetlinkDataplane, Underlay};
 use ovnet_agent::model::{FdbEntry, LinkKind, NeighEntry, ObservedLink};
 use ovnet_agent::netns::block_on_in_netns;
 use ovnet_agent::op::Op;
@@ -235,14 +235,18 @@ async fn removals_take_exactly_what_they_name_and_repeat_cleanly() {
 async fn failures_are_reported_per_op_and_do_not_stop_the_rest() {
     let (_h, dp) = host_dp("err", "192.0.2.1").await;
     let bad = Op::AddFdb { dev: "ovvxmissing".into(), mac: Mac::ZERO, dst: ip4("192.0.2.2") };
-    let bad_master = Op::SetMaster { name: "ul0".into(), master: "ovbrmissing".into() };
+    let bad_master = Op::SetMaster { name: "ovvemissing".into(), master: "ovbrmissing".into() };
+    // A link without our prefix is refused before any request.
+    let not_ours = Op::SetMaster { name: "ul0".into(), master: BR.into() };
     let [good, _] = bridge_ops(BR, "10.77.0.1", 24);
-    let errors = dp.apply(&[bad.clone(), bad_master.clone(), good]).await;
+    let errors = dp.apply(&[bad.clone(), bad_master.clone(), not_ours.clone(), good]).await;
     let texts: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert_eq!(texts.len(), 3, "{texts:?}");
     assert!(texts[0].starts_with(&bad.to_string()) && texts[0].contains("ovvxmissing"), "{texts:?}");
-    let master_failed = texts[1].starts_with(&bad_master.to_string()) && texts[1].contains("ovbrmissing");
+    let master_failed = texts[1].starts_with(&bad_master.to_string()) && texts[1].contains("missing");
     assert!(master_failed, "{texts:?}");
+    assert!(texts[2].starts_with("ul0 is not ovnet's to change"), "{texts:?}");
+    assert!(matches!(errors[0], DataplaneError::MissingDevice { .. }), "{errors:?}");
     assert!(dp.observe().await.expect("observe").links.contains_key(BR));
 }
 

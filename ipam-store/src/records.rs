@@ -24,6 +24,10 @@ pub trait Versioned {
     /// What the record describes, e.g. "network".
     const KIND: &'static str;
     fn version(&self) -> u32;
+    /// What a decoded record must satisfy beyond its JSON shape (why not).
+    fn check(&self) -> Result<(), String> {
+        Ok(())
+    }
 }
 
 /// `<p>/hosts/<name>`: a host's persistent registration.
@@ -127,7 +131,22 @@ versioned! {
     NetworkRecord => "network",
     VniRecord => "VNI",
     BlockRecord => "block",
-    EndpointRecord => "endpoint",
+}
+
+/// Its device names reach netlink: the host end must be one of our veths
+/// (`ovve…`), the container end a plain interface name, or empty for a
+/// Docker endpoint (Docker names the container's interface itself).
+impl Versioned for EndpointRecord {
+    const KIND: &'static str = "endpoint";
+    fn version(&self) -> u32 {
+        self.v
+    }
+    fn check(&self) -> Result<(), String> {
+        crate::validate::host_veth_name(&self.host_ifname)?;
+        let runtime_names_it =
+            self.ifname.is_empty() && self.container.as_ref().is_some_and(|c| c.runtime == "docker");
+        if runtime_names_it { Ok(()) } else { crate::validate::interface_name(&self.ifname) }
+    }
 }
 
 #[derive(Deserialize)]
@@ -152,7 +171,10 @@ pub fn decode<T: DeserializeOwned + Versioned>(key: &str, bytes: &[u8]) -> Resul
             return Err(bad(format!("{} record has no version field \"v\"", T::KIND)));
         }
     }
-    serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid {} record: {e}", T::KIND)))
+    let record: T =
+        serde_json::from_slice(bytes).map_err(|e| bad(format!("invalid {} record: {e}", T::KIND)))?;
+    record.check().map_err(|why| bad(format!("invalid {} record: {why}", T::KIND)))?;
+    Ok(record)
 }
 
 /// Encodes a record as JSON.
@@ -193,7 +215,7 @@ mod tests {
             ip: Ipv4Addr::new(10, 1, 2, 3),
             mac: Mac::endpoint(Ipv4Addr::new(10, 1, 2, 3)),
             ifname: "eth0".into(),
-            host_ifname: "veth1".into(),
+            host_ifname: "ovve1".into(),
             created_at: 5,
             container: None,
         };
@@ -228,6 +250,35 @@ mod tests {
             assert!(msg.contains("/ovnet/blocks/x/y"), "{msg}");
             assert!(msg.contains(want), "{msg} should contain {want}");
         }
+    }
+
+    #[test]
+    fn endpoint_device_names_are_checked() {
+        let good = br#"{"v":1,"id":"c","network":"n","host":"h","netns":"/run/netns/c","ip":"10.0.0.2","mac":"02:42:0a:00:00:02","ifname":"eth0","host_ifname":"ovve1a2b","created_at":1}"#;
+        decode::<EndpointRecord>("k", good).unwrap();
+        let text = String::from_utf8_lossy(good);
+        for (field, value, want) in [
+            ("host_ifname", "eth0", "not one of ovnet's veths"),
+            ("host_ifname", "ovvx4096", "not one of ovnet's veths"),
+            ("host_ifname", "ovve", "not one of ovnet's veths"),
+            ("host_ifname", "ovve123456789012", "longer than 15"),
+            ("host_ifname", "ovve1/2", "not one of ovnet's veths"),
+            ("ifname", "", "empty"),
+            ("ifname", "eth 0", "character"),
+            ("ifname", "..", "not an interface name"),
+        ] {
+            let from = match field {
+                "ifname" => r#""ifname":"eth0""#.to_string(),
+                _ => r#""host_ifname":"ovve1a2b""#.to_string(),
+            };
+            let bytes = text.replace(&from, &format!(r#""{field}":"{value}""#));
+            let err = decode::<EndpointRecord>("/k", bytes.as_bytes()).unwrap_err().to_string();
+            assert!(err.contains(want) && err.contains("/k"), "{field}={value:?}: {err}");
+        }
+        // Docker names the container's interface itself: its records carry none.
+        let docker =
+            text.replace(r#""ifname":"eth0""#, r#""ifname":"","container":{"runtime":"docker","id":"x"}"#);
+        decode::<EndpointRecord>("k", docker.as_bytes()).unwrap();
     }
 
     #[test]

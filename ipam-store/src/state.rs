@@ -246,7 +246,7 @@ mod tests {
             ip,
             mac: Mac::endpoint(ip),
             ifname: "eth0".into(),
-            host_ifname: "vethc".into(),
+            host_ifname: "ovvec".into(),
             created_at: 1,
             container: None,
         }

@@ -45,6 +45,47 @@ pub fn host_name(name: &str) -> Result<(), Error> {
     name_chars_ok(name).map_err(invalid)
 }
 
+/// The prefix of the host end of every veth ovnet makes (`ovve` + id).
+pub const VETH_PREFIX: &str = "ovve";
+
+/// Longest Linux interface name (IFNAMSIZ - 1).
+pub const IFNAME_MAX: usize = 15;
+
+/// A Linux interface name: 1..=15 bytes, not `.` or `..`, without `/`,
+/// `:`, whitespace or control characters (what `dev_valid_name` accepts,
+/// minus the `:` of aliases).
+pub fn interface_name(name: &str) -> Result<(), String> {
+    let invalid = |rule: &str| Err(format!("interface name {name:?}: {rule}"));
+    if name.is_empty() {
+        return invalid("it is empty");
+    }
+    if name.len() > IFNAME_MAX {
+        return invalid("it is longer than 15 characters");
+    }
+    if name == "." || name == ".." {
+        return invalid("it is not an interface name");
+    }
+    if name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace() || c.is_control() || !c.is_ascii()) {
+        return invalid("it contains a character other than printable ASCII without '/', ':' or spaces");
+    }
+    Ok(())
+}
+
+/// The host end of one of ovnet's veths: `ovve` and 1..=11 letters or
+/// digits. Anything else (`eth0`, another network's `ovvx…`) is not ours to
+/// change or delete.
+pub fn host_veth_name(name: &str) -> Result<(), String> {
+    if name.len() > IFNAME_MAX {
+        return Err(format!("veth name {name:?}: it is longer than 15 characters"));
+    }
+    match name.strip_prefix(VETH_PREFIX) {
+        Some(id) if !id.is_empty() && id.chars().all(|c| c.is_ascii_alphanumeric()) => Ok(()),
+        _ => Err(format!(
+            "veth name {name:?} is not one of ovnet's veths ({VETH_PREFIX} followed by letters or digits)"
+        )),
+    }
+}
+
 /// A VXLAN network identifier: 1..=16_777_215 (24 bits, 0 excluded).
 pub fn vni(vni: u32) -> Result<(), Error> {
     if (1..=16_777_215).contains(&vni) { Ok(()) } else { Err(Error::InvalidVni { vni }) }

@@ -127,14 +127,21 @@ impl Etcd {
     /// Starts a cluster of one member per address inside `netns` (each on
     /// :2379 and :2380 of its address) and waits until all serve.
     pub fn start_cluster_in_netns(netns: &str, ips: &[Ipv4Addr]) -> anyhow::Result<Vec<Etcd>> {
+        let at: Vec<(String, Ipv4Addr)> = ips.iter().map(|ip| (netns.to_string(), *ip)).collect();
+        Etcd::start_cluster(&at)
+    }
+
+    /// Starts a cluster of one member per (namespace, address), each on
+    /// :2379 and :2380 of its address, and waits until all serve.
+    pub fn start_cluster(at: &[(String, Ipv4Addr)]) -> anyhow::Result<Vec<Etcd>> {
         let name = |i: usize| format!("ovnet-test-{i}");
         let initial: Vec<String> =
-            ips.iter().enumerate().map(|(i, ip)| format!("{}=http://{ip}:2380", name(i))).collect();
+            at.iter().enumerate().map(|(i, (_, ip))| format!("{}=http://{ip}:2380", name(i))).collect();
         let token = format!("ovnet-{}-{}", std::process::id(), crate::netns::unique_id());
         let mut members = Vec::new();
-        for (i, ip) in ips.iter().enumerate() {
+        for (i, (netns, ip)) in at.iter().enumerate() {
             let member = Member { name: name(i), initial_cluster: initial.join(","), token: token.clone() };
-            members.push(Etcd::prepare(Some(netns.to_string()), *ip, 2379, 2380, member, None)?);
+            members.push(Etcd::prepare(Some(netns.clone()), *ip, 2379, 2380, member, None)?);
         }
         let mut offsets = Vec::new();
         for m in &mut members {

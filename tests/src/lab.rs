@@ -33,9 +33,22 @@ impl Default for LabOptions {
     }
 }
 
-/// Where etcd member `i` listens: .254, .253, ... of the underlay.
+/// Where etcd member `i` of a cluster listens: .250, .249, ... of the
+/// underlay, each member in its own namespace (so that one can be cut off).
 fn etcd_ip(i: usize) -> Ipv4Addr {
-    Ipv4Addr::new(172, 30, 0, 254 - i as u8)
+    Ipv4Addr::new(172, 30, 0, 250 - i as u8)
+}
+
+/// A namespace for etcd cluster member `i`, on the underlay bridge at `ip`.
+fn member_netns(underlay: &Netns, name: &str, i: usize, ip: Ipv4Addr) -> anyhow::Result<Netns> {
+    let ns = Netns::new(name)?;
+    let port = format!("pe{i}");
+    underlay.ip(&["link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
+    underlay.ip(&["link", "set", &port, "master", "ul", "up"])?;
+    ns.ip(&["addr", "add", &format!("{ip}/24"), "dev", "eth0"])?;
+    ns.ip(&["link", "set", "eth0", "up"])?;
+    ns.ip(&["link", "set", "lo", "up"])?;
+    Ok(ns)
 }
 
 /// Settings of every agent a lab starts, beyond `LabOptions` (kept apart so
@@ -116,6 +129,8 @@ pub struct Lab {
     pub etcd: Etcd,
     /// The other members, when the lab runs an etcd cluster.
     pub etcd_peers: Vec<Etcd>,
+    /// Each cluster member's own namespace (none for a single member).
+    etcd_netns: Vec<Netns>,
     pub underlay: Netns,
     opts: LabOptions,
     agent_opts: AgentOptions,
@@ -191,13 +206,17 @@ impl Lab {
         underlay.ip(&["link", "add", "name", "ul", "type", "bridge"])?;
         underlay.ip(&["addr", "add", &format!("{UNDERLAY_GW}/24"), "dev", "ul"])?;
         underlay.ip(&["link", "set", "ul", "up"])?;
-        for i in 1..opts.etcd_members {
-            underlay.ip(&["addr", "add", &format!("{}/24", etcd_ip(i)), "dev", "ul"])?;
+        let mut etcd_netns = Vec::new();
+        if opts.etcd_members > 1 {
+            for i in 0..opts.etcd_members {
+                etcd_netns.push(member_netns(&underlay, &format!("ovl{id}-e{i}"), i, etcd_ip(i))?);
+            }
         }
         // A cluster is always plain etcd; `etcd` starts the single member.
         let (etcd, etcd_peers) = if opts.etcd_members > 1 {
-            let ips: Vec<Ipv4Addr> = (0..opts.etcd_members).map(etcd_ip).collect();
-            let mut members = Etcd::start_cluster_in_netns(&underlay.name, &ips)?;
+            let at: Vec<(String, Ipv4Addr)> =
+                etcd_netns.iter().enumerate().map(|(i, ns)| (ns.name.clone(), etcd_ip(i))).collect();
+            let mut members = Etcd::start_cluster(&at)?;
             let first = members.remove(0);
             (first, members)
         } else {
@@ -211,6 +230,7 @@ impl Lab {
             containers: Vec::new(),
             etcd,
             etcd_peers,
+            etcd_netns,
             underlay,
             opts: opts.clone(),
             agent_opts,
@@ -497,6 +517,36 @@ impl Lab {
             0 => &mut self.etcd,
             i => &mut self.etcd_peers[i - 1],
         }
+    }
+
+    /// Cuts cluster member `i` off from the other members (its peer port,
+    /// both ways) while its clients still reach it.
+    pub fn cut_etcd_member(&self, i: usize) -> anyhow::Result<()> {
+        let ns = self.etcd_netns.get(i).context("no such etcd cluster member")?;
+        let rules = "table inet ovtest {\n\
+            chain in { type filter hook input priority 0; tcp dport 2380 drop; tcp sport 2380 drop; }\n\
+            chain out { type filter hook output priority 0; tcp dport 2380 drop; tcp sport 2380 drop; }\n}\n";
+        let file = self.dir.path().join(format!("cut-e{i}.nft"));
+        std::fs::write(&file, rules)?;
+        let out = ns.exec("nft", &["-f", &file.to_string_lossy()])?;
+        if !out.status.success() {
+            bail!("nft in {}: {}", ns.name, String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(())
+    }
+
+    /// How many watches etcd member `i` serves (its
+    /// `etcd_debugging_mvcc_watcher_total`).
+    pub fn etcd_watchers(&mut self, i: usize) -> anyhow::Result<u64> {
+        let url = format!("{}/metrics", self.etcd_member(i).endpoint());
+        let out = self.underlay.exec("curl", &["-sf", "--max-time", "5", &url])?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("etcd_debugging_mvcc_watcher_total "))
+            .with_context(|| format!("no watcher count at {url}"))?;
+        let n: f64 = line.rsplit(' ').next().unwrap_or("").parse()?;
+        Ok(n as u64)
     }
 
     /// Runs `f` with an etcd client of the lab (all members), inside the underlay namespace.

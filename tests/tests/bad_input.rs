@@ -104,7 +104,11 @@ fn vni_taken_or_out_of_range() {
     lab.create_network(0, "-d overlay --vni 5000 a").unwrap();
     refused(&lab, "network create -d overlay --vni 5000 b", "VNI 5000");
     refused(&lab, "network create -d overlay --vni 0 b", r#"invalid --vni "0": must be from 1 to 16777215"#);
-    refused(&lab, "network create -d overlay --vni 16777216 b", r#"invalid --vni "16777216": must be from 1 to 16777215"#);
+    refused(
+        &lab,
+        "network create -d overlay --vni 16777216 b",
+        r#"invalid --vni "16777216": must be from 1 to 16777215"#,
+    );
     refused(&lab, "network create -d overlay --vni 4294967296 b", "4294967296");
     refused(&lab, "network create -d overlay --vni -1 b", "-1");
     refused(&lab, "network create -d overlay --vni x b", "invalid digit");
@@ -365,5 +369,53 @@ fn disconnecting_what_is_not_connected() {
         "disconnecting_what_is_not_connected",
         "disconnect of an unconnected namespace, one on another network, one connected on another host, a \
          missing namespace, a non-namespace path, and one already disconnected",
+    );
+}
+
+/// Endpoint records written to etcd by hand that name devices not ours: the
+/// host's `eth0`, another network's VXLAN device. They are logged and
+/// skipped; a disconnect of the namespace they name and the reconcile loop
+/// leave both devices as they were.
+#[test]
+fn records_naming_devices_not_ours_are_skipped() {
+    let mut lab = lab();
+    lab.create_network(0, "-d overlay --subnet 10.86.0.0/16 red").unwrap();
+    lab.create_network(0, "-d overlay --subnet 10.87.0.0/16 blue").unwrap();
+    lab.connected(0, "red", "r1").unwrap();
+    lab.connected(0, "blue", "b1").unwrap();
+    let blue: serde_json::Value = serde_json::from_str(&lab.ctl(0, "network inspect blue").unwrap()).unwrap();
+    let vni = blue["vni"].as_u64().expect("blue's VNI");
+    let (blue_vx, blue_br) = (format!("ovvx{vni}"), format!("ovbr{vni}"));
+    let evil = lab.container("evil").unwrap();
+    let other = lab.container("other").unwrap();
+    let h1 = lab.hosts[0].ns.name.clone();
+    let link = |name: &str| {
+        let out = ovnet_tests::netns::ip(&["-n", &h1, "-d", "link", "show", name]).unwrap();
+        // Without the bridge port's running timers.
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.lines().filter(|l| !l.contains("timer")).collect::<Vec<_>>().join("\n")
+    };
+    let (eth0_before, vx_before) = (link("eth0"), link(&blue_vx));
+    assert!(eth0_before.contains("state UP") && vx_before.contains(&format!("master {blue_br}")));
+    let record = |ip: &str, netns: &str, host_ifname: &str| {
+        format!(
+            r#"{{"v":1,"id":"x{ip}","network":"red","host":"h1","netns":"/run/netns/{netns}","ip":"{ip}","mac":"02:42:0a:56:c8:01","ifname":"eth0","host_ifname":"{host_ifname}","created_at":1}}"#
+        )
+    };
+    lab.etcd_put("endpoints/red/10.86.200.1", record("10.86.200.1", &evil, "eth0").as_bytes()).unwrap();
+    lab.etcd_put("endpoints/red/10.86.200.2", record("10.86.200.2", &other, &blue_vx).as_bytes()).unwrap();
+    // The agent has read both records once a connect went through.
+    lab.connected(0, "red", "r2").unwrap();
+    let out = lab.ovctl(0, &["network", "disconnect", "red", &evil]).unwrap();
+    assert!(!out.status.success(), "disconnect of a skipped record succeeded");
+    // A connect waits for a reconcile pass that has seen both records.
+    lab.connected(0, "red", "r3").unwrap();
+    assert_eq!(link("eth0"), eth0_before, "the host's eth0 was changed");
+    assert_eq!(link(&blue_vx), vx_before, "blue's VXLAN device was changed");
+    REFUSED.with(|r| r.set(r.get() + 1));
+    report(
+        &lab,
+        "records_naming_devices_not_ours_are_skipped",
+        "endpoint records in etcd naming eth0 and blue's VXLAN device; disconnect of the namespace one names",
     );
 }

@@ -95,7 +95,7 @@ async fn standby_service(
     let dp = NetlinkDataplane::new()?;
     let underlay = dp.underlay(Some(vtep)).await?;
     let me = HostContext { node, vtep, underlay_mtu: underlay.mtu };
-    let (_, ready) = tokio::sync::watch::channel(Arc::new(BTreeSet::new()));
+    let (_, ready) = tokio::sync::watch::channel(Arc::new(ovnet_agent::reconcile::Ready::default()));
     let endpoints = Arc::new(Endpoints::new(store.clone(), dp.clone(), me, ready));
     Ok(AgentService::new(store, dp, endpoints, Metrics::new()))
 }

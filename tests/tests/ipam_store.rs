@@ -49,7 +49,10 @@ fn endpoint(network: &str, host: &str, id: &str, ip: Option<Ipv4Addr>) -> NewEnd
         host: host.to_string(),
         netns: format!("/run/netns/{id}"),
         ifname: "eth0".to_string(),
-        host_ifname: format!("veth{id}"),
+        host_ifname: format!(
+            "ovve{}",
+            id.chars().filter(char::is_ascii_alphanumeric).take(11).collect::<String>()
+        ),
         ip,
         container: None,
     }

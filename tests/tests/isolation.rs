@@ -305,3 +305,74 @@ fn a_deleted_firewall_table_is_restored_and_other_tables_are_left_alone() {
     })
     .unwrap();
 }
+
+/// Table `inet ovnet` flagged `owner` by an `nft -i` session in a host's
+/// namespace: while the session lives, nobody else can change or delete the
+/// table, so the agent's writes fail (EPERM). Ends the session (by its PID)
+/// on drop.
+struct OwnedTable {
+    child: Child,
+}
+
+impl OwnedTable {
+    fn hold(ns: &ovnet_tests::Netns) -> anyhow::Result<OwnedTable> {
+        use std::io::Write;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "nft", "-i"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let mut stdin = child.stdin.take().context("nft's stdin")?;
+        stdin.write_all(b"delete table inet ovnet\nadd table inet ovnet { flags owner; }\n")?;
+        // The session lives as long as its stdin is open: keep it in the child.
+        child.stdin = Some(stdin);
+        let held = OwnedTable { child };
+        poll("nft to own table inet ovnet", Duration::from_secs(10), || {
+            let out = ns.exec("nft", &["list", "table", "inet", "ovnet"]).ok()?;
+            String::from_utf8_lossy(&out.stdout).contains("owner").then_some(())
+        })?;
+        Ok(held)
+    }
+}
+
+impl Drop for OwnedTable {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn connect_waits_and_is_refused_while_the_firewall_cannot_be_written() {
+    let opts = AgentOptions { metrics: true, resync_interval: Some(1), ..Default::default() };
+    let mut lab = Lab::start_with(LabOptions { hosts: 1, ..Default::default() }, opts).unwrap();
+    let owned = OwnedTable::hold(&lab.hosts[0].ns).unwrap();
+    lab.create_network(0, "-d overlay --subnet 10.85.0.0/16 red").unwrap();
+    let c1 = lab.container("c1").unwrap();
+
+    let out = lab.ovctl(0, &["network", "connect", "red", &c1]).unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(
+        !out.status.success(),
+        "connected to a bridge without isolation: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(err.contains("not isolated") && err.contains("not permitted"), "{err}");
+    let veths: Vec<String> = lab.links(0).unwrap().into_iter().filter(|l| l.starts_with("ovve")).collect();
+    assert!(veths.is_empty(), "a veth was left: {veths:?}");
+    let (code, body) = lab.http_get(0, "/readyz").unwrap();
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("not isolated"), "{body}");
+    let doctor = lab.ovctl(0, &["doctor"]).unwrap();
+    let report = String::from_utf8_lossy(&doctor.stdout).to_string();
+    assert!(!doctor.status.success() && report.contains("firewall"), "{report}");
+
+    // The table free again: the agent writes it, and the connect goes through.
+    drop(owned);
+    poll("/readyz to say ready", Duration::from_secs(15), || {
+        (lab.http_get(0, "/readyz").ok()?.0 == 200).then_some(())
+    })
+    .unwrap();
+    lab.ovctl_ok(0, &["network", "connect", "red", &c1]).unwrap();
+}

@@ -25,20 +25,52 @@ pub mod netlink;
 pub use fake::FakeDataplane;
 pub use netlink::NetlinkDataplane;
 
-/// A failed kernel operation, with what was being done.
+/// A failed kernel operation, with what was being done. Typed so that a
+/// caller can tell "try again later" (a device not there yet, a busy
+/// kernel, an answer lost) from a refusal or a bug: the agent maps each to a
+/// gRPC code in one place (`error.rs`).
 #[derive(Debug, thiserror::Error)]
 pub enum DataplaneError {
+    /// The kernel refused an op; its errno is in `source` (see [`Self::errno`]).
     #[error("{op}: {source}")]
     Op { op: String, source: rtnetlink::Error },
+    /// The kernel refused a request other than an op (a dump, a lookup).
     #[error("{what}: {source}")]
     Netlink { what: String, source: rtnetlink::Error },
+    /// A device the request needs does not exist (yet, or any more): a
+    /// network being built or removed at the same time.
+    #[error("{what}: device {device} does not exist")]
+    MissingDevice { what: String, device: String },
+    /// The request may or may not have taken effect (the socket failed or
+    /// the answer was lost); asking again is safe, every op is idempotent.
+    #[error("{what}: outcome unknown: {reason}")]
+    OutcomeUnknown { what: String, reason: String },
     #[error("network namespace {path:?}: {reason}")]
     Netns { path: PathBuf, reason: String },
+    /// A link the request names is not one ovnet may change or delete
+    /// (not our prefix, or not the kind we made).
+    #[error("{name} is not ovnet's to change: {why}")]
+    NotOurs { name: String, why: String },
     /// The nftables table `inet ovnet` could not be written.
     #[error("firewall table inet ovnet: {0}")]
     Firewall(String),
     #[error("{0}")]
     Other(String),
+}
+
+impl DataplaneError {
+    /// The errno of a kernel refusal, if this is one.
+    pub fn errno(&self) -> Option<nix::errno::Errno> {
+        match self {
+            DataplaneError::Op { source, .. } | DataplaneError::Netlink { source, .. } => match source {
+                rtnetlink::Error::NetlinkError(msg) => {
+                    msg.code.map(|c| nix::errno::Errno::from_raw(-c.get()))
+                }
+                _ => None,
+            },
+            _ => None,
+        }
+    }
 }
 
 /// The underlay this host's VTEP lives on.

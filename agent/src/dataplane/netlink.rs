@@ -5,7 +5,10 @@
 //! in order: links one by one over rtnetlink, runs of FDB and neighbour
 //! entries in bulk over a second, raw socket ([`entries`], [`raw`]), each
 //! device's index looked up once per pass, and the firewall table in one
-//! nf_tables transaction over a third ([`nft`]). The design decision to know:
+//! nf_tables transaction over a third ([`nft`]), whatever its size (the
+//! socket's buffers are fitted to the transaction, as `nft` does). Links
+//! not ours (no `ov` prefix) are never changed, and `detach` deletes only
+//! one of our veths. The design decision to know:
 //! every op is idempotent at this level (EEXIST on create, ENOENT/ENODEV on
 //! delete count as done; updates use replace semantics), so a replayed or
 //! half-applied plan is harmless and the reconcile loop can retry blindly.
@@ -207,6 +210,17 @@ impl Dataplane for NetlinkDataplane {
 
     async fn detach(&self, host_ifname: String) -> Result<(), DataplaneError> {
         let what = format!("ip link del {host_ifname}");
+        // Only one of our veths: never a name from a record that is not ours.
+        let not_ours = |why: String| DataplaneError::NotOurs { name: host_ifname.clone(), why };
+        ovnet_ipam_store::validate::host_veth_name(&host_ifname).map_err(not_ours)?;
+        let found = link_by_name(&self.handle, &host_ifname)
+            .await
+            .map_err(|source| DataplaneError::Netlink { what: what.clone(), source })?;
+        match found.as_ref().map(link_kind) {
+            None => return Ok(()),
+            Some(Some(InfoKind::Veth)) => {}
+            Some(other) => return Err(not_ours(format!("it is a {:?} link, not a veth", other))),
+        }
         let existed = ops::delete_existing_link(&self.handle, &host_ifname)
             .await
             .map_err(|source| DataplaneError::Netlink { what: what.clone(), source })?;
@@ -238,6 +252,8 @@ enum OpError {
     NoDevice(String),
     /// The request's outcome is unknown (socket failure, lost answer).
     Io(String),
+    /// The link is not ours (no `ov` prefix): refused before any request.
+    NotOurs(String),
 }
 
 impl From<rtnetlink::Error> for OpError {
@@ -250,8 +266,9 @@ impl OpError {
     fn into_dataplane(self, op: &Op) -> DataplaneError {
         match self {
             OpError::Netlink(source) => DataplaneError::Op { op: op.to_string(), source },
-            OpError::NoDevice(dev) => DataplaneError::Other(format!("{op}: device {dev} does not exist")),
-            OpError::Io(e) => DataplaneError::Other(format!("{op}: {e}")),
+            OpError::NoDevice(device) => DataplaneError::MissingDevice { what: op.to_string(), device },
+            OpError::Io(reason) => DataplaneError::OutcomeUnknown { what: op.to_string(), reason },
+            OpError::NotOurs(name) => DataplaneError::NotOurs { name, why: format!("refused {op}") },
         }
     }
 }

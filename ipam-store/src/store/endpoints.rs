@@ -63,8 +63,20 @@ pub struct EndpointOffer {
     pub ip: Ipv4Addr,
     /// The MAC that goes with `ip`.
     pub mac: Mac,
-    network_mod_revision: i64,
-    claim: BlockClaim,
+    pub(super) network_mod_revision: i64,
+    pub(super) claim: BlockClaim,
+    /// How the claim guards what the offer read (see `Guard`).
+    pub(super) guard: Guard,
+}
+
+/// What the claim's transaction compares to be sure the offer still holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Guard {
+    /// The network's and block's mod revisions, as read from etcd.
+    Revisions,
+    /// Their values, as the caller's cache holds them (it has no revisions):
+    /// the records are compared byte for byte as this code encodes them.
+    Values,
 }
 
 /// The block an allocation lives in.
@@ -314,7 +326,14 @@ impl EtcdStore {
         }
         let (ip, claim) = view.plan_endpoint(&req.host, req.ip, spread(attempt), roll)?;
         let network_mod_revision = view.network_mod_revision;
-        Ok(EndpointOffer { network: view.network, ip, mac: Mac::endpoint(ip), network_mod_revision, claim })
+        Ok(EndpointOffer {
+            network: view.network,
+            ip,
+            mac: Mac::endpoint(ip),
+            network_mod_revision,
+            claim,
+            guard: Guard::Revisions,
+        })
     }
 
     async fn claim<F: Fn(&str) -> bool + Send + Sync>(
@@ -359,15 +378,25 @@ impl EtcdStore {
         let keys = &self.keys;
         let ep_key = keys.endpoint(&req.network, ip);
         let block_key = keys.block(&req.network, &offer.claim.cidr());
+        let net_key = keys.network(&req.network);
         let mut compares = vec![
-            Compare::mod_revision(keys.network(&req.network), CompareOp::Equal, offer.network_mod_revision),
+            match offer.guard {
+                Guard::Revisions => {
+                    Compare::mod_revision(net_key, CompareOp::Equal, offer.network_mod_revision)
+                }
+                Guard::Values => Compare::value(net_key, CompareOp::Equal, encode(&offer.network)),
+            },
             Compare::version(ep_key.clone(), CompareOp::Equal, 0),
         ];
         let mut ops = Vec::new();
         match offer.claim {
-            BlockClaim::Ours { mod_revision, .. } => {
-                compares.push(Compare::mod_revision(block_key, CompareOp::Equal, mod_revision));
-            }
+            BlockClaim::Ours { mod_revision, cidr } => compares.push(match offer.guard {
+                Guard::Revisions => Compare::mod_revision(block_key, CompareOp::Equal, mod_revision),
+                Guard::Values => {
+                    let block = self.block_record(&req.network, cidr, &req.host);
+                    Compare::value(block_key, CompareOp::Equal, encode(&block))
+                }
+            }),
             BlockClaim::New(cidr) => {
                 compares.push(Compare::version(block_key.clone(), CompareOp::Equal, 0));
                 let block = self.block_record(&req.network, cidr, &req.host);

@@ -9,6 +9,7 @@
 //! timeouts), so with etcd down every call fails with
 //! `Error::EtcdUnavailable` within a few seconds instead of hanging.
 
+mod cached;
 mod endpoints;
 mod hosts;
 mod networks;
@@ -79,6 +80,8 @@ impl Default for StoreConfig {
 #[derive(Clone)]
 pub struct EtcdStore {
     client: Client,
+    /// The same endpoints, with `require_leader` (see `watch`).
+    watcher: Client,
     keys: Keys,
     /// The endpoints, comma separated, for error messages.
     endpoints: String,
@@ -122,17 +125,27 @@ impl EtcdStore {
             opts = opts.with_tls(tls.clone());
         }
         let deadline = cfg.connect_timeout.max(cfg.request_timeout);
-        let client = match tokio::time::timeout(deadline, Client::connect(&cfg.endpoints, Some(opts))).await {
-            Ok(Ok(c)) => c,
-            Ok(Err(e)) => return Err(connect_error(&endpoints, &e)),
-            Err(_) => {
-                return Err(Error::EtcdUnavailable(format!(
-                    "no answer from {endpoints} within {deadline:?}"
-                )));
-            }
+        let client =
+            match tokio::time::timeout(deadline, Client::connect(&cfg.endpoints, Some(opts.clone()))).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => return Err(connect_error(&endpoints, &e)),
+                Err(_) => {
+                    return Err(Error::EtcdUnavailable(format!(
+                        "no answer from {endpoints} within {deadline:?}"
+                    )));
+                }
+            };
+        // Watches go through their own client that requires a leader: a
+        // member cut off from the quorum cancels them ("no leader") instead
+        // of keeping them open and silent (flannel does the same).
+        let watch_opts = opts.clone().with_require_leader(true);
+        let watcher = match Client::connect(&cfg.endpoints, Some(watch_opts)).await {
+            Ok(c) => c,
+            Err(e) => return Err(connect_error(&endpoints, &e)),
         };
         let store = EtcdStore {
             client,
+            watcher,
             keys: Keys::new(&cfg.prefix),
             endpoints,
             request_timeout: cfg.request_timeout,
@@ -335,18 +348,75 @@ impl EtcdStore {
         Ok(self.state_of("listing endpoints", prefix).await?.all_endpoints().cloned().collect())
     }
 
-    /// Every key under the prefix with its value, and the revision of the read.
+    /// Every key under the prefix with its value, and the revision of the
+    /// read. Read in pages of [`SNAPSHOT_PAGE`] keys, all at the revision of
+    /// the first page, so no single answer approaches a message limit
+    /// whatever the cluster's size (etcd's own client and Kubernetes' list
+    /// do the same); a page whose revision was compacted meanwhile is
+    /// `Error::Compacted`, and the caller lists again.
     pub async fn snapshot(&self) -> Result<(i64, Vec<(String, Vec<u8>)>), Error> {
-        let resp = self
-            .retried("taking a snapshot", || {
-                let mut c = self.client();
-                let key = self.keys.all();
-                async move { c.get(key, Some(GetOptions::new().with_prefix())).await }
-            })
-            .await?;
-        let revision = resp.header().map_or(0, |h| h.revision());
-        let kvs = resp.kvs().iter().map(|kv| (key_string(kv.key()), kv.value().to_vec())).collect();
-        Ok((revision, kvs))
+        let prefix = self.keys.all();
+        let end = prefix_end(prefix.as_bytes());
+        let mut from = prefix.into_bytes();
+        let mut revision = 0;
+        let mut kvs = Vec::new();
+        loop {
+            let mut opts = GetOptions::new().with_range(end.clone()).with_limit(SNAPSHOT_PAGE);
+            if revision > 0 {
+                opts = opts.with_revision(revision);
+            }
+            let key = from.clone();
+            let resp = self
+                .retried("taking a snapshot", || {
+                    let mut kv = self.client().kv_client().max_decoding_message_size(MAX_MESSAGE);
+                    let (key, opts) = (key.clone(), opts.clone());
+                    async move { kv.get(key, Some(opts)).await }
+                })
+                .await
+                .map_err(|e| compacted_at(e, revision))?;
+            if revision == 0 {
+                revision = resp.header().map_or(0, |h| h.revision());
+            }
+            kvs.extend(resp.kvs().iter().map(|kv| (key_string(kv.key()), kv.value().to_vec())));
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => return Ok((revision, kvs)),
+            }
+        }
+    }
+}
+
+/// Keys per page of a snapshot: at a few hundred bytes a record, a page is
+/// well under a megabyte.
+pub const SNAPSHOT_PAGE: i64 = 1_000;
+
+/// The largest answer this client accepts (etcd-client's default is 4 MiB).
+/// Pages keep reads far below it; a watch response can carry one
+/// transaction's events, e.g. every endpoint a network removal deleted.
+pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// The end of the range of every key starting with `prefix`.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
+
+/// A read at `revision` that etcd refused as compacted becomes `Error::Compacted`.
+fn compacted_at(e: Error, revision: i64) -> Error {
+    match e {
+        Error::Etcd(ref inner) if revision > 0 && inner.to_string().contains("compacted") => {
+            Error::Compacted { compact_revision: revision }
+        }
+        other => other,
     }
 }
 

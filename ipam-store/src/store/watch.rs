@@ -4,8 +4,10 @@
 //! something changed (and the revision it changed at), then re-reads. The
 //! design decision: any end of the stream — compaction, cancellation by
 //! etcd, a broken connection — is an error, never a silent `None`, so the
-//! caller always knows to take a fresh `snapshot()` and watch again from its
-//! revision + 1 (compaction is the distinct `Error::Compacted`).
+//! caller always knows to watch again from the last batch's revision + 1, or
+//! take a fresh `snapshot()` when that revision was compacted (the distinct
+//! `Error::Compacted`). A batch's revision is its last event's, as etcd's own
+//! client resumes, never the response header's.
 
 use etcd_client::{EventType, WatchOptions, WatchStream};
 
@@ -23,6 +25,11 @@ pub enum WatchEvent {
 /// A progress notification is a batch with no events.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WatchBatch {
+    /// The revision this batch is complete up to: the last event's
+    /// `mod_revision`, or the response header's revision for a batch without
+    /// events. Resume from it + 1. (etcd catches a watcher up in chunks of
+    /// at most 1,000 revisions but stamps every chunk with the *current*
+    /// revision: resuming from the header would skip the chunks not yet sent.)
     pub revision: i64,
     pub events: Vec<WatchEvent>,
 }
@@ -36,11 +43,13 @@ pub struct StoreWatch {
 
 impl EtcdStore {
     /// Watches every key under the prefix, starting at `from_revision`
-    /// (inclusive; use the snapshot revision + 1).
+    /// (inclusive; use the snapshot revision + 1). The watch requires a
+    /// leader: on a member that loses the quorum etcd cancels it, which ends
+    /// it with an error, and the caller watches again (through any member).
     pub async fn watch(&self, from_revision: i64) -> Result<StoreWatch, Error> {
         let opts =
             WatchOptions::new().with_prefix().with_start_revision(from_revision).with_progress_notify();
-        let mut c = self.client();
+        let mut c = self.watcher.watch_client().max_decoding_message_size(super::MAX_MESSAGE);
         let stream = self.timed("opening a watch", c.watch(self.keys.all(), Some(opts))).await?;
         Ok(StoreWatch { stream, endpoints: self.endpoints.clone() })
     }
@@ -75,6 +84,9 @@ impl StoreWatch {
             if resp.created() && resp.events().is_empty() {
                 continue;
             }
+            let header = resp.header().map_or(0, |h| h.revision());
+            let last_event = resp.events().iter().filter_map(|ev| ev.kv()).map(|kv| kv.mod_revision()).max();
+            let revision = last_event.unwrap_or(header);
             let events = resp
                 .events()
                 .iter()
@@ -87,7 +99,6 @@ impl StoreWatch {
                     })
                 })
                 .collect();
-            let revision = resp.header().map_or(0, |h| h.revision());
             return Ok(Some(WatchBatch { revision, events }));
         }
     }

@@ -20,8 +20,8 @@ use super::report::{Report, Row};
 use crate::{Lab, LabOptions};
 
 const HANDLED: &str = "grpc_server_handled_total";
-const RECEIVED: &str = "etcd_network_client_grpc_received_bytes_total";
-const SENT: &str = "etcd_network_client_grpc_sent_bytes_total";
+pub(super) const RECEIVED: &str = "etcd_network_client_grpc_received_bytes_total";
+pub(super) const SENT: &str = "etcd_network_client_grpc_sent_bytes_total";
 
 /// Runs the scenario: 50 connects and disconnects with 3 hosts; 3 with 2 with `smoke`.
 pub fn run(smoke: bool) -> anyhow::Result<Report> {
@@ -57,7 +57,7 @@ pub fn run(smoke: bool) -> anyhow::Result<Report> {
     Ok(Report { rows, details, ..Default::default() })
 }
 
-fn metrics(lab: &Lab) -> anyhow::Result<Metrics> {
+pub(super) fn metrics(lab: &Lab) -> anyhow::Result<Metrics> {
     let addr: SocketAddr = lab.etcd.endpoint().trim_start_matches("http://").parse()?;
     scrape(&ns_path(&lab.underlay.name), addr)
 }

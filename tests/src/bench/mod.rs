@@ -23,6 +23,7 @@ pub mod pinger;
 pub mod procstat;
 pub mod report;
 pub mod scale;
+pub mod scaleconnect;
 pub mod seed;
 pub mod stats;
 

@@ -1,6 +1,7 @@
 //! scale: one real agent against simulated hosts and endpoints written
 //! straight into etcd ([`seed`](super::seed)): 1,000 hosts with 10,000
-//! endpoints in one network, and 100 networks of 100 endpoints.
+//! endpoints in one network, 100 networks of 100 endpoints, and 3,000 hosts
+//! with 30,000 endpoints in one network.
 //!
 //! The agent is stopped while the records are written and started again
 //! with the clock running, so "agent start until every entry is in the
@@ -8,7 +9,10 @@
 //! Entries are counted from RTNLGRP_NEIGH notifications (re-dumped if the
 //! kernel ever drops some) and the final count is checked with a dump. Then
 //! one more remote endpoint at a time is written and timed until its FDB and
-//! neighbour entries arrive.
+//! neighbour entries arrive, and local containers are connected and
+//! disconnected through `ovctl` ([`scaleconnect`]), with their etcd cost.
+//! A third layout puts 30,000 endpoints in one network (past etcd-client's
+//! default 4 MiB message).
 
 use std::collections::HashSet;
 use std::path::Path;
@@ -21,6 +25,7 @@ use super::nlwatch::{Entry, Event, Monitor, RTNLGRP_NEIGH, count, dump};
 use super::nsthread::{block_on_in_netns, ns_path};
 use super::procstat;
 use super::report::{Report, Row, Stat};
+use super::scaleconnect;
 use super::seed::{self, Layout, SIM_RANGE, sim_vtep};
 use super::stats::ms;
 use crate::Lab;
@@ -36,6 +41,10 @@ pub fn run(smoke: bool) -> anyhow::Result<Report> {
     } else {
         ([Layout::one_network(1000, 10), Layout::many_networks(100, 10, 10)], 100)
     };
+    // The size wall: 30,000 endpoints in one network (past etcd-client's
+    // default 4 MiB message at about 15,000), with connects into it.
+    let big = (!smoke).then(|| Layout::one_network(3000, 10));
+    let layouts: Vec<Layout> = layouts.into_iter().chain(big).collect();
     let mut rows = Vec::new();
     let mut details = Vec::new();
     for (i, layout) in layouts.iter().enumerate() {
@@ -81,6 +90,7 @@ fn one(layout: &Layout, extra: usize, report_idle: bool) -> anyhow::Result<(Vec<
     );
     let (more, more_put) = one_more(&lab, monitor, layout, extra)?;
     let after = procstat::read(agent_pid(&lab, 0)?)?;
+    let connects = scaleconnect::run(&lab, &layout.networks[0].name, extra.min(20))?;
     let m = Measured {
         idle,
         programmed,
@@ -92,7 +102,17 @@ fn one(layout: &Layout, extra: usize, report_idle: bool) -> anyhow::Result<(Vec<
         entries,
         etcd,
     };
-    Ok((rows(layout, &m, report_idle), details(layout, &m)))
+    let mut rows = rows(layout, &m, report_idle);
+    let label = format!(
+        "{} hosts, {} net(s), {} endpoints:",
+        layout.hosts,
+        layout.networks.len(),
+        layout.endpoints()
+    );
+    rows.extend(scaleconnect::rows(&label, &connects));
+    let mut details = details(layout, &m);
+    details["connects"] = scaleconnect::details(&connects);
+    Ok((rows, details))
 }
 
 fn rows(layout: &Layout, m: &Measured, report_idle: bool) -> Vec<Row> {

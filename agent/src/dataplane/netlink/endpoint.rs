@@ -63,8 +63,10 @@ pub(super) async fn create_veth(
     spec: &AttachSpec,
 ) -> Result<(), DataplaneError> {
     let bridge = index_of(h, &spec.bridge).await.map_err(netlink(format!("ip link show {}", spec.bridge)))?;
-    let bridge =
-        bridge.ok_or_else(|| DataplaneError::Other(format!("bridge {} does not exist", spec.bridge)))?;
+    let bridge = bridge.ok_or_else(|| DataplaneError::MissingDevice {
+        what: format!("attaching {}", spec.host_ifname),
+        device: spec.bridge.clone(),
+    })?;
     let peer = create_pair(h, ns, bridge, spec).await?;
     let Err(err) = raise(ns, peer, spec).await else {
         return Ok(());
@@ -211,7 +213,10 @@ async fn raise(ns: &NetnsHandle, peer: Option<u32>, spec: &AttachSpec) -> Result
         None => {
             let index =
                 index_of(inner, ifname).await.map_err(netlink(format!("ip -n {path} link show {ifname}")))?;
-            index.ok_or_else(|| DataplaneError::Other(format!("{ifname} did not appear in {path}")))?
+            index.ok_or_else(|| DataplaneError::MissingDevice {
+                what: format!("raising the veth in {path}"),
+                device: ifname.clone(),
+            })?
         }
     };
     ns.note_link(ifname, index);
@@ -239,7 +244,10 @@ pub(super) async fn configure_veth(
         None => {
             let index =
                 index_of(inner, ifname).await.map_err(netlink(format!("ip -n {path} link show {ifname}")))?;
-            index.ok_or_else(|| DataplaneError::Other(format!("{ifname} is not in {path}")))?
+            index.ok_or_else(|| DataplaneError::MissingDevice {
+                what: format!("configuring the veth in {path}"),
+                device: ifname.clone(),
+            })?
         }
     };
     let addr = inner.address().add(index, IpAddr::V4(spec.addr.addr()), spec.addr.prefix_len());
@@ -287,7 +295,10 @@ async fn wait_forwarding(h: &Handle, host: &str) -> Result<(), DataplaneError> {
     loop {
         polls += 1;
         let link = link_by_name(h, host).await.map_err(netlink(format!("ip -d link show {host}")))?;
-        let link = link.ok_or_else(|| DataplaneError::Other(format!("{host} disappeared")))?;
+        let link = link.ok_or_else(|| DataplaneError::MissingDevice {
+            what: "waiting for the veth to forward".to_string(),
+            device: host.to_string(),
+        })?;
         if forwarding(&link) {
             tracing::debug!(host, polls, waited = ?started.elapsed(), "veth forwarding");
             return Ok(());

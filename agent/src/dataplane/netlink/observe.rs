@@ -216,6 +216,6 @@ fn get_neighbours(family: AddressFamily) -> NetlinkMessage<RouteNetlinkMessage> 
 fn dump_failed(what: &str, e: RawError) -> DataplaneError {
     match e {
         RawError::Netlink(source) => failed(what, source),
-        RawError::Io(e) => DataplaneError::Other(format!("{what}: {e}")),
+        RawError::Io(reason) => DataplaneError::OutcomeUnknown { what: what.to_string(), reason },
     }
 }

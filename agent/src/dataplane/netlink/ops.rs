@@ -19,6 +19,7 @@ use rtnetlink::{
 use super::entries::Indexes;
 use super::features::{self, FeaturesSet};
 use super::{OpError, created, link_by_name, link_kind, ok_if_exists, ok_if_missing};
+use crate::model::DEVICE_PREFIX;
 use crate::op::Op;
 
 type Handle = rtnetlink::Handle;
@@ -31,6 +32,11 @@ pub(super) async fn apply_op(
     ix: &mut Indexes,
     op: &Op,
 ) -> Result<(), OpError> {
+    if let Some(name) = changed_link(op)
+        && !name.starts_with(DEVICE_PREFIX)
+    {
+        return Err(OpError::NotOurs(name.to_string()));
+    }
     match op {
         Op::CreateBridge { name, mac, mtu } => {
             ix.forget(name);
@@ -66,6 +72,19 @@ pub(super) async fn apply_op(
         Op::SyncFirewall { .. } => {
             Err(OpError::Io("the firewall is written in one transaction (nft::write)".into()))
         }
+    }
+}
+
+/// The existing link an op changes or deletes (not one it creates).
+fn changed_link(op: &Op) -> Option<&str> {
+    match op {
+        Op::DeleteLink { name }
+        | Op::SetMac { name, .. }
+        | Op::SetMtu { name, .. }
+        | Op::SetMaster { name, .. }
+        | Op::SetUp { name } => Some(name),
+        Op::AddAddr { dev, .. } | Op::DelAddr { dev, .. } => Some(dev),
+        _ => None,
     }
 }
 

@@ -8,8 +8,11 @@
 //! and dumps are read straight off the socket: the caller sees each message's
 //! bytes and keeps only what it needs, so no vector of decoded messages is
 //! ever built. The design decision: ACKs are matched to requests by sequence
-//! number and a batch is small enough that all its ACKs fit the receive
-//! buffer at once, so none is dropped while the next batch is written.
+//! number, and before each batch is sent the socket's buffers are sized from
+//! it, as `nft` does (the send buffer to the datagram, the receive buffer to
+//! its ACKs), so a large nf_tables transaction is neither refused (EMSGSIZE)
+//! nor reported failed for ACKs the receive buffer dropped. Route batches
+//! stay at [`BATCH`] requests; the firewall's is one transaction, any size.
 
 use std::io;
 use std::sync::Arc;
@@ -23,13 +26,18 @@ use netlink_sys::{
     AsyncSocket, SocketAddr, TokioSocket, protocols::NETLINK_NETFILTER, protocols::NETLINK_ROUTE,
 };
 
-/// Requests per `sendmsg`. Each ACK takes well under 1 KiB of the receive
-/// buffer (see [`RCVBUF`]), so a batch's ACKs always fit.
+/// Requests per `sendmsg` of route (FDB, neighbour) work. Each ACK takes
+/// well under 1 KiB of the receive buffer (see [`RCVBUF`]).
 pub(super) const BATCH: usize = 128;
 /// Receive buffer asked for (the kernel caps it at `net.core.rmem_max`).
 const RCVBUF: usize = 1 << 20;
 /// Large enough for any netlink datagram (32 KiB since Linux 4.9).
 const RX_LEN: usize = 64 * 1024;
+/// Room in the receive buffer per answer asked for (nft's
+/// `NFT_NLMSG_MAXSIZE`-based estimate: an ACK echoes the request's header).
+const ACK_MAX: usize = 1024;
+/// What the kernel takes of a send buffer beyond the datagram itself.
+const SLACK: usize = 4096;
 
 /// The socket, shared by clones; one batch or dump at a time.
 #[derive(Clone)]
@@ -75,8 +83,9 @@ impl Raw {
         Ok(Raw { inner: Arc::new(tokio::sync::Mutex::new(inner)) })
     }
 
-    /// Sends `requests` (at most [`BATCH`]) in one `sendmsg` and returns
-    /// each one's outcome, in order. A request with `NLM_F_ACK` among its
+    /// Sends `requests` (route work: at most [`BATCH`]; an nf_tables
+    /// transaction: any size, the buffers are fitted to it) in one
+    /// `sendmsg` and returns each one's outcome, in order. A request with `NLM_F_ACK` among its
     /// flags is answered either way; one without it (an nf_tables batch
     /// begin or end) only when it fails, and that answer ends the wait: what
     /// is still unanswered then was not carried out.
@@ -98,6 +107,7 @@ impl Raw {
             req.serialize(&mut inner.tx[at..]);
         }
         let mut out: Vec<Option<Result<(), RawError>>> = (0..n).map(|_| None).collect();
+        inner.fit(acked.iter().filter(|a| **a).count());
         if let Err(e) = inner.send().await {
             return fail_rest(out, &format!("sending to the kernel: {e}"));
         }
@@ -161,6 +171,29 @@ impl Raw {
 }
 
 impl Inner {
+    /// Sizes the socket's buffers for the datagram in `tx` and `acks`
+    /// answers, as `nft` does: the kernel refuses a datagram larger than
+    /// the send buffer (EMSGSIZE) and drops answers that overflow the
+    /// receive buffer (ENOBUFS: a committed batch would look failed). The
+    /// FORCE options (CAP_NET_ADMIN) pass `net.core.{w,r}mem_max`; without
+    /// the capability the plain ones are tried. Only ever grows them.
+    fn fit(&mut self, acks: usize) {
+        use nix::sys::socket::{getsockopt, setsockopt, sockopt};
+        let sock = self.sock.socket_ref();
+        let send = self.tx.len() + SLACK;
+        if getsockopt(sock, sockopt::SndBuf).is_ok_and(|have| have < send)
+            && setsockopt(sock, sockopt::SndBufForce, &send).is_err()
+        {
+            let _ = setsockopt(sock, sockopt::SndBuf, &send);
+        }
+        let recv = acks.saturating_mul(ACK_MAX).max(RCVBUF);
+        if getsockopt(sock, sockopt::RcvBuf).is_ok_and(|have| have < recv)
+            && setsockopt(sock, sockopt::RcvBufForce, &recv).is_err()
+        {
+            let _ = setsockopt(sock, sockopt::RcvBuf, &recv);
+        }
+    }
+
     /// Writes `tx` as one datagram.
     async fn send(&mut self) -> io::Result<()> {
         let sent = poll_fn(|cx| self.sock.poll_send(cx, &self.tx)).await?;
