@@ -68,6 +68,13 @@ command -v podman >/dev/null || need+=(podman) # CNI tests: a podman per lab hos
 fi
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
+  # Packages start no service while they are installed (docker.io would start
+  # a system dockerd on /var/run/docker.sock): the tests run their own.
+  policy=/usr/sbin/policy-rc.d
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy" && chmod +x "$policy"
+    trap 'rm -f "$policy"' EXIT
+  fi
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
