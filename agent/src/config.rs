@@ -96,6 +96,13 @@ pub struct Config {
     /// (etcd lease TTL), e.g. 24h, 90m, 30s; after that any host may lease them.
     #[arg(long, env = "OVNET_BLOCK_GRACE", default_value = "24h", value_parser = parse_grace)]
     pub block_grace: Duration,
+    /// Keep the docker networks of driver `ovnet` of the dockerd on this
+    /// Engine API socket equal to ovnet's networks, and this host's Docker
+    /// endpoints equal to dockerd's; off when not given.
+    #[arg(long, env = "OVNET_DOCKER_SYNC", value_name = "unix:///PATH", num_args = 0..=1,
+          default_missing_value = crate::docker::engine::DEFAULT_SOCKET,
+          value_parser = crate::docker::engine::parse_socket, help_heading = "Container runtimes")]
+    pub docker_sync: Option<PathBuf>,
     /// PEM certificate (chain) the API presents on a tcp:// --listen; turns TLS on.
     #[arg(long, env = "OVNET_TLS_CERT", value_name = "FILE", help_heading = "API security")]
     pub tls_cert: Option<PathBuf>,

@@ -16,6 +16,7 @@ pub mod backoff;
 pub mod config;
 pub mod dataplane;
 pub mod desired;
+pub mod docker;
 pub mod doctor;
 pub mod endpoint;
 pub mod error;

@@ -55,6 +55,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     };
     let me = HostContext { node: node.clone(), vtep: underlay.addr, underlay_mtu: underlay.mtu };
     let (state_tx, state_rx) = watch::channel(None);
+    let state_rx_docker = state_rx.clone();
     let (ready_tx, ready_rx) = watch::channel(Arc::new(BTreeSet::new()));
     let (registered_tx, registered_rx) = watch::channel(false);
     let busy = Busy::default();
@@ -82,7 +83,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
             },
             state_rx.clone(),
         )),
-        tokio::spawn(crate::reconcile::run(reconcile, state_rx)),
+        tokio::spawn(crate::reconcile::run(reconcile, state_rx.clone())),
         tokio::spawn(release_dead_endpoints(store.clone(), releases_rx, metrics.clone())),
     ];
     let endpoints = Arc::new(
@@ -90,9 +91,20 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
             .with_busy(busy)
             .with_registered(registered_rx),
     );
+    let docker = cfg.docker_sync.clone().map(|socket| {
+        let janitor = crate::docker::janitor::Janitor { endpoints: endpoints.clone(), store: store.clone() };
+        let sync = crate::docker::mirror::DockerSync {
+            socket,
+            store: store.clone(),
+            state: state_rx_docker,
+            mirror: true,
+            janitor,
+        };
+        tokio::spawn(sync.run())
+    });
     let service = AgentService::new(store, dp, endpoints, metrics);
     let result = serve_api_tls(listener, service, api_tls, shutdown).await;
-    for t in tasks.iter().chain(&http) {
+    for t in tasks.iter().chain(&http).chain(&docker) {
         t.abort();
     }
     if let Listen::Unix(path) = &cfg.listen {

@@ -1,0 +1,249 @@
+//! Keeps this host's Docker endpoints in etcd equal to what dockerd has:
+//! releases (veth, then address) the endpoints Docker no longer knows, and
+//! names each endpoint's container, which the plugin cannot (Docker's
+//! plugin calls carry neither the container's id nor its name).
+//!
+//! Docker forgets endpoints without telling the driver: at start it
+//! force-deletes the stale ones of containers that died with it, and a
+//! container removed while the agent was down never reaches the plugin.
+//! The design decision: [`judge`] is pure and errs on the side of keeping
+//! an endpoint. A record matches a Docker endpoint by address, endpoint or
+//! container id, or sandbox key, and a record younger than [`GRACE_SECS`]
+//! is never released (Docker lists an endpoint only once the container's
+//! network is set up, after the plugin wrote the record). Releases go
+//! through `Endpoints::disconnect`, the path `ovctl network disconnect`
+//! takes, so the veth goes before the address.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use bollard::errors::Error as DockerError;
+use ovnet_ipam_store::{ClusterState, ContainerRef, EndpointRecord, EtcdStore, now_secs};
+use tracing::{info, warn};
+
+use super::engine::{DockerEndpoint, Engine};
+use crate::dataplane::Dataplane;
+use crate::endpoint::{Detach, Endpoints};
+use crate::error::AgentError;
+
+/// The runtime name in the records of Docker endpoints.
+pub const RUNTIME: &str = "docker";
+/// How old (seconds) a record must be before Docker's not knowing it counts.
+pub const GRACE_SECS: u64 = 10;
+
+/// What one pass changes in etcd (and the kernel).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Verdict {
+    /// Endpoints Docker no longer has.
+    pub release: Vec<EndpointRecord>,
+    /// Endpoints whose container reference should read so.
+    pub name: Vec<(EndpointRecord, ContainerRef)>,
+}
+
+/// True for a record of a Docker endpoint on `host`.
+pub fn is_docker_endpoint_of(r: &EndpointRecord, host: &str) -> bool {
+    r.host == host && r.container.as_ref().is_some_and(|c| c.runtime == RUNTIME)
+}
+
+/// True when the record stands for that Docker endpoint.
+fn same(r: &EndpointRecord, ep: &DockerEndpoint) -> bool {
+    let by_address = ep.ovnet == r.network && ep.ip == Some(r.ip);
+    let by_id = r
+        .container
+        .as_ref()
+        .is_some_and(|c| (!ep.endpoint_id.is_empty() && c.id == ep.endpoint_id) || c.id == ep.container_id);
+    let by_sandbox = !ep.sandbox_key.is_empty() && ep.sandbox_key == r.netns;
+    by_address || ((by_id || by_sandbox) && (ep.ovnet == r.network || ep.ip == Some(r.ip)))
+}
+
+/// Compares this host's Docker endpoint records (`mine`) with the endpoints
+/// dockerd lists, at `now` (unix seconds).
+pub fn judge(mine: &[&EndpointRecord], docker: &[DockerEndpoint], now: u64) -> Verdict {
+    let mut v = Verdict::default();
+    for r in mine {
+        match docker.iter().find(|ep| same(r, ep)) {
+            Some(ep) => {
+                let want = ContainerRef {
+                    runtime: RUNTIME.into(),
+                    id: ep.container_id.clone(),
+                    name: ep.container_name.clone(),
+                };
+                if !ep.container_id.is_empty() && r.container.as_ref() != Some(&want) {
+                    v.name.push(((*r).clone(), want));
+                }
+            }
+            None if now >= r.created_at.saturating_add(GRACE_SECS) => v.release.push((*r).clone()),
+            None => {}
+        }
+    }
+    v
+}
+
+/// Carries out the janitor's verdicts through the endpoint service.
+pub struct Janitor<D: Dataplane> {
+    pub endpoints: Arc<Endpoints<D>>,
+    pub store: EtcdStore,
+}
+
+impl<D: Dataplane> Janitor<D> {
+    fn host(&self) -> &str {
+        &self.endpoints.host().node
+    }
+
+    /// True when this host's Docker endpoint records differ between two
+    /// snapshots (a network's map that is the same allocation is skipped).
+    pub fn records_differ(&self, before: &ClusterState, now: &ClusterState) -> bool {
+        let networks: BTreeSet<&String> = before.endpoints.keys().chain(now.endpoints.keys()).collect();
+        networks.into_iter().any(|n| {
+            let (a, b) = (before.endpoints.get(n), now.endpoints.get(n));
+            if let (Some(a), Some(b)) = (a, b)
+                && Arc::ptr_eq(a, b)
+            {
+                return false;
+            }
+            let mine = |m: Option<&Arc<ovnet_ipam_store::EndpointMap>>| -> Vec<EndpointRecord> {
+                m.into_iter()
+                    .flat_map(|m| m.values())
+                    .filter(|r| is_docker_endpoint_of(r, self.host()))
+                    .map(|r| r.as_ref().clone())
+                    .collect()
+            };
+            mine(a) != mine(b)
+        })
+    }
+
+    /// One comparison of etcd's view (`state`) with dockerd's, and its
+    /// consequences. Only Docker errors end the pass (dockerd went away);
+    /// etcd and kernel failures are logged and retried on the next pass.
+    pub async fn pass(&self, engine: &Engine, state: &ClusterState) -> Result<(), DockerError> {
+        let mine: Vec<&EndpointRecord> =
+            state.all_endpoints().filter(|r| is_docker_endpoint_of(r, self.host())).collect();
+        if mine.is_empty() {
+            return Ok(());
+        }
+        let docker = engine.endpoints().await?;
+        let v = judge(&mine, &docker, now_secs());
+        for r in &v.release {
+            self.release(r).await;
+        }
+        for (r, c) in v.name {
+            match self.store.set_endpoint_container(&r.network, r.ip, &r.id, c.clone()).await {
+                Ok(true) => {
+                    info!(network = %r.network, ip = %r.ip, container = %c.name, id = %c.id, "endpoint's container named")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    warn!(network = %r.network, ip = %r.ip, error = %e, "naming an endpoint's container failed; will retry")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Disconnects an endpoint Docker no longer has.
+    async fn release(&self, r: &EndpointRecord) {
+        let Some(c) = &r.container else { return };
+        let which = Detach::Container { id: c.id.clone(), ifname: r.ifname.clone() };
+        match self.endpoints.disconnect(&r.network, &which).await {
+            Ok(_) => {
+                info!(network = %r.network, ip = %r.ip, container = %c.id, "released an endpoint that dockerd no longer has")
+            }
+            Err(AgentError::NotFound(_)) => {}
+            Err(e) => {
+                warn!(network = %r.network, ip = %r.ip, error = %e, "releasing an endpoint dockerd no longer has failed; will retry")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(network: &str, ip: &str, id: &str, created_at: u64) -> EndpointRecord {
+        EndpointRecord {
+            v: 1,
+            id: format!("rec-{ip}"),
+            network: network.into(),
+            host: "h1".into(),
+            netns: format!("/var/run/docker/netns/{id}"),
+            ip: ip.parse().unwrap(),
+            mac: ovnet_ipam_store::Mac::endpoint(ip.parse().unwrap()),
+            ifname: "eth0".into(),
+            host_ifname: "ovve1".into(),
+            created_at,
+            container: Some(ContainerRef { runtime: RUNTIME.into(), id: id.into(), name: String::new() }),
+        }
+    }
+
+    fn endpoint(ovnet: &str, ip: &str, endpoint_id: &str, container: &str) -> DockerEndpoint {
+        DockerEndpoint {
+            network_id: format!("{ovnet}-did"),
+            ovnet: ovnet.into(),
+            endpoint_id: endpoint_id.into(),
+            container_id: container.into(),
+            container_name: format!("{container}-name"),
+            ip: ip.parse().ok(),
+            sandbox_key: String::new(),
+        }
+    }
+
+    #[test]
+    fn releases_what_docker_lost_and_names_what_it_has() {
+        let kept = record("demo", "10.1.0.2", "ep1", 100);
+        let lost = record("demo", "10.1.0.3", "ep2", 100);
+        let docker = [endpoint("demo", "10.1.0.2", "ep1", "c1")];
+        let v = judge(&[&kept, &lost], &docker, 1000);
+        assert_eq!(v.release, vec![lost]);
+        assert_eq!(v.name.len(), 1);
+        assert_eq!(
+            v.name[0].1,
+            ContainerRef { runtime: "docker".into(), id: "c1".into(), name: "c1-name".into() }
+        );
+    }
+
+    #[test]
+    fn a_named_endpoint_needs_nothing() {
+        let mut r = record("demo", "10.1.0.2", "c1", 100);
+        r.container = Some(ContainerRef { runtime: RUNTIME.into(), id: "c1".into(), name: "c1-name".into() });
+        let v = judge(&[&r], &[endpoint("demo", "10.1.0.2", "ep1", "c1")], 1000);
+        assert_eq!(v, Verdict::default());
+    }
+
+    #[test]
+    fn a_young_record_is_never_released() {
+        let r = record("demo", "10.1.0.2", "ep1", 995);
+        assert_eq!(judge(&[&r], &[], 1000), Verdict::default());
+        assert_eq!(judge(&[&r], &[], 1005).release.len(), 1);
+    }
+
+    #[test]
+    fn the_same_address_on_another_network_is_another_endpoint() {
+        let r = record("demo", "10.1.0.2", "ep1", 100);
+        let v = judge(&[&r], &[endpoint("other", "10.1.0.2", "ep9", "c9")], 1000);
+        assert_eq!(v.release.len(), 1);
+    }
+
+    #[test]
+    fn matches_by_endpoint_id_or_sandbox_when_the_address_is_unknown() {
+        let r = record("demo", "10.1.0.2", "ep1", 100);
+        let by_id = endpoint("demo", "", "ep1", "c1");
+        assert!(judge(&[&r], &[by_id], 1000).release.is_empty());
+        let mut by_sandbox = endpoint("demo", "", "epX", "c1");
+        by_sandbox.sandbox_key = r.netns.clone();
+        assert!(judge(&[&r], &[by_sandbox], 1000).release.is_empty());
+    }
+
+    #[test]
+    fn only_this_hosts_docker_records_count() {
+        let mine = record("demo", "10.1.0.2", "ep1", 100);
+        assert!(is_docker_endpoint_of(&mine, "h1"));
+        assert!(!is_docker_endpoint_of(&mine, "h2"));
+        let mut cni = mine.clone();
+        cni.container.as_mut().unwrap().runtime = "cni".into();
+        assert!(!is_docker_endpoint_of(&cni, "h1"));
+        let mut plain = mine;
+        plain.container = None;
+        assert!(!is_docker_endpoint_of(&plain, "h1"));
+    }
+}
