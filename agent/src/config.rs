@@ -96,6 +96,12 @@ pub struct Config {
     /// (etcd lease TTL), e.g. 24h, 90m, 30s; after that any host may lease them.
     #[arg(long, env = "OVNET_BLOCK_GRACE", default_value = "24h", value_parser = parse_grace)]
     pub block_grace: Duration,
+    /// Serve the Docker network and IPAM plugin `ovnet` on this unix socket
+    /// (dockerd finds it in /run/docker/plugins); off when not given.
+    #[arg(long, env = "OVNET_DOCKER_PLUGIN", value_name = "unix:///PATH", num_args = 0..=1,
+          default_missing_value = crate::docker::DEFAULT_SOCKET, value_parser = parse_plugin_socket,
+          help_heading = "Container runtimes")]
+    pub docker_plugin: Option<PathBuf>,
     /// Keep the docker networks of driver `ovnet` of the dockerd on this
     /// Engine API socket equal to ovnet's networks, and this host's Docker
     /// endpoints equal to dockerd's; off when not given.
@@ -136,6 +142,14 @@ pub struct Config {
     /// flag, so it cannot show in `ps`. Filled by `main`.
     #[arg(skip)]
     pub etcd_password_env: Option<Secret>,
+}
+
+/// A plugin socket: `unix:///absolute/path`.
+fn parse_plugin_socket(s: &str) -> Result<PathBuf, String> {
+    match s.parse::<Listen>()? {
+        Listen::Unix(path) => Ok(path),
+        Listen::Tcp(_) => Err(format!("{s}: the Docker plugin listens on a unix:///path socket only")),
+    }
 }
 
 /// The environment variable that may hold the etcd password.

@@ -66,6 +66,11 @@ pub struct Host {
     pub metrics: Option<SocketAddr>,
     log: PathBuf,
     agent: Option<Child>,
+    /// How to enter the host instead of `ip netns exec NS` (e.g. `nsenter`
+    /// into a dockerd's mount namespace), and flags for this host's agent
+    /// only: see [`Lab::set_agent_launch`].
+    launcher: Option<Vec<String>>,
+    own_args: Vec<String>,
 }
 
 impl Host {
@@ -76,6 +81,23 @@ impl Host {
 
     pub fn agent_pid(&self) -> Option<u32> {
         self.agent.as_ref().map(|c| c.id())
+    }
+
+    /// A command that runs its program inside this host: `ip netns exec NS`,
+    /// or the launcher set by [`Lab::set_agent_launch`].
+    fn enter(&self) -> Command {
+        match self.launcher.as_deref() {
+            Some([program, args @ ..]) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args);
+                cmd
+            }
+            _ => {
+                let mut cmd = Command::new("ip");
+                cmd.args(["netns", "exec", &self.ns.name]);
+                cmd
+            }
+        }
     }
 }
 
@@ -214,7 +236,8 @@ impl Lab {
         let socket = self.dir.path().join(format!("{name}.sock"));
         let log = self.dir.path().join(format!("{name}.log"));
         let metrics = self.agent_opts.metrics.then(|| SocketAddr::from(([127, 0, 0, 1], METRICS_PORT)));
-        self.hosts.push(Host { name, ns, ip, socket, metrics, log, agent: None });
+        let (launcher, own_args) = (None, Vec::new());
+        self.hosts.push(Host { name, ns, ip, socket, metrics, log, agent: None, launcher, own_args });
         Ok(())
     }
 
@@ -226,14 +249,15 @@ impl Lab {
         let extra = self.agent_args(i);
         let h = &mut self.hosts[i];
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&h.log)?;
-        let child = Command::new("ip")
-            .args(["netns", "exec", &h.ns.name])
+        let child = h
+            .enter()
             .arg(&agent)
             .args(["--etcd-endpoints", &endpoint, "--etcd-prefix", &self.prefix, "--node-name", &h.name])
             .arg("--listen")
             .arg(format!("unix://{}", h.socket.display()))
             .args(["--lease-ttl", &ttl])
             .args(&extra)
+            .args(&h.own_args)
             .env("OVNET_LOG", "info")
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
@@ -261,8 +285,8 @@ impl Lab {
         if h.agent.is_some() {
             bail!("{}'s agent is running: stop or kill it first", h.name);
         }
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &h.ns.name]).arg(&agent);
+        let mut cmd = h.enter();
+        cmd.arg(&agent);
         cmd.args(["--etcd-endpoints", &endpoint, "--etcd-prefix", &self.prefix, "--lease-ttl", &ttl]);
         if !args.contains(&"--node-name") {
             cmd.args(["--node-name", &h.name]);
@@ -355,6 +379,15 @@ impl Lab {
             (200, body) => Ok(body),
             (code, body) => bail!("/metrics answered {code}: {body}"),
         }
+    }
+
+    /// From the next start on, host `i`'s agent runs under `launcher` (a
+    /// program and arguments that end by running the agent's command line
+    /// inside the host, such as `nsenter --target PID --mount --net=...`)
+    /// with `args` added to its flags.
+    pub fn set_agent_launch(&mut self, i: usize, launcher: Vec<String>, args: Vec<String>) {
+        self.hosts[i].launcher = Some(launcher);
+        self.hosts[i].own_args = args;
     }
 
     /// SIGKILLs host `i`'s agent and reaps it.

@@ -7,7 +7,9 @@
 //! labs run side by side and leave nothing behind when a test fails.
 
 pub mod bench;
+pub mod docker;
 pub mod etcd;
+pub mod image;
 pub mod lab;
 pub mod netns;
 pub mod pcap;

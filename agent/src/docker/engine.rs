@@ -24,9 +24,10 @@ use ovnet_ipam_store::NetworkRecord;
 
 /// The driver name (network and IPAM) of ovnet's Docker plugin.
 pub const DRIVER: &str = "ovnet";
-/// The network option (`-o`) that names the ovnet network a docker network
-/// is a view of; without it, the docker network's own name is used.
-pub const NETWORK_OPTION: &str = "ovnet.network";
+/// The network option (`-o`, and `--ipam-opt`) that names the ovnet network
+/// a docker network is a view of; without it, the docker network's own name
+/// is used (the plugin's `ipam::NETWORK_OPTION`).
+pub const NETWORK_OPTION: &str = "network";
 /// The label the mirror puts on the docker networks it creates.
 pub const MIRROR_LABEL: &str = "ovnet.mirror";
 /// dockerd's own socket, the default of `--docker-sync`.
@@ -109,12 +110,12 @@ impl Engine {
             .collect())
     }
 
-    /// `docker network create -d ovnet --ipam-driver ovnet --subnet S -o ovnet.network=N N`.
+    /// `docker network create -d ovnet --ipam-driver ovnet --ipam-opt network=N --subnet S -o network=N N`.
     pub async fn create_network(&self, net: &NetworkRecord) -> Result<String, DockerError> {
         let ipam = Ipam {
             driver: Some(DRIVER.into()),
             config: Some(vec![IpamConfig { subnet: Some(net.subnet.to_string()), ..Default::default() }]),
-            options: None,
+            options: Some(HashMap::from([(NETWORK_OPTION.to_string(), net.name.clone())])),
         };
         let req = NetworkCreateRequest {
             name: net.name.clone(),

@@ -267,7 +267,7 @@ mod tests {
 
     #[test]
     fn a_view_under_another_name_counts_for_its_ovnet_network() {
-        // `docker network create -d ovnet -o ovnet.network=demo mydemo`: not
+        // `docker network create -d ovnet -o network=demo mydemo`: not
         // removed while demo exists; demo itself is still mirrored by name.
         let want = desired(&[net("demo", "10.1.0.0/16")]);
         let p = plan(&want, &[docker("mydemo", DRIVER, "demo")]);
