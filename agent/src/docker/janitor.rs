@@ -16,6 +16,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bollard::errors::Error as DockerError;
 use ovnet_ipam_store::{ClusterState, ContainerRef, EndpointRecord, EtcdStore, now_secs};
@@ -38,6 +39,9 @@ pub struct Verdict {
     pub release: Vec<EndpointRecord>,
     /// Endpoints whose container reference should read so.
     pub name: Vec<(EndpointRecord, ContainerRef)>,
+    /// When (unix seconds) the youngest record Docker does not list yet
+    /// comes of age, for a pass then.
+    pub recheck_at: Option<u64>,
 }
 
 /// True for a record of a Docker endpoint on `host`.
@@ -73,7 +77,10 @@ pub fn judge(mine: &[&EndpointRecord], docker: &[DockerEndpoint], now: u64) -> V
                 }
             }
             None if now >= r.created_at.saturating_add(GRACE_SECS) => v.release.push((*r).clone()),
-            None => {}
+            None => {
+                let due = r.created_at.saturating_add(GRACE_SECS);
+                v.recheck_at = Some(v.recheck_at.map_or(due, |t| t.min(due)));
+            }
         }
     }
     v
@@ -113,16 +120,19 @@ impl<D: Dataplane> Janitor<D> {
     }
 
     /// One comparison of etcd's view (`state`) with dockerd's, and its
-    /// consequences. Only Docker errors end the pass (dockerd went away);
-    /// etcd and kernel failures are logged and retried on the next pass.
-    pub async fn pass(&self, engine: &Engine, state: &ClusterState) -> Result<(), DockerError> {
+    /// consequences; returns how soon to look again for records too young
+    /// to judge. Only Docker errors end the pass (dockerd went away); etcd
+    /// and kernel failures are logged and retried on the next pass.
+    pub async fn pass(&self, engine: &Engine, state: &ClusterState) -> Result<Option<Duration>, DockerError> {
         let mine: Vec<&EndpointRecord> =
             state.all_endpoints().filter(|r| is_docker_endpoint_of(r, self.host())).collect();
         if mine.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let docker = engine.endpoints().await?;
-        let v = judge(&mine, &docker, now_secs());
+        let now = now_secs();
+        let v = judge(&mine, &docker, now);
+        let recheck = v.recheck_at.map(|t| Duration::from_secs(t.saturating_sub(now).max(1)));
         for r in &v.release {
             self.release(r).await;
         }
@@ -137,7 +147,7 @@ impl<D: Dataplane> Janitor<D> {
                 }
             }
         }
-        Ok(())
+        Ok(recheck)
     }
 
     /// Disconnects an endpoint Docker no longer has.
@@ -213,7 +223,7 @@ mod tests {
     #[test]
     fn a_young_record_is_never_released() {
         let r = record("demo", "10.1.0.2", "ep1", 995);
-        assert_eq!(judge(&[&r], &[], 1000), Verdict::default());
+        assert_eq!(judge(&[&r], &[], 1000), Verdict { recheck_at: Some(1005), ..Verdict::default() });
         assert_eq!(judge(&[&r], &[], 1005).release.len(), 1);
     }
 

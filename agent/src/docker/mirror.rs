@@ -113,15 +113,17 @@ impl<D: Dataplane> DockerSync<D> {
         let mut tick = tokio::time::interval(RESYNC);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut full = true;
+        let mut recheck: Option<tokio::time::Instant> = None;
         loop {
             let state = self.state.borrow_and_update().as_ref().map(|s| s.state.clone());
             if let Some(state) = state
                 && (full || last.as_ref().is_none_or(|l| self.matters(l, &state)))
             {
-                self.pass(engine, &state).await?;
+                recheck = self.pass(engine, &state).await?.map(|d| tokio::time::Instant::now() + d);
                 backoff.reset();
                 last = Some(state);
             }
+            let until = recheck.unwrap_or_else(|| tokio::time::Instant::now() + RESYNC);
             full = tokio::select! {
                 ev = events.recv() => match ev {
                     Some(Ok(ev)) => { debug!(?ev, "docker event"); true }
@@ -133,6 +135,7 @@ impl<D: Dataplane> DockerSync<D> {
                     Err(_) => return Ok(()),
                 },
                 _ = tick.tick() => true,
+                _ = tokio::time::sleep_until(until), if recheck.is_some() => true,
             };
             // Events that came meanwhile are covered by the next pass.
             while let Ok(ev) = events.try_recv() {
@@ -148,8 +151,9 @@ impl<D: Dataplane> DockerSync<D> {
         (self.mirror && before.networks != now.networks) || self.janitor.records_differ(before, now)
     }
 
-    /// Mirrors the networks (when on), then lets the janitor judge endpoints.
-    async fn pass(&self, engine: &Engine, state: &ClusterState) -> Result<(), DockerError> {
+    /// Mirrors the networks (when on), then lets the janitor judge
+    /// endpoints; returns how soon the janitor wants another pass.
+    async fn pass(&self, engine: &Engine, state: &ClusterState) -> Result<Option<Duration>, DockerError> {
         if self.mirror {
             let docker = engine.networks().await?;
             let p = plan(&state.networks, &docker);
