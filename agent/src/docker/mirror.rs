@@ -32,6 +32,8 @@ use crate::watch::StateRx;
 
 /// How often a full pass runs when nothing woke the loop.
 const RESYNC: Duration = Duration::from_secs(30);
+/// How soon a pass whose create or remove failed runs again.
+const RETRY: Duration = Duration::from_secs(2);
 
 /// What one pass changes in dockerd.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -154,15 +156,20 @@ impl<D: Dataplane> DockerSync<D> {
     /// Mirrors the networks (when on), then lets the janitor judge
     /// endpoints; returns how soon the janitor wants another pass.
     async fn pass(&self, engine: &Engine, state: &ClusterState) -> Result<Option<Duration>, DockerError> {
+        let mut failed = false;
         if self.mirror {
             let docker = engine.networks().await?;
             let p = plan(&state.networks, &docker);
-            self.apply(engine, p).await?;
+            failed = !self.apply(engine, p).await?;
         }
-        self.janitor.pass(engine, state).await
+        let recheck = self.janitor.pass(engine, state).await?;
+        Ok(if failed { Some(recheck.map_or(RETRY, |r| r.min(RETRY))) } else { recheck })
     }
 
-    async fn apply(&self, engine: &Engine, p: MirrorPlan) -> Result<(), DockerError> {
+    /// Creates and removes what `p` says; false when something failed (the
+    /// plugin may not be up yet: dockerd answers "plugin not found").
+    async fn apply(&self, engine: &Engine, p: MirrorPlan) -> Result<bool, DockerError> {
+        let mut ok = true;
         for d in &p.conflicts {
             debug!(network = %d.name, driver = %d.driver, "a docker network of another driver has the name of an ovnet network; not mirrored");
         }
@@ -172,37 +179,42 @@ impl<D: Dataplane> DockerSync<D> {
                     info!(network = %net.name, subnet = %net.subnet, docker_id = %id, "docker network created")
                 }
                 Err(e) => {
+                    ok = false;
                     warn!(network = %net.name, error = %e, "creating the docker network failed; will retry")
                 }
             }
         }
         for d in &p.remove {
-            self.remove(engine, d).await?;
+            ok &= self.remove(engine, d).await?;
         }
-        Ok(())
+        Ok(ok)
     }
 
     /// Removes a docker network whose ovnet network is gone, unless a
-    /// container still uses it or etcd has the network after all.
-    async fn remove(&self, engine: &Engine, d: &DockerNetwork) -> Result<(), DockerError> {
+    /// container still uses it or etcd has the network after all; false
+    /// when that could not be decided or done.
+    async fn remove(&self, engine: &Engine, d: &DockerNetwork) -> Result<bool, DockerError> {
         match self.store.get_network(&d.ovnet).await {
             Err(ovnet_ipam_store::Error::NetworkNotFound(_)) => {}
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(true),
             Err(e) => {
                 warn!(network = %d.ovnet, error = %e, "cannot confirm the network is gone from etcd; keeping its docker network");
-                return Ok(());
+                return Ok(false);
             }
         }
         if engine.network_in_use(&d.id).await? {
             debug!(network = %d.name, "ovnet network gone but containers use its docker network; kept");
-            return Ok(());
+            return Ok(true);
         }
         match engine.remove_network(&d.id).await {
             Ok(()) => info!(network = %d.name, "docker network removed: its ovnet network is gone"),
             Err(e) if super::engine::not_found(&e) => {}
-            Err(e) => warn!(network = %d.name, error = %e, "removing the docker network failed; will retry"),
+            Err(e) => {
+                warn!(network = %d.name, error = %e, "removing the docker network failed; will retry");
+                return Ok(false);
+            }
         }
-        Ok(())
+        Ok(true)
     }
 }
 
