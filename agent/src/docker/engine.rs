@@ -110,8 +110,10 @@ impl Engine {
             .collect())
     }
 
-    /// `docker network create -d ovnet --ipam-driver ovnet --ipam-opt network=N --subnet S -o network=N N`.
-    pub async fn create_network(&self, net: &NetworkRecord) -> Result<String, DockerError> {
+    /// `docker network create -d ovnet --ipam-driver ovnet --ipam-opt
+    /// network=N --subnet S -o network=N N`; its id, or `None` when a
+    /// network of that name appeared meanwhile.
+    pub async fn create_network(&self, net: &NetworkRecord) -> Result<Option<String>, DockerError> {
         let ipam = Ipam {
             driver: Some(DRIVER.into()),
             config: Some(vec![IpamConfig { subnet: Some(net.subnet.to_string()), ..Default::default() }]),
@@ -125,7 +127,15 @@ impl Engine {
             labels: Some(HashMap::from([(MIRROR_LABEL.to_string(), "true".to_string())])),
             ..Default::default()
         };
-        Ok(self.docker.create_network(req).await?.id)
+        let created = self.docker.create_network(req).await?;
+        // API 1.41 has no way for this client to ask for CheckDuplicate (the
+        // CLI's default): dockerd makes a second network of the same name and
+        // only warns. Someone else made it meanwhile, so ours goes again.
+        if created.warning.contains("already exists") {
+            self.docker.remove_network(&created.id).await?;
+            return Ok(None);
+        }
+        Ok(Some(created.id))
     }
 
     /// `docker network rm ID`.

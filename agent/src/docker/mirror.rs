@@ -175,9 +175,10 @@ impl<D: Dataplane> DockerSync<D> {
         }
         for net in &p.create {
             match engine.create_network(net).await {
-                Ok(id) => {
+                Ok(Some(id)) => {
                     info!(network = %net.name, subnet = %net.subnet, docker_id = %id, "docker network created")
                 }
+                Ok(None) => debug!(network = %net.name, "a docker network of that name appeared meanwhile"),
                 Err(e) => {
                     ok = false;
                     warn!(network = %net.name, error = %e, "creating the docker network failed; will retry")
