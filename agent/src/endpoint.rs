@@ -27,6 +27,8 @@ use crate::model::{bridge_name, veth_host_name, veth_temp_name};
 use crate::netns::{is_own_netns, netns_path};
 use crate::reconcile::ReadyRx;
 
+mod staged;
+
 /// How long a connect waits for this host to build a just-created network.
 const READY_TIMEOUT: Duration = Duration::from_secs(5);
 

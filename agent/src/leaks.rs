@@ -17,7 +17,7 @@ use ovnet_ipam_store::EndpointRecord;
 use tokio::time::Instant;
 
 use crate::local::Local;
-use crate::model::{DEVICE_PREFIX, LinkKind, Observed};
+use crate::model::{DEVICE_PREFIX, LinkKind, Observed, veth_temp_name};
 
 /// How long an endpoint must lack its veth before its address is released.
 pub const DEAD_AFTER: Duration = Duration::from_secs(2);
@@ -56,8 +56,11 @@ impl Leaks {
             local.records().map(|e| (e.host_ifname.as_str(), e)).collect();
         let mut found = Found::default();
 
+        // Docker endpoints are Docker's to free (ReleaseAddress), and exist
+        // without a veth between the address and CreateEndpoint.
         let dead_now: BTreeMap<&str, &EndpointRecord> = mine
             .iter()
+            .filter(|(_, e)| !is_docker(e))
             .filter(|(name, _)| !observed.links.contains_key(**name) && !busy.contains(**name))
             .map(|(n, e)| (*n, *e))
             .collect();
@@ -71,6 +74,9 @@ impl Leaks {
             }
         }
 
+        // The container end of a Docker veth waits on the host for Docker to move it.
+        let waiting: BTreeSet<String> =
+            local.records().filter(|e| is_docker(e)).map(|e| veth_temp_name(&e.id)).collect();
         let veth = format!("{DEVICE_PREFIX}ve");
         let temp = format!("{DEVICE_PREFIX}tp");
         let orphans_now: BTreeSet<&str> = observed
@@ -78,7 +84,7 @@ impl Leaks {
             .values()
             .filter(|l| l.kind == LinkKind::Veth && (l.name.starts_with(&veth) || l.name.starts_with(&temp)))
             .map(|l| l.name.as_str())
-            .filter(|n| !mine.contains_key(n) && !busy.contains(*n))
+            .filter(|n| !mine.contains_key(n) && !busy.contains(*n) && !waiting.contains(*n))
             .collect();
         self.orphans.retain(|name, _| orphans_now.contains(name.as_str()));
         for name in orphans_now {
@@ -99,6 +105,11 @@ impl Leaks {
         let orphans = self.orphans.values().map(|since| *since + ORPHAN_AFTER);
         dead.chain(orphans).min()
     }
+}
+
+/// An endpoint Docker asked for: Docker frees it, the leak finder does not.
+fn is_docker(e: &EndpointRecord) -> bool {
+    e.container.as_ref().is_some_and(|c| c.runtime == "docker")
 }
 
 /// Veth names a connect or disconnect is working on right now, shared
@@ -218,6 +229,21 @@ mod tests {
         assert_eq!(f, ["ovtpleft", "ovveorphan"], "only veths of ours without a record");
         // Another host's endpoint record does not own a veth here.
         assert!(!f.iter().any(|n| n == &name));
+    }
+
+    #[test]
+    fn docker_endpoints_are_never_leaks() {
+        let mut s = ClusterState::default();
+        let mut e = endpoint("blue", "h1", [10, 128, 0, 2]);
+        e.container = Some(ovnet_ipam_store::ContainerRef { runtime: "docker".into(), ..Default::default() });
+        let temp = veth_temp_name(&e.id);
+        s.insert_endpoint(e);
+        let local = Local::of(&s, "h1");
+        let (mut l, t0, none) = (Leaks::default(), Instant::now(), BTreeSet::new());
+        let links = observed(&[&temp]);
+        l.update(&local, &links, &none, t0);
+        let later = t0 + DEAD_AFTER + ORPHAN_AFTER;
+        assert_eq!(l.update(&local, &links, &none, later), Found::default(), "no veth yet, its peer waits");
     }
 
     #[test]

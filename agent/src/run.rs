@@ -42,6 +42,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     let dp = NetlinkDataplane::new().context("opening netlink")?;
     let underlay = dp.underlay(cfg.advertise_addr).await.context("finding the underlay")?;
     let listener = bind(&cfg.listen).await?;
+    let docker_listener = match &cfg.docker_plugin {
+        Some(path) => Some(bind_unix(path)?),
+        None => None,
+    };
     let metrics = Metrics::new();
     let http = match cfg.metrics_listen {
         Some(addr) => Some(serve_metrics(addr, metrics.clone()).await?),
@@ -91,7 +95,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
             .with_busy(busy)
             .with_registered(registered_rx),
     );
-    let docker = cfg.docker_sync.clone().map(|socket| {
+    let docker = docker_listener.map(|l| serve_docker_plugin(l, store.clone(), endpoints.clone()));
+    let docker_sync = cfg.docker_sync.clone().map(|socket| {
         let janitor = crate::docker::janitor::Janitor { endpoints: endpoints.clone(), store: store.clone() };
         let sync = crate::docker::mirror::DockerSync {
             socket,
@@ -104,8 +109,11 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     });
     let service = AgentService::new(store, dp, endpoints, metrics);
     let result = serve_api_tls(listener, service, api_tls, shutdown).await;
-    for t in tasks.iter().chain(&http).chain(&docker) {
+    for t in tasks.iter().chain(&http).chain(&docker).chain(&docker_sync) {
         t.abort();
+    }
+    if let Some(path) = &cfg.docker_plugin {
+        let _ = std::fs::remove_file(path);
     }
     if let Listen::Unix(path) = &cfg.listen {
         let _ = std::fs::remove_file(path);
@@ -133,6 +141,23 @@ async fn release_dead_endpoints(
             }
         }
     }
+}
+
+/// Serves the Docker plugin (`--docker-plugin`) in a task of its own.
+fn serve_docker_plugin<D: Dataplane>(
+    listener: tokio::net::UnixListener,
+    store: EtcdStore,
+    endpoints: Arc<Endpoints<D>>,
+) -> tokio::task::JoinHandle<()> {
+    let plugin = Arc::new(crate::docker::Plugin::new(store, endpoints));
+    info!("serving the Docker network and IPAM plugin ovnet");
+    tokio::spawn(async move {
+        let forward = tokio::spawn(crate::docker::forward::run());
+        if let Err(e) = crate::docker::serve(listener, plugin, std::future::pending()).await {
+            warn!(error = %e, "the Docker plugin listener stopped");
+        }
+        forward.abort();
+    })
 }
 
 /// Binds the metrics listener and serves it in a task of its own.

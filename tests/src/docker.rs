@@ -189,6 +189,37 @@ impl Dockerd {
         Ok(())
     }
 
+    /// Starts `ping -i INTERVAL -c COUNT DST` (busybox's) inside container
+    /// `name`; finish it with [`ping_tally`].
+    pub fn ping_stream(
+        &self,
+        name: &str,
+        dst: &str,
+        interval: Duration,
+        count: u64,
+    ) -> anyhow::Result<Child> {
+        let secs = format!("{:.3}", interval.as_secs_f64());
+        let count = count.to_string();
+        let child = self
+            .cli()
+            .args(["exec", name, "ping", "-q", "-W", "2", "-i", &secs, "-c", &count, dst])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("starting docker exec ping")?;
+        Ok(child)
+    }
+
+    /// Removes every container (SIGKILL, no grace period).
+    pub fn remove_all(&self) -> anyhow::Result<()> {
+        let ids = self.docker_ok(&["ps", "-aq"])?;
+        for id in ids.split_whitespace() {
+            self.docker_ok(&["rm", "-f", id])?;
+        }
+        Ok(())
+    }
+
     /// The PIDs of every process in this dockerd's mount namespace but the
     /// holder: dockerd, its containerd and shims, containers, the agent.
     fn processes_inside(&self) -> Vec<i32> {
@@ -210,6 +241,11 @@ impl Drop for Dockerd {
         if std::thread::panicking() || std::env::var_os("OVNET_LAB_LOGS").is_some() {
             eprintln!("==== dockerd of {} ====\n{}", self.host, self.log());
         }
+        if self.daemon.is_some()
+            && let Err(e) = self.remove_all()
+        {
+            eprintln!("cleanup: {e}");
+        }
         if let Err(e) = self.stop_daemon() {
             eprintln!("cleanup: {e}");
         }
@@ -225,6 +261,24 @@ impl Drop for Dockerd {
             eprintln!("cleanup: removing {}: {e}", self.dir.path().display());
         }
     }
+}
+
+/// (sent, received) of a finished busybox `ping` stream: its summary line
+/// reads `N packets transmitted, M packets received, ...`.
+pub fn ping_tally(child: Child) -> anyhow::Result<(u64, u64)> {
+    let out = child.wait_with_output().context("waiting for ping")?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("packets transmitted"))
+        .with_context(|| format!("no ping summary in {text:?} ({})", String::from_utf8_lossy(&out.stderr)))?;
+    let number_before = |what: &str| -> anyhow::Result<u64> {
+        let part =
+            line.split(',').find(|p| p.contains(what)).with_context(|| format!("no {what} in {line}"))?;
+        let n = part.split_whitespace().next().context("empty")?;
+        Ok(n.parse()?)
+    };
+    Ok((number_before("transmitted")?, number_before("received")?))
 }
 
 /// `rm -rf`, tolerating files that vanish meanwhile.

@@ -1,20 +1,188 @@
-//! Docker containers on ovnet: a real dockerd per lab host, driving the
-//! agent's `ovnet` network and IPAM plugin.
+//! Docker containers on ovnet: a real dockerd (with Docker's defaults:
+//! iptables on, FORWARD policy DROP, bridge netfilter) per lab host,
+//! driving the agent's `ovnet` network and IPAM plugin.
 
-use ovnet_tests::docker::docker_host;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use ovnet_tests::docker::{Dockerd, docker_host, ping_tally};
 use ovnet_tests::image::IMAGE;
+use ovnet_tests::lab::poll;
 use ovnet_tests::{Lab, LabOptions};
 
 fn lab(hosts: usize) -> Lab {
     Lab::start(LabOptions { hosts, ..Default::default() }).unwrap()
 }
 
+/// `docker network create` of ovnet network `name` on `d`, with `extra`
+/// flags (e.g. `--subnet CIDR`).
+fn create(d: &Dockerd, name: &str, extra: &str) {
+    d.run(&format!("network create -d ovnet --ipam-driver ovnet --ipam-opt network={name} {extra} {name}"))
+        .unwrap();
+}
+
+/// The subnet of docker network `name` on `d`.
+fn subnet(d: &Dockerd, name: &str) -> String {
+    d.docker_ok(&["network", "inspect", "-f", "{{(index .IPAM.Config 0).Subnet}}", name]).unwrap()
+}
+
+/// Starts a container that sleeps on `network` (with `extra` run flags);
+/// returns its address there.
+fn sleeper(d: &Dockerd, name: &str, network: &str, extra: &str) -> String {
+    d.run(&format!("run -d --name {name} --network {network} {extra} {IMAGE} sleep 3600")).unwrap();
+    address(d, name, network)
+}
+
+fn address(d: &Dockerd, name: &str, network: &str) -> String {
+    let format =
+        format!("{{{{with index .NetworkSettings.Networks \"{network}\"}}}}{{{{.IPAddress}}}}{{{{end}}}}");
+    d.docker_ok(&["inspect", "-f", &format, name]).unwrap()
+}
+
+/// One ping from container `name` to `ip`.
+fn pings(d: &Dockerd, name: &str, ip: &str) -> bool {
+    d.docker(&["exec", name, "ping", "-c1", "-W1", ip]).map(|o| o.status.success()).unwrap_or(false)
+}
+
+fn reaches(d: &Dockerd, name: &str, ip: &str) {
+    poll(&format!("{name} on {} to reach {ip}", d.host), Duration::from_secs(10), || {
+        pings(d, name, ip).then_some(())
+    })
+    .unwrap();
+}
+
+/// The Docker endpoints in etcd (address keys whose record says docker),
+/// and the docker endpoint mappings.
+fn docker_records(lab: &Lab) -> Vec<String> {
+    let dump = lab.etcd_dump().unwrap();
+    dump.into_iter()
+        .filter(|(k, v)| {
+            (k.contains("/endpoints/") && v.contains("\"runtime\":\"docker\""))
+                || k.contains("/docker/h1/endpoints/")
+        })
+        .map(|(k, _)| k)
+        .collect()
+}
+
+/// Host `i`'s veths of ours (`ovve...` host ends, `ovtp...` container ends).
+fn veths(lab: &Lab, i: usize) -> Vec<String> {
+    lab.links(i).unwrap().into_iter().filter(|l| l.starts_with("ovve") || l.starts_with("ovtp")).collect()
+}
+
 #[test]
-fn lab_dockerd_runs_containers() {
+fn docker_containers_across_hosts_isolated_and_through_an_agent_restart() {
+    let mut lab = lab(2);
+    let d1 = docker_host(&mut lab, 0).unwrap();
+    let d2 = docker_host(&mut lab, 1).unwrap();
+    create(&d1, "demo", "");
+    create(&d2, "demo", &format!("--subnet {}", subnet(&d1, "demo")));
+    let a = sleeper(&d1, "ca", "demo", "");
+    let b = sleeper(&d2, "cb", "demo", "");
+    reaches(&d1, "ca", &b);
+    reaches(&d2, "cb", &a);
+    let mtu = d1.docker_ok(&["exec", "ca", "cat", "/sys/class/net/eth0/mtu"]).unwrap();
+    assert_eq!(mtu, "1450", "the lab's underlay MTU 1500 - 50 of VXLAN");
+
+    // A second network: its containers reach each other, not demo's.
+    create(&d1, "other", "");
+    create(&d2, "other", &format!("--subnet {}", subnet(&d1, "other")));
+    let o1 = sleeper(&d1, "o1", "other", "");
+    let o2 = sleeper(&d2, "o2", "other", "");
+    reaches(&d2, "o2", &o1);
+    assert!(!pings(&d2, "o2", &a), "other's container reaches demo's");
+    assert!(!pings(&d1, "ca", &o2), "demo's container reaches other's");
+
+    // The agent restarts under running containers: the datapath stays.
+    let stream = d1.ping_stream("ca", &b, Duration::from_millis(10), 400).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    lab.stop_agent(0).unwrap();
+    lab.start_agent(0).unwrap();
+    let (sent, received) = ping_tally(stream).unwrap();
+    assert_eq!((sent, received), (400, 400), "pings lost while the agent restarted");
+    assert_eq!(lab.panics(), 0);
+}
+
+#[test]
+fn docker_connect_disconnect_rm_and_dockerd_restart_leave_nothing_behind() {
     let mut lab = lab(1);
     let d = docker_host(&mut lab, 0).unwrap();
-    let out = d.docker_ok(&["run", "--rm", IMAGE, "hostname"]).unwrap();
-    assert!(!out.is_empty());
-    let hostname = d.docker_ok(&["info", "--format", "{{.Name}}"]).unwrap();
-    assert_eq!(hostname, "h1");
+    create(&d, "demo", "--subnet 10.77.0.0/16");
+    let (_peer_ns, peer) = lab.connected(0, "demo", "peer").unwrap();
+    let baseline = veths(&lab, 0);
+    assert_eq!(baseline.len(), 1, "the peer's veth");
+
+    // connect / disconnect a running container, with --ip honoured.
+    d.run(&format!("run -d --name box {IMAGE} sleep 3600")).unwrap();
+    d.run("network connect --ip 10.77.0.50 demo box").unwrap();
+    assert_eq!(address(&d, "box", "demo"), "10.77.0.50");
+    reaches(&d, "box", &peer);
+    assert_eq!(docker_records(&lab).len(), 2, "the endpoint and its docker mapping");
+    assert_eq!(veths(&lab, 0).len(), 2);
+    d.run("network disconnect demo box").unwrap();
+    assert_eq!(docker_records(&lab), Vec::<String>::new());
+    assert_eq!(veths(&lab, 0), baseline);
+    d.run("network connect demo box").unwrap();
+    reaches(&d, "box", &peer);
+    d.run("rm -f box").unwrap();
+    assert_eq!(docker_records(&lab), Vec::<String>::new());
+    assert_eq!(veths(&lab, 0), baseline);
+
+    // dockerd restarts: a --restart always container comes back on ovnet.
+    let mut d = d;
+    sleeper(&d, "web", "demo", "--restart always");
+    reaches(&d, "web", &peer);
+    d.stop_daemon().unwrap();
+    d.start_daemon().unwrap();
+    let back = poll("web to run again", Duration::from_secs(20), || {
+        let ip = address(&d, "web", "demo");
+        let running = d.docker_ok(&["inspect", "-f", "{{.State.Running}}", "web"]).ok()?;
+        (running == "true" && !ip.is_empty()).then_some(ip)
+    })
+    .unwrap();
+    reaches(&d, "web", &peer);
+    assert_eq!(docker_records(&lab).len(), 2, "web's endpoint and mapping, nothing older: {back}");
+    assert_eq!(veths(&lab, 0).len(), 2);
+    d.run("rm -f web").unwrap();
+    assert_eq!(docker_records(&lab), Vec::<String>::new());
+    assert_eq!(veths(&lab, 0), baseline);
+    assert_eq!(lab.panics(), 0);
+}
+
+/// etcd under the lab's prefix but the keys that change by themselves.
+fn etcd_settled(lab: &Lab) -> BTreeMap<String, String> {
+    let mut dump = lab.etcd_dump().unwrap();
+    dump.retain(|k, _| !k.contains("/alive/") && !k.contains("/hosts/"));
+    dump
+}
+
+#[test]
+fn docker_refuses_bad_networks_with_what_to_type_and_changes_nothing() {
+    let mut lab = lab(1);
+    let d = docker_host(&mut lab, 0).unwrap();
+    create(&d, "demo", "--subnet 10.77.0.0/16");
+    let (etcd, kernel) = (etcd_settled(&lab), lab.kernel(0).unwrap());
+    let networks = d.run("network ls --format {{.Name}}").unwrap();
+    let ipam = "--ipam-driver ovnet --ipam-opt network";
+    for (args, want) in [
+        ("network create -d ovnet bad1".to_string(), "--ipam-driver ovnet"),
+        (
+            format!("network create -d ovnet {ipam}=demo --subnet 10.99.0.0/16 bad2"),
+            "use --subnet 10.77.0.0/16",
+        ),
+        (format!("network create -d ovnet {ipam}=fresh -o color=blue bad3"), "unknown option -o color"),
+        (
+            format!("network create -d ovnet {ipam}=fresh --ipam-opt colour=red bad4"),
+            "unknown option --ipam-opt colour",
+        ),
+        (format!("network create -d ovnet {ipam}=demo bad5"), "add --subnet 10.77.0.0/16"),
+        ("network create -d ovnet --ipam-driver ovnet bad6".to_string(), "--ipam-opt network=NAME"),
+    ] {
+        let out = d.docker(&args.split_whitespace().collect::<Vec<_>>()).unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args} succeeded");
+        assert!(err.contains(want), "{args}: {err}");
+    }
+    assert_eq!(etcd_settled(&lab), etcd, "etcd changed");
+    assert_eq!(lab.kernel(0).unwrap(), kernel, "the kernel changed");
+    assert_eq!(d.run("network ls --format {{.Name}}").unwrap(), networks);
 }

@@ -213,6 +213,16 @@ impl Dataplane for FakeDataplane {
         Ok(())
     }
 
+    async fn create_veth_here(&self, spec: &AttachSpec) -> Result<(), DataplaneError> {
+        let mut st = self.state();
+        let mut l = new_link(&mut st, &spec.host_ifname, LinkKind::Veth, spec.mtu);
+        l.master = Some(spec.bridge.clone());
+        st.observed.links.insert(spec.host_ifname.clone(), l);
+        let peer = new_link(&mut st, &spec.ifname, LinkKind::Veth, spec.mtu);
+        st.observed.links.insert(spec.ifname.clone(), peer);
+        Ok(())
+    }
+
     async fn configure_veth(&self, _netns: &PathBuf, _spec: &AttachSpec) -> Result<(), DataplaneError> {
         Ok(())
     }

@@ -156,6 +156,14 @@ pub trait Dataplane: Clone + Send + Sync + 'static {
         spec: &AttachSpec,
     ) -> impl Future<Output = Result<(), DataplaneError>> + Send;
 
+    /// Creates the veth pair with BOTH ends in this namespace, for a
+    /// runtime that moves the container end into its sandbox itself
+    /// (Docker): the container end named `spec.ifname` with the endpoint's
+    /// MAC and MTU, down; the host end a port of the bridge, up. A stale
+    /// pair of the same host name is replaced. Uses all of `spec` but
+    /// `addr` and `gateway`.
+    fn create_veth_here(&self, spec: &AttachSpec) -> impl Future<Output = Result<(), DataplaneError>> + Send;
+
     /// Configures the container end of a pair made by `create_veth` with the
     /// same `spec` (address, default route via the gateway when the
     /// namespace has none) and returns once the host end forwards, so the

@@ -193,6 +193,10 @@ impl Dataplane for NetlinkDataplane {
         endpoint::create_veth(&self.handle, netns, spec).await
     }
 
+    async fn create_veth_here(&self, spec: &AttachSpec) -> Result<(), DataplaneError> {
+        endpoint::create_veth_here(&self.handle, spec).await
+    }
+
     async fn configure_veth(
         &self,
         netns: &netns::NetnsHandle,

@@ -10,9 +10,9 @@
 //! an endpoint. A record matches a Docker endpoint by address, endpoint or
 //! container id, or sandbox key, and a record younger than [`GRACE_SECS`]
 //! is never released (Docker lists an endpoint only once the container's
-//! network is set up, after the plugin wrote the record). Releases go
-//! through `Endpoints::disconnect`, the path `ovctl network disconnect`
-//! takes, so the veth goes before the address.
+//! network is set up, after the plugin wrote the record). Releases take
+//! the plugin's path (`Endpoints::unplumb`, then the address), so the veth
+//! goes before the address.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -23,8 +23,9 @@ use ovnet_ipam_store::{ClusterState, ContainerRef, EndpointRecord, EtcdStore, no
 use tracing::{info, warn};
 
 use super::engine::{DockerEndpoint, Engine};
+use super::mapping::EndpointMapping;
 use crate::dataplane::Dataplane;
-use crate::endpoint::{Detach, Endpoints};
+use crate::endpoint::Endpoints;
 use crate::error::AgentError;
 
 /// The runtime name in the records of Docker endpoints.
@@ -137,11 +138,16 @@ impl<D: Dataplane> Janitor<D> {
             self.release(r).await;
         }
         for (r, c) in v.name {
-            match self.store.set_endpoint_container(&r.network, r.ip, &r.id, c.clone()).await {
-                Ok(true) => {
+            let named = c.clone();
+            match self
+                .store
+                .update_endpoint(&r.network, r.ip, &r.id, |e| e.container = Some(named.clone()))
+                .await
+            {
+                Ok(Some(_)) => {
                     info!(network = %r.network, ip = %r.ip, container = %c.name, id = %c.id, "endpoint's container named")
                 }
-                Ok(false) => {}
+                Ok(None) => {}
                 Err(e) => {
                     warn!(network = %r.network, ip = %r.ip, error = %e, "naming an endpoint's container failed; will retry")
                 }
@@ -150,19 +156,50 @@ impl<D: Dataplane> Janitor<D> {
         Ok(recheck)
     }
 
-    /// Disconnects an endpoint Docker no longer has.
+    /// Frees an endpoint Docker no longer has, as the plugin's
+    /// ReleaseAddress would (veth, then address), while it is still the
+    /// same endpoint; its EndpointID mapping goes first, since Docker will
+    /// never call DeleteEndpoint for it.
     async fn release(&self, r: &EndpointRecord) {
-        let Some(c) = &r.container else { return };
-        let which = Detach::Container { id: c.id.clone(), ifname: r.ifname.clone() };
-        match self.endpoints.disconnect(&r.network, &which).await {
-            Ok(_) => {
-                info!(network = %r.network, ip = %r.ip, container = %c.id, "released an endpoint that dockerd no longer has")
+        match self.try_release(r).await {
+            Ok(true) => {
+                info!(network = %r.network, ip = %r.ip, "released an endpoint that dockerd no longer has")
             }
-            Err(AgentError::NotFound(_)) => {}
+            Ok(false) | Err(AgentError::Store(ovnet_ipam_store::Error::NetworkNotFound(_))) => {}
             Err(e) => {
                 warn!(network = %r.network, ip = %r.ip, error = %e, "releasing an endpoint dockerd no longer has failed; will retry")
             }
         }
+    }
+
+    async fn try_release(&self, r: &EndpointRecord) -> Result<bool, AgentError> {
+        let Some((ep, _)) = self.endpoints.local_endpoint(&r.network, r.ip).await? else {
+            return Ok(false);
+        };
+        if ep.id != r.id {
+            return Ok(false);
+        }
+        self.forget_mappings(r).await?;
+        self.endpoints.unplumb(&ep).await?;
+        Ok(self.store.release_endpoint_if(&r.network, r.ip, &r.id).await?)
+    }
+
+    /// Deletes the plugin's EndpointID mappings (`<p>/docker/<host>/endpoints/`)
+    /// that point at `r`'s address.
+    async fn forget_mappings(&self, r: &EndpointRecord) -> Result<(), AgentError> {
+        let prefix = format!("{}/docker/{}/endpoints/", self.store.keys().prefix(), self.host());
+        let unavailable =
+            |e: etcd_client::Error| AgentError::Unavailable(format!("docker mappings in etcd: {e}"));
+        let mut c = self.store.client();
+        let opts = etcd_client::GetOptions::new().with_prefix();
+        let resp = c.get(prefix, Some(opts)).await.map_err(unavailable)?;
+        for kv in resp.kvs() {
+            let Ok(m) = serde_json::from_slice::<EndpointMapping>(kv.value()) else { continue };
+            if m.network == r.network && m.ip == r.ip {
+                c.delete(kv.key(), None).await.map_err(unavailable)?;
+            }
+        }
+        Ok(())
     }
 }
 

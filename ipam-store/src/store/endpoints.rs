@@ -396,32 +396,6 @@ impl EtcdStore {
         self.commit("releasing an endpoint", compares, vec![TxnOp::delete(key, None)]).await
     }
 
-    /// Sets the container reference of the endpoint at `ip` of `network`
-    /// while it is still the one with `id`, keeping its lease. `Ok(false)`
-    /// when it is gone or is another one now.
-    pub async fn set_endpoint_container(
-        &self,
-        network: &str,
-        ip: Ipv4Addr,
-        id: &str,
-        container: ContainerRef,
-    ) -> Result<bool, Error> {
-        let key = self.keys.endpoint(network, ip);
-        let (_, res) = self.read("reading an endpoint", vec![Read::Key(key.clone())]).await?;
-        let Some(kv) = res.into_iter().flatten().next() else {
-            return Ok(false);
-        };
-        let mut record = match decode::<EndpointRecord>(&key, &kv.value) {
-            Ok(e) if e.id == id => e,
-            _ => return Ok(false),
-        };
-        record.container = Some(container);
-        let compares = vec![Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision)];
-        let keep_lease = etcd_client::PutOptions::new().with_ignore_lease();
-        let put = TxnOp::put(key, encode(&record), Some(keep_lease));
-        self.commit("naming an endpoint's container", compares, vec![put]).await
-    }
-
     /// Deletes an endpoint; its block stays with the host. One request: the
     /// deletion returns the record it removed.
     pub async fn release_endpoint(&self, network: &str, ip: Ipv4Addr) -> Result<EndpointRecord, Error> {

@@ -12,6 +12,7 @@
 mod endpoints;
 mod hosts;
 mod networks;
+mod update;
 mod watch;
 
 use std::future::Future;

@@ -114,6 +114,44 @@ async fn create_pair(
     Ok(peer)
 }
 
+/// `ip link add HOST mtu MTU master BRIDGE up type veth peer name IFNAME
+/// address MAC mtu MTU`: both ends here, the container end down, for a
+/// runtime that moves it into its sandbox itself (Docker). A stale pair of
+/// the same host name is deleted first.
+pub(super) async fn create_veth_here(h: &Handle, spec: &AttachSpec) -> Result<(), DataplaneError> {
+    let bridge = index_of(h, &spec.bridge).await.map_err(netlink(format!("ip link show {}", spec.bridge)))?;
+    let bridge =
+        bridge.ok_or_else(|| DataplaneError::Other(format!("bridge {} does not exist", spec.bridge)))?;
+    let host = &spec.host_ifname;
+    let what = format!(
+        "ip link add {host} mtu {mtu} master {} up type veth peer name {} address {} mtu {mtu}",
+        spec.bridge,
+        spec.ifname,
+        spec.mac,
+        mtu = spec.mtu
+    );
+    let pair = || {
+        let peer = LinkUnspec::new_with_name(&spec.ifname).address(spec.mac.0.to_vec()).mtu(spec.mtu).build();
+        LinkVeth::new(host, &spec.ifname)
+            .mtu(spec.mtu)
+            .controller(bridge)
+            .up()
+            .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+            .build()
+    };
+    match h.link().add(pair()).execute().await {
+        Err(e) if is_errno(&e, &[Errno::EEXIST]) => {
+            let del = format!("ip link del {host}");
+            delete_existing_link(h, host).await.map_err(netlink(del.clone()))?;
+            changed(&del);
+            h.link().add(pair()).execute().await.map_err(netlink(what.clone()))?;
+        }
+        other => other.map_err(netlink(what.clone()))?,
+    }
+    changed(&what);
+    Ok(())
+}
+
 /// The RTM_NEWLINK message of `create_pair`. The kernel brings the host end
 /// up and then enslaves it in the same request; the peer cannot be brought
 /// up before the pair exists (ENOTCONN), so `raise` does that.

@@ -1,0 +1,205 @@
+//! The `NetworkDriver` half: CreateNetwork creates or joins the ovnet
+//! network, endpoints are made in Docker's steps by the shared endpoint
+//! service.
+//!
+//! The design decision: every check that can refuse a call runs before
+//! anything is written, so a refused `docker network create` leaves etcd
+//! and the kernel as they were; calls for endpoints or networks that are
+//! unknown or gone succeed, since Docker repeats them.
+
+use std::collections::BTreeMap;
+
+use ipnet::Ipv4Net;
+use ovnet_ipam_store::{Error as StoreError, NetworkRecord, NewNetwork};
+use serde_json::{Value, json};
+use tracing::info;
+
+use super::ipam::{HOW, network_option};
+use super::mapping::EndpointMapping;
+use super::protocol::{CreateEndpoint, CreateNetwork, DeleteNetwork, EndpointCall, IpamData};
+use super::{ADDRESS_SPACE, Plugin, docker_id, given, locked};
+use crate::dataplane::Dataplane;
+use crate::error::AgentError;
+use crate::model::{VXLAN_OVERHEAD, veth_temp_name};
+
+/// Docker's key for the `-o` pairs of `docker network create`.
+const GENERIC: &str = "com.docker.network.generic";
+
+/// The `-o` pairs, as strings.
+fn generic_options(
+    options: &Option<BTreeMap<String, Value>>,
+) -> Result<BTreeMap<String, String>, AgentError> {
+    let Some(generic) = options.as_ref().and_then(|o| o.get(GENERIC)) else {
+        return Ok(BTreeMap::new());
+    };
+    let Some(map) = generic.as_object() else { return Ok(BTreeMap::new()) };
+    map.iter()
+        .map(|(k, v)| match v {
+            Value::String(s) => Ok((k.clone(), s.clone())),
+            other => Ok((k.clone(), other.to_string())),
+        })
+        .collect()
+}
+
+/// The one IPv4 pool of a network, which must come from the ovnet IPAM driver.
+fn ovnet_pool(r: &CreateNetwork) -> Result<Ipv4Net, AgentError> {
+    if r.ipv6_data.as_ref().is_some_and(|v| !v.is_empty()) {
+        return Err(AgentError::InvalidArgument("ovnet networks carry IPv4 only: drop --ipv6".into()));
+    }
+    let pools: &[IpamData] = r.ipv4_data.as_deref().unwrap_or_default();
+    let [pool] = pools else {
+        return Err(AgentError::InvalidArgument(format!(
+            "an ovnet network has exactly one IPv4 pool, not {}: {HOW}",
+            pools.len()
+        )));
+    };
+    if given(&pool.address_space) != Some(ADDRESS_SPACE) {
+        return Err(AgentError::InvalidArgument(format!(
+            "the ovnet network driver needs the ovnet IPAM driver (Docker's default IPAM knows nothing of ovnet's addresses): {HOW}"
+        )));
+    }
+    given(&pool.pool).and_then(|p| p.parse().ok()).ok_or_else(|| {
+        AgentError::InvalidArgument(format!("the network's pool {:?} is not an IPv4 CIDR", pool.pool))
+    })
+}
+
+impl<D: Dataplane> Plugin<D> {
+    pub(super) async fn create_network(&self, r: CreateNetwork) -> Result<Value, AgentError> {
+        let id = docker_id(&r.network_id, "NetworkID")?;
+        let named = network_option(&generic_options(&r.options)?, "-o")?;
+        let pool = ovnet_pool(&r)?;
+        let pending = locked(&self.pending).get(&pool).cloned();
+        let name = match (named, pending) {
+            (Some(a), Some(b)) if a != b => {
+                return Err(AgentError::InvalidArgument(format!(
+                    "-o network={a} and --ipam-opt network={b} name different ovnet networks"
+                )));
+            }
+            (Some(name), _) | (None, Some(name)) => name,
+            (None, None) => {
+                let networks = self.store.list_networks().await?;
+                let net = networks.into_iter().find(|n| n.subnet == pool);
+                net.map(|n| n.name).ok_or_else(|| {
+                    AgentError::InvalidArgument(format!(
+                        "name the ovnet network with --ipam-opt network=NAME: {HOW}"
+                    ))
+                })?
+            }
+        };
+        let net = self.create_or_join(&name, pool).await?;
+        self.map_network(id, &net.name).await?;
+        locked(&self.pending).remove(&pool);
+        info!(docker_network = id, network = %net.name, subnet = %net.subnet, "docker network created");
+        Ok(json!({}))
+    }
+
+    /// The ovnet network `name` with subnet `pool`, created when missing.
+    async fn create_or_join(&self, name: &str, pool: Ipv4Net) -> Result<NetworkRecord, AgentError> {
+        match self.store.get_network(name).await {
+            Ok(net) if net.subnet == pool => Ok(net),
+            Ok(net) => Err(AgentError::InvalidArgument(format!(
+                "--subnet {pool} disagrees with ovnet network {name} whose subnet is {}: use --subnet {} or leave --subnet out",
+                net.subnet, net.subnet
+            ))),
+            Err(StoreError::NetworkNotFound(_)) => {
+                let mtu = self.endpoints.host().underlay_mtu.saturating_sub(VXLAN_OVERHEAD);
+                let req = NewNetwork {
+                    name: name.to_string(),
+                    driver: "overlay".into(),
+                    subnet: Some(pool),
+                    vni: None,
+                    block_prefix: None,
+                    mtu,
+                };
+                match self.store.create_network(req).await {
+                    Ok(net) => {
+                        info!(network = %net.name, subnet = %net.subnet, vni = net.vni, "network created for docker");
+                        Ok(net)
+                    }
+                    // Created meanwhile, by another host's docker perhaps.
+                    Err(StoreError::NetworkExists(_)) => Ok(self.store.get_network(name).await?),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Forgets the docker network; the ovnet network stays (other hosts use it).
+    pub(super) async fn delete_network(&self, r: DeleteNetwork) -> Result<Value, AgentError> {
+        let id = docker_id(&r.network_id, "NetworkID")?;
+        self.unmap_network(id).await?;
+        Ok(json!({}))
+    }
+
+    pub(super) async fn create_endpoint(&self, r: CreateEndpoint) -> Result<Value, AgentError> {
+        let net_id = docker_id(&r.network_id, "NetworkID")?;
+        let ep_id = docker_id(&r.endpoint_id, "EndpointID")?;
+        let iface = r.interface.unwrap_or_default();
+        if given(&iface.mac_address).is_some() {
+            return Err(AgentError::InvalidArgument(
+                "ovnet derives a container's MAC address from its IP address: drop --mac-address".into(),
+            ));
+        }
+        if given(&iface.address_ipv6).is_some() {
+            return Err(AgentError::InvalidArgument("ovnet networks carry IPv4 only: drop --ipv6".into()));
+        }
+        let network = self.network_of(net_id).await?.ok_or_else(|| {
+            AgentError::NotFound(format!(
+                "docker network {net_id} is not an ovnet network on host {}",
+                self.node()
+            ))
+        })?;
+        let addr: Ipv4Net = given(&iface.address).and_then(|a| a.parse().ok()).ok_or_else(|| {
+            AgentError::InvalidArgument(format!(
+                "the endpoint has no IPv4 address from the ovnet IPAM driver: {HOW}"
+            ))
+        })?;
+        let (ep, net) = self.endpoints.local_endpoint(&network, addr.addr()).await?.ok_or_else(|| {
+            AgentError::NotFound(format!(
+                "address {} of network {network} was not handed out by ovnet on host {}",
+                addr.addr(),
+                self.node()
+            ))
+        })?;
+        let spec = self.endpoints.plumb_here(&ep, &net).await?;
+        if let Err(e) = self.map_endpoint(ep_id, EndpointMapping { network, ip: ep.ip }).await {
+            let _ = self.endpoints.unplumb(&ep).await;
+            return Err(e);
+        }
+        Ok(json!({"Interface": {"MacAddress": spec.mac.to_string()}}))
+    }
+
+    pub(super) async fn join(&self, r: EndpointCall) -> Result<Value, AgentError> {
+        let ep_id = docker_id(&r.endpoint_id, "EndpointID")?;
+        let sandbox = given(&r.sandbox_key)
+            .ok_or_else(|| AgentError::InvalidArgument("Join without a SandboxKey".into()))?;
+        let m = self
+            .endpoint_of(ep_id)
+            .await?
+            .ok_or_else(|| AgentError::NotFound(format!("docker endpoint {ep_id} is not known to ovnet")))?;
+        let (ep, net) = self.endpoints.local_endpoint(&m.network, m.ip).await?.ok_or_else(|| {
+            AgentError::NotFound(format!("the ovnet endpoint {} of network {} is gone", m.ip, m.network))
+        })?;
+        self.endpoints.settle(&ep, sandbox).await?;
+        info!(network = %net.name, ip = %ep.ip, sandbox, "docker endpoint joined");
+        Ok(json!({
+            "InterfaceName": {"SrcName": veth_temp_name(&ep.id), "DstPrefix": "eth"},
+            "Gateway": net.gateway.to_string(),
+            "DisableGatewayService": false,
+        }))
+    }
+
+    /// Deletes the endpoint's veth; its address stays until ReleaseAddress.
+    pub(super) async fn delete_endpoint(&self, r: EndpointCall) -> Result<Value, AgentError> {
+        let ep_id = docker_id(&r.endpoint_id, "EndpointID")?;
+        let Some(m) = self.endpoint_of(ep_id).await? else { return Ok(json!({})) };
+        match self.endpoints.local_endpoint(&m.network, m.ip).await {
+            Ok(Some((ep, _))) => self.endpoints.unplumb(&ep).await?,
+            Ok(None) | Err(AgentError::Store(StoreError::NetworkNotFound(_))) => {}
+            Err(e) => return Err(e),
+        }
+        self.unmap_endpoint(ep_id).await?;
+        Ok(json!({}))
+    }
+}

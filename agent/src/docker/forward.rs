@@ -1,0 +1,143 @@
+//! Lets ovnet's bridged traffic through dockerd's firewall. dockerd (with
+//! its default `--iptables`) sets the FORWARD policy to DROP and turns on
+//! bridge netfilter, so frames bridged between a container's veth and the
+//! VXLAN device traverse iptables' FORWARD chain (in and out interface: the
+//! bridge) and would be dropped. The agent keeps one rule in Docker's chain
+//! for users, `DOCKER-USER`:
+//!
+//! `iptables -I DOCKER-USER -i ovbr+ -o ovbr+ -m comment --comment ovnet -j ACCEPT`
+//!
+//! The design decision: `DOCKER-USER` is the chain Docker leaves to users
+//! (it creates it when missing, jumps to it first from FORWARD and never
+//! flushes it), so the rule survives dockerd restarts and is in place before
+//! dockerd's first start when the agent starts first. Traffic between two
+//! ovnet networks is still dropped by the agent's own `inet ovnet` table
+//! (every base chain must accept). iptables itself writes the rule, so it is
+//! right for iptables-nft and iptables-legacy alike; what to run is planned
+//! by the pure [`plan`] from what `iptables -S` lists, and the check is
+//! repeated every [`INTERVAL`].
+
+use std::time::Duration;
+
+use tokio::process::Command;
+use tracing::{info, warn};
+
+/// Docker's chain for user rules.
+pub const CHAIN: &str = "DOCKER-USER";
+
+/// How often the rule is checked.
+pub const INTERVAL: Duration = Duration::from_secs(10);
+
+/// The rule's arguments after the chain name.
+pub const RULE: [&str; 10] =
+    ["-i", "ovbr+", "-o", "ovbr+", "-m", "comment", "--comment", "ovnet", "-j", "ACCEPT"];
+
+/// One `iptables` command.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// `iptables -N DOCKER-USER`
+    CreateChain,
+    /// `iptables -I FORWARD -j DOCKER-USER`
+    JumpFromForward,
+    /// `iptables -I DOCKER-USER <RULE>`
+    InsertRule,
+}
+
+impl Step {
+    pub fn args(&self) -> Vec<&'static str> {
+        match self {
+            Step::CreateChain => vec!["-N", CHAIN],
+            Step::JumpFromForward => vec!["-I", "FORWARD", "-j", CHAIN],
+            Step::InsertRule => [&["-I", CHAIN][..], &RULE[..]].concat(),
+        }
+    }
+}
+
+impl std::fmt::Display for Step {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "iptables {}", self.args().join(" "))
+    }
+}
+
+/// What to run, given `iptables -S FORWARD` and `iptables -S DOCKER-USER`
+/// (`None` when that chain does not exist).
+pub fn plan(forward: &str, chain: Option<&str>) -> Vec<Step> {
+    let mut steps = Vec::new();
+    let jump = format!("-A FORWARD -j {CHAIN}");
+    let rule = format!("-A {CHAIN} {}", RULE.join(" "));
+    if chain.is_none() {
+        steps.push(Step::CreateChain);
+    }
+    if !forward.lines().any(|l| l.trim() == jump) {
+        steps.push(Step::JumpFromForward);
+    }
+    if !chain.unwrap_or_default().lines().any(|l| l.trim() == rule) {
+        steps.push(Step::InsertRule);
+    }
+    steps
+}
+
+/// `iptables -w 5 ARGS`: stdout, or stderr as the error.
+async fn iptables(args: &[&str]) -> Result<String, String> {
+    let out = Command::new("iptables").args(["-w", "5"]).args(args).output().await;
+    let out = out.map_err(|e| format!("running iptables: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+    }
+}
+
+/// Lists, plans and applies once; returns the steps run.
+pub async fn ensure() -> Result<Vec<Step>, String> {
+    let forward = iptables(&["-S", "FORWARD"]).await?;
+    let chain = iptables(&["-S", CHAIN]).await.ok();
+    let steps = plan(&forward, chain.as_deref());
+    for step in &steps {
+        iptables(&step.args()).await.map_err(|e| format!("{step}: {e}"))?;
+        info!("{step}");
+    }
+    Ok(steps)
+}
+
+/// Keeps the rule in place until the task is aborted; a failure is logged
+/// once until it clears.
+pub async fn run() {
+    let mut failing = false;
+    loop {
+        match ensure().await {
+            Ok(_) => failing = false,
+            Err(e) if !failing => {
+                warn!(error = %e, "cannot let ovnet traffic through dockerd's FORWARD policy; will retry");
+                failing = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(INTERVAL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const RULE_LINE: &str = "-A DOCKER-USER -i ovbr+ -o ovbr+ -m comment --comment ovnet -j ACCEPT";
+
+    #[test]
+    fn plans_only_what_is_missing() {
+        let fresh = "-P FORWARD ACCEPT\n";
+        assert_eq!(plan(fresh, None), [Step::CreateChain, Step::JumpFromForward, Step::InsertRule]);
+        let docker = "-P FORWARD DROP\n-A FORWARD -j DOCKER-USER\n-A FORWARD -j DOCKER-ISOLATION-STAGE-1\n";
+        let empty = "-N DOCKER-USER\n-A DOCKER-USER -j RETURN\n";
+        assert_eq!(plan(docker, Some(empty)), [Step::InsertRule]);
+        let done = format!("-N DOCKER-USER\n{RULE_LINE}\n-A DOCKER-USER -j RETURN\n");
+        assert_eq!(plan(docker, Some(&done)), []);
+        assert_eq!(plan(fresh, Some(&done)), [Step::JumpFromForward]);
+    }
+
+    #[test]
+    fn steps_print_as_commands() {
+        assert_eq!(Step::InsertRule.to_string(), format!("iptables -I DOCKER-USER {}", &RULE_LINE[16..]));
+        assert_eq!(Step::JumpFromForward.to_string(), "iptables -I FORWARD -j DOCKER-USER");
+    }
+}
