@@ -143,9 +143,10 @@ impl Engine {
         self.docker.remove_network(id).await
     }
 
-    /// True when a container, running or not, is attached to the network.
-    pub async fn network_in_use(&self, id: &str) -> Result<bool, DockerError> {
-        let filters = HashMap::from([("network", vec![id])]);
+    /// True when a container, running or not, is attached to the network
+    /// (a container never started names it by name only, without its id).
+    pub async fn network_in_use(&self, net: &DockerNetwork) -> Result<bool, DockerError> {
+        let filters = HashMap::from([("network", vec![net.id.as_str(), net.name.as_str()])]);
         let opts = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
         Ok(!self.docker.list_containers(Some(opts)).await?.is_empty())
     }

@@ -203,7 +203,7 @@ impl<D: Dataplane> DockerSync<D> {
                 return Ok(false);
             }
         }
-        if engine.network_in_use(&d.id).await? {
+        if engine.network_in_use(d).await? {
             debug!(network = %d.name, "ovnet network gone but containers use its docker network; kept");
             return Ok(true);
         }
