@@ -32,6 +32,8 @@ use crate::watch::StateRx;
 
 /// How often a full pass runs when nothing woke the loop.
 const RESYNC: Duration = Duration::from_secs(30);
+/// How long a wake-up waits for more events before the pass.
+const COALESCE: Duration = Duration::from_millis(200);
 /// How soon a pass whose create or remove failed runs again.
 const RETRY: Duration = Duration::from_secs(2);
 
@@ -139,7 +141,9 @@ impl<D: Dataplane> DockerSync<D> {
                 _ = tick.tick() => true,
                 _ = tokio::time::sleep_until(until), if recheck.is_some() => true,
             };
-            // Events that came meanwhile are covered by the next pass.
+            // A `docker run` is a burst of events and etcd changes: let it
+            // settle, so one pass covers it and none competes with it.
+            tokio::time::sleep(COALESCE).await;
             while let Ok(ev) = events.try_recv() {
                 ev?;
                 full = true;
