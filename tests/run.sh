@@ -4,11 +4,16 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 tests/setup.sh --test
+# Generated output goes under target/ (ignored); a run must not add or change
+# tracked or unignored files. What git shows now is the baseline.
+git_state() { git status --porcelain=v1 --untracked-files=all 2>/dev/null || true; }
+before=$(git_state)
 cargo fmt --all -- --check
 cargo build --workspace --bins
 cargo clippy --workspace --all-targets -- -D warnings
 bash tests/deploy/check.sh # deploy/ and vagrant/: scripts, units, Vagrantfile, a 3-member etcd lab
-target/debug/ovbench all --smoke # every benchmark scenario, tiny counts, no timing verdicts (BENCHMARKS.md)
+echo "== ovbench all --smoke: debug build, tiny counts; checks that every scenario runs, judges no target (BENCHMARKS.md)"
+target/debug/ovbench all --smoke
 # Lab tests start several agents each; two at a time suits a 2-core machine.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
@@ -20,6 +25,12 @@ cargo test --workspace -- --test-threads "${OVNET_TEST_THREADS:-2}" 2>&1 | tee "
 # The reliability table of this run (docs/reliability.md is one such run);
 # fails if any test lost a ping, handed something out twice or panicked.
 target/debug/ovreport --check --out target/reliability.md || status=1
+# Nothing the run wrote may land outside ignored paths.
+if ! diff <(echo "$before") <(git_state) >/dev/null; then
+  echo "the run added or changed files that git sees (generated output belongs under target/):" >&2
+  diff <(echo "$before") <(git_state) | sed -n 's/^> /  /p' >&2
+  status=1
+fi
 # One closing line with the totals of every test binary.
 awk '/^test result:/ { p += $4; f += $6 } END { printf "cargo test: %d passed, %d failed\n", p, f }' "$log"
 exit "$status"

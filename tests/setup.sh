@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
-# Installs what building and running ovnet needs on a fresh Debian machine:
-# etcd (Debian's etcd-server), iproute2, ping, protoc (etcd-client's build runs it).
+# The one list of what building and running ovnet needs on a fresh Debian
+# machine (the README points here). It checks the Rust toolchain first and
+# stops with a clear message before installing anything:
+#   cargo and rustc at least the workspace's rust-version (Cargo.toml); with
+#   --test also rustfmt and clippy (tests/run.sh runs cargo fmt and clippy).
+# Then it installs with apt-get what is missing:
+#   etcd (Debian's etcd-server), iproute2, ping, protoc and its well-known
+#   types (etcd-client's build runs protoc).
 # With --test, also what the test suite needs: for tests/deploy/check.sh etcdctl,
 # openssl, shellcheck, ruby, vagrant with the libvirt plugin (vagrant validate),
 # systemd-analyze, nsenter; for ovbench iperf3; for the isolation test tcpdump;
@@ -9,7 +15,29 @@
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "run as root: the lab creates network namespaces" >&2
+  echo "  (Rust from rustup as a user: sudo env \"PATH=\$PATH\" tests/run.sh, since sudo alone drops ~/.cargo/bin from PATH)" >&2
   exit 1
+fi
+# The toolchain. A Rust installed with rustup as another user is not on
+# root's PATH when sudo resets it.
+toolchain_missing() {
+  echo "$1" >&2
+  echo "  install Rust with rustup (https://rustup.rs): rustup toolchain install stable --component rustfmt clippy" >&2
+  if [ -n "${SUDO_USER:-}" ]; then
+    echo "  sudo resets PATH; keep ~/.cargo/bin with: sudo env \"PATH=\$PATH\" tests/run.sh (or tests/demo.sh)" >&2
+  fi
+  exit 1
+}
+msrv=$(sed -n 's/^rust-version = "\(.*\)"/\1/p' "$(dirname "$0")/../Cargo.toml")
+command -v cargo >/dev/null || toolchain_missing "cargo not found on PATH ($PATH)"
+command -v rustc >/dev/null || toolchain_missing "rustc not found on PATH ($PATH)"
+have=$(rustc --version | awk '{print $2}')
+if [ -n "$msrv" ] && [ "$(printf '%s\n%s\n' "$msrv" "${have%%-*}" | sort -V | head -n1)" != "$msrv" ]; then
+  toolchain_missing "rustc $have is too old: ovnet needs Rust $msrv or newer (rust-version in Cargo.toml)"
+fi
+if [ "${1:-}" = "--test" ]; then
+  cargo fmt --version >/dev/null 2>&1 || toolchain_missing "rustfmt not found: tests/run.sh runs cargo fmt --check (rustup component add rustfmt)"
+  cargo clippy --version >/dev/null 2>&1 || toolchain_missing "clippy not found: tests/run.sh runs cargo clippy (rustup component add clippy)"
 fi
 need=()
 command -v etcd >/dev/null || need+=(etcd-server)
@@ -38,4 +66,3 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${need[@]}"
 fi
-command -v cargo >/dev/null || { echo "cargo not found: install a Rust toolchain (rustup)" >&2; exit 1; }

@@ -397,6 +397,18 @@ mod tests {
     }
 
     #[test]
+    fn docker_plugin_socket() {
+        assert_eq!(parse(&[]).unwrap().docker_plugin, None);
+        let bare = parse(&["--docker-plugin"]).unwrap().docker_plugin;
+        assert_eq!(bare, Some("/run/docker/plugins/ovnet.sock".into()));
+        let given = parse(&["--docker-plugin=unix:///tmp/p/ovnet.sock"]).unwrap().docker_plugin;
+        assert_eq!(given, Some("/tmp/p/ovnet.sock".into()));
+        for bad in ["--docker-plugin=tcp://127.0.0.1:1", "--docker-plugin=unix://rel", "--docker-plugin=/x"] {
+            assert!(parse(&[bad]).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
     fn grace_durations() {
         assert_eq!(parse_grace("90").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_grace("30s").unwrap(), Duration::from_secs(30));

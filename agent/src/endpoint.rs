@@ -60,8 +60,8 @@ pub enum Detach {
 impl std::fmt::Display for Detach {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Detach::Netns(netns) => write!(f, "namespace {netns}"),
-            Detach::Container { id, ifname } => write!(f, "container {id} (interface {ifname})"),
+            Detach::Netns(netns) => write!(f, "namespace {netns:?}"),
+            Detach::Container { id, ifname } => write!(f, "container {id:?} (interface {ifname:?})"),
         }
     }
 }
@@ -184,7 +184,7 @@ impl<D: Dataplane> Endpoints<D> {
         req.ifname = match &a.ifname {
             Some(name) if links.iter().any(|l| l == name) => {
                 return Err(AgentError::AlreadyExists(format!(
-                    "namespace {} already has an interface named {name:?}",
+                    "namespace {:?} already has an interface named {name:?}",
                     a.netns
                 )));
             }
@@ -278,12 +278,12 @@ impl<D: Dataplane> Endpoints<D> {
         let Some(ep) = mine else {
             if let Some(other) = endpoints.iter().find(|e| matching(e)) {
                 return Err(AgentError::FailedPrecondition(format!(
-                    "{which} is connected to network {} on host {}; disconnect it there",
+                    "{which} is connected to network {:?} on host {:?}; disconnect it there",
                     net.name, other.host
                 )));
             }
             return Err(AgentError::NotFound(format!(
-                "{which} is not connected to network {} on host {}",
+                "{which} is not connected to network {:?} on host {:?}",
                 net.name, self.me.node
             )));
         };
@@ -299,7 +299,7 @@ impl<D: Dataplane> Endpoints<D> {
         match tokio::time::timeout(READY_TIMEOUT, rx.wait_for(|r| *r)).await {
             Ok(Ok(_)) => Ok(()),
             _ => Err(AgentError::Unavailable(format!(
-                "host {} is not registered in etcd yet (is etcd reachable?)",
+                "host {:?} is not registered in etcd yet (is etcd reachable?)",
                 self.me.node
             ))),
         }
@@ -311,7 +311,7 @@ impl<D: Dataplane> Endpoints<D> {
         match tokio::time::timeout(READY_TIMEOUT, rx.wait_for(|s| s.contains(network))).await {
             Ok(Ok(_)) => Ok(()),
             _ => Err(AgentError::Unavailable(format!(
-                "the datapath of network {network} is not ready on host {} (is etcd reachable?)",
+                "the datapath of network {network:?} is not ready on host {:?} (is etcd reachable?)",
                 self.me.node
             ))),
         }
@@ -334,7 +334,9 @@ pub fn container_netns(netns: &str) -> Result<(), AgentError> {
         return invalid(format!("namespace path {netns:?} must be an absolute path (or an `ip netns` name)"));
     }
     if is_own_netns(&path) {
-        return invalid(format!("namespace {netns} is the host's own network namespace, not a container's"));
+        return invalid(format!(
+            "namespace {netns:?} is the host's own network namespace, not a container's"
+        ));
     }
     Ok(())
 }

@@ -180,8 +180,23 @@ where
 }
 
 /// Opens the namespace file at `path`, e.g. to move a link into it by fd.
+/// `/proc/PID/ns/KIND` of any other kind (`mnt`, `uts`, ...) is refused by
+/// its name before opening: the kernel may well deny opening another
+/// process's namespace, which would hide that it is not a network one.
 pub fn open_netns(path: &Path) -> Result<File, DataplaneError> {
+    if let Some(kind) = proc_ns_kind(path).filter(|k| *k != "net") {
+        let reason = format!("is not a network namespace (it is a {kind} namespace)");
+        return Err(DataplaneError::Netns { path: path.to_path_buf(), reason });
+    }
     File::open(path).map_err(|e| netns_error(path, e))
+}
+
+/// `mnt` for `/proc/1/ns/mnt` (also under `/proc/self`, `/proc/PID/task/TID`):
+/// which kind of namespace a `/proc` namespace path names.
+fn proc_ns_kind(path: &Path) -> Option<&str> {
+    let mut parts = path.strip_prefix("/proc").ok()?.components().rev();
+    let kind = parts.next()?.as_os_str().to_str()?;
+    (parts.next()?.as_os_str() == "ns").then_some(kind)
 }
 
 /// A visit for the visitor thread: enter, work, answer. The thread goes
@@ -304,7 +319,25 @@ mod tests {
     #[test]
     fn missing_namespace_is_named() {
         let err = check_netns(Path::new("/run/netns/ovnet-does-not-exist")).unwrap_err();
-        assert_eq!(err.to_string(), "network namespace /run/netns/ovnet-does-not-exist: does not exist");
+        assert_eq!(err.to_string(), r#"network namespace "/run/netns/ovnet-does-not-exist": does not exist"#);
+    }
+
+    #[test]
+    fn other_kinds_of_proc_namespaces_are_refused_by_name() {
+        assert_eq!(proc_ns_kind(Path::new("/proc/1/ns/mnt")), Some("mnt"));
+        assert_eq!(proc_ns_kind(Path::new("/proc/self/task/7/ns/net")), Some("net"));
+        assert_eq!(proc_ns_kind(Path::new("/run/netns/mnt")), None);
+        assert_eq!(proc_ns_kind(Path::new("/proc/1/status")), None);
+        // PID 1's namespaces may not even be readable: the name decides.
+        for (path, kind) in
+            [("/proc/1/ns/mnt", "mnt"), ("/proc/self/ns/uts", "uts"), ("/proc/thread-self/ns/pid", "pid")]
+        {
+            let err = check_netns(Path::new(path)).unwrap_err().to_string();
+            assert!(
+                err.ends_with(&format!("is not a network namespace (it is a {kind} namespace)")),
+                "{err}"
+            );
+        }
     }
 
     #[test]
@@ -326,7 +359,7 @@ mod tests {
     async fn a_handle_checks_the_path_once() {
         let missing = NetnsHandle::open(Path::new("/run/netns/ovnet-does-not-exist")).await;
         let err = missing.err().expect("no namespace there");
-        assert_eq!(err.to_string(), "network namespace /run/netns/ovnet-does-not-exist: does not exist");
+        assert_eq!(err.to_string(), r#"network namespace "/run/netns/ovnet-does-not-exist": does not exist"#);
         let plain = NetnsHandle::open(Path::new("/proc/self/status")).await.err().expect("not a namespace");
         assert!(plain.to_string().ends_with("is not a network namespace"), "{plain}");
         let own = NetnsHandle::open(Path::new("/proc/self/ns/net")).await.expect("own namespace");

@@ -332,7 +332,7 @@ async fn a_failed_attach_leaves_nothing_behind() {
 
     let missing = PathBuf::from(format!("/run/netns/ovt{}-missing", std::process::id()));
     let err = dp.open_netns(missing.clone()).await.err().expect("no namespace there");
-    assert_eq!(err.to_string(), format!("network namespace {}: does not exist", missing.display()));
+    assert_eq!(err.to_string(), format!("network namespace {missing:?}: does not exist"));
     assert!(NetlinkDataplane::in_netns(&missing).await.is_err());
     let err = dp.open_netns(PathBuf::from("/proc/self/status")).await.err().expect("not a namespace");
     assert!(err.to_string().ends_with("is not a network namespace"), "{err}");

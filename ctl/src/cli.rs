@@ -134,9 +134,20 @@ pub enum Command {
     Host(HostCommand),
     /// Show the client's and the agent's versions.
     Version,
-    /// Compare this host's kernel with what etcd says it should hold, and
-    /// check the VXLAN UDP port, MTUs and checksum offload. Exits 4 when it
-    /// finds a problem.
+    /// Compare this host's kernel with etcd and check the datapath; exits 4 on a problem.
+    ///
+    /// Each finding names its area (the AREA column):
+    ///   link        bridges and VXLAN devices: present, right kind, VNI, MAC, up
+    ///   addr        the gateway address on each bridge
+    ///   fdb         FDB entries toward the other hosts' endpoints and flood entries
+    ///   neigh       neighbour entries of the other hosts' endpoints
+    ///   veth        veths of this host's endpoints, and veths no endpoint owns
+    ///   mtu         device MTUs as etcd says, and networks that fit the underlay MTU - 50
+    ///   vxlan-port  UDP port 4789 open for VXLAN
+    ///   checksum    tx checksum offload of the VXLAN devices (kernels before 5.7)
+    ///   firewall    nftables table inet ovnet present and isolating every network
+    ///   etcd        records in etcd that do not decode (skipped)
+    #[command(verbatim_doc_comment)]
     Doctor,
     /// Print a shell completion script.
     Completion {
@@ -180,7 +191,7 @@ pub struct CreateArgs {
     #[arg(short = 'd', long, default_value = "overlay", value_parser = parse_driver)]
     pub driver: String,
     /// IPv4 subnet; by default the agent picks a free /16.
-    #[arg(long, value_name = "CIDR")]
+    #[arg(long, value_name = "CIDR", value_parser = crate::usage::parse_subnet)]
     pub subnet: Option<Ipv4Net>,
     /// VXLAN network identifier; by default the agent picks a free one.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=i64::from(MAX_VNI)))]
@@ -198,7 +209,7 @@ pub struct CreateArgs {
 #[derive(Debug, Args)]
 pub struct ConnectArgs {
     /// Fixed address inside the network; by default the next free one.
-    #[arg(long, value_name = "IP")]
+    #[arg(long, value_name = "IP", value_parser = crate::usage::parse_ip)]
     pub ip: Option<Ipv4Addr>,
     /// Network name.
     pub network: String,
@@ -225,10 +236,7 @@ fn parse_driver(s: &str) -> Result<String, String> {
     if SUPPORTED_DRIVERS.contains(&s) {
         Ok(s.to_string())
     } else {
-        Err(format!(
-            "unsupported network driver \"{s}\": supported drivers: {}",
-            SUPPORTED_DRIVERS.join(", ")
-        ))
+        Err(format!("unsupported network driver; supported drivers: {}", SUPPORTED_DRIVERS.join(", ")))
     }
 }
 

@@ -405,7 +405,7 @@ async fn doctor_exits_0_when_clean_and_4_with_the_list_otherwise() {
     let (result, out) = ovctl(&host, &["doctor"]).await;
     let err = result.unwrap_err();
     assert_eq!(err.exit_code(), 4);
-    assert_eq!(err.to_string(), "doctor found 1 problem(s) on host node-a");
+    assert_eq!(err.to_string(), "doctor found 1 problem on host \"node-a\"");
     assert!(out.contains("problem   neigh      missing neighbour entry 10.128.1.2"), "{out}");
     assert!(out.contains("fix: ip neigh replace 10.128.1.2"), "{out}");
     assert!(out.ends_with("node-a: 1 problem, 1 warning (etcd revision 42)\n"), "{out}");

@@ -56,8 +56,13 @@ pub enum CtlError {
     Json(#[from] serde_json::Error),
 
     /// `doctor` ran and found problems (they are in the output).
-    #[error("doctor found {count} problem(s) on host {node}")]
+    #[error("doctor found {} on host {node:?}", count_of(*count, "problem"))]
     Problems { node: String, count: usize },
+}
+
+/// `1 problem`, `2 problems`, `0 problems`.
+pub fn count_of(n: usize, what: &str) -> String {
+    format!("{n} {what}{}", if n == 1 { "" } else { "s" })
 }
 
 impl CtlError {
@@ -93,6 +98,9 @@ mod tests {
         assert_eq!(CtlError::Usage("--tls-cert needs --tls-key".into()).exit_code(), 2);
         let problems = CtlError::Problems { node: "h1".into(), count: 3 };
         assert_eq!(problems.exit_code(), 4);
-        assert_eq!(problems.to_string(), "doctor found 3 problem(s) on host h1");
+        assert_eq!(problems.to_string(), "doctor found 3 problems on host \"h1\"");
+        let one = CtlError::Problems { node: "h1".into(), count: 1 };
+        assert_eq!(one.to_string(), "doctor found 1 problem on host \"h1\"");
+        assert_eq!(count_of(0, "warning"), "0 warnings");
     }
 }

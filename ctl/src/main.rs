@@ -25,6 +25,7 @@ mod commands;
 mod error;
 mod output;
 mod tls;
+mod usage;
 mod view;
 
 use std::io::Write;
@@ -37,8 +38,10 @@ use crate::error::EXIT_OK;
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    // Exits with code 2 on a usage error, 0 for --help/--version.
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return usage_error(e),
+    };
     let mut out = String::new();
     let result = commands::run(cli, &mut out).await;
     let written = write_stdout(&out);
@@ -50,6 +53,24 @@ async fn main() -> ExitCode {
         }
     };
     ExitCode::from(code)
+}
+
+/// A usage error as `ovctl: ...` and exit 2; --help and --version print as
+/// clap does and exit 0 (help for a bare `ovctl network` goes to stderr, exit 2).
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::from(if e.use_stderr() { error::EXIT_USAGE } else { EXIT_OK })
+        }
+        _ => {
+            eprint!("{}", usage::message(&e));
+            ExitCode::from(error::EXIT_USAGE)
+        }
+    }
 }
 
 /// Writes the output; a closed pipe (`ovctl network ls | head -1`) is fine.

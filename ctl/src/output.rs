@@ -117,7 +117,7 @@ pub fn doctor_text(d: &DoctorView) -> String {
             out.push_str(&format!("{indent}fix: {fix}\n"));
         }
     }
-    let plural = |n: usize, what: &str| format!("{n} {what}{}", if n == 1 { "" } else { "s" });
+    let plural = crate::error::count_of;
     let verdict = match (d.problems, d.warnings) {
         (0, 0) => "no problems".to_string(),
         (p, w) => format!("{}, {}", plural(p, "problem"), plural(w, "warning")),

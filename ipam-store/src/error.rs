@@ -72,13 +72,13 @@ pub enum Error {
     #[error("address {ip} lies in block {block}, which belongs to host {host:?}")]
     BlockOwnedByOtherHost { ip: Ipv4Addr, block: Ipv4Net, host: String },
 
-    #[error("network {network:?} is still in use by {endpoints} endpoint(s)")]
+    #[error("network {network:?} is still in use by {endpoints} endpoint{}", plural_s(.endpoints))]
     NetworkInUse { network: String, endpoints: usize },
 
     #[error("no endpoint with address {ip} in network {network:?}")]
     EndpointNotFound { network: String, ip: Ipv4Addr },
 
-    #[error("namespace {netns} is already connected to network {network} (address {ip})")]
+    #[error("namespace {netns:?} is already connected to network {network:?} (address {ip})")]
     NetnsConnected { netns: String, network: String, ip: Ipv4Addr },
 
     #[error("host {0:?} is alive; stop its agent and wait for its lease to run out before removing it")]
@@ -238,6 +238,11 @@ fn innermost(e: &(dyn std::error::Error + 'static)) -> String {
         inner = next;
     }
     inner.to_string()
+}
+
+/// The plural ending of a count: `1 endpoint`, `2 endpoints`.
+fn plural_s(n: &usize) -> &'static str {
+    if *n == 1 { "" } else { "s" }
 }
 
 #[cfg(test)]

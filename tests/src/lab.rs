@@ -79,6 +79,11 @@ impl Host {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// Where the agent's log is written.
+    pub fn log_path(&self) -> &Path {
+        &self.log
+    }
+
     pub fn agent_pid(&self) -> Option<u32> {
         self.agent.as_ref().map(|c| c.id())
     }
@@ -472,6 +477,11 @@ impl Lab {
         let ns = self.container(name)?;
         let ip = self.ovctl_ok(i, &["network", "connect", network, &ns])?;
         Ok((ns, ip))
+    }
+
+    /// The lab's own directory (agent sockets and logs); removed with the lab.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The client URLs of every etcd member.

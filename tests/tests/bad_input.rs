@@ -276,6 +276,8 @@ fn paths_that_are_not_network_namespaces() {
         (dir_path.as_str(), "is not a network namespace"),
         ("/proc/self/ns/mnt", "is not a network namespace"),
         ("/proc/self/ns/uts", "is not a network namespace"),
+        // Another process's: opening it may be denied, the answer is the same.
+        ("/proc/1/ns/mnt", "is not a network namespace (it is a mnt namespace)"),
         ("/dev/null", "is not a network namespace"),
         ("/nonexistent/ns", "does not exist"),
         ("relative/ns", "must be an absolute path"),
@@ -284,10 +286,12 @@ fn paths_that_are_not_network_namespaces() {
         refused(&lab, &format!("network connect a {path}"), why);
     }
     refused_args(&lab, &["network", "connect", "a", ""], "empty");
+    // The agent's log is a file here: plain text, no colour codes.
+    assert!(!lab.hosts[0].log().contains('\x1b'), "ANSI escapes in the log:\n{}", lab.hosts[0].log());
     report(
         &lab,
         "paths_that_are_not_network_namespaces",
-        "connect to a regular file, a directory, /proc/self/ns/mnt and uts, /dev/null, a missing path, a \
+        "connect to a regular file, a directory, /proc/self/ns/mnt and uts, /proc/1/ns/mnt, /dev/null, a missing path, a \
          relative path, an empty name, and the host's own namespace (/proc/self/ns/net: the agent's)",
     );
 }
@@ -347,15 +351,15 @@ fn disconnecting_what_is_not_connected() {
     refused(
         &lab,
         &format!("network disconnect a {idle}"),
-        &format!("namespace {idle} is not connected to network a"),
+        &format!(r#"namespace "{idle}" is not connected to network "a" on host "h1""#),
     );
-    refused(&lab, &format!("network disconnect a {on_b}"), "is not connected to network a");
-    refused(&lab, &format!("network disconnect a {on_h2}"), "on host h2; disconnect it there");
-    refused(&lab, &format!("network disconnect a ovl{}-ghost", lab.id), "is not connected to network a");
-    refused(&lab, "network disconnect a /proc/self/ns/mnt", "is not connected to network a");
+    refused(&lab, &format!("network disconnect a {on_b}"), r#"is not connected to network "a""#);
+    refused(&lab, &format!("network disconnect a {on_h2}"), r#"on host "h2"; disconnect it there"#);
+    refused(&lab, &format!("network disconnect a ovl{}-ghost", lab.id), r#"is not connected to network "a""#);
+    refused(&lab, "network disconnect a /proc/self/ns/mnt", r#"is not connected to network "a""#);
     // Disconnected once, the second is refused.
     lab.ctl(0, &format!("network disconnect b {on_b}")).unwrap();
-    refused(&lab, &format!("network disconnect b {on_b}"), "is not connected to network b");
+    refused(&lab, &format!("network disconnect b {on_b}"), r#"is not connected to network "b""#);
     report(
         &lab,
         "disconnecting_what_is_not_connected",

@@ -51,17 +51,22 @@ fn reaches(d: &Dockerd, name: &str, ip: &str) {
     .unwrap();
 }
 
-/// The Docker endpoints in etcd (address keys whose record says docker),
-/// and the docker endpoint mappings.
-fn docker_records(lab: &Lab) -> Vec<String> {
+/// Host `host`'s Docker endpoints in etcd (address keys whose record says
+/// docker) and its docker endpoint mappings.
+fn docker_records_of(lab: &Lab, host: &str) -> Vec<String> {
     let dump = lab.etcd_dump().unwrap();
+    let (mine, mapping) = (format!("\"host\":\"{host}\""), format!("/docker/{host}/endpoints/"));
     dump.into_iter()
         .filter(|(k, v)| {
-            (k.contains("/endpoints/") && v.contains("\"runtime\":\"docker\""))
-                || k.contains("/docker/h1/endpoints/")
+            (k.contains("/endpoints/") && v.contains("\"runtime\":\"docker\"") && v.contains(&mine))
+                || k.contains(&mapping)
         })
         .map(|(k, _)| k)
         .collect()
+}
+
+fn docker_records(lab: &Lab) -> Vec<String> {
+    docker_records_of(lab, "h1")
 }
 
 /// Host `i`'s veths of ours (`ovve...` host ends, `ovtp...` container ends).
@@ -99,6 +104,12 @@ fn docker_containers_across_hosts_isolated_and_through_an_agent_restart() {
     lab.start_agent(0).unwrap();
     let (sent, received) = ping_tally(stream).unwrap();
     assert_eq!((sent, received), (400, 400), "pings lost while the agent restarted");
+    // The restarted agent knows the endpoints from etcd alone.
+    assert_eq!(docker_records_of(&lab, "h1").len(), 4, "ca and o1: endpoint and mapping each");
+    d1.run("rm -f ca o1").unwrap();
+    assert_eq!(docker_records_of(&lab, "h1"), Vec::<String>::new());
+    assert_eq!(veths(&lab, 0), Vec::<String>::new());
+    assert_eq!(docker_records_of(&lab, "h2").len(), 4, "h2's are untouched");
     assert_eq!(lab.panics(), 0);
 }
 
@@ -117,6 +128,12 @@ fn docker_connect_disconnect_rm_and_dockerd_restart_leave_nothing_behind() {
     assert_eq!(address(&d, "box", "demo"), "10.77.0.50");
     reaches(&d, "box", &peer);
     assert_eq!(docker_records(&lab).len(), 2, "the endpoint and its docker mapping");
+    let sandbox = format!("\"netns\":\"{}/netns/", d.exec_root().display());
+    poll("the endpoint record to name box's sandbox", Duration::from_secs(5), || {
+        let dump = lab.etcd_dump().ok()?;
+        dump.values().any(|v| v.contains("\"ip\":\"10.77.0.50\"") && v.contains(&sandbox)).then_some(())
+    })
+    .unwrap();
     assert_eq!(veths(&lab, 0).len(), 2);
     d.run("network disconnect demo box").unwrap();
     assert_eq!(docker_records(&lab), Vec::<String>::new());

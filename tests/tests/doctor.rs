@@ -219,3 +219,16 @@ fn doctor_reports_what_was_broken_by_hand_and_the_agent_repairs_it() {
     let clean = lab.ovctl(0, &["doctor"]).unwrap();
     assert!(clean.status.success(), "{}\n{}", text(&clean), lab.logs());
 }
+
+/// `ovctl doctor --help` names every area a finding can have, the firewall
+/// included: an area added to the agent without a line there fails here.
+#[test]
+fn doctor_help_lists_every_area() {
+    let out = Command::new(bin_dir().join("ovctl")).args(["doctor", "--help"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for area in ovnet_agent::doctor::Area::ALL {
+        let line = format!("  {}  ", area.as_str());
+        assert!(help.lines().any(|l| l.starts_with(&line)), "{:?} is not listed in:\n{help}", area.as_str());
+    }
+}

@@ -347,7 +347,7 @@ async fn remove_network_is_refused_while_an_endpoint_exists() {
     let blue = s.create_network(net("blue")).await.unwrap();
     let ep = s.allocate_endpoint(endpoint("blue", "a", "c1", None)).await.unwrap();
     let e = s.remove_network("blue").await.unwrap_err();
-    assert_eq!(e.to_string(), r#"network "blue" is still in use by 1 endpoint(s)"#);
+    assert_eq!(e.to_string(), r#"network "blue" is still in use by 1 endpoint"#);
     assert_eq!(e.kind(), ErrorKind::FailedPrecondition);
 
     s.release_endpoint("blue", ep.ip).await.unwrap();
@@ -516,7 +516,7 @@ async fn a_connect_is_an_offer_then_a_claim_once_per_namespace_host_and_network(
     let e = s.offer_endpoint(&endpoint("blue", "a", "c9", None), same(req.netns.clone())).await.unwrap_err();
     assert_eq!(
         e.to_string(),
-        "namespace /run/netns/c9 is already connected to network blue (address 10.1.0.2)"
+        r#"namespace "/run/netns/c9" is already connected to network "blue" (address 10.1.0.2)"#
     );
     assert_eq!(e.kind(), ErrorKind::AlreadyExists);
     assert_eq!(s.snapshot().await.unwrap().1, before, "a refused offer wrote something");

@@ -32,7 +32,7 @@ pub enum DataplaneError {
     Op { op: String, source: rtnetlink::Error },
     #[error("{what}: {source}")]
     Netlink { what: String, source: rtnetlink::Error },
-    #[error("network namespace {path}: {reason}")]
+    #[error("network namespace {path:?}: {reason}")]
     Netns { path: PathBuf, reason: String },
     /// The nftables table `inet ovnet` could not be written.
     #[error("firewall table inet ovnet: {0}")]

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use ipnet::Ipv4Net;
 use ovnet_ipam_store::{Error as StoreError, NetworkRecord, NewNetwork};
 use serde_json::{Value, json};
-use tracing::info;
+use tracing::{info, warn};
 
 use super::ipam::{HOW, network_option};
 use super::mapping::EndpointMapping;
@@ -155,51 +155,72 @@ impl<D: Dataplane> Plugin<D> {
                 "the endpoint has no IPv4 address from the ovnet IPAM driver: {HOW}"
             ))
         })?;
-        let (ep, net) = self.endpoints.local_endpoint(&network, addr.addr()).await?.ok_or_else(|| {
+        let (ep, net) = self.record(&network, addr.addr()).await?.ok_or_else(|| {
             AgentError::NotFound(format!(
                 "address {} of network {network} was not handed out by ovnet on host {}",
                 addr.addr(),
                 self.node()
             ))
         })?;
-        let spec = self.endpoints.plumb_here(&ep, &net).await?;
-        if let Err(e) = self.map_endpoint(ep_id, EndpointMapping { network, ip: ep.ip }).await {
-            let _ = self.endpoints.unplumb(&ep).await;
-            return Err(e);
+        // The veth and the mapping side by side; a failure undoes both.
+        let mapping = EndpointMapping { network, ip: ep.ip };
+        let (plumbed, mapped) =
+            tokio::join!(self.endpoints.plumb_here(&ep, &net), self.map_endpoint(ep_id, mapping));
+        let failure = match (plumbed, mapped) {
+            (Ok(spec), Ok(())) => return Ok(json!({"Interface": {"MacAddress": spec.mac.to_string()}})),
+            (Err(e), _) | (Ok(_), Err(e)) => e,
+        };
+        if let Err(e) = self.endpoints.unplumb(&ep).await {
+            warn!(error = %e, "removing the veth of a failed CreateEndpoint");
         }
-        Ok(json!({"Interface": {"MacAddress": spec.mac.to_string()}}))
+        if let Err(e) = self.unmap_endpoint(ep_id).await {
+            warn!(error = %e, "removing the mapping of a failed CreateEndpoint");
+        }
+        Err(failure)
     }
 
+    /// Answers with the container end and the gateway; the sandbox path is
+    /// written to the endpoint record meanwhile (nothing waits for it).
     pub(super) async fn join(&self, r: EndpointCall) -> Result<Value, AgentError> {
         let ep_id = docker_id(&r.endpoint_id, "EndpointID")?;
         let sandbox = given(&r.sandbox_key)
-            .ok_or_else(|| AgentError::InvalidArgument("Join without a SandboxKey".into()))?;
+            .ok_or_else(|| AgentError::InvalidArgument("Join without a SandboxKey".into()))?
+            .to_string();
         let m = self
             .endpoint_of(ep_id)
             .await?
             .ok_or_else(|| AgentError::NotFound(format!("docker endpoint {ep_id} is not known to ovnet")))?;
-        let (ep, net) = self.endpoints.local_endpoint(&m.network, m.ip).await?.ok_or_else(|| {
+        let (ep, net) = self.record(&m.network, m.ip).await?.ok_or_else(|| {
             AgentError::NotFound(format!("the ovnet endpoint {} of network {} is gone", m.ip, m.network))
         })?;
-        self.endpoints.settle(&ep, sandbox).await?;
-        info!(network = %net.name, ip = %ep.ip, sandbox, "docker endpoint joined");
-        Ok(json!({
+        let answer = json!({
             "InterfaceName": {"SrcName": veth_temp_name(&ep.id), "DstPrefix": "eth"},
             "Gateway": net.gateway.to_string(),
             "DisableGatewayService": false,
-        }))
+        });
+        let endpoints = self.endpoints.clone();
+        tokio::spawn(async move {
+            match endpoints.settle(&ep, &sandbox).await {
+                Ok(()) => info!(network = %ep.network, ip = %ep.ip, sandbox, "docker endpoint joined"),
+                Err(e) => warn!(error = %e, ip = %ep.ip, "recording the sandbox of a docker endpoint"),
+            }
+        });
+        Ok(answer)
     }
 
     /// Deletes the endpoint's veth; its address stays until ReleaseAddress.
     pub(super) async fn delete_endpoint(&self, r: EndpointCall) -> Result<Value, AgentError> {
         let ep_id = docker_id(&r.endpoint_id, "EndpointID")?;
         let Some(m) = self.endpoint_of(ep_id).await? else { return Ok(json!({})) };
-        match self.endpoints.local_endpoint(&m.network, m.ip).await {
-            Ok(Some((ep, _))) => self.endpoints.unplumb(&ep).await?,
-            Ok(None) | Err(AgentError::Store(StoreError::NetworkNotFound(_))) => {}
-            Err(e) => return Err(e),
-        }
-        self.unmap_endpoint(ep_id).await?;
+        let unplumbed = async {
+            match self.record(&m.network, m.ip).await {
+                Ok(Some((ep, _))) => self.endpoints.unplumb(&ep).await,
+                Ok(None) | Err(AgentError::Store(StoreError::NetworkNotFound(_))) => Ok(()),
+                Err(e) => Err(e),
+            }
+        };
+        let (unplumbed, unmapped) = tokio::join!(unplumbed, self.unmap_endpoint(ep_id));
+        unplumbed.and(unmapped)?;
         Ok(json!({}))
     }
 }

@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn steps_print_as_commands() {
-        assert_eq!(Step::InsertRule.to_string(), format!("iptables -I DOCKER-USER {}", &RULE_LINE[16..]));
+        assert_eq!(Step::InsertRule.to_string(), format!("iptables -I DOCKER-USER {}", &RULE_LINE[15..]));
         assert_eq!(Step::JumpFromForward.to_string(), "iptables -I FORWARD -j DOCKER-USER");
     }
 }

@@ -168,7 +168,9 @@ impl<D: Dataplane> Plugin<D> {
         }
         let container = ContainerRef { runtime: "docker".into(), ..Default::default() };
         let (ep, net) = self.endpoints.reserve(&network, ip, container).await?;
-        Ok(json!({"Address": format!("{}/{}", ep.ip, net.subnet.prefix_len()), "Data": {}}))
+        let answer = json!({"Address": format!("{}/{}", ep.ip, net.subnet.prefix_len()), "Data": {}});
+        locked(&self.records).insert((network, ep.ip), (ep, net));
+        Ok(answer)
     }
 
     /// Frees the address; an address, pool or network that is gone already is fine.
@@ -180,6 +182,7 @@ impl<D: Dataplane> Plugin<D> {
         if ip == alloc::gateway(subnet) {
             return Ok(json!({}));
         }
+        locked(&self.records).remove(&(network.clone(), ip));
         match self.endpoints.release_reserved(&network, ip).await {
             Ok(_) => Ok(json!({})),
             Err(AgentError::Store(StoreError::NetworkNotFound(_))) => Ok(json!({})),

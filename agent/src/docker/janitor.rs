@@ -23,7 +23,7 @@ use ovnet_ipam_store::{ClusterState, ContainerRef, EndpointRecord, EtcdStore, no
 use tracing::{info, warn};
 
 use super::engine::{DockerEndpoint, Engine};
-use super::mapping::EndpointMapping;
+use super::mapping::{EndpointMapping, endpoints_prefix};
 use crate::dataplane::Dataplane;
 use crate::endpoint::Endpoints;
 use crate::error::AgentError;
@@ -187,7 +187,7 @@ impl<D: Dataplane> Janitor<D> {
     /// Deletes the plugin's EndpointID mappings (`<p>/docker/<host>/endpoints/`)
     /// that point at `r`'s address.
     async fn forget_mappings(&self, r: &EndpointRecord) -> Result<(), AgentError> {
-        let prefix = format!("{}/docker/{}/endpoints/", self.store.keys().prefix(), self.host());
+        let prefix = endpoints_prefix(self.store.keys().prefix(), self.host());
         let unavailable =
             |e: etcd_client::Error| AgentError::Unavailable(format!("docker mappings in etcd: {e}"));
         let mut c = self.store.client();

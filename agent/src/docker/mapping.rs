@@ -34,9 +34,23 @@ pub struct EndpointMapping {
     pub ip: Ipv4Addr,
 }
 
+/// `<p>/docker/<host>/networks/`: the docker networks of `host`'s dockerd.
+pub fn networks_prefix(prefix: &str, host: &str) -> String {
+    format!("{prefix}/docker/{host}/networks/")
+}
+
+/// `<p>/docker/<host>/endpoints/`: the Docker endpoints on `host`.
+pub fn endpoints_prefix(prefix: &str, host: &str) -> String {
+    format!("{prefix}/docker/{host}/endpoints/")
+}
+
 impl<D: Dataplane> Plugin<D> {
     fn mapping_key(&self, kind: &str, id: &str) -> String {
-        format!("{}/docker/{}/{kind}/{id}", self.store.keys().prefix(), self.node())
+        let (prefix, node) = (self.store.keys().prefix(), self.node());
+        match kind {
+            "networks" => format!("{}{id}", networks_prefix(prefix, node)),
+            _ => format!("{}{id}", endpoints_prefix(prefix, node)),
+        }
     }
 
     async fn etcd<T>(

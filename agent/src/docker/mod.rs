@@ -20,7 +20,7 @@ pub mod engine;
 pub mod forward;
 mod ipam;
 pub mod janitor;
-mod mapping;
+pub mod mapping;
 pub mod mirror;
 mod protocol;
 
@@ -33,8 +33,10 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
+use std::net::Ipv4Addr;
+
 use ipnet::Ipv4Net;
-use ovnet_ipam_store::EtcdStore;
+use ovnet_ipam_store::{EndpointRecord, EtcdStore, NetworkRecord};
 use serde_json::{Value, json};
 use tracing::{debug, warn};
 
@@ -63,6 +65,9 @@ pub struct Plugin<D: Dataplane> {
     docker_endpoints: Mutex<HashMap<String, EndpointMapping>>,
     /// Pools handed out by RequestPool for networks not created yet -> name.
     pending: Mutex<HashMap<Ipv4Net, String>>,
+    /// This host's Docker endpoint records by (network, address), as
+    /// RequestAddress wrote them: saves a read in each later call.
+    records: Mutex<HashMap<(String, Ipv4Addr), (EndpointRecord, NetworkRecord)>>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -77,7 +82,25 @@ impl<D: Dataplane> Plugin<D> {
             networks: Mutex::default(),
             docker_endpoints: Mutex::default(),
             pending: Mutex::default(),
+            records: Mutex::default(),
         }
+    }
+
+    /// This host's endpoint at `ip` of `network`: from the cache, else etcd.
+    async fn record(
+        &self,
+        network: &str,
+        ip: Ipv4Addr,
+    ) -> Result<Option<(EndpointRecord, NetworkRecord)>, AgentError> {
+        let key = (network.to_string(), ip);
+        if let Some(found) = locked(&self.records).get(&key) {
+            return Ok(Some(found.clone()));
+        }
+        let found = self.endpoints.local_endpoint(network, ip).await?;
+        if let Some(found) = &found {
+            locked(&self.records).insert(key, found.clone());
+        }
+        Ok(found)
     }
 
     fn node(&self) -> &str {
@@ -131,7 +154,10 @@ pub async fn serve<D: Dataplane>(
 async fn handle<D: Dataplane>(State(plugin): State<Arc<Plugin<D>>>, uri: Uri, body: Bytes) -> Response {
     let method = uri.path().trim_start_matches('/');
     debug!(method, body = %String::from_utf8_lossy(&body), "docker plugin call");
-    let (status, value) = match plugin.call(method, &body).await {
+    let started = std::time::Instant::now();
+    let answer = plugin.call(method, &body).await;
+    debug!(method, took = ?started.elapsed(), "docker plugin call answered");
+    let (status, value) = match answer {
         Ok(value) => (StatusCode::OK, value),
         Err(e) => {
             warn!(method, error = %e, "docker plugin call failed");

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Area, Finding, Inputs, Severity};
+use super::{Area, Finding, Inputs, Severity, count};
 use crate::model::{DEVICE_PREFIX, Firewall, FirewallState, LinkKind, Observed};
 use crate::op::Op;
 use crate::plan::plan;
@@ -33,7 +33,10 @@ pub(super) fn kernel_vs_etcd(inp: &Inputs, out: &mut Vec<Finding>) -> BTreeSet<S
     }
     if !ops.iter().any(|op| matches!(op, Op::SyncFirewall { .. })) {
         let n = inp.desired.networks.len();
-        let msg = format!("table inet ovnet drops routed traffic between the {n} networks' bridges");
+        let msg = format!(
+            "table inet ovnet drops routed traffic between networks ({})",
+            count(n, "network", "networks")
+        );
         out.push(Finding::new(Severity::Ok, Area::Firewall, msg));
     }
     mtu
@@ -64,9 +67,11 @@ fn in_sync(inp: &Inputs) -> String {
     let fdb: usize = nets.clone().map(|n| n.fdb.len()).sum();
     let neigh: usize = nets.map(|n| n.neigh.len()).sum();
     format!(
-        "kernel matches etcd revision {}: {} networks, {fdb} FDB entries, {neigh} neighbour entries",
+        "kernel matches etcd revision {}: {}, {}, {}",
         inp.revision,
-        inp.desired.networks.len()
+        count(inp.desired.networks.len(), "network", "networks"),
+        count(fdb, "FDB entry", "FDB entries"),
+        count(neigh, "neighbour entry", "neighbour entries"),
     )
 }
 
@@ -201,6 +206,13 @@ pub(super) fn veths(inp: &Inputs, out: &mut Vec<Finding>) {
         }
     }
     if fine > 0 {
-        out.push(Finding::new(Severity::Ok, Area::Veth, format!("{fine} local endpoints have their veth")));
+        out.push(Finding::new(
+            Severity::Ok,
+            Area::Veth,
+            match fine {
+                1 => "1 local endpoint has its veth".to_string(),
+                n => format!("{n} local endpoints have their veth"),
+            },
+        ));
     }
 }

@@ -24,6 +24,11 @@ use crate::netns::netns_path;
 mod differences;
 mod sanity;
 
+/// `1 network`, `2 networks`: a count with its noun, singular or plural.
+pub fn count(n: usize, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 /// How bad a finding is. Only problems make `ovctl doctor` fail.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Severity {
@@ -51,6 +56,21 @@ pub enum Area {
 }
 
 impl Area {
+    /// Every area, in the order `ovctl doctor --help` lists them (a test
+    /// there checks each is named).
+    pub const ALL: [Area; 10] = [
+        Area::Link,
+        Area::Addr,
+        Area::Fdb,
+        Area::Neigh,
+        Area::Veth,
+        Area::Mtu,
+        Area::VxlanPort,
+        Area::Checksum,
+        Area::Firewall,
+        Area::Etcd,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Area::Link => "link",

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Area, Finding, Inputs, Severity};
+use super::{Area, Finding, Inputs, Severity, count};
 use crate::dataplane::DeviceFacts;
 use crate::model::{LinkKind, VXLAN_OVERHEAD, VXLAN_PORT};
 
@@ -47,7 +47,11 @@ pub(super) fn mtu(inp: &Inputs, already: &BTreeSet<String>, out: &mut Vec<Findin
             );
         }
     }
-    out.push(Finding::new(Severity::Ok, Area::Mtu, format!("{fine} devices fit the underlay: {limit}")));
+    out.push(Finding::new(
+        Severity::Ok,
+        Area::Mtu,
+        format!("{} the underlay: {limit}", count(fine, "device fits", "devices fit")),
+    ));
 }
 
 /// The VXLAN devices' UDP socket: the kernel opens it on port 4789 when a
@@ -65,8 +69,8 @@ pub(super) fn vxlan_port(inp: &Inputs, out: &mut Vec<Finding>) {
             Severity::Ok,
             Area::VxlanPort,
             format!(
-                "UDP port {VXLAN_PORT} (IANA VXLAN) is open for {} VXLAN devices; firewalls between hosts must let it through",
-                vxlans.len()
+                "UDP port {VXLAN_PORT} (IANA VXLAN) is open for {}; firewalls between hosts must let it through",
+                count(vxlans.len(), "VXLAN device", "VXLAN devices")
             ),
         ),
         Ok(_) => Finding::new(

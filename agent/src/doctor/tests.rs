@@ -88,10 +88,10 @@ async fn a_healthy_host_has_no_problem_and_says_what_it_checked() {
     assert_eq!(only(&inp, Severity::Warning), Vec::<String>::new());
     let ok = only(&inp, Severity::Ok).join("\n");
     for want in [
-        "kernel matches etcd revision 7: 1 networks, 2 FDB entries, 1 neighbour entries",
-        "1 local endpoints have their veth",
+        "kernel matches etcd revision 7: 1 network, 2 FDB entries, 1 neighbour entry",
+        "1 local endpoint has its veth",
         "3 devices fit the underlay: eth0 MTU 1500 - 50 bytes of VXLAN = 1450",
-        "UDP port 4789 (IANA VXLAN) is open for 1 VXLAN devices",
+        "UDP port 4789 (IANA VXLAN) is open for 1 VXLAN device",
         "ovvx4096: tx checksum offload on (tx-checksum-ip-generic), outer UDP checksums on; kernel 6.1.0-18-amd64 has the VXLAN checksum fix of 5.7",
         "underlay eth0: tx checksum offload on (tx-checksum-ipv4), UDP tunnel segmentation offload on (tx-udp_tnl-segmentation)",
     ] {

@@ -3,8 +3,9 @@
 //!
 //! A row holds either a sample summary (p50/p99/max) or a single value, and
 //! the targets for it; `met` is decided here, once, so the table,
-//! the JSON and BENCHMARKS.md agree. Smoke runs print the same rows but their
-//! verdicts mean nothing (tiny counts) and are shown as such.
+//! the JSON and BENCHMARKS.md agree. Smoke runs print the same figures but no
+//! targets or verdicts: tiny counts (and a debug build in `tests/run.sh`)
+//! judge nothing.
 
 use serde::Serialize;
 
@@ -140,40 +141,63 @@ fn opt(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_string(), num)
 }
 
+/// Which profile this binary (and the `ovagent`/`ovctl` built beside it) has.
+pub fn build_profile() -> &'static str {
+    if cfg!(debug_assertions) { "debug build" } else { "release build" }
+}
+
 impl Report {
-    /// The rows as an aligned text table (also Markdown-compatible).
+    /// The rows as an aligned text table (also Markdown-compatible). A smoke
+    /// run's figures come from tiny counts (and, in `tests/run.sh`, a debug
+    /// build): its table says so and shows no targets or verdicts.
     pub fn table(&self) -> String {
-        let mut out = format!(
-            "## {}{} ({:.0} s)\n\n",
-            self.scenario,
-            if self.smoke { " --smoke" } else { "" },
-            self.seconds
-        );
+        if self.smoke {
+            return self.smoke_table();
+        }
+        let mut out = format!("## {} ({:.0} s)\n\n", self.scenario, self.seconds);
         out.push_str("| metric | unit | n | p50 | p99 | max | value | target | met |\n");
         out.push_str("|---|---|--:|--:|--:|--:|--:|---|---|\n");
         for r in &self.rows {
             let targets: Vec<String> = r.targets.iter().map(Target::text).collect();
-            let met = match (r.met, self.smoke) {
-                (None, _) => "",
-                (Some(_), true) => "(smoke)",
-                (Some(true), false) => "met",
-                (Some(false), false) => "MISSED",
+            let met = match r.met {
+                None => "",
+                Some(true) => "met",
+                Some(false) => "MISSED",
             };
-            out.push_str(&format!(
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
-                r.metric,
-                r.unit,
-                r.n,
-                opt(r.p50),
-                opt(r.p99),
-                opt(r.max),
-                opt(r.value),
-                targets.join(" "),
-                met
-            ));
+            out.push_str(&format!("{} {} | {met} |\n", figures(r), targets.join(" ")));
         }
         out
     }
+
+    fn smoke_table(&self) -> String {
+        let mut out = format!(
+            "## {} --smoke ({:.0} s): tiny counts, {}; shows that the scenario runs, not judged against targets\n\n",
+            self.scenario,
+            self.seconds,
+            build_profile()
+        );
+        out.push_str("| metric | unit | n | p50 | p99 | max | value |\n");
+        out.push_str("|---|---|--:|--:|--:|--:|--:|\n");
+        for r in &self.rows {
+            out.push_str(&figures(r));
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// `| metric | unit | n | p50 | p99 | max | value |` of one row.
+fn figures(r: &Row) -> String {
+    format!(
+        "| {} | {} | {} | {} | {} | {} | {} |",
+        r.metric,
+        r.unit,
+        r.n,
+        opt(r.p50),
+        opt(r.p99),
+        opt(r.max),
+        opt(r.value)
+    )
 }
 
 /// The machine a run happened on: cores, memory, kernel.
@@ -208,5 +232,31 @@ mod tests {
         assert_eq!(num(12.34), "12.3");
         assert_eq!(num(21000.0), "21000");
         assert_eq!(num(10.0), "10");
+    }
+
+    #[test]
+    fn smoke_tables_judge_nothing() {
+        let row = Row::value("ratio", "", 3, 0.78).at_least(Stat::Value, 0.88);
+        let mut report = Report {
+            scenario: "datapath".into(),
+            smoke: false,
+            seconds: 2.0,
+            rows: vec![row],
+            ..Default::default()
+        };
+        let full = report.table();
+        assert!(full.contains("| target | met |") && full.contains("| >=0.88 | MISSED |"), "{full}");
+        report.smoke = true;
+        let smoke = report.table();
+        assert!(
+            smoke.contains("--smoke") && smoke.contains("tiny counts") && smoke.contains("not judged"),
+            "{smoke}"
+        );
+        assert!(smoke.contains(build_profile()), "{smoke}");
+        assert!(
+            !smoke.contains("0.88") && !smoke.contains("| met |") && !smoke.contains("MISSED"),
+            "{smoke}"
+        );
+        assert!(smoke.contains("| ratio |  | 3 | - | - | - | 0.78 |"), "{smoke}");
     }
 }

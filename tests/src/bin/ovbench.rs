@@ -44,7 +44,13 @@ fn main() -> anyhow::Result<()> {
         bail!("no ovagent/ovctl in {}: run cargo build --release --workspace --bins first", bins.display());
     }
     let machine = report::machine();
-    println!("# ovbench {} (binaries: {}, machine: {machine})\n", cli.scenario.name(), bins.display());
+    println!(
+        "# ovbench {}{} (binaries: {}, {}, machine: {machine})\n",
+        cli.scenario.name(),
+        if cli.smoke { " --smoke" } else { "" },
+        bins.display(),
+        report::build_profile()
+    );
     let list: Vec<Scenario> =
         if cli.scenario == Scenario::All { Scenario::EACH.to_vec() } else { vec![cli.scenario] };
     let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent().context("no workspace directory")?;
@@ -72,7 +78,8 @@ fn main() -> anyhow::Result<()> {
         write_json(&file, &machine, &reports)?;
     }
     if !failed.is_empty() {
-        bail!("scenario(s) failed: {}", failed.join(", "));
+        let what = if failed.len() == 1 { "scenario" } else { "scenarios" };
+        bail!("{} {what} failed: {}", failed.len(), failed.join(", "));
     }
     Ok(())
 }

@@ -25,7 +25,7 @@ struct Cli {
 }
 
 const REPRODUCE: &str =
-    "sudo tests/run.sh   # runs every test; each reliability test writes target/reliability/<test>.json
+    "tests/run.sh   # as root: every test; each reliability test writes target/reliability/<test>.json
 target/debug/ovreport --check --out docs/reliability.md";
 
 fn render(outcomes: &[Outcome]) -> String {
@@ -90,7 +90,7 @@ fn main() -> anyhow::Result<()> {
     let dir = cli.dir.unwrap_or_else(report::dir);
     let outcomes = report::load(&dir)?;
     if outcomes.is_empty() {
-        bail!("no outcomes in {}: run the tests first (sudo tests/run.sh)", dir.display());
+        bail!("no outcomes in {}: run the tests first (tests/run.sh, as root)", dir.display());
     }
     let md = render(&outcomes);
     match &cli.out {
