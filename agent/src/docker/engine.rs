@@ -266,6 +266,21 @@ mod tests {
     }
 
     #[test]
+    fn the_docker_sync_flag() {
+        use clap::Parser;
+        let parse = |args: &[&str]| crate::config::Config::try_parse_from([&["ovagent"], args].concat());
+        assert_eq!(parse(&[]).unwrap().docker_sync, None);
+        assert_eq!(
+            parse(&["--docker-sync"]).unwrap().docker_sync,
+            Some(PathBuf::from("/var/run/docker.sock"))
+        );
+        let own = parse(&["--docker-sync=unix:///tmp/d.sock"]).unwrap();
+        assert_eq!(own.docker_sync, Some(PathBuf::from("/tmp/d.sock")));
+        let e = parse(&["--docker-sync=tcp://127.0.0.1:2375"]).unwrap_err().to_string();
+        assert!(e.contains("expected unix:///path"), "{e}");
+    }
+
+    #[test]
     fn addresses_and_sockets() {
         assert_eq!(address_of("10.1.0.5/24"), Some(Ipv4Addr::new(10, 1, 0, 5)));
         assert_eq!(address_of(""), None);
