@@ -99,7 +99,8 @@ impl Engine {
             .into_iter()
             .map(|n| {
                 let name = n.name.unwrap_or_default();
-                let ovnet = ovnet_of(&name, n.options.as_ref());
+                let ipam = n.ipam.as_ref().and_then(|i| i.options.as_ref());
+                let ovnet = ovnet_of(&name, n.options.as_ref(), ipam);
                 DockerNetwork {
                     id: n.id.unwrap_or_default(),
                     name,
@@ -164,7 +165,8 @@ impl Engine {
                 Err(e) if not_found(&e) => continue,
                 Err(e) => return Err(e),
             };
-            let ovnet = ovnet_of(&name, inspected.options.as_ref());
+            let ipam = inspected.ipam.as_ref().and_then(|i| i.options.as_ref());
+            let ovnet = ovnet_of(&name, inspected.options.as_ref(), ipam);
             for (container_id, res) in inspected.containers.unwrap_or_default() {
                 found.push(DockerEndpoint {
                     network_id: id.clone(),
@@ -225,11 +227,18 @@ fn is_lifecycle(action: &str) -> bool {
     matches!(action, "create" | "start" | "die" | "destroy" | "rename" | "restart")
 }
 
-/// The ovnet network a docker network of that name and those options is a view of.
-pub fn ovnet_of(name: &str, options: Option<&HashMap<String, String>>) -> String {
-    options
-        .and_then(|o| o.get(NETWORK_OPTION))
-        .filter(|n| !n.is_empty())
+/// The ovnet network a docker network of that name, network options and
+/// IPAM options is a view of (`-o network=` or `--ipam-opt network=`, else
+/// its own name).
+pub fn ovnet_of(
+    name: &str,
+    options: Option<&HashMap<String, String>>,
+    ipam_options: Option<&HashMap<String, String>>,
+) -> String {
+    [options, ipam_options]
+        .into_iter()
+        .flatten()
+        .find_map(|o| o.get(NETWORK_OPTION).filter(|n| !n.is_empty()))
         .cloned()
         .unwrap_or_else(|| name.to_string())
 }
@@ -259,10 +268,11 @@ mod tests {
     #[test]
     fn the_ovnet_network_of_a_docker_network() {
         let opts = HashMap::from([(NETWORK_OPTION.to_string(), "demo".to_string())]);
-        assert_eq!(ovnet_of("mydemo", Some(&opts)), "demo");
-        assert_eq!(ovnet_of("demo", None), "demo");
+        assert_eq!(ovnet_of("mydemo", Some(&opts), None), "demo");
+        assert_eq!(ovnet_of("mydemo", None, Some(&opts)), "demo");
+        assert_eq!(ovnet_of("demo", None, None), "demo");
         let empty = HashMap::from([(NETWORK_OPTION.to_string(), String::new())]);
-        assert_eq!(ovnet_of("x", Some(&empty)), "x");
+        assert_eq!(ovnet_of("x", Some(&empty), None), "x");
     }
 
     #[test]
