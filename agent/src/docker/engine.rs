@@ -64,7 +64,7 @@ pub struct DockerEndpoint {
 /// What an event said changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
-    /// A network was created, removed, connected or disconnected.
+    /// A network was created or removed.
     Network { action: String, id: String },
     /// A container started, died or was removed.
     Container { action: String, id: String },
@@ -199,8 +199,11 @@ impl Engine {
         }
     }
 
-    /// dockerd's network and container events from now on. The stream ends
-    /// (or yields an error) when dockerd stops.
+    /// dockerd's events that can change a mirror or janitor pass, from now
+    /// on: networks created or removed, containers started, dead or removed
+    /// (not the connects, creates and stops in the middle of a `docker
+    /// run`, which a pass would only slow down). The stream ends (or yields
+    /// an error) when dockerd stops.
     pub fn events(&self) -> impl Stream<Item = Result<Event, DockerError>> + use<> {
         let filters = HashMap::from([("type", vec!["network", "container"])]);
         let opts = EventsOptionsBuilder::default().filters(&filters).build();
@@ -212,19 +215,18 @@ impl Engine {
             let action = m.action.unwrap_or_default();
             let id = m.actor.and_then(|a| a.id).unwrap_or_default();
             match m.typ {
-                Some(EventMessageTypeEnum::NETWORK) => Some(Ok(Event::Network { action, id })),
-                Some(EventMessageTypeEnum::CONTAINER) if is_lifecycle(&action) => {
+                Some(EventMessageTypeEnum::NETWORK) if matches!(action.as_str(), "create" | "destroy") => {
+                    Some(Ok(Event::Network { action, id }))
+                }
+                Some(EventMessageTypeEnum::CONTAINER)
+                    if matches!(action.as_str(), "start" | "die" | "destroy") =>
+                {
                     Some(Ok(Event::Container { action, id }))
                 }
                 _ => None,
             }
         })
     }
-}
-
-/// Container actions that start or end endpoints.
-fn is_lifecycle(action: &str) -> bool {
-    matches!(action, "create" | "start" | "die" | "destroy" | "rename" | "restart")
 }
 
 /// The ovnet network a docker network of that name, network options and

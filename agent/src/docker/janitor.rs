@@ -14,7 +14,6 @@
 //! the plugin's path (`Endpoints::unplumb`, then the address), so the veth
 //! goes before the address.
 
-use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -87,31 +86,6 @@ pub fn judge(mine: &[&EndpointRecord], docker: &[DockerEndpoint], now: u64) -> V
     v
 }
 
-/// True when `host`'s Docker endpoint records differ between two snapshots
-/// (a network's map that is the same allocation is skipped unread).
-pub fn docker_records_differ(before: &ClusterState, now: &ClusterState, host: &str) -> bool {
-    let networks: BTreeSet<&String> = before.endpoints.keys().chain(now.endpoints.keys()).collect();
-    networks.into_iter().any(|n| {
-        let (a, b) = (before.endpoints.get(n), now.endpoints.get(n));
-        if let (Some(a), Some(b)) = (a, b)
-            && Arc::ptr_eq(a, b)
-        {
-            return false;
-        }
-        fn mine<'a>(
-            m: Option<&'a Arc<ovnet_ipam_store::EndpointMap>>,
-            host: &str,
-        ) -> Vec<&'a EndpointRecord> {
-            m.into_iter()
-                .flat_map(|m| m.values())
-                .map(Arc::as_ref)
-                .filter(|r| is_docker_endpoint_of(r, host))
-                .collect()
-        }
-        mine(a, host) != mine(b, host)
-    })
-}
-
 /// Carries out the janitor's verdicts through the endpoint service.
 pub struct Janitor<D: Dataplane> {
     pub endpoints: Arc<Endpoints<D>>,
@@ -121,11 +95,6 @@ pub struct Janitor<D: Dataplane> {
 impl<D: Dataplane> Janitor<D> {
     fn host(&self) -> &str {
         &self.endpoints.host().node
-    }
-
-    /// True when this host's Docker endpoint records differ between two snapshots.
-    pub fn records_differ(&self, before: &ClusterState, now: &ClusterState) -> bool {
-        docker_records_differ(before, now, self.host())
     }
 
     /// One comparison of etcd's view (`state`) with dockerd's, and its
@@ -287,25 +256,6 @@ mod tests {
         let mut by_sandbox = endpoint("demo", "", "epX", "c1");
         by_sandbox.sandbox_key = r.netns.clone();
         assert!(judge(&[&r], &[by_sandbox], 1000).release.is_empty());
-    }
-
-    #[test]
-    fn only_changes_of_this_hosts_docker_records_wake_the_janitor() {
-        let before = ClusterState::default();
-        let mut now = before.clone();
-        assert!(!docker_records_differ(&before, &now, "h1"));
-        let mut other = record("demo", "10.1.0.9", "ep9", 100);
-        other.host = "h2".into();
-        now.insert_endpoint(other);
-        assert!(!docker_records_differ(&before, &now, "h1"), "another host's endpoint");
-        let mut later = now.clone();
-        later.insert_endpoint(record("demo", "10.1.0.2", "ep1", 100));
-        assert!(docker_records_differ(&now, &later, "h1"));
-        let mut renamed = later.clone();
-        let mut named = record("demo", "10.1.0.2", "ep1", 100);
-        named.container.as_mut().unwrap().name = "web".into();
-        renamed.insert_endpoint(named);
-        assert!(docker_records_differ(&later, &renamed, "h1"));
     }
 
     #[test]

@@ -152,9 +152,11 @@ impl<D: Dataplane> DockerSync<D> {
     }
 
     /// True when an etcd change between two snapshots can change a pass:
-    /// the networks, or this host's Docker endpoints.
+    /// the networks. Changes of this host's Docker endpoint records do not
+    /// wake the loop: the plugin writes them in the middle of a `docker run`,
+    /// and the container's start, death or removal wakes it anyway.
     fn matters(&self, before: &ClusterState, now: &ClusterState) -> bool {
-        (self.mirror && before.networks != now.networks) || self.janitor.records_differ(before, now)
+        self.mirror && before.networks != now.networks
     }
 
     /// Mirrors the networks (when on), then lets the janitor judge

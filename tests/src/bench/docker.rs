@@ -67,9 +67,21 @@ fn timed_run(d: &Dockerd, args: &[&str]) -> anyhow::Result<Duration> {
 pub fn run(smoke: bool) -> anyhow::Result<Report> {
     let samples = if smoke { 3 } else { 50 };
     let mut lab = lab(2)?;
-    let d0 = synced_host(&mut lab, 0)?;
-    let d1 = synced_host(&mut lab, 1)?;
+    // OVBENCH_DOCKER_SYNC=0: the plugin alone, the networks made by hand.
+    let sync = std::env::var("OVBENCH_DOCKER_SYNC").map_or(true, |v| v != "0");
+    let (d0, d1) = if sync {
+        (synced_host(&mut lab, 0)?, synced_host(&mut lab, 1)?)
+    } else {
+        (docker_host(&mut lab, 0)?, docker_host(&mut lab, 1)?)
+    };
     lab.ctl(0, &format!("network create -d overlay --subnet {SUBNET} {NETWORK}"))?;
+    if !sync {
+        let create = format!(
+            "network create -d ovnet --ipam-driver ovnet --ipam-opt network={NETWORK} --subnet {SUBNET} {NETWORK}"
+        );
+        d0.run(&create)?;
+        d1.run(&create)?;
+    }
     wait_mirrored(&d0, NETWORK)?;
     wait_mirrored(&d1, NETWORK)?;
     d1.docker_ok(&["run", "-d", "--name", "pinger", "--network", NETWORK, IMAGE, "sleep", "3600"])?;
@@ -117,6 +129,6 @@ pub fn run(smoke: bool) -> anyhow::Result<Report> {
         )
         .at_most(Stat::P50, 50.0),
     ];
-    let details = serde_json::json!({ "hosts": 2, "samples": samples, "image": IMAGE });
+    let details = serde_json::json!({ "hosts": 2, "samples": samples, "image": IMAGE, "docker_sync": sync });
     Ok(Report { rows, details, ..Default::default() })
 }
