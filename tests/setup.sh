@@ -11,7 +11,8 @@
 # openssl, shellcheck, ruby, vagrant with the libvirt plugin (vagrant validate),
 # systemd-analyze, nsenter; for ovbench iperf3; for the isolation test tcpdump;
 # nft, which the firewall tests read the agent's table with; ethtool for the
-# overlay test.
+# overlay test; docker.io and busybox-static (the image) for the Docker tests;
+# podman and containernetworking-plugins for the CNI tests.
 set -euo pipefail
 if [ "$(id -u)" -ne 0 ]; then
   echo "run as root: the lab creates network namespaces" >&2
@@ -60,6 +61,10 @@ command -v nsenter >/dev/null || need+=(util-linux)
 command -v iperf3 >/dev/null || need+=(iperf3) # ovbench datapath
 command -v tcpdump >/dev/null || need+=(tcpdump) # isolation test: captures VXLAN on the underlay
 command -v ethtool >/dev/null || need+=(ethtool) # overlay test: reads the VXLAN device's GRO setting
+[ -x /usr/sbin/dockerd ] && [ -x /usr/bin/docker ] || need+=(docker.io) # Docker tests: a dockerd per lab host, Debian's 20.10 CLI
+command -v podman >/dev/null || need+=(podman) # CNI tests: a podman per lab host
+[ -d /usr/lib/cni ] || need+=(containernetworking-plugins) # podman's CNI backend
+[ "$(dpkg-query -W -f='${Status}' busybox-static 2>/dev/null)" = "install ok installed" ] || need+=(busybox-static) # the tests' image
 fi
 if [ ${#need[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive

@@ -102,6 +102,11 @@ pub struct Config {
           default_missing_value = crate::docker::DEFAULT_SOCKET, value_parser = parse_plugin_socket,
           help_heading = "Container runtimes")]
     pub docker_plugin: Option<PathBuf>,
+    /// Keep one CNI conflist per ovnet network in this directory (for
+    /// podman, containerd: their CNI config dir), naming this agent's
+    /// --listen address for the `ovnet` CNI plugin.
+    #[arg(long, env = "OVNET_CNI_CONF_DIR", value_name = "DIR", help_heading = "Container runtimes")]
+    pub cni_conf_dir: Option<PathBuf>,
     /// Keep the docker networks of driver `ovnet` of the dockerd on this
     /// Engine API socket equal to ovnet's networks, and this host's Docker
     /// endpoints equal to dockerd's; off when not given.

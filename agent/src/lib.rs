@@ -9,10 +9,12 @@
 //! compares the same two sides on request and explains every difference;
 //! `metrics` and `http` report how the loop is doing. `liveness` holds a
 //! vanished peer for a moment before its entries go; `leaks` finds endpoints
-//! whose container died and veths nobody owns, which the loop cleans.
+//! whose container died and veths nobody owns, which the loop cleans; `cni`
+//! keeps a CNI conflist per network for podman and containerd.
 
 pub mod api;
 pub mod backoff;
+pub mod cni;
 pub mod config;
 pub mod dataplane;
 pub mod desired;

@@ -39,6 +39,12 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         None => None,
     };
     let store_cfg = store_config(&cfg).map_err(anyhow::Error::msg)?;
+    let cni_agent = match &cfg.cni_conf_dir {
+        Some(_) => {
+            Some(crate::cni::agent_address(&cfg.listen, api_tls.is_some()).map_err(anyhow::Error::msg)?)
+        }
+        None => None,
+    };
     let dp = NetlinkDataplane::new().context("opening netlink")?;
     let underlay = dp.underlay(cfg.advertise_addr).await.context("finding the underlay")?;
     let listener = bind(&cfg.listen).await?;
@@ -90,6 +96,9 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         tokio::spawn(crate::reconcile::run(reconcile, state_rx.clone())),
         tokio::spawn(release_dead_endpoints(store.clone(), releases_rx, metrics.clone())),
     ];
+    let cni = cfg.cni_conf_dir.clone().zip(cni_agent).map(|(dir, agent)| {
+        tokio::spawn(crate::cni::run(dir, agent, state_rx.clone(), cfg.resync_interval()))
+    });
     let endpoints = Arc::new(
         Endpoints::new(store.clone(), dp.clone(), me, ready_rx)
             .with_busy(busy)
@@ -109,7 +118,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     });
     let service = AgentService::new(store, dp, endpoints, metrics);
     let result = serve_api_tls(listener, service, api_tls, shutdown).await;
-    for t in tasks.iter().chain(&http).chain(&docker).chain(&docker_sync) {
+    for t in tasks.iter().chain(&http).chain(&cni).chain(&docker).chain(&docker_sync) {
         t.abort();
     }
     if let Some(path) = &cfg.docker_plugin {
@@ -151,12 +160,14 @@ fn serve_docker_plugin<D: Dataplane>(
 ) -> tokio::task::JoinHandle<()> {
     let plugin = Arc::new(crate::docker::Plugin::new(store, endpoints));
     info!("serving the Docker network and IPAM plugin ovnet");
+    // One task for both, so aborting it ends the firewall check too.
     tokio::spawn(async move {
-        let forward = tokio::spawn(crate::docker::forward::run());
-        if let Err(e) = crate::docker::serve(listener, plugin, std::future::pending()).await {
-            warn!(error = %e, "the Docker plugin listener stopped");
-        }
-        forward.abort();
+        let serve = async {
+            if let Err(e) = crate::docker::serve(listener, plugin, std::future::pending()).await {
+                warn!(error = %e, "the Docker plugin listener stopped");
+            }
+        };
+        tokio::join!(serve, crate::docker::forward::run());
     })
 }
 

@@ -176,6 +176,12 @@ pub enum NetworkCommand {
     },
     /// Attach a network namespace to a network and print its address.
     Connect(ConnectArgs),
+    /// Print the CNI conflist that lets podman or containerd use a network
+    /// through this agent (ovagent --cni-conf-dir writes the same file).
+    Conflist {
+        /// Network name.
+        name: String,
+    },
     /// Detach a network namespace from a network.
     Disconnect {
         /// Network name.

@@ -71,6 +71,16 @@ impl Agent {
         Ok(Agent { client: AgentClient::new(channel), addr: addr.clone(), mode })
     }
 
+    /// The address it was dialed at.
+    pub fn addr(&self) -> &AgentAddr {
+        &self.addr
+    }
+
+    /// Whether it is spoken to over TLS.
+    pub fn tls(&self) -> bool {
+        self.mode != Mode::Plain
+    }
+
     pub async fn create_network(&mut self, req: pb::CreateNetworkRequest) -> Result<pb::Network, CtlError> {
         let r = self.client.create_network(req).await;
         self.answer(r)

@@ -120,6 +120,18 @@ async fn network(
             let ep = AttachedEndpointView::from(agent.connect_endpoint(connect_request(args)).await?);
             render(out, format, &ep, |e| format!("{}\n", e.endpoint.ip))
         }
+        NetworkCommand::Conflist { name } => {
+            if agent.tls() {
+                return Err(CtlError::Usage(format!(
+                    "the ovnet CNI plugin does not speak TLS, so a conflist cannot name {}: run ovctl on the agent's host against its unix socket",
+                    agent.addr()
+                )));
+            }
+            // Refuses a network the agent does not know.
+            agent.inspect_network(name.clone()).await?;
+            out.push_str(&crate::cni::conf::conflist(&name, &agent.addr().to_string()));
+            Ok(())
+        }
         NetworkCommand::Disconnect { network, netns } => {
             let req = pb::DisconnectRequest { network, netns, ..Default::default() };
             let ep = agent.disconnect_endpoint(req).await?.map(AttachedEndpointView::from);

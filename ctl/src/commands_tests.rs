@@ -421,3 +421,17 @@ async fn doctor_exits_0_when_clean_and_4_with_the_list_otherwise() {
 
 #[path = "tls_tests.rs"]
 mod tls_tests;
+
+#[tokio::test]
+async fn network_conflist_names_this_agent() {
+    let (_dir, host) = serve(Fake::default());
+    let text = ok(&host, &["network", "conflist", "blue"]).await;
+    assert_eq!(text, crate::cni::conf::conflist("blue", &host));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!((v["name"].as_str(), v["plugins"][0]["agent"].as_str()), (Some("blue"), Some(host.as_str())));
+    let fake = Fake { fail: Some(Status::not_found("network \"nope\" not found")), ..Default::default() };
+    let (_dir, host) = serve(fake);
+    let (result, out) = ovctl(&host, &["network", "conflist", "nope"]).await;
+    assert_eq!(result.unwrap_err().to_string(), "network \"nope\" not found");
+    assert_eq!(out, "");
+}

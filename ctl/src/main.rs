@@ -18,23 +18,13 @@
 //! failures to talk to the agent itself.
 #![forbid(unsafe_code)]
 
-mod addr;
-mod cli;
-mod client;
-mod commands;
-mod error;
-mod output;
-mod tls;
-mod usage;
-mod view;
-
 use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
-
-use crate::cli::Cli;
-use crate::error::EXIT_OK;
+use ovnet_ctl::cli::Cli;
+use ovnet_ctl::error::{self, EXIT_OK};
+use ovnet_ctl::{commands, usage};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {

@@ -48,7 +48,8 @@ pub struct AgentOptions {
     pub resync_interval: Option<u64>,
     /// `--log-format json`.
     pub log_json: bool,
-    /// Any further flags, given to every agent as they are.
+    /// Any further flags, given to every agent as they are but for
+    /// `{host}`, which becomes the host's name (h1, h2...).
     pub extra_args: Vec<String>,
 }
 
@@ -333,7 +334,8 @@ impl Lab {
         if self.agent_opts.log_json {
             args.extend(["--log-format".to_string(), "json".to_string()]);
         }
-        args.extend(self.agent_opts.extra_args.iter().cloned());
+        let host = &self.hosts[i].name;
+        args.extend(self.agent_opts.extra_args.iter().map(|a| a.replace("{host}", host)));
         args
     }
 

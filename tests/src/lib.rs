@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod docker;
+pub mod docker_demo;
 pub mod etcd;
 pub mod image;
 pub mod lab;
@@ -15,6 +16,7 @@ pub mod netns;
 pub mod pcap;
 pub mod pings;
 pub mod pki;
+pub mod podman;
 pub mod report;
 
 pub use etcd::{Etcd, EtcdTls};

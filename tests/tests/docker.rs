@@ -96,6 +96,13 @@ fn docker_containers_across_hosts_isolated_and_through_an_agent_restart() {
     reaches(&d2, "o2", &o1);
     assert!(!pings(&d2, "o2", &a), "other's container reaches demo's");
     assert!(!pings(&d1, "ca", &o2), "demo's container reaches other's");
+    // docker network rm on one host forgets only that host's view.
+    d2.run("rm -f o2").unwrap();
+    d2.run("network rm other").unwrap();
+    assert!(lab.ctl(0, "network inspect other").is_ok(), "the ovnet network stays");
+    let h2_networks =
+        lab.etcd_dump().unwrap().into_keys().filter(|k| k.contains("/docker/h2/networks/")).count();
+    assert_eq!(h2_networks, 1, "h2 maps only demo now");
 
     // The agent restarts under running containers: the datapath stays.
     let stream = d1.ping_stream("ca", &b, Duration::from_millis(10), 400).unwrap();
@@ -109,7 +116,7 @@ fn docker_containers_across_hosts_isolated_and_through_an_agent_restart() {
     d1.run("rm -f ca o1").unwrap();
     assert_eq!(docker_records_of(&lab, "h1"), Vec::<String>::new());
     assert_eq!(veths(&lab, 0), Vec::<String>::new());
-    assert_eq!(docker_records_of(&lab, "h2").len(), 4, "h2's are untouched");
+    assert_eq!(docker_records_of(&lab, "h2").len(), 2, "h2's cb is untouched");
     assert_eq!(lab.panics(), 0);
 }
 
@@ -202,4 +209,58 @@ fn docker_refuses_bad_networks_with_what_to_type_and_changes_nothing() {
     assert_eq!(etcd_settled(&lab), etcd, "etcd changed");
     assert_eq!(lab.kernel(0).unwrap(), kernel, "the kernel changed");
     assert_eq!(d.run("network ls --format {{.Name}}").unwrap(), networks);
+}
+
+/// POSTs `body` to `/<method>` on the plugin socket: (status, body).
+fn plugin_call(socket: &std::path::Path, method: &str, body: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    let request = format!(
+        "POST /{method} HTTP/1.0\r\nHost: plugin\r\nContent-Type: application/vnd.docker.plugins.v1.2+json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    s.write_all(request.as_bytes()).unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap();
+    (head[9..12].parse().unwrap(), serde_json::from_str(body).unwrap())
+}
+
+#[test]
+fn the_plugin_answers_repeated_unknown_and_garbage_calls() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ovnet.sock");
+    let flag = format!("--docker-plugin=unix://{}", socket.display());
+    let opts = ovnet_tests::lab::AgentOptions { extra_args: vec![flag], ..Default::default() };
+    let lab = Lab::start_with(LabOptions { hosts: 1, ..Default::default() }, opts).unwrap();
+    let before = lab.etcd_dump().unwrap().len();
+    let (code, v) = plugin_call(&socket, "Plugin.Activate", "");
+    assert_eq!((code, v), (200, serde_json::json!({"Implements": ["NetworkDriver", "IpamDriver"]})));
+    assert_eq!(plugin_call(&socket, "NetworkDriver.GetCapabilities", "{}").1["Scope"], "local");
+    let ep = r#"{"NetworkID":"n1","EndpointID":"e1"}"#;
+    for _ in 0..2 {
+        // Docker repeats these for endpoints that are gone.
+        assert_eq!(plugin_call(&socket, "NetworkDriver.Leave", ep), (200, serde_json::json!({})));
+        assert_eq!(plugin_call(&socket, "NetworkDriver.DeleteEndpoint", ep), (200, serde_json::json!({})));
+        let release = r#"{"PoolID":"demo/10.128.0.0/16","Address":"10.128.0.7"}"#;
+        assert_eq!(plugin_call(&socket, "IpamDriver.ReleaseAddress", release), (200, serde_json::json!({})));
+        assert_eq!(plugin_call(&socket, "NetworkDriver.DeleteNetwork", r#"{"NetworkID":"n1"}"#).0, 200);
+    }
+    assert_eq!(plugin_call(&socket, "NetworkDriver.DiscoverNew", "{}"), (200, serde_json::json!({})));
+    for (method, body, want) in [
+        ("NetworkDriver.CreateNetwork", "{not json", "invalid request body"),
+        ("NetworkDriver.CreateEndpoint", r#"{"NetworkID":"n/1","EndpointID":"e1"}"#, "invalid NetworkID"),
+        (
+            "NetworkDriver.Join",
+            r#"{"NetworkID":"n1","EndpointID":"e1","SandboxKey":"/x"}"#,
+            "not known to ovnet",
+        ),
+        ("IpamDriver.RequestAddress", r#"{"PoolID":"nope"}"#, "not an ovnet pool"),
+        ("IpamDriver.RequestPool", r#"{"Pool":"10.1.0.0/16","V6":true}"#, "IPv4 only"),
+    ] {
+        let (code, v) = plugin_call(&socket, method, body);
+        assert_ne!(code, 200, "{method}");
+        assert!(v["Err"].as_str().unwrap_or_default().contains(want), "{method}: {v}");
+    }
+    assert_eq!(lab.etcd_dump().unwrap().len(), before, "nothing written");
 }

@@ -547,3 +547,28 @@ async fn a_connect_is_an_offer_then_a_claim_once_per_namespace_host_and_network(
     assert!(matches!(s.release_endpoint("blue", e3.ip).await, Err(Error::EndpointNotFound { .. })));
     assert!(matches!(s.network_endpoints("nope").await, Err(Error::NetworkNotFound(_))));
 }
+
+#[tokio::test]
+async fn an_endpoint_update_keeps_its_lease_and_only_touches_the_same_endpoint() {
+    let etcd = Etcd::start_local().unwrap();
+    let s = store(&etcd).await;
+    s.create_network(net("blue")).await.unwrap();
+    let reservation = s.grant_lease(60).await.unwrap();
+    s.set_reservation(reservation);
+    let ep = s.allocate_endpoint(endpoint("blue", "a", "c1", None)).await.unwrap();
+    let updated =
+        s.update_endpoint("blue", ep.ip, "c1", |e| e.netns = "/var/run/docker/netns/x".into()).await;
+    let updated = updated.unwrap().expect("the endpoint is there");
+    assert_eq!(
+        updated,
+        ovnet_ipam_store::EndpointRecord { netns: "/var/run/docker/netns/x".into(), ..ep.clone() }
+    );
+    let key = s.keys().endpoint("blue", ep.ip);
+    let kv = s.client().get(key, None).await.unwrap();
+    assert_eq!(kv.kvs()[0].lease(), reservation, "the update kept the record on its reservation");
+    assert!(String::from_utf8_lossy(kv.kvs()[0].value()).contains("/var/run/docker/netns/x"));
+    let other = s.update_endpoint("blue", ep.ip, "someone-else", |e| e.netns.clear()).await.unwrap();
+    assert_eq!(other, None, "another endpoint's id changes nothing");
+    s.release_endpoint("blue", ep.ip).await.unwrap();
+    assert_eq!(s.update_endpoint("blue", ep.ip, "c1", |e| e.netns.clear()).await.unwrap(), None);
+}

@@ -224,3 +224,44 @@ impl<D: Dataplane> Plugin<D> {
         Ok(json!({}))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::docker::protocol::parse;
+
+    #[test]
+    fn a_network_needs_one_ovnet_pool() {
+        let net = |body: &str| parse::<CreateNetwork>(body.as_bytes()).unwrap();
+        let ok =
+            net(r#"{"IPv4Data":[{"AddressSpace":"ovnet","Pool":"10.55.0.0/16","Gateway":"10.55.0.1/16"}]}"#);
+        assert_eq!(ovnet_pool(&ok).unwrap(), "10.55.0.0/16".parse::<Ipv4Net>().unwrap());
+        for (body, want) in [
+            (
+                r#"{"IPv4Data":[{"AddressSpace":"LocalDefault","Pool":"172.18.0.0/16"}]}"#,
+                "--ipam-driver ovnet",
+            ),
+            (r#"{"IPv4Data":[]}"#, "exactly one IPv4 pool, not 0"),
+            (
+                r#"{"IPv4Data":[{"AddressSpace":"ovnet","Pool":"10.55.0.0/16"}],"IPv6Data":[{"Pool":"fd00::/64"}]}"#,
+                "IPv4 only",
+            ),
+            (r#"{"IPv4Data":[{"AddressSpace":"ovnet","Pool":"nope"}]}"#, "not an IPv4 CIDR"),
+        ] {
+            let e = ovnet_pool(&net(body)).unwrap_err().to_string();
+            assert!(e.contains(want), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn generic_options_are_the_o_pairs() {
+        let net = parse::<CreateNetwork>(
+            br#"{"Options":{"com.docker.network.enable_ipv6":false,"com.docker.network.generic":{"network":"demo","n":1}}}"#,
+        )
+        .unwrap();
+        let opts = generic_options(&net.options).unwrap();
+        assert_eq!(opts.get("network").map(String::as_str), Some("demo"));
+        assert_eq!(opts.get("n").map(String::as_str), Some("1"));
+        assert!(generic_options(&None).unwrap().is_empty());
+    }
+}

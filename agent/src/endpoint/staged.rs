@@ -81,8 +81,9 @@ impl<D: Dataplane> Endpoints<D> {
         Ok(spec)
     }
 
-    /// Records in `ep`'s record that it now lives in namespace `netns`
-    /// (a path) as a container of `container`.
+    /// Records in `ep`'s record that it now lives in namespace `netns` (a
+    /// path, e.g. Docker's SandboxKey); nothing when the record is gone or
+    /// is another endpoint's now.
     pub async fn settle(&self, ep: &EndpointRecord, netns: &str) -> Result<(), AgentError> {
         let netns = netns.to_string();
         self.store.update_endpoint(&ep.network, ep.ip, &ep.id, |e| e.netns = netns.clone()).await?;

@@ -24,7 +24,8 @@ use ovnet_tests::{Lab, LabOptions};
     after_help = "Examples (as root, from the repository, after cargo build --workspace --bins):\n  \
                   target/debug/ovlab demo               # 3 hosts, pings across, then tears the lab down\n  \
                   target/debug/ovlab demo --hosts 5     # 5 hosts\n  \
-                  target/debug/ovlab demo --keep        # stays up until Ctrl-C, prints where to look"
+                  target/debug/ovlab demo --keep        # stays up until Ctrl-C, prints where to look\n  \
+                  target/debug/ovlab demo --docker      # also Docker containers on h1 and h2 (docker.io, busybox-static)"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -42,6 +43,10 @@ enum Cmd {
         /// sockets, logs and etcd keys are and commands to look around.
         #[arg(long)]
         keep: bool,
+        /// Also run a dockerd on h1 and h2 and Docker containers on the
+        /// demo network (through the agents' ovnet plugin) pinging across.
+        #[arg(long)]
+        docker: bool,
     },
 }
 
@@ -53,7 +58,7 @@ struct Container {
 }
 
 fn main() -> anyhow::Result<()> {
-    let Cli { cmd: Cmd::Demo { hosts, keep } } = Cli::parse();
+    let Cli { cmd: Cmd::Demo { hosts, keep, docker } } = Cli::parse();
     let hosts = usize::from(hosts);
     let bins = std::fs::canonicalize(bin_dir()).unwrap_or_else(|_| bin_dir());
     println!("== starting the lab: etcd + underlay bridge, {hosts} hosts, an ovagent on each");
@@ -77,7 +82,15 @@ fn main() -> anyhow::Result<()> {
     println!();
     shown(&lab, 0, &["network", "ls"])?;
     println!("\n== cross-host pings");
-    let failed = pings(&lab, &containers)?;
+    let mut failed = pings(&lab, &containers)?;
+    let dockerds = match docker {
+        true => {
+            let (dockerds, docker_failed) = ovnet_tests::docker_demo::run(&mut lab)?;
+            failed += docker_failed;
+            dockerds
+        }
+        false => Vec::new(),
+    };
     if keep {
         let vni = vni(&lab)?;
         let (tx, rx) = std::sync::mpsc::channel();
@@ -86,6 +99,7 @@ fn main() -> anyhow::Result<()> {
         std::io::Write::flush(&mut std::io::stdout())?;
         let _ = rx.recv();
     }
+    drop(dockerds);
     drop(lab);
     anyhow::ensure!(failed == 0, "{failed} cross-host pings failed");
     println!("\nall cross-host pings succeeded; the lab was torn down");
