@@ -107,6 +107,13 @@ pub struct Config {
     /// --listen address for the `ovnet` CNI plugin.
     #[arg(long, env = "OVNET_CNI_CONF_DIR", value_name = "DIR", help_heading = "Container runtimes")]
     pub cni_conf_dir: Option<PathBuf>,
+    /// Keep the docker networks of driver `ovnet` of the dockerd on this
+    /// Engine API socket equal to ovnet's networks, and this host's Docker
+    /// endpoints equal to dockerd's; off when not given.
+    #[arg(long, env = "OVNET_DOCKER_SYNC", value_name = "unix:///PATH", num_args = 0..=1,
+          default_missing_value = crate::docker::engine::DEFAULT_SOCKET,
+          value_parser = crate::docker::engine::parse_socket, help_heading = "Container runtimes")]
+    pub docker_sync: Option<PathBuf>,
     /// PEM certificate (chain) the API presents on a tcp:// --listen; turns TLS on.
     #[arg(long, env = "OVNET_TLS_CERT", value_name = "FILE", help_heading = "API security")]
     pub tls_cert: Option<PathBuf>,

@@ -66,6 +66,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     };
     let me = HostContext { node: node.clone(), vtep: underlay.addr, underlay_mtu: underlay.mtu };
     let (state_tx, state_rx) = watch::channel(None);
+    let state_rx_docker = state_rx.clone();
     let (ready_tx, ready_rx) = watch::channel(Arc::new(crate::reconcile::Ready::default()));
     let (registered_tx, registered_rx) = watch::channel(false);
     let busy = Busy::default();
@@ -112,6 +113,17 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     tasks.extend(docker_listener.map(|l| Task {
         name: "docker plugin",
         handle: serve_docker_plugin(l, store.clone(), endpoints.clone()),
+    }));
+    tasks.extend(cfg.docker_sync.clone().map(|socket| {
+        let janitor = crate::docker::janitor::Janitor { endpoints: endpoints.clone(), store: store.clone() };
+        let sync = crate::docker::mirror::DockerSync {
+            socket,
+            store: store.clone(),
+            state: state_rx_docker,
+            mirror: true,
+            janitor,
+        };
+        Task::spawn("docker sync", sync.run())
     }));
     let service = AgentService::new(store, dp, endpoints, metrics.clone());
     let api = async { serve_api_tls(listener, service, api_tls, shutdown).await.context("serving the API") };

@@ -10,11 +10,18 @@
 //! by the shared endpoint service in Docker's steps (`endpoint::staged`).
 //! Every call answers JSON: at least `{}`, or `{"Err": "..."}` with a
 //! non-200 status.
+//!
+//! With `--docker-sync`, `engine` talks to dockerd's Engine API, `mirror`
+//! keeps dockerd's `ovnet` networks equal to ovnet's and `janitor` keeps
+//! this host's Docker endpoint records equal to the endpoints dockerd has.
 
 mod driver;
+pub mod engine;
 pub mod forward;
 mod ipam;
+pub mod janitor;
 pub mod mapping;
+pub mod mirror;
 mod protocol;
 
 use std::collections::HashMap;

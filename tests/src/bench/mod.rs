@@ -15,6 +15,7 @@ pub mod common;
 pub mod converge;
 pub mod cost;
 pub mod datapath;
+pub mod docker;
 pub mod etcdmetrics;
 pub mod network;
 pub mod nlwatch;
@@ -44,19 +45,22 @@ pub enum Scenario {
     Cost,
     /// iperf3 and ping, container to container against host to host.
     Datapath,
+    /// `docker run` on ovnet against Docker's bridge; first cross-host reply.
+    Docker,
     /// Every scenario, one after the other.
     All,
 }
 
 impl Scenario {
     /// Every single scenario, in the order `all` runs them.
-    pub const EACH: [Scenario; 6] = [
+    pub const EACH: [Scenario; 7] = [
         Scenario::Attach,
         Scenario::Converge,
         Scenario::Network,
         Scenario::Scale,
         Scenario::Cost,
         Scenario::Datapath,
+        Scenario::Docker,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +71,7 @@ impl Scenario {
             Scenario::Scale => "scale",
             Scenario::Cost => "cost",
             Scenario::Datapath => "datapath",
+            Scenario::Docker => "docker",
             Scenario::All => "all",
         }
     }
@@ -83,6 +88,7 @@ pub fn run(scenario: Scenario, smoke: bool) -> anyhow::Result<Report> {
         Scenario::Scale => scale::run(smoke),
         Scenario::Cost => cost::run(smoke),
         Scenario::Datapath => datapath::run(smoke),
+        Scenario::Docker => docker::run(smoke),
         Scenario::All => anyhow::bail!("`all` is a list of scenarios, not one"),
     }?;
     report.scenario = scenario.name().to_string();
