@@ -343,10 +343,11 @@ agents_alive() {
     fail "3 alive agents not seen within 60s"
   fi
   tests/deploy/lab-run.sh m3 "ovctl host ls"
-  # They run with CAP_NET_ADMIN (12) and CAP_SYS_ADMIN (21) only.
+  # They run with CAP_NET_ADMIN (12), CAP_NET_RAW (13, for iptables with
+  # --docker-plugin) and CAP_SYS_ADMIN (21) only.
   for pid in "${pids[@]:3}"; do
     eff=$(sed -n 's/^CapEff:[[:space:]]*//p' "/proc/$pid/status")
-    [ "$eff" = 0000000000201000 ] || fail "agent $pid has capabilities $eff"
+    [ "$eff" = 0000000000203000 ] || fail "agent $pid has capabilities $eff"
   done
 }
 

@@ -41,8 +41,18 @@ impl<D: Dataplane> Endpoints<D> {
             container: Some(container),
         };
         let nobody = |_: &str| false;
-        let offer = self.store.offer_endpoint(&req, nobody).await?;
+        // As connect: the offer from the watch cache when it can be trusted
+        // (the claim's transaction still checks it against etcd).
+        let cached = match self.cached().await {
+            Some(snap) => self.store.offer_endpoint_cached(&snap.state, &req, nobody)?,
+            None => None,
+        };
+        let offer = match cached {
+            Some(offer) => offer,
+            None => self.store.offer_endpoint(&req, nobody).await?,
+        };
         let (ep, net) = self.store.claim_endpoint(offer, req, nobody).await?;
+        self.wrote(&net.name, ep.ip, true);
         info!(network = %net.name, ip = %ep.ip, "address reserved");
         Ok((ep, net))
     }
@@ -60,7 +70,7 @@ impl<D: Dataplane> Endpoints<D> {
         ip: Ipv4Addr,
     ) -> Result<Option<(EndpointRecord, NetworkRecord)>, AgentError> {
         validate::network_name(network)?;
-        let (net, endpoints) = self.store.network_endpoints(network).await?;
+        let (net, endpoints) = self.endpoints_of(network).await?;
         let ep = endpoints.into_iter().find(|e| e.ip == ip && e.host == self.me.node);
         Ok(ep.map(|ep| (ep, net)))
     }
@@ -112,6 +122,7 @@ impl<D: Dataplane> Endpoints<D> {
         if !self.store.release_endpoint_if(network, ip, &ep.id).await? {
             return Ok(None);
         }
+        self.wrote(network, ip, false);
         info!(network, %ip, "address released");
         Ok(Some(ep))
     }
