@@ -26,9 +26,10 @@ cargo test --workspace -- --test-threads "${OVNET_TEST_THREADS:-2}" 2>&1 | tee "
 # fails if any test lost a ping, handed something out twice or panicked.
 target/debug/ovreport --check --out target/reliability.md || status=1
 # Nothing the run wrote may land outside ignored paths.
-if ! diff <(echo "$before") <(git_state) >/dev/null; then
+after=$(git_state)
+if [ "$before" != "$after" ]; then
   echo "the run added or changed files that git sees (generated output belongs under target/):" >&2
-  diff <(echo "$before") <(git_state) | sed -n 's/^> /  /p' >&2
+  diff <(printf '%s\n' "$before") <(printf '%s\n' "$after") | sed -n 's/^> /  /p' >&2
   status=1
 fi
 # One closing line with the totals of every test binary.
