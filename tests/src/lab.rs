@@ -234,7 +234,7 @@ impl Lab {
             .arg(format!("unix://{}", h.socket.display()))
             .args(["--lease-ttl", &ttl])
             .args(&extra)
-            .env("OVNET_LOG", "info")
+            .env("OVNET_LOG", std::env::var("OVNET_LAB_AGENT_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
