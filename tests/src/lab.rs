@@ -365,6 +365,26 @@ impl Lab {
         }
     }
 
+    /// How host `i`'s agent exited, if it has (without waiting).
+    pub fn agent_exit(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.hosts[i].agent.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// Starts every etcd member again at once (members of a cluster only
+    /// serve together) and waits until all serve.
+    pub fn etcd_restart_all(&mut self) -> anyhow::Result<()> {
+        let mut members: Vec<&mut Etcd> =
+            std::iter::once(&mut self.etcd).chain(&mut self.etcd_peers).collect();
+        let mut offsets = Vec::new();
+        for m in members.iter_mut() {
+            offsets.push(m.relaunch()?);
+        }
+        for (m, offset) in members.iter_mut().zip(offsets) {
+            m.wait_relaunched(offset)?;
+        }
+        Ok(())
+    }
+
     /// Sends SIGTERM to host `i`'s agent and waits for it to exit.
     pub fn stop_agent(&mut self, i: usize) -> anyhow::Result<()> {
         if let Some(mut child) = self.hosts[i].agent.take() {

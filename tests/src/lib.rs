@@ -7,6 +7,7 @@
 //! labs run side by side and leave nothing behind when a test fails.
 
 pub mod bench;
+pub mod chaos;
 pub mod etcd;
 pub mod lab;
 pub mod netns;

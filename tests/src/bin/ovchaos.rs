@@ -1,0 +1,89 @@
+//! `ovchaos`: the seeded chaos soak of issue #15 (see `ovnet_tests::chaos`).
+//! Prints the seed first; `--seed` replays a schedule. Writes the report as
+//! JSON and as a Markdown table, and exits non-zero on any violation.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+use ovnet_tests::chaos::report::Summary;
+use ovnet_tests::chaos::run::{Options, run};
+
+#[derive(Parser, Debug)]
+#[command(name = "ovchaos", about = "Seeded fault soak of an ovnet lab, checking every invariant")]
+struct Cli {
+    /// The schedule's seed (default: a random one, printed first).
+    #[arg(long)]
+    seed: Option<u64>,
+    /// How long to apply faults, e.g. 10m, 120s.
+    #[arg(long, default_value = "10m", value_parser = parse_duration)]
+    duration: Duration,
+    /// Hosts in the lab.
+    #[arg(long, default_value_t = 5)]
+    hosts: usize,
+    /// The agents' lease TTL in seconds (faults "past the TTL" last longer).
+    #[arg(long, default_value_t = 3)]
+    lease_ttl: u64,
+    /// The longest whole-cluster etcd outage.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    max_outage: Duration,
+    /// How soon after a fault heals doctor must be clean and all pairs ping.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    converge: Duration,
+    /// Where to write chaos.json and chaos.md.
+    #[arg(long, default_value = "target/chaos")]
+    out: PathBuf,
+    /// A description of the machine, for the report.
+    #[arg(long, default_value = "this machine")]
+    machine: String,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = n.parse().map_err(|_| format!("{s:?}: expected a number with s or m, e.g. 120s or 10m"))?;
+    match unit {
+        "" | "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?}: the unit must be s or m")),
+    }
+}
+
+fn write(out: &std::path::Path, s: &Summary) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
+    std::fs::write(out.join("chaos.json"), serde_json::to_string_pretty(s)?)?;
+    std::fs::write(out.join("chaos.md"), s.markdown())?;
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    if let Ok(exe) = std::env::current_exe()
+        && let Some(dir) = exe.parent()
+    {
+        ovnet_tests::lab::set_bin_dir(dir.to_path_buf());
+    }
+    let seed = cli.seed.unwrap_or_else(|| {
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        t.as_nanos() as u64 ^ u64::from(std::process::id())
+    });
+    println!("ovchaos seed {seed} (replay: ovchaos --seed {seed} --duration {}s)", cli.duration.as_secs());
+    let opts = Options {
+        seed,
+        hosts: cli.hosts,
+        duration: cli.duration,
+        lease_ttl: cli.lease_ttl,
+        max_outage: cli.max_outage,
+        converge: cli.converge,
+        machine: cli.machine,
+    };
+    let summary = run(&opts)?;
+    write(&cli.out, &summary)?;
+    println!("{}", summary.markdown());
+    println!("report: {}", cli.out.join("chaos.json").display());
+    if !summary.violations.is_empty() {
+        eprintln!("ovchaos: seed {seed}: {} violation(s)", summary.violations.len());
+        std::process::exit(1);
+    }
+    Ok(())
+}
