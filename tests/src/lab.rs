@@ -365,6 +365,17 @@ impl Lab {
         }
     }
 
+    /// Takes host `i`'s underlay link down (the host drops off the network)
+    /// or up again, restoring the default route the kernel removed with it.
+    pub fn set_host_link(&self, i: usize, up: bool) -> anyhow::Result<()> {
+        let ns = &self.hosts[i].ns;
+        ns.ip(&["link", "set", "eth0", if up { "up" } else { "down" }])?;
+        if up {
+            ns.ip(&["route", "replace", "default", "via", &UNDERLAY_GW.to_string()])?;
+        }
+        Ok(())
+    }
+
     /// How host `i`'s agent exited, if it has (without waiting).
     pub fn agent_exit(&mut self, i: usize) -> Option<std::process::ExitStatus> {
         self.hosts[i].agent.as_mut()?.try_wait().ok().flatten()

@@ -42,8 +42,7 @@ fn host_up(world: &Mutex<World>, host: usize) {
 }
 
 fn set_link(lab: &Lab, host: usize, up: bool) -> anyhow::Result<()> {
-    lab.hosts[host].ns.ip(&["link", "set", "eth0", if up { "up" } else { "down" }])?;
-    Ok(())
+    lab.set_host_link(host, up)
 }
 
 /// The bad values written by `BadRecords`: not JSON, a future version, wrong types.

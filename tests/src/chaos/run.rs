@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::check::{DeadWindow, allocation, excused, state_of};
+use super::check::{DeadWindow, Loss, allocation, excused, state_of};
 use super::churn::{Agents, Churn, World};
 use super::inject::{Applied, apply, heal};
 use super::pings::Stream;
@@ -43,6 +43,7 @@ struct Run {
     dead: Vec<DeadWindow>,
     summary: Summary,
     panics: u64,
+    frozen_member: bool,
 }
 
 impl Run {
@@ -77,7 +78,7 @@ impl Run {
     /// Everything under the prefix, read through any member (a few tries).
     fn dump(&self) -> Option<BTreeMap<String, String>> {
         let prefix = self.lab.prefix.clone();
-        (0..3).find_map(|_| {
+        (0..2).find_map(|_| {
             let prefix = prefix.clone();
             self.lab
                 .with_etcd(move |mut c| async move {
@@ -98,7 +99,11 @@ impl Run {
     /// Allocation, agent exits and panics: the checks made at every step.
     fn check_step(&mut self) {
         let quorum = self.world.lock().map(|w| w.quorum).unwrap_or(false);
-        if quorum && let Some(dump) = self.dump() {
+        // The lab's own client balances at random: skip while a member is frozen.
+        if quorum
+            && !self.frozen_member
+            && let Some(dump) = self.dump()
+        {
             self.summary.checked("allocation (no double holding, blocks of the endpoint's host)", 1);
             for v in allocation(&state_of(&self.lab.prefix, &dump)) {
                 self.violation("allocation", v);
@@ -238,7 +243,18 @@ fn setup(opts: &Options) -> anyhow::Result<Run> {
         machine: opts.machine.clone(),
         ..Default::default()
     };
-    Ok(Run { opts: opts.clone(), lab, world, t0, streams, base, dead: Vec::new(), summary, panics: 0 })
+    Ok(Run {
+        opts: opts.clone(),
+        lab,
+        world,
+        t0,
+        streams,
+        base,
+        dead: Vec::new(),
+        summary,
+        panics: 0,
+        frozen_member: false,
+    })
 }
 
 /// Runs the whole soak; the summary holds every violation found.
@@ -263,7 +279,12 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     let result = timeline(&mut run, &steps);
     stop.store(true, Ordering::SeqCst);
     let churn = worker.join().map_err(|_| anyhow::anyhow!("the operations thread panicked"))?;
-    result?;
+    if let Err(e) = result {
+        // A fault that cannot be applied or healed ends the run, reported.
+        run.violation("runner", format!("{e:#}"));
+        run.summary.ran_secs = run.now();
+        return Ok(run.summary);
+    }
     super::finish::finish(&mut run_parts(&mut run), churn)?;
     run.summary.ran_secs = run.now();
     Ok(run.summary)
@@ -303,6 +324,7 @@ fn timeline(run: &mut Run, steps: &[Step]) -> anyhow::Result<()> {
         );
         run.summary.fault(step.fault.kind());
         let started = run.now();
+        run.frozen_member = matches!(step.fault, Fault::MemberFreeze { .. });
         let applied: Applied = apply(&mut run.lab, &run.world, &step.fault)
             .with_context(|| format!("applying {:?}", step.fault))?;
         let until = Instant::now() + step.hold;
@@ -313,6 +335,7 @@ fn timeline(run: &mut Run, steps: &[Step]) -> anyhow::Result<()> {
             );
         }
         heal(&mut run.lab, &run.world, &applied, 0).with_context(|| format!("healing {:?}", step.fault))?;
+        run.frozen_member = false;
         let healed = run.now();
         if let Fault::AgentFreeze { host } | Fault::HostDeath { host } | Fault::HostLost { host } = step.fault
         {
@@ -334,12 +357,24 @@ fn timeline(run: &mut Run, steps: &[Step]) -> anyhow::Result<()> {
 }
 
 /// Losses of every stream, sorted into excused and violations.
-pub(crate) fn tally_losses(streams: &[Stream], dead: &[DeadWindow]) -> (u64, u64, Vec<String>) {
+pub(crate) fn tally_losses(streams: &[Stream], dead: &[DeadWindow], stopped: f64) -> (u64, u64, Vec<String>) {
     let (mut sent, mut excused_n, mut bad) = (0, 0, Vec::new());
     for s in streams {
         let seen = s.seen();
-        sent += seen.last_seq;
-        for loss in &seen.losses {
+        // Unanswered since the last reply (toward a lost host): a loss too.
+        let tail = ((stopped - seen.last_at) / 0.01) as u64;
+        let mut losses = seen.losses.clone();
+        if tail > 50 {
+            losses.push(Loss {
+                from_host: s.from_host,
+                to_host: s.to_host,
+                lost: tail,
+                start: seen.last_at,
+                end: stopped,
+            });
+        }
+        sent += seen.last_seq + if tail > 50 { tail } else { 0 };
+        for loss in &losses {
             if excused(loss, dead) {
                 excused_n += loss.lost;
             } else {
