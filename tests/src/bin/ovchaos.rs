@@ -37,6 +37,9 @@ struct Cli {
     /// A description of the machine, for the report.
     #[arg(long, default_value = "this machine")]
     machine: String,
+    /// Print the fault schedule of the seed and exit.
+    #[arg(long)]
+    plan: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -68,6 +71,25 @@ fn main() -> anyhow::Result<()> {
         t.as_nanos() as u64 ^ u64::from(std::process::id())
     });
     println!("ovchaos seed {seed} (replay: ovchaos --seed {seed} --duration {}s)", cli.duration.as_secs());
+    if cli.plan {
+        let shape = ovnet_tests::chaos::schedule::Shape {
+            hosts: cli.hosts,
+            members: 3,
+            duration: cli.duration,
+            lease_ttl: Duration::from_secs(cli.lease_ttl),
+            max_outage: cli.max_outage,
+        };
+        for (n, s) in ovnet_tests::chaos::schedule::faults(seed, shape).iter().enumerate() {
+            println!(
+                "step {:3} at {:6.1} s for {:4.1} s: {:?}",
+                n + 1,
+                s.at.as_secs_f64(),
+                s.hold.as_secs_f64(),
+                s.fault
+            );
+        }
+        return Ok(());
+    }
     let opts = Options {
         seed,
         hosts: cli.hosts,
