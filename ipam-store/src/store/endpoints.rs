@@ -374,8 +374,9 @@ impl EtcdStore {
                 ops.push(TxnOp::put(block_key, encode(&block), self.owned_put()));
             }
         }
-        ops.push(TxnOp::put(ep_key, encode(&record), self.owned_put()));
-        let won = self.commit("allocating an endpoint", compares, ops).await?;
+        let value = encode(&record);
+        ops.push(TxnOp::put(ep_key.clone(), value.clone(), self.owned_put()));
+        let won = self.commit_witnessed("allocating an endpoint", compares, ops, &ep_key, &value).await?;
         Ok(won.then_some(record))
     }
 

@@ -314,6 +314,38 @@ impl EtcdStore {
         Ok(resp.succeeded())
     }
 
+    /// `commit` for a transaction that puts `value` at `key` (unique: a
+    /// record with a fresh id). When the answer is lost (the member died
+    /// mid-request, a chaos finding of #15) the request may still have been
+    /// applied; a linearizable read after the failure tells, and a write
+    /// that was applied is a success, not an error that leaves the caller
+    /// believing nothing was written.
+    pub(crate) async fn commit_witnessed(
+        &self,
+        what: &str,
+        compares: Vec<Compare>,
+        ops: Vec<TxnOp>,
+        key: &str,
+        value: &[u8],
+    ) -> Result<bool, Error> {
+        match self.commit(what, compares, ops).await {
+            Err(Error::EtcdUnavailable(msg)) => {
+                let (_, mut res) = self
+                    .read(what, vec![Read::Key(key.to_string())])
+                    .await
+                    .map_err(|_| Error::EtcdUnavailable(msg.clone()))?;
+                match res.pop().and_then(|kvs| kvs.into_iter().next()) {
+                    Some(kv) if kv.value == value => {
+                        tracing::info!(what, key, "the answer was lost, but the write was applied");
+                        Ok(true)
+                    }
+                    _ => Err(Error::EtcdUnavailable(msg)),
+                }
+            }
+            other => other,
+        }
+    }
+
     /// Reads one prefix and decodes it, logging (and skipping) bad records.
     async fn state_of(&self, what: &str, prefix: String) -> Result<ClusterState, Error> {
         let (revision, mut results) = self.read(what, vec![Read::Prefix(prefix)]).await?;
