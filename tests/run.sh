@@ -9,7 +9,7 @@ cargo build --workspace --bins
 cargo clippy --workspace --all-targets -- -D warnings
 bash tests/deploy/check.sh # deploy/ and vagrant/: scripts, units, Vagrantfile, a 3-member etcd lab
 target/debug/ovbench all --smoke # every benchmark scenario, tiny counts, no timing verdicts (BENCHMARKS.md)
-target/debug/ovchaos --seed 1 --duration 50s --hosts 3 --max-outage 8s --out target/chaos-seed1 && target/debug/ovchaos --duration 50s --hosts 3 --max-outage 8s --out target/chaos-random # chaos soak: a fixed seed, then a random one (printed first; --seed replays it)
+target/debug/ovchaos --seed 1 --duration 45s --hosts 3 --max-outage 8s --out target/chaos-seed1 && target/debug/ovchaos --duration 45s --hosts 3 --max-outage 8s --out target/chaos-random # chaos soak: a fixed seed, then a random one (printed first; --seed replays it)
 # Lab tests start several agents each; two at a time suits a 2-core machine.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -103,12 +103,14 @@ pub enum Verdict {
 }
 
 /// Failures that are the request's own fault, not the cluster's.
-const OWN_REASONS: [&str; 7] = [
+const OWN_REASONS: [&str; 9] = [
     "already exists",
     "is already used",
     "not found",
     "still in use",
     "is already connected",
+    "is not connected",
+    "which belongs to host",
     "no free",
     "is alive",
 ];
