@@ -104,7 +104,8 @@ impl Agents {
             Verdict::OwnReason => ("failed for its own reason", None),
             Verdict::Unreachable => ("failed: etcd unreachable (no quorum)", None),
             Verdict::Violation(v) => {
-                ("violation", Some(format!("`ovctl {}` on h{}: {v}", args.join(" "), i + 1)))
+                let at = format!("during step {}: `ovctl {}` on h{}", before.step, args.join(" "), i + 1);
+                ("violation", Some(format!("{at}: {v}")))
             }
         };
         ((op.to_string(), outcome.to_string(), violation), ok, stdout)
