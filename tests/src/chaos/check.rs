@@ -258,6 +258,10 @@ mod tests {
         assert_eq!(judge(&call(true, 900, "", Some(true))), Verdict::Succeeded);
         assert!(matches!(judge(&call(true, 5100, "", Some(true))), Verdict::Violation(_)));
         assert_eq!(judge(&call(false, 10, "network \"a\" already exists", Some(true))), Verdict::OwnReason);
+        let foreign = "address 10.1.3.1 lies in block 10.1.3.0/24, which belongs to host \"h3\"";
+        assert_eq!(judge(&call(false, 10, foreign, Some(true))), Verdict::OwnReason);
+        let gone = "namespace x is not connected to network a on host h3";
+        assert_eq!(judge(&call(false, 10, gone, Some(true))), Verdict::OwnReason);
         assert!(matches!(judge(&call(false, 4000, unreachable, Some(true))), Verdict::Violation(_)));
         assert_eq!(judge(&call(false, 4000, unreachable, Some(false))), Verdict::Unreachable);
         assert_eq!(judge(&call(false, 4000, unreachable, None)), Verdict::Unreachable);
