@@ -40,6 +40,9 @@ struct Cli {
     /// Print the fault schedule of the seed and exit.
     #[arg(long)]
     plan: bool,
+    /// Print the Markdown section of a saved report (chaos.json) and exit.
+    #[arg(long)]
+    render: Option<PathBuf>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -61,6 +64,13 @@ fn write(out: &std::path::Path, s: &Summary) -> anyhow::Result<()> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Some(path) = &cli.render {
+        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let summary: Summary =
+            serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        print!("{}", summary.markdown());
+        return Ok(());
+    }
     if let Ok(exe) = std::env::current_exe()
         && let Some(dir) = exe.parent()
     {
