@@ -93,13 +93,14 @@ impl Summary {
             let _ = writeln!(md, "| {k} | {n} |");
         }
         let _ = writeln!(md, "\nViolations: {}.", self.violations.len());
-        let _ = writeln!(
-            md,
-            "What earlier runs found is fixed, each with a regression test that reproduces it: `tests/tests/etcd_leader_loss.rs` and `tests/tests/chaos_findings.rs`."
-        );
         for v in &self.violations {
             let _ = writeln!(md, "- step {} at {:.1} s, {}: {}", v.step, v.at, v.invariant, v.evidence);
         }
+        md.push('\n');
+        let _ = writeln!(
+            md,
+            "The findings of earlier runs are fixed; their regression tests are in `tests/tests/etcd_leader_loss.rs` and `tests/tests/chaos_findings.rs`."
+        );
         md
     }
 }
