@@ -14,6 +14,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 bash tests/deploy/check.sh # deploy/ and vagrant/: scripts, units, Vagrantfile, a 3-member etcd lab
 echo "== ovbench all --smoke: debug build, tiny counts; checks that every scenario runs, judges no target (BENCHMARKS.md)"
 target/debug/ovbench all --smoke
+echo "== ovchaos: a short chaos soak, a fixed seed, then a random one (printed first; --seed replays it)"
+target/debug/ovchaos --seed 1 --duration 45s --hosts 3 --max-outage 8s --out target/chaos-seed1
+target/debug/ovchaos --duration 45s --hosts 3 --max-outage 8s --out target/chaos-random
 # Lab tests start several agents each; two at a time suits a 2-core machine.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -147,15 +147,26 @@ async fn release_dead_endpoints(
     metrics: Metrics,
 ) {
     while let Some(ep) = rx.recv().await {
-        match store.release_endpoint_if(&ep.network, ep.ip, &ep.id).await {
-            Ok(true) => {
-                info!(network = %ep.network, ip = %ep.ip, netns = %ep.netns, "released the address of a dead endpoint")
+        // With etcd unreachable the release is tried again as soon as etcd
+        // answers (chaos finding, #15): waiting for the reconcile loop's
+        // resend left the dead endpoint in etcd for 10 s after an outage.
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+        loop {
+            match store.release_endpoint_if(&ep.network, ep.ip, &ep.id).await {
+                Ok(true) => {
+                    info!(network = %ep.network, ip = %ep.ip, netns = %ep.netns, "released the address of a dead endpoint")
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    metrics.etcd_error();
+                    warn!(error = %e, network = %ep.network, ip = %ep.ip, "releasing a dead endpoint failed; will retry");
+                    if matches!(e, StoreError::EtcdUnavailable(_)) {
+                        tokio::time::sleep(backoff.next_delay()).await;
+                        continue;
+                    }
+                }
             }
-            Ok(false) => {}
-            Err(e) => {
-                metrics.etcd_error();
-                warn!(error = %e, network = %ep.network, ip = %ep.ip, "releasing a dead endpoint failed; will retry");
-            }
+            break;
         }
     }
 }

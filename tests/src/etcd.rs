@@ -327,6 +327,19 @@ impl Etcd {
         }
     }
 
+    /// Kills etcd and starts it again without waiting: with
+    /// [`Etcd::wait_relaunched`], for members that only serve together.
+    /// Returns where the log of the new run starts.
+    pub fn relaunch(&mut self) -> anyhow::Result<u64> {
+        self.stop();
+        self.launch()
+    }
+
+    /// Waits until a relaunched etcd serves.
+    pub fn wait_relaunched(&mut self, offset: u64) -> anyhow::Result<()> {
+        self.wait_ready(offset)
+    }
+
     /// Starts a stopped etcd again on the same data, ports and namespace.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.stop();

@@ -284,7 +284,7 @@ impl Lab {
             .args(["--lease-ttl", &ttl])
             .args(&extra)
             .args(&h.own_args)
-            .env("OVNET_LOG", "info")
+            .env("OVNET_LOG", std::env::var("OVNET_LAB_AGENT_LOG").unwrap_or_else(|_| "info".into()))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -423,6 +423,37 @@ impl Lab {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Takes host `i`'s underlay link down (the host drops off the network)
+    /// or up again, restoring the default route the kernel removed with it.
+    pub fn set_host_link(&self, i: usize, up: bool) -> anyhow::Result<()> {
+        let ns = &self.hosts[i].ns;
+        ns.ip(&["link", "set", "eth0", if up { "up" } else { "down" }])?;
+        if up {
+            ns.ip(&["route", "replace", "default", "via", &UNDERLAY_GW.to_string()])?;
+        }
+        Ok(())
+    }
+
+    /// How host `i`'s agent exited, if it has (without waiting).
+    pub fn agent_exit(&mut self, i: usize) -> Option<std::process::ExitStatus> {
+        self.hosts[i].agent.as_mut()?.try_wait().ok().flatten()
+    }
+
+    /// Starts every etcd member again at once (members of a cluster only
+    /// serve together) and waits until all serve.
+    pub fn etcd_restart_all(&mut self) -> anyhow::Result<()> {
+        let mut members: Vec<&mut Etcd> =
+            std::iter::once(&mut self.etcd).chain(&mut self.etcd_peers).collect();
+        let mut offsets = Vec::new();
+        for m in members.iter_mut() {
+            offsets.push(m.relaunch()?);
+        }
+        for (m, offset) in members.iter_mut().zip(offsets) {
+            m.wait_relaunched(offset)?;
+        }
+        Ok(())
     }
 
     /// Sends SIGTERM to host `i`'s agent and waits for it to exit.

@@ -7,6 +7,7 @@
 //! labs run side by side and leave nothing behind when a test fails.
 
 pub mod bench;
+pub mod chaos;
 pub mod docker;
 pub mod docker_demo;
 pub mod etcd;

@@ -403,8 +403,9 @@ impl EtcdStore {
                 ops.push(TxnOp::put(block_key, encode(&block), self.owned_put()));
             }
         }
-        ops.push(TxnOp::put(ep_key, encode(&record), self.owned_put()));
-        let won = self.commit("allocating an endpoint", compares, ops).await?;
+        let value = encode(&record);
+        ops.push(TxnOp::put(ep_key.clone(), value.clone(), self.owned_put()));
+        let won = self.commit_witnessed("allocating an endpoint", compares, ops, &ep_key, &value).await?;
         Ok(won.then_some(record))
     }
 
@@ -429,9 +430,16 @@ impl EtcdStore {
     /// deletion returns the record it removed.
     pub async fn release_endpoint(&self, network: &str, ip: Ipv4Addr) -> Result<EndpointRecord, Error> {
         let key = self.keys.endpoint(network, ip);
-        let mut c = self.client();
         let opts = DeleteOptions::new().with_prev_key();
-        let resp = self.timed("releasing an endpoint", c.delete(key.as_str(), Some(opts))).await?;
+        // Repeatable: a delete stuck on a frozen or dying member is sent to
+        // the next member after a second (chaos finding: disconnects failed
+        // with quorum up).
+        let resp = self
+            .retried("releasing an endpoint", || {
+                let (mut c, key, opts) = (self.client(), key.clone(), opts.clone());
+                async move { c.delete(key, Some(opts)).await }
+            })
+            .await?;
         let Some(kv) = resp.prev_kvs().first() else {
             return Err(Error::EndpointNotFound { network: network.to_string(), ip });
         };

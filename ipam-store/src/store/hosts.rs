@@ -221,24 +221,27 @@ impl EtcdStore {
 
     /// Renews `lease` once; returns its new TTL in seconds, 0 if the lease is gone.
     pub async fn keep_alive_once(&self, lease: i64) -> Result<i64, Error> {
+        // Repeatable: a renewal stuck on a frozen member moves on to the next
+        // one after a second, well inside a short lease TTL (chaos finding).
+        self.retried("renewing the host lease", || self.renew_once(lease)).await
+    }
+
+    async fn renew_once(&self, lease: i64) -> Result<i64, etcd_client::Error> {
         let mut c = self.client();
-        let renew = async move {
-            // The client sends one keep-alive while opening the stream and
-            // fails with LeaseKeepAliveError when the lease does not exist.
-            let (mut keeper, mut stream) = match c.lease_keep_alive(lease).await {
-                Ok(pair) => pair,
-                Err(etcd_client::Error::LeaseKeepAliveError(msg)) if msg.contains("not found") => {
-                    return Ok(0);
-                }
-                Err(e) => return Err(e),
-            };
-            keeper.keep_alive().await?;
-            match stream.message().await? {
-                Some(resp) => Ok(resp.ttl().max(0)),
-                None => Ok(0),
+        // The client sends one keep-alive while opening the stream and
+        // fails with LeaseKeepAliveError when the lease does not exist.
+        let (mut keeper, mut stream) = match c.lease_keep_alive(lease).await {
+            Ok(pair) => pair,
+            Err(etcd_client::Error::LeaseKeepAliveError(msg)) if msg.contains("not found") => {
+                return Ok(0);
             }
+            Err(e) => return Err(e),
         };
-        self.timed("renewing the host lease", renew).await
+        keeper.keep_alive().await?;
+        match stream.message().await? {
+            Some(resp) => Ok(resp.ttl().max(0)),
+            None => Ok(0),
+        }
     }
 
     /// Every host known from registrations, alive keys or block ownership, by name.

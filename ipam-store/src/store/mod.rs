@@ -12,6 +12,7 @@
 mod cached;
 mod endpoints;
 mod hosts;
+mod members;
 mod networks;
 mod update;
 mod watch;
@@ -20,13 +21,14 @@ use std::future::Future;
 use std::time::Duration;
 
 use etcd_client::{Client, Compare, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse};
+use members::Members;
 
 pub use endpoints::{EndpointOffer, NewEndpoint};
 pub use hosts::HostStatus;
 pub use networks::NewNetwork;
 pub use watch::{StoreWatch, WatchBatch, WatchEvent};
 
-use crate::error::{Error, connect_error, is_unavailable};
+use crate::error::{Error, is_unavailable};
 use crate::keys::Keys;
 use crate::records::{BlockRecord, EndpointRecord, NetworkRecord};
 use crate::state::{BadRecord, ClusterState};
@@ -76,10 +78,15 @@ impl Default for StoreConfig {
     }
 }
 
+/// The first try of a repeatable request gets this long before the next
+/// member is tried; each further try gets `ATTEMPT_STEP` more.
+const FIRST_ATTEMPT: Duration = Duration::from_millis(1000);
+const ATTEMPT_STEP: Duration = Duration::from_millis(500);
+
 /// A handle on the cluster's records in etcd.
 #[derive(Clone)]
 pub struct EtcdStore {
-    client: Client,
+    members: Members,
     /// The same endpoints, with `require_leader` (see `watch`).
     watcher: Client,
     keys: Keys,
@@ -125,42 +132,36 @@ impl EtcdStore {
             opts = opts.with_tls(tls.clone());
         }
         let deadline = cfg.connect_timeout.max(cfg.request_timeout);
-        let client =
-            match tokio::time::timeout(deadline, Client::connect(&cfg.endpoints, Some(opts.clone()))).await {
-                Ok(Ok(c)) => c,
-                Ok(Err(e)) => return Err(connect_error(&endpoints, &e)),
-                Err(_) => {
-                    return Err(Error::EtcdUnavailable(format!(
-                        "no answer from {endpoints} within {deadline:?}"
-                    )));
-                }
-            };
+        let members = Members::connect(&cfg.endpoints, &opts, deadline).await?;
         // Watches go through their own client that requires a leader: a
         // member cut off from the quorum cancels them ("no leader") instead
         // of keeping them open and silent (flannel does the same).
         let watch_opts = opts.clone().with_require_leader(true);
         let watcher = match Client::connect(&cfg.endpoints, Some(watch_opts)).await {
             Ok(c) => c,
-            Err(e) => return Err(connect_error(&endpoints, &e)),
+            Err(e) => return Err(crate::error::connect_error(&endpoints, &e)),
         };
         let store = EtcdStore {
-            client,
+            members,
             watcher,
             keys: Keys::new(&cfg.prefix),
             endpoints,
             request_timeout: cfg.request_timeout,
             reservation: Default::default(),
         };
-        let mut c = store.client();
         let probe = GetOptions::new().with_prefix().with_count_only();
-        match tokio::time::timeout(cfg.request_timeout, c.get(store.keys.all(), Some(probe))).await {
-            Ok(Ok(_)) => Ok(store),
-            Ok(Err(e)) => Err(connect_error(&store.endpoints, &e)),
-            Err(_) => Err(Error::EtcdUnavailable(format!(
-                "no answer from {} within {:?}",
-                store.endpoints, cfg.request_timeout
-            ))),
-        }
+        store
+            .retried_if("connecting", probe_transient, true, || {
+                let mut c = store.client();
+                let (key, probe) = (store.keys.all(), probe.clone());
+                async move { c.get(key, Some(probe)).await }
+            })
+            .await
+            .map_err(|e| match e {
+                Error::Etcd(e) => crate::error::connect_error(&store.endpoints, &e),
+                e => e,
+            })?;
+        Ok(store)
     }
 
     /// From now on, blocks and endpoints written through this store (and its
@@ -181,29 +182,33 @@ impl EtcdStore {
         &self.keys
     }
 
-    /// A clone of the underlying etcd client.
+    /// A client of the member calls go to now (see `members`).
     pub fn client(&self) -> Client {
-        self.client.clone()
+        self.members.client()
     }
 
     /// Runs one etcd call bounded by the request timeout, mapping connection
-    /// failures to `EtcdUnavailable`.
+    /// failures to `EtcdUnavailable`; the call is not repeated, but the
+    /// next call goes to another member if this one failed or stalled.
     pub(crate) async fn timed<T>(
         &self,
         what: &str,
         fut: impl Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<T, Error> {
-        match tokio::time::timeout(self.request_timeout, fut).await {
-            Ok(Ok(v)) => Ok(v),
+        let member = self.members.current();
+        let result = match tokio::time::timeout(self.request_timeout, fut).await {
+            Ok(Ok(v)) => return Ok(v),
             Ok(Err(e)) if is_unavailable(&e) => {
                 Err(Error::EtcdUnavailable(format!("{what}: {} failed: {e}", self.endpoints)))
             }
-            Ok(Err(e)) => Err(Error::Etcd(e)),
+            Ok(Err(e)) => return Err(Error::Etcd(e)),
             Err(_) => Err(Error::EtcdUnavailable(format!(
                 "{what}: no answer from {} within {:?}",
                 self.endpoints, self.request_timeout
             ))),
-        }
+        };
+        self.members.failed(member);
+        result
     }
 
     /// Like `timed`, for requests that are safe to repeat (reads, lease
@@ -214,43 +219,65 @@ impl EtcdStore {
     where
         F: Future<Output = Result<T, etcd_client::Error>>,
     {
-        self.retried_if(what, is_unavailable, call).await
+        self.retried_if(what, is_unavailable, true, call).await
     }
 
     /// Like `timed`, retrying the failures `transient` accepts until the
-    /// request timeout runs out.
+    /// request timeout runs out, each time on the next member. A
+    /// `repeatable` request is also abandoned (and repeated) when one member
+    /// stalls; any other is waited for, as it may be applied.
     async fn retried_if<T, F>(
         &self,
         what: &str,
         transient: fn(&etcd_client::Error) -> bool,
+        repeatable: bool,
         mut call: impl FnMut() -> F,
     ) -> Result<T, Error>
     where
         F: Future<Output = Result<T, etcd_client::Error>>,
     {
         let deadline = tokio::time::Instant::now() + self.request_timeout;
-        let mut pause = Duration::from_millis(25);
+        let mut pause = Duration::from_millis(10);
+        let mut patience = FIRST_ATTEMPT;
         loop {
+            let member = self.members.current();
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let attempt = tokio::time::timeout(left, call()).await;
-            match attempt {
-                Ok(Err(e)) if transient(&e) && tokio::time::Instant::now() + pause < deadline => {
-                    tracing::debug!(error = %e, what, "transient etcd failure; retrying");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(400));
-                }
+            let limit = if repeatable { left.min(patience) } else { left };
+            let error = match tokio::time::timeout(limit, call()).await {
                 Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) if is_unavailable(&e) => {
-                    return Err(Error::EtcdUnavailable(format!("{what}: {} failed: {e}", self.endpoints)));
+                Ok(Err(e)) if !transient(&e) && !is_unavailable(&e) => return Err(Error::Etcd(e)),
+                Ok(Err(e)) => {
+                    self.members.failed(member);
+                    if !transient(&e) {
+                        return Err(Error::EtcdUnavailable(format!(
+                            "{what}: {} failed: {e}",
+                            self.endpoints
+                        )));
+                    }
+                    Error::EtcdUnavailable(format!("{what}: {} failed: {e}", self.endpoints))
                 }
-                Ok(Err(e)) => return Err(Error::Etcd(e)),
                 Err(_) => {
-                    return Err(Error::EtcdUnavailable(format!(
+                    self.members.failed(member);
+                    if !repeatable {
+                        return Err(Error::EtcdUnavailable(format!(
+                            "{what}: no answer from {} within {:?}",
+                            self.endpoints, self.request_timeout
+                        )));
+                    }
+                    Error::EtcdUnavailable(format!(
                         "{what}: no answer from {} within {:?}",
                         self.endpoints, self.request_timeout
-                    )));
+                    ))
                 }
+            };
+            let now = tokio::time::Instant::now();
+            if now + Duration::from_millis(5) >= deadline {
+                return Err(error);
             }
+            tracing::debug!(%error, what, member, "transient etcd failure; retrying on the next member");
+            tokio::time::sleep(pause.min(deadline - now)).await;
+            pause = (pause * 2).min(Duration::from_millis(400));
+            patience += ATTEMPT_STEP;
         }
     }
 
@@ -292,13 +319,45 @@ impl EtcdStore {
         // Only a request that never left (no connection to that member) is
         // repeated: one that reached etcd may have been applied.
         let resp = self
-            .retried_if(what, never_sent, || {
+            .retried_if(what, never_sent, false, || {
                 let mut c = self.client();
                 let txn = Txn::new().when(compares.clone()).and_then(ops.clone());
                 async move { c.txn(txn).await }
             })
             .await?;
         Ok(resp.succeeded())
+    }
+
+    /// `commit` for a transaction that puts `value` at `key` (unique: a
+    /// record with a fresh id). When the answer is lost (the member died
+    /// mid-request, a chaos finding of #15) the request may still have been
+    /// applied; a linearizable read after the failure tells, and a write
+    /// that was applied is a success, not an error that leaves the caller
+    /// believing nothing was written.
+    pub(crate) async fn commit_witnessed(
+        &self,
+        what: &str,
+        compares: Vec<Compare>,
+        ops: Vec<TxnOp>,
+        key: &str,
+        value: &[u8],
+    ) -> Result<bool, Error> {
+        match self.commit(what, compares, ops).await {
+            Err(Error::EtcdUnavailable(msg)) => {
+                let (_, mut res) = self
+                    .read(what, vec![Read::Key(key.to_string())])
+                    .await
+                    .map_err(|_| Error::EtcdUnavailable(msg.clone()))?;
+                match res.pop().and_then(|kvs| kvs.into_iter().next()) {
+                    Some(kv) if kv.value == value => {
+                        tracing::info!(what, key, "the answer was lost, but the write was applied");
+                        Ok(true)
+                    }
+                    _ => Err(Error::EtcdUnavailable(msg)),
+                }
+            }
+            other => other,
+        }
     }
 
     /// Reads one prefix and decodes it, logging (and skipping) bad records.
@@ -418,6 +477,12 @@ fn compacted_at(e: Error, revision: i64) -> Error {
         }
         other => other,
     }
+}
+
+/// Whether a failed probe of a new connection is worth repeating on another
+/// member: a member that cannot be reached, not refused credentials.
+fn probe_transient(e: &etcd_client::Error) -> bool {
+    is_unavailable(e) && matches!(crate::error::connect_error("", e), Error::EtcdUnavailable(_))
 }
 
 /// Whether a failed request never reached etcd: the client could not even

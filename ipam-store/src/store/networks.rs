@@ -164,9 +164,12 @@ impl EtcdStore {
                 Compare::version(vni_key.clone(), CompareOp::Equal, 0),
                 Compare::mod_revision(keys.networks_prefix(), CompareOp::Less, rev + 1).with_prefix(),
             ];
-            let ops =
-                vec![TxnOp::put(net_key, encode(&record), None), TxnOp::put(vni_key, encode(&index), None)];
-            if self.commit("creating a network", compares, ops).await? {
+            let value = encode(&record);
+            let ops = vec![
+                TxnOp::put(net_key.clone(), value.clone(), None),
+                TxnOp::put(vni_key, encode(&index), None),
+            ];
+            if self.commit_witnessed("creating a network", compares, ops, &net_key, &value).await? {
                 tracing::info!(network = %record.name, subnet = %record.subnet, vni = record.vni, "created network");
                 return Ok(record);
             }

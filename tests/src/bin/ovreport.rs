@@ -22,6 +22,10 @@ struct Cli {
     /// Fail (exit 1) if any outcome shows a lost ping, a duplicate or a panic.
     #[arg(long)]
     check: bool,
+    /// A chaos run's report (`ovchaos` writes chaos.json); when the file
+    /// exists, its section ends the page.
+    #[arg(long, default_value = "docs/chaos.json")]
+    chaos: PathBuf,
 }
 
 const REPRODUCE: &str =
@@ -92,7 +96,13 @@ fn main() -> anyhow::Result<()> {
     if outcomes.is_empty() {
         bail!("no outcomes in {}: run the tests first (tests/run.sh, as root)", dir.display());
     }
-    let md = render(&outcomes);
+    let mut md = render(&outcomes);
+    if let Ok(text) = std::fs::read_to_string(&cli.chaos) {
+        let run: ovnet_tests::chaos::report::Summary =
+            serde_json::from_str(&text).with_context(|| format!("reading {}", cli.chaos.display()))?;
+        md.push('\n');
+        md.push_str(&run.markdown());
+    }
     match &cli.out {
         Some(path) => std::fs::write(path, &md).with_context(|| format!("writing {}", path.display()))?,
         None => print!("{md}"),
