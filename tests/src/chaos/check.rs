@@ -199,7 +199,7 @@ mod tests {
         (
             format!("endpoints/{net}/{ip}"),
             json!({"v":1,"id":"e","network":net,"host":host,"netns":netns,"ip":ip,
-                   "mac":"02:42:0a:00:00:02","ifname":"eth0","host_ifname":"ovv1","created_at":0}),
+                   "mac":"02:42:0a:00:00:02","ifname":"eth0","host_ifname":"ovve1","created_at":0}),
         )
     }
 
