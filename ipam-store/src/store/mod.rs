@@ -342,12 +342,20 @@ impl EtcdStore {
         key: &str,
         value: &[u8],
     ) -> Result<bool, Error> {
+        let started = tokio::time::Instant::now();
         match self.commit(what, compares, ops).await {
             Err(Error::EtcdUnavailable(msg)) => {
-                let (_, mut res) = self
-                    .read(what, vec![Read::Key(key.to_string())])
-                    .await
-                    .map_err(|_| Error::EtcdUnavailable(msg.clone()))?;
+                // The read-back gets what is left of one request timeout, so
+                // a call still fails within it when etcd is down altogether.
+                let left = self.request_timeout.saturating_sub(started.elapsed());
+                if left < Duration::from_millis(100) {
+                    return Err(Error::EtcdUnavailable(msg));
+                }
+                let read =
+                    tokio::time::timeout(left, self.read(what, vec![Read::Key(key.to_string())])).await;
+                let Ok(Ok((_, mut res))) = read else {
+                    return Err(Error::EtcdUnavailable(msg));
+                };
                 match res.pop().and_then(|kvs| kvs.into_iter().next()) {
                     Some(kv) if kv.value == value => {
                         tracing::info!(what, key, "the answer was lost, but the write was applied");
