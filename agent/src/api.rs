@@ -54,6 +54,8 @@ impl<D: Dataplane> AgentService<D> {
     async fn create(&self, r: pb::CreateNetworkRequest) -> Result<pb::Network, AgentError> {
         let driver = if r.driver.is_empty() { "overlay".to_string() } else { r.driver };
         validate::driver(&driver)?;
+        // A bridge network belongs to this host (overlay networks to none).
+        let host = Some(self.me.node.clone());
         let subnet = match r.subnet.as_str() {
             "" => None,
             s => Some(s.parse::<Ipv4Net>().map_err(|_| {
@@ -81,9 +83,9 @@ impl<D: Dataplane> AgentService<D> {
         }
         let net = self
             .store
-            .create_network(NewNetwork { name: r.name, driver, subnet, vni: r.vni, block_prefix, mtu })
+            .create_network(NewNetwork { name: r.name, driver, host, subnet, vni: r.vni, block_prefix, mtu })
             .await?;
-        info!(network = %net.name, id = %net.id, subnet = %net.subnet, vni = net.vni, "network created");
+        info!(network = %net.name, id = %net.id, driver = %net.driver, subnet = %net.subnet, vni = net.vni, "network created");
         Ok(network_pb(&net))
     }
 
@@ -131,7 +133,8 @@ fn network_pb(n: &NetworkRecord) -> pb::Network {
     pb::Network {
         id: n.id.clone(),
         name: n.name.clone(),
-        driver: n.driver.clone(),
+        driver: n.driver.to_string(),
+        host: n.owner().unwrap_or_default().to_string(),
         subnet: n.subnet.to_string(),
         gateway: n.gateway.to_string(),
         vni: n.vni,

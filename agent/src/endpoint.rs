@@ -147,8 +147,9 @@ impl<D: Dataplane> Endpoints<D> {
             container_ref(c)?;
         }
         if !self.ready.borrow().contains(&a.network) {
-            // Not built here (yet): a clear "not found" before waiting for it.
-            self.store.get_network(&a.network).await?;
+            // Not built here (yet): a clear "not found", or "a bridge network
+            // of another host", before waiting for it.
+            self.store.get_network(&a.network).await?.check_usable_on(&self.me.node)?;
         }
         self.wait_registered().await?;
         let _plumbing = self.plumbing.lock().await;

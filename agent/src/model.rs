@@ -82,13 +82,48 @@ pub struct VxlanSpec {
 pub struct NetworkDatapath {
     pub network: String,
     pub bridge: BridgeSpec,
+    /// What the network's driver adds to the bridge.
+    pub driver: DriverDatapath,
+    /// Host ends of local endpoints' veths, to be ports of the bridge.
+    pub ports: BTreeSet<String>,
+}
+
+impl NetworkDatapath {
+    /// The VXLAN side of an overlay network; `None` for a bridge network.
+    pub fn overlay(&self) -> Option<&OverlayDatapath> {
+        match &self.driver {
+            DriverDatapath::Overlay(o) => Some(o),
+            DriverDatapath::Bridge => None,
+        }
+    }
+
+    pub fn overlay_mut(&mut self) -> Option<&mut OverlayDatapath> {
+        match &mut self.driver {
+            DriverDatapath::Overlay(o) => Some(o),
+            DriverDatapath::Bridge => None,
+        }
+    }
+}
+
+/// The driver's part of a network's datapath, beside the bridge and ports
+/// every driver has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DriverDatapath {
+    /// A VXLAN device on the bridge, with entries toward the endpoints on
+    /// other hosts.
+    Overlay(OverlayDatapath),
+    /// Nothing more: a network of this host alone (no VXLAN device, no entries).
+    Bridge,
+}
+
+/// The VXLAN device of an overlay network and its entries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OverlayDatapath {
     pub vxlan: VxlanSpec,
     /// Remote endpoints' MACs and flood entries toward live peers.
     pub fdb: BTreeSet<FdbEntry>,
     /// Remote endpoints' IP -> MAC.
     pub neigh: BTreeSet<NeighEntry>,
-    /// Host ends of local endpoints' veths, to be ports of the bridge.
-    pub ports: BTreeSet<String>,
 }
 
 /// What this host's kernel should hold, keyed by bridge name. Each

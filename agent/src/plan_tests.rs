@@ -25,22 +25,31 @@ fn network(vni: u32) -> NetworkDatapath {
             addr: "10.77.0.1/16".parse().unwrap(),
             mtu: 1450,
         },
-        vxlan: VxlanSpec {
-            name: vxlan_name(vni),
-            vni,
-            local: ip(192, 0, 2, 1),
-            port: VXLAN_PORT,
-            mtu: 1450,
-            master: bridge,
-        },
-        fdb: BTreeSet::from([
-            FdbEntry { mac: Mac::ZERO, dst: ip(192, 0, 2, 2) },
-            FdbEntry { mac: Mac::ZERO, dst: ip(192, 0, 2, 3) },
-            FdbEntry { mac: Mac::endpoint(ip(10, 77, 1, 2)), dst: ip(192, 0, 2, 2) },
-        ]),
-        neigh: BTreeSet::from([NeighEntry { ip: ip(10, 77, 1, 2), mac: Mac::endpoint(ip(10, 77, 1, 2)) }]),
+        driver: DriverDatapath::Overlay(OverlayDatapath {
+            vxlan: VxlanSpec {
+                name: vxlan_name(vni),
+                vni,
+                local: ip(192, 0, 2, 1),
+                port: VXLAN_PORT,
+                mtu: 1450,
+                master: bridge,
+            },
+            fdb: BTreeSet::from([
+                FdbEntry { mac: Mac::ZERO, dst: ip(192, 0, 2, 2) },
+                FdbEntry { mac: Mac::ZERO, dst: ip(192, 0, 2, 3) },
+                FdbEntry { mac: Mac::endpoint(ip(10, 77, 1, 2)), dst: ip(192, 0, 2, 2) },
+            ]),
+            neigh: BTreeSet::from([NeighEntry {
+                ip: ip(10, 77, 1, 2),
+                mac: Mac::endpoint(ip(10, 77, 1, 2)),
+            }]),
+        }),
         ports: BTreeSet::from(["ovveabc".to_string()]),
     }
+}
+
+fn ov(n: &mut NetworkDatapath) -> &mut OverlayDatapath {
+    n.overlay_mut().expect("an overlay network")
 }
 
 fn desired(nets: &[NetworkDatapath]) -> Desired {
@@ -134,9 +143,9 @@ async fn removed_endpoint_and_dead_peer_entries_go_away_after_additions() {
     let dp = FakeDataplane::default();
     converge(&desired(std::slice::from_ref(&full)), &dp).await;
     let mut less = full.clone();
-    less.fdb.retain(|e| e.dst != ip(192, 0, 2, 2));
-    less.neigh.clear();
-    less.fdb.insert(FdbEntry { mac: Mac::ZERO, dst: ip(192, 0, 2, 4) });
+    ov(&mut less).fdb.retain(|e| e.dst != ip(192, 0, 2, 2));
+    ov(&mut less).neigh.clear();
+    ov(&mut less).fdb.insert(FdbEntry { mac: Mac::ZERO, dst: ip(192, 0, 2, 4) });
     let ops = plan(&desired(&[less]), &dp.observe().await.unwrap());
     assert_eq!(
         ops,
@@ -159,8 +168,8 @@ async fn moved_endpoint_is_replaced_not_duplicated() {
     let dp = FakeDataplane::default();
     converge(&desired(&[n.clone()]), &dp).await;
     let mac = Mac::endpoint(ip(10, 77, 1, 2));
-    n.fdb.remove(&FdbEntry { mac, dst: ip(192, 0, 2, 2) });
-    n.fdb.insert(FdbEntry { mac, dst: ip(192, 0, 2, 3) });
+    ov(&mut n).fdb.remove(&FdbEntry { mac, dst: ip(192, 0, 2, 2) });
+    ov(&mut n).fdb.insert(FdbEntry { mac, dst: ip(192, 0, 2, 3) });
     let obs = converge(&desired(&[n]), &dp).await;
     let with_mac: Vec<_> = obs.fdb["ovvx4096"].iter().filter(|e| e.mac == mac).collect();
     assert_eq!(with_mac, vec![&FdbEntry { mac, dst: ip(192, 0, 2, 3) }]);

@@ -315,7 +315,7 @@ async fn ready_networks<D: Dataplane>(
         .values()
         .filter(|n| {
             o.links.get(&n.bridge.name).is_some_and(|l| l.kind == LinkKind::Bridge)
-                && o.links.contains_key(&n.vxlan.name)
+                && n.overlay().is_none_or(|ov| o.links.contains_key(&ov.vxlan.name))
                 && isolated(&n.bridge.name)
         })
         .map(|n| n.network.clone())

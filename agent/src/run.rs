@@ -102,7 +102,8 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     ];
     tasks.extend(http.map(|handle| Task { name: "metrics listener", handle }));
     tasks.extend(cfg.cni_conf_dir.clone().zip(cni_agent).map(|(dir, agent)| {
-        Task::spawn("cni conflists", crate::cni::run(dir, agent, state_rx.clone(), cfg.resync_interval()))
+        let cni = crate::cni::run(dir, agent, me.node.clone(), state_rx.clone(), cfg.resync_interval());
+        Task::spawn("cni conflists", cni)
     }));
     let endpoints = Arc::new(
         Endpoints::new(store.clone(), dp.clone(), me, ready_rx)

@@ -18,7 +18,7 @@ use crate::error::CtlError;
 /// Where the agent listens unless `-H`/`OVNET_HOST` says otherwise.
 pub const DEFAULT_HOST: &str = "unix:///run/ovnet/ovagent.sock";
 /// Network drivers the agent implements.
-pub const SUPPORTED_DRIVERS: &[&str] = &["overlay"];
+pub const SUPPORTED_DRIVERS: &[&str] = &["overlay", "bridge"];
 /// The largest VXLAN network identifier (24 bits).
 pub const MAX_VNI: u32 = (1 << 24) - 1;
 
@@ -193,7 +193,7 @@ pub enum NetworkCommand {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// Network driver.
+    /// Network driver: overlay (every host) or bridge (this host alone).
     #[arg(short = 'd', long, default_value = "overlay", value_parser = parse_driver)]
     pub driver: String,
     /// IPv4 subnet; by default the agent picks a free /16.

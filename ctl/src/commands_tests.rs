@@ -28,6 +28,7 @@ fn network(name: &str, id: &str, third: u8) -> pb::Network {
         id: id.into(),
         name: name.into(),
         driver: "overlay".into(),
+        host: String::new(),
         subnet: format!("10.{third}.0.0/16"),
         gateway: format!("10.{third}.0.1"),
         vni: 4096 + u32::from(third),
@@ -250,9 +251,9 @@ async fn network_ls_sorts_by_name() {
     let table = ok(&host, &["network", "ls"]).await;
     assert_eq!(
         table,
-        "NAME   ID             DRIVER    SUBNET          GATEWAY      VNI    MTU\n\
-         blue   0123456789ab   overlay   10.128.0.0/16   10.128.0.1   4224   1450\n\
-         red    fedcba987654   overlay   10.129.0.0/16   10.129.0.1   4225   1450\n"
+        "NAME   ID             DRIVER    HOST   SUBNET          GATEWAY      VNI    MTU\n\
+         blue   0123456789ab   overlay   -      10.128.0.0/16   10.128.0.1   4224   1450\n\
+         red    fedcba987654   overlay   -      10.129.0.0/16   10.129.0.1   4225   1450\n"
     );
     let json = ok(&host, &["network", "ls", "--format", "json"]).await;
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();

@@ -15,6 +15,8 @@ pub struct NetworkView {
     pub id: String,
     pub name: String,
     pub driver: String,
+    /// The host a bridge network belongs to; `null` for an overlay network.
+    pub host: Option<String>,
     pub subnet: String,
     pub gateway: String,
     pub vni: u32,
@@ -28,6 +30,7 @@ impl From<pb::Network> for NetworkView {
             id: n.id,
             name: n.name,
             driver: n.driver,
+            host: Some(n.host).filter(|h| !h.is_empty()),
             subnet: n.subnet,
             gateway: n.gateway,
             vni: n.vni,

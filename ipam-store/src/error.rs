@@ -72,6 +72,11 @@ pub enum Error {
     #[error("address {ip} lies in block {block}, which belongs to host {host:?}")]
     BlockOwnedByOtherHost { ip: Ipv4Addr, block: Ipv4Net, host: String },
 
+    #[error(
+        "network {network:?} is a bridge network of host {owner:?}: only {owner:?} builds it and connects to it (this is host {host:?})"
+    )]
+    NetworkOfOtherHost { network: String, owner: String, host: String },
+
     #[error("network {network:?} is still in use by {endpoints} endpoint{}", plural_s(.endpoints))]
     NetworkInUse { network: String, endpoints: usize },
 
@@ -149,6 +154,7 @@ impl Error {
             NetworkNotFound(_) | EndpointNotFound { .. } | HostNotFound(_) => ErrorKind::NotFound,
             PoolExhausted { .. } | NoFreeVni | AddressExhausted { .. } => ErrorKind::ResourceExhausted,
             BlockOwnedByOtherHost { .. }
+            | NetworkOfOtherHost { .. }
             | NetworkInUse { .. }
             | HostAlive(_)
             | Compacted { .. }

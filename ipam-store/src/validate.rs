@@ -8,9 +8,10 @@
 use ipnet::Ipv4Net;
 
 use crate::error::Error;
+use crate::records::Driver;
 
 /// The drivers this version implements.
-pub const SUPPORTED_DRIVERS: &str = "\"overlay\"";
+pub const SUPPORTED_DRIVERS: &str = "\"overlay\", \"bridge\"";
 
 fn name_chars_ok(name: &str) -> Result<(), &'static str> {
     let mut chars = name.chars();
@@ -125,13 +126,12 @@ pub fn block_prefix(subnet: &Ipv4Net, len: u8) -> Result<(), Error> {
     Ok(())
 }
 
-/// The network driver: only "overlay" exists.
-pub fn driver(driver: &str) -> Result<(), Error> {
-    if driver == "overlay" {
-        Ok(())
-    } else {
-        Err(Error::UnsupportedDriver { driver: driver.to_string(), supported: SUPPORTED_DRIVERS })
-    }
+/// The network driver: "overlay" or "bridge".
+pub fn driver(driver: &str) -> Result<Driver, Error> {
+    Driver::ALL
+        .into_iter()
+        .find(|d| d.as_str() == driver)
+        .ok_or_else(|| Error::UnsupportedDriver { driver: driver.to_string(), supported: SUPPORTED_DRIVERS })
 }
 
 #[cfg(test)]
@@ -185,8 +185,11 @@ mod tests {
 
     #[test]
     fn drivers() {
-        assert!(driver("overlay").is_ok());
-        let e = driver("bridge").unwrap_err().to_string();
-        assert!(e.contains("\"bridge\"") && e.contains("\"overlay\""), "{e}");
+        assert_eq!(driver("overlay").unwrap(), Driver::Overlay);
+        assert_eq!(driver("bridge").unwrap(), Driver::Bridge);
+        for bad in ["macvlan", "", "Bridge", "overlay "] {
+            let e = driver(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("{bad:?}")) && e.contains("\"overlay\", \"bridge\""), "{e}");
+        }
     }
 }

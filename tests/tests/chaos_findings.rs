@@ -118,6 +118,7 @@ async fn a_network_create_whose_answer_is_lost_after_etcd_applied_it_succeeds() 
     let req = NewNetwork {
         name: "lost".into(),
         driver: "overlay".into(),
+        host: None,
         subnet: None,
         vni: None,
         block_prefix: None,

@@ -31,6 +31,7 @@ fn net(name: &str) -> NewNetwork {
     NewNetwork {
         name: name.to_string(),
         driver: "overlay".to_string(),
+        host: None,
         subnet: None,
         vni: None,
         block_prefix: None,

@@ -165,7 +165,11 @@ impl<D: Dataplane> DockerSync<D> {
         let mut failed = false;
         if self.mirror {
             let docker = engine.networks().await?;
-            let p = plan(&state.networks, &docker);
+            // Another host's bridge network cannot be used here.
+            let node = &self.janitor.endpoints.host().node;
+            let here = state.networks.iter().filter(|(_, n)| n.usable_on(node));
+            let here: BTreeMap<String, NetworkRecord> = here.map(|(k, n)| (k.clone(), n.clone())).collect();
+            let p = plan(&here, &docker);
             failed = !self.apply(engine, p).await?;
         }
         let recheck = self.janitor.pass(engine, state).await?;
@@ -243,7 +247,8 @@ mod tests {
             v: 1,
             id: format!("{name}-id"),
             name: name.into(),
-            driver: "overlay".into(),
+            driver: ovnet_ipam_store::Driver::Overlay,
+            host: None,
             subnet: subnet.parse().unwrap(),
             gateway: "10.0.0.1".parse().unwrap(),
             vni: 4096,

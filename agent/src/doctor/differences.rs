@@ -16,8 +16,14 @@ use crate::plan::plan;
 /// Adds one finding per difference; returns the devices whose MTU differs.
 pub(super) fn kernel_vs_etcd(inp: &Inputs, out: &mut Vec<Finding>) -> BTreeSet<String> {
     let ops = plan(&inp.desired, &inp.observed);
-    let wanted: BTreeSet<&str> =
-        inp.desired.networks.values().flat_map(|n| [n.bridge.name.as_str(), n.vxlan.name.as_str()]).collect();
+    let wanted: BTreeSet<&str> = inp
+        .desired
+        .networks
+        .values()
+        .flat_map(|n| {
+            std::iter::once(n.bridge.name.as_str()).chain(n.overlay().map(|o| o.vxlan.name.as_str()))
+        })
+        .collect();
     let mut mtu = BTreeSet::new();
     let before = out.len();
     for op in &ops {
@@ -63,9 +69,9 @@ fn firewall(have: &FirewallState, want: &Firewall) -> String {
 }
 
 fn in_sync(inp: &Inputs) -> String {
-    let nets = inp.desired.networks.values();
-    let fdb: usize = nets.clone().map(|n| n.fdb.len()).sum();
-    let neigh: usize = nets.map(|n| n.neigh.len()).sum();
+    let overlays = inp.desired.networks.values().filter_map(|n| n.overlay());
+    let fdb: usize = overlays.clone().map(|o| o.fdb.len()).sum();
+    let neigh: usize = overlays.map(|o| o.neigh.len()).sum();
     format!(
         "kernel matches etcd revision {}: {}, {}, {}",
         inp.revision,

@@ -141,6 +141,7 @@ impl NetworkView {
         spread: usize,
         roll: impl Fn(usize) -> usize,
     ) -> Result<(Ipv4Addr, BlockClaim), Error> {
+        self.network.check_usable_on(host)?;
         match ip {
             Some(ip) => self.plan_fixed(host, ip),
             None => self.plan_any(host, spread, roll),
@@ -254,6 +255,7 @@ impl EtcdStore {
                 backoff(attempt).await;
             }
             let (view, _) = self.view(network, false).await?;
+            view.network.check_usable_on(host)?;
             let free = view.free_blocks(spread(attempt));
             let Some(&cidr) = free.get(roll(free.len())) else {
                 return Err(view.exhausted());
@@ -473,7 +475,8 @@ mod tests {
                 v: 1,
                 id: "0".into(),
                 name: "n".into(),
-                driver: "overlay".into(),
+                driver: crate::records::Driver::Overlay,
+                host: None,
                 subnet,
                 gateway: alloc::gateway(subnet),
                 vni: 4096,

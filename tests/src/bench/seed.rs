@@ -103,6 +103,7 @@ pub async fn seed(store: &EtcdStore, layout: &Layout) -> anyhow::Result<Vec<Netw
         let req = NewNetwork {
             name: plan.name.clone(),
             driver: "overlay".into(),
+            host: None,
             subnet: None,
             vni: None,
             block_prefix: Some(BLOCK_PREFIX),
