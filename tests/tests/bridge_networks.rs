@@ -69,7 +69,7 @@ fn a_bridge_network_lives_on_its_host_only() {
     let (c2, ip2) = lab.connected(0, "lan", "c2").unwrap();
     wait_ping(&lab, &c1, &ip2);
     wait_ping(&lab, &c2, &ip1);
-    wait_ping(&lab, &c1, &net["gateway"].as_str().unwrap().to_string());
+    wait_ping(&lab, &c1, net["gateway"].as_str().unwrap());
     assert_eq!(inspect(&lab, 1, "lan")["endpoints"].as_array().unwrap().len(), 2);
 
     // An overlay network made after it, built on h2: h2 has seen the bridge
@@ -106,6 +106,7 @@ fn a_bridge_network_lives_on_its_host_only() {
     wait_ping(&lab, &c1, &ip2);
     let (c4, ip4) = lab.connected(0, "lan", "c4").unwrap();
     wait_ping(&lab, &c4, &ip1);
+    wait_ping(&lab, &c2, &ip4);
 
     // rm: refused while endpoints remain, from any host; then allowed from h2.
     refused(&lab, 1, &["network", "rm", "lan"], "still in use by 3 endpoints");
@@ -194,4 +195,72 @@ fn a_removed_host_takes_its_bridge_networks_with_it() {
         ..Default::default()
     })
     .unwrap();
+}
+
+#[test]
+fn docker_makes_a_bridge_network_with_o_driver_bridge() {
+    let mut lab = Lab::start(LabOptions { hosts: 2, ..Default::default() }).unwrap();
+    let d = ovnet_tests::docker::docker_host(&mut lab, 0).unwrap();
+    let create = "network create -d ovnet --ipam-driver ovnet --ipam-opt network=dlan";
+
+    // An unknown driver: refused before anything is written.
+    let etcd = lab.etcd_dump().unwrap();
+    let out = d.docker(&format!("{create} -o driver=macvlan dlan").split_whitespace().collect::<Vec<_>>());
+    let stderr = String::from_utf8_lossy(&out.unwrap().stderr).to_string();
+    assert!(stderr.contains("unsupported driver \"macvlan\""), "{stderr}");
+    assert_eq!(lab.etcd_dump().unwrap(), etcd, "a refused docker network create wrote to etcd");
+
+    d.run(&format!("{create} -o driver=bridge dlan")).unwrap();
+    let net = inspect(&lab, 1, "dlan");
+    assert_eq!((net["driver"].as_str(), net["host"].as_str()), (Some("bridge"), Some("h1")), "{net}");
+    let vni = net["vni"].as_u64().unwrap();
+    let image = ovnet_tests::image::IMAGE;
+    let address = |name: &str| {
+        let format = "{{with index .NetworkSettings.Networks \"dlan\"}}{{.IPAddress}}{{end}}";
+        d.docker_ok(&["inspect", "-f", format, name]).unwrap()
+    };
+    for name in ["da", "db"] {
+        d.run(&format!("run -d --name {name} --network dlan {image} sleep 3600")).unwrap();
+    }
+    let b = address("db");
+    poll("da to reach db", CONVERGE, || {
+        let out = d.docker(&["exec", "da", "ping", "-c1", "-W1", &b]).ok()?;
+        out.status.success().then_some(())
+    })
+    .unwrap();
+    let (h1, h2) = (lab.links(0).unwrap(), lab.links(1).unwrap());
+    assert!(h1.contains(&format!("ovbr{vni}")) && !h1.contains(&format!("ovvx{vni}")), "{h1:?}");
+    assert!(!h2.iter().any(|l| l.ends_with(&vni.to_string())), "{h2:?}");
+    // On h2 the network is h1's: connect refused.
+    let c = lab.container("c").unwrap();
+    refused(&lab, 1, &["network", "connect", "dlan", &c], "bridge network of host \"h1\"");
+    d.run("rm -f da db").unwrap();
+    assert_eq!(inspect(&lab, 0, "dlan")["endpoints"].as_array().unwrap().len(), 0);
+    assert_eq!(lab.panics(), 0, "{}", lab.logs());
+}
+
+#[test]
+fn podman_uses_a_bridge_network_through_the_conflist_of_its_host_only() {
+    use ovnet_tests::podman::{self, Podman};
+    let dir = tempfile::Builder::new().prefix("ovcni").tempdir().unwrap();
+    let opts =
+        ovnet_tests::lab::AgentOptions { extra_args: podman::agent_args(dir.path()), ..Default::default() };
+    let lab = Lab::start_with(LabOptions { hosts: 2, ..Default::default() }, opts).unwrap();
+    let conf = |i: usize| podman::conf_dir(dir.path(), &lab.hosts[i].name);
+    let pod = Podman::start(&lab, 0, dir.path(), &conf(0)).unwrap();
+    lab.ovctl_ok(0, &["network", "create", "-d", "bridge", "plan"]).unwrap();
+    lab.ovctl_ok(0, &["network", "create", "-d", "overlay", "pwan"]).unwrap();
+    for (i, file) in [(0, "plan.conflist"), (0, "pwan.conflist"), (1, "pwan.conflist")] {
+        poll(&format!("{file} on host {i}"), CONVERGE, || conf(i).join(file).exists().then_some(())).unwrap();
+    }
+    assert!(!conf(1).join("plan.conflist").exists(), "h2 has no conflist of h1's bridge network");
+
+    pod.run("a", "plan").unwrap();
+    pod.run("b", "plan").unwrap();
+    let b = pod.ip("b", "plan").unwrap();
+    poll("a to reach b", CONVERGE, || pod.ping("a", &b).then_some(())).unwrap();
+    assert_eq!(inspect(&lab, 1, "plan")["endpoints"].as_array().unwrap().len(), 2);
+    pod.ok(&["rm", "-f", "a", "b"]).unwrap();
+    assert_eq!(inspect(&lab, 0, "plan")["endpoints"].as_array().unwrap().len(), 0, "podman rm freed them");
+    assert_eq!(lab.panics(), 0, "{}", lab.logs());
 }
