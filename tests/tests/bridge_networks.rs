@@ -264,3 +264,49 @@ fn podman_uses_a_bridge_network_through_the_conflist_of_its_host_only() {
     assert_eq!(inspect(&lab, 0, "plan")["endpoints"].as_array().unwrap().len(), 0, "podman rm freed them");
     assert_eq!(lab.panics(), 0, "{}", lab.logs());
 }
+
+/// The store refuses every way of taking an address of a bridge network
+/// for another host, whoever asks (the agent's pre-check, Docker's IPAM,
+/// the watch cache's offer), and writes nothing.
+#[tokio::test]
+async fn the_store_gives_a_bridge_networks_addresses_to_its_host_only() {
+    use ovnet_ipam_store::{ClusterState, Error, EtcdStore, NewEndpoint, NewNetwork, StoreConfig};
+    let etcd = ovnet_tests::Etcd::start_local().unwrap();
+    let cfg = StoreConfig { endpoints: vec![etcd.endpoint()], prefix: "/ovb".into(), ..Default::default() };
+    let s = EtcdStore::connect(cfg).await.unwrap();
+    let req = NewNetwork {
+        name: "lan".into(),
+        driver: "bridge".into(),
+        host: Some("h1".into()),
+        subnet: None,
+        vni: None,
+        block_prefix: None,
+        mtu: 1450,
+    };
+    let lan = s.create_network(req.clone()).await.unwrap();
+    assert_eq!(lan.owner(), Some("h1"));
+    let e = s.create_network(NewNetwork { host: None, name: "x".into(), ..req }).await.unwrap_err();
+    assert!(matches!(e, Error::InvalidHostName { .. }), "a bridge network needs its host: {e}");
+    let ep = |host: &str| NewEndpoint {
+        id: format!("{host}-1"),
+        network: "lan".into(),
+        host: host.into(),
+        netns: format!("/run/netns/{host}-c"),
+        ifname: "eth0".into(),
+        host_ifname: format!("ovve{host}"),
+        ip: None,
+        container: None,
+    };
+    let other = |e: Error| matches!(&e, Error::NetworkOfOtherHost { owner, host, .. } if owner == "h1" && host == "h2");
+    let before = s.list_endpoints(Some("lan")).await.unwrap();
+    assert!(other(s.allocate_endpoint(ep("h2")).await.unwrap_err()));
+    assert!(other(s.offer_endpoint(&ep("h2"), |_| false).await.unwrap_err()));
+    assert!(other(s.lease_block("lan", "h2").await.unwrap_err()));
+    let mut state = ClusterState::default();
+    state.networks.insert("lan".into(), lan.clone());
+    assert!(other(s.offer_endpoint_cached(&state, &ep("h2"), |_| false).unwrap_err()));
+    assert_eq!(s.list_endpoints(Some("lan")).await.unwrap(), before);
+    assert!(s.list_blocks(Some("lan")).await.unwrap().is_empty(), "no block leased to h2");
+    let mine = s.allocate_endpoint(ep("h1")).await.unwrap();
+    assert_eq!(mine.host, "h1");
+}
