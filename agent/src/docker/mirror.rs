@@ -64,6 +64,15 @@ pub fn plan(desired: &BTreeMap<String, NetworkRecord>, docker: &[DockerNetwork])
     p
 }
 
+/// The networks host `node` mirrors: all but other hosts' bridge networks,
+/// which cannot be used here.
+pub fn usable_here(
+    networks: &BTreeMap<String, NetworkRecord>,
+    node: &str,
+) -> BTreeMap<String, NetworkRecord> {
+    networks.iter().filter(|(_, n)| n.usable_on(node)).map(|(k, n)| (k.clone(), n.clone())).collect()
+}
+
 /// The Docker side of the agent: the mirror (when `mirror`) and the janitor.
 pub struct DockerSync<D: Dataplane> {
     pub socket: PathBuf,
@@ -165,11 +174,7 @@ impl<D: Dataplane> DockerSync<D> {
         let mut failed = false;
         if self.mirror {
             let docker = engine.networks().await?;
-            // Another host's bridge network cannot be used here.
-            let node = &self.janitor.endpoints.host().node;
-            let here = state.networks.iter().filter(|(_, n)| n.usable_on(node));
-            let here: BTreeMap<String, NetworkRecord> = here.map(|(k, n)| (k.clone(), n.clone())).collect();
-            let p = plan(&here, &docker);
+            let p = plan(&usable_here(&state.networks, &self.janitor.endpoints.host().node), &docker);
             failed = !self.apply(engine, p).await?;
         }
         let recheck = self.janitor.pass(engine, state).await?;
@@ -284,6 +289,17 @@ mod tests {
         assert_eq!(p.create.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["db"]);
         assert_eq!(p.remove.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["old"]);
         assert!(p.conflicts.is_empty());
+    }
+
+    #[test]
+    fn another_hosts_bridge_network_is_not_mirrored() {
+        let mut lan = net("lan", "10.1.0.0/16");
+        (lan.driver, lan.host) = (ovnet_ipam_store::Driver::Bridge, Some("h1".into()));
+        let all = desired(&[net("wan", "10.2.0.0/16"), lan]);
+        assert_eq!(usable_here(&all, "h1").len(), 2);
+        let h2 = usable_here(&all, "h2");
+        assert_eq!(h2.keys().collect::<Vec<_>>(), ["wan"]);
+        assert_eq!(plan(&h2, &[]).create.len(), 1, "only wan is created on h2");
     }
 
     #[test]
