@@ -265,6 +265,50 @@ fn podman_uses_a_bridge_network_through_the_conflist_of_its_host_only() {
     assert_eq!(lab.panics(), 0, "{}", lab.logs());
 }
 
+#[test]
+fn a_bridge_network_goes_when_its_dead_hosts_grace_runs_out() {
+    let agents = ovnet_tests::lab::AgentOptions {
+        extra_args: vec!["--block-grace".into(), "4s".into()],
+        ..Default::default()
+    };
+    let mut lab =
+        Lab::start_with(LabOptions { hosts: 2, lease_ttl: 2, ..Default::default() }, agents).unwrap();
+    lab.ovctl_ok(1, &["network", "create", "-d", "bridge", "lan3"]).unwrap();
+    lab.connected(1, "lan3", "c1").unwrap();
+    let held = |lab: &Lab| {
+        let dump = lab.etcd_dump().unwrap();
+        dump.iter().filter(|(k, v)| k.contains("lan3") || v.contains("\"lan3\"")).count()
+    };
+    assert_eq!(held(&lab), 4, "network, VNI, block, endpoint");
+    lab.kill_agent(1);
+    // Dead but within the grace: still listed, still h2's.
+    poll("h2 to be dead", CONVERGE, || {
+        let hosts = lab.ovctl_ok(0, &["host", "ls", "--format", "json"]).ok()?;
+        let hosts: Vec<serde_json::Value> = serde_json::from_str(&hosts).ok()?;
+        hosts.iter().any(|h| h["name"] == "h2" && h["alive"] == false).then_some(())
+    })
+    .unwrap();
+    assert_eq!(inspect(&lab, 0, "lan3")["host"], "h2");
+    poll("h2's reservation to run out", Duration::from_secs(20), || (held(&lab) == 0).then_some(()))
+        .unwrap_or_else(|e| panic!("{e}\n{:?}", lab.etcd_dump()));
+    assert!(!lab.ovctl_ok(0, &["network", "ls"]).unwrap().contains("lan3"));
+    assert_eq!(lab.panics(), 0, "{}", lab.logs());
+    record(&Outcome {
+        category: "fault".into(),
+        test: "a_bridge_network_goes_when_its_dead_hosts_grace_runs_out".into(),
+        scenario: "block grace 4 s, lease TTL 2 s: h2 made a bridge network with a container, its agent was \
+                   killed and left dead"
+            .into(),
+        held: "while h2 was dead within the grace the network stayed listed as h2's; when the grace ran out \
+               etcd dropped the network, its VNI, block and endpoint with h2's reservation"
+            .into(),
+        operations: 2,
+        panics: lab.panics(),
+        ..Default::default()
+    })
+    .unwrap();
+}
+
 /// The store refuses every way of taking an address of a bridge network
 /// for another host, whoever asks (the agent's pre-check, Docker's IPAM,
 /// the watch cache's offer), and writes nothing.
