@@ -127,8 +127,18 @@ async fn network(
                     agent.addr()
                 )));
             }
-            // Refuses a network the agent does not know.
-            agent.inspect_network(name.clone()).await?;
+            // Refuses a network the agent does not know, and another host's
+            // bridge network (the agent would refuse every ADD).
+            let detail = agent.inspect_network(name.clone()).await?;
+            if let Some(owner) = detail.network.map(|n| n.host).filter(|h| !h.is_empty()) {
+                let node = agent.version().await?.node_name;
+                if owner != node {
+                    let message = format!(
+                        "network {name:?} is a bridge network of host {owner:?}: only {owner:?} builds it and connects to it (this is host {node:?})"
+                    );
+                    return Err(CtlError::Agent { code: tonic::Code::FailedPrecondition, message });
+                }
+            }
             out.push_str(&crate::cni::conf::conflist(&name, &agent.addr().to_string()));
             Ok(())
         }

@@ -93,6 +93,8 @@ fn a_bridge_network_lives_on_its_host_only() {
     let c3 = lab.container("c3").unwrap();
     refused(&lab, 1, &["network", "connect", "lan", &c3], "is a bridge network of host \"h1\"");
     refused(&lab, 1, &["network", "connect", "--ip", "10.128.9.9", "lan", &c3], "host \"h1\"");
+    refused(&lab, 1, &["network", "conflist", "lan"], "is a bridge network of host \"h1\"");
+    assert!(lab.ovctl_ok(0, &["network", "conflist", "lan"]).unwrap().contains("\"name\": \"lan\""));
 
     // An agent restart on h1 keeps the network and its containers.
     lab.stop_agent(0).unwrap();
