@@ -36,7 +36,7 @@ fn create(lab: &Lab, host: usize, name: &str, broken: &str) -> Option<String> {
 /// timeout; it is now sent again to the next member). The failure, if any.
 fn connect(lab: &Lab, host: usize, netns: &str, broken: &str) -> Option<String> {
     let start = Instant::now();
-    let out = lab.ovctl(host, &["network", "connect", "net0", &netns]).unwrap();
+    let out = lab.ovctl(host, &["network", "connect", "net0", netns]).unwrap();
     let took = start.elapsed();
     (!out.status.success() || took > WITH_QUORUM).then(|| {
         format!(
