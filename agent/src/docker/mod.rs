@@ -23,6 +23,7 @@ pub mod janitor;
 pub mod mapping;
 pub mod mirror;
 mod protocol;
+pub mod stale;
 
 use std::collections::HashMap;
 use std::future::Future;
