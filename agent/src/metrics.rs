@@ -68,6 +68,18 @@ struct LocationLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct MethodLabel {
+    method: &'static str,
+}
+
+/// A family of histograms of call durations, 0.1 ms .. ~1.6 s.
+type Durations<L> = Family<L, Histogram, fn() -> Histogram>;
+
+fn call_durations() -> Histogram {
+    Histogram::new(exponential_buckets(0.0001, 2.0, 15))
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct VersionLabel {
     version: &'static str,
 }
@@ -91,6 +103,7 @@ struct Inner {
     netlink_errors: Counter,
     etcd_errors: Counter,
     etcd_connected: Gauge,
+    docker_calls: Durations<MethodLabel>,
     synced: AtomicBool,
     /// Why the firewall table cannot be written, while it cannot.
     isolation: std::sync::Mutex<Option<String>>,
@@ -121,6 +134,7 @@ impl Metrics {
             netlink_errors: Counter::default(),
             etcd_errors: Counter::default(),
             etcd_connected: Gauge::default(),
+            docker_calls: Family::new_with_constructor(call_durations),
             synced: AtomicBool::new(false),
             isolation: Default::default(),
             unhealthy: Default::default(),
@@ -165,6 +179,12 @@ impl Metrics {
             "1 while the last etcd interaction (watch or lease keep-alive) succeeded, else 0",
             inner.etcd_connected.clone(),
         );
+        r.register_with_unit(
+            "docker_plugin_call",
+            "Time the Docker plugin took to answer a call, by method",
+            Unit::Seconds,
+            inner.docker_calls.clone(),
+        );
         Metrics { inner: Arc::new(Inner { registry: r, ..inner }) }
     }
 
@@ -207,6 +227,12 @@ impl Metrics {
     /// Records a successful etcd interaction.
     pub fn etcd_ok(&self) {
         self.inner.etcd_connected.set(1);
+    }
+
+    /// Records how long the Docker plugin took to answer `method` (one of
+    /// the protocol's; anything else counts as "other").
+    pub fn docker_call(&self, method: &'static str, took: Duration) {
+        self.inner.docker_calls.get_or_create(&MethodLabel { method }).observe(took.as_secs_f64());
     }
 
     /// Marks the first reconcile pass as done.

@@ -113,7 +113,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
     );
     tasks.extend(docker_listener.map(|l| Task {
         name: "docker plugin",
-        handle: serve_docker_plugin(l, store.clone(), endpoints.clone()),
+        handle: serve_docker_plugin(l, store.clone(), endpoints.clone(), metrics.clone()),
     }));
     tasks.extend(cfg.docker_sync.clone().map(|socket| {
         let janitor = crate::docker::janitor::Janitor { endpoints: endpoints.clone(), store: store.clone() };
@@ -177,8 +177,9 @@ fn serve_docker_plugin<D: Dataplane>(
     listener: tokio::net::UnixListener,
     store: EtcdStore,
     endpoints: Arc<Endpoints<D>>,
+    metrics: Metrics,
 ) -> tokio::task::JoinHandle<()> {
-    let plugin = Arc::new(crate::docker::Plugin::new(store, endpoints));
+    let plugin = Arc::new(crate::docker::Plugin::new(store, endpoints).with_metrics(metrics));
     info!("serving the Docker network and IPAM plugin ovnet");
     // One task for both, so aborting it ends the firewall check too.
     tokio::spawn(async move {

@@ -143,3 +143,41 @@ fn a_container_removed_while_the_agent_was_down_is_released_when_it_returns() {
         lab.etcd_dump().unwrap().into_keys().filter(|k| k.starts_with(&mappings)).collect();
     assert!(left.is_empty(), "the plugin's EndpointID mapping goes too: {left:?}");
 }
+
+/// A NetworkID mapping of a docker network that dockerd no longer has
+/// (removed while the agent was down, or lost with dockerd's data root) is
+/// forgotten; the mapping of the network dockerd has, and one too young to
+/// judge (dockerd calls CreateNetwork before it lists the network), stay.
+#[test]
+fn the_mapping_of_a_docker_network_dockerd_no_longer_has_is_forgotten() {
+    let mut lab = lab(1);
+    let d = synced_host(&mut lab, 0).unwrap();
+    lab.ovctl_ok(0, &["network", "create", "-d", "overlay", "--subnet", "10.63.0.0/16", "demo"]).unwrap();
+    wait_networks(&lab, &d, &["demo"]);
+    let real = d.docker_ok(&["network", "inspect", "--format", "{{.Id}}", "demo"]).unwrap();
+    let prefix = format!("{}/docker/h1/networks/", lab.prefix);
+    let mappings = || -> Vec<String> {
+        let dump = lab.etcd_dump().unwrap();
+        dump.into_keys().filter_map(|k| k.strip_prefix(&prefix).map(str::to_string)).collect()
+    };
+    assert_eq!(mappings(), std::slice::from_ref(&real), "the mirror's network is mapped");
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs();
+    let (stale, young) = ("f".repeat(64), "e".repeat(64));
+    let (etcd_put, at) = (|k: &str, v: &[u8]| lab.etcd_put(k, v).unwrap(), "docker/h1/networks");
+    etcd_put(&format!("{at}/{stale}"), br#"{"network":"demo","created_at":1}"#);
+    let fresh = format!(r#"{{"network":"demo","created_at":{}}}"#, now + 3_600);
+    etcd_put(&format!("{at}/{young}"), fresh.as_bytes());
+    assert_eq!(mappings().len(), 3);
+    // A docker event wakes the sync loop (as would its periodic pass).
+    d.docker_ok(&["network", "create", "-d", "bridge", "wake"]).unwrap();
+    let forgotten =
+        poll("the stale mapping forgotten", CONVERGE, || (!mappings().contains(&stale)).then_some(()));
+    if let Err(e) = forgotten {
+        panic!("{e}: {:?}\n{}", mappings(), lab.logs());
+    }
+    let mut left = mappings();
+    left.sort();
+    let mut want = vec![real, young];
+    want.sort();
+    assert_eq!(left, want, "the real and the young mapping stay");
+}

@@ -34,14 +34,12 @@ fn allocate_through(lab: &Lab, endpoints: Vec<String>, host: &str) -> Result<Ipv
     .map_err(|e| e.to_string())
 }
 
-/// Flaky under CI load (failed once in a full `.ci/run`, passed three times
-/// alone): the watch client balances over every member, so after the
-/// cut-off member cancels the watch the agent may open it on that member
-/// again, and the new view can take longer than 5 s. The fix is to rotate
-/// watches over the members as requests do (`store/members.rs`). Run it with
-/// `cargo test --test partition -- --ignored`.
+/// Issue #16 item 2. A cut-off member cancels the require-leader watch; the
+/// agent must open it again on another member. (Through one balanced client
+/// it could land on the cut-off member again and again: this test failed
+/// once under full-suite load then; watches now have a client per member
+/// and move on from the one whose watch ended.)
 #[test]
-#[ignore = "flaky under load: a re-opened watch may land on the cut-off member again (#16 item 2)"]
 fn agent_watching_through_a_cut_off_member_still_sees_the_majority() {
     let opts = LabOptions { hosts: 2, etcd_members: 3, lease_ttl: 60 };
     let mut lab = Lab::start(opts).unwrap();

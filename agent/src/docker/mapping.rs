@@ -3,12 +3,14 @@
 //!
 //! | key                                              | value                         |
 //! |--------------------------------------------------|-------------------------------|
-//! | `<p>/docker/<host>/networks/<docker-network-id>` | `{"network":"demo"}`          |
+//! | `<p>/docker/<host>/networks/<docker-network-id>` | `{"network":"demo","created_at":1765000000}` |
 //! | `<p>/docker/<host>/endpoints/<docker-endpoint-id>` | `{"network":"demo","ip":"10.128.0.2"}` |
 //!
 //! The design decision: per host, since each dockerd has its own ids for
 //! its own view of a network; no lease, since the docker objects outlive an
-//! agent's lease (dockerd's DeleteNetwork and DeleteEndpoint remove them).
+//! agent's lease (dockerd's DeleteNetwork and DeleteEndpoint remove them;
+//! with `--docker-sync`, `stale` and the janitor remove those of networks
+//! and endpoints dockerd dropped without a call).
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -26,6 +28,10 @@ const ETCD_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NetworkMapping {
     pub network: String,
+    /// When it was written (unix seconds; 0 in mappings of older agents),
+    /// so that `stale` never forgets one dockerd is still creating.
+    #[serde(default)]
+    pub created_at: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,7 +102,8 @@ impl<D: Dataplane> Plugin<D> {
 
     /// Remembers that docker network `id` is ovnet network `network`.
     pub(super) async fn map_network(&self, id: &str, network: &str) -> Result<(), AgentError> {
-        self.put_mapping("networks", id, &NetworkMapping { network: network.to_string() }).await?;
+        let m = NetworkMapping { network: network.to_string(), created_at: ovnet_ipam_store::now_secs() };
+        self.put_mapping("networks", id, &m).await?;
         locked(&self.networks).insert(id.to_string(), network.to_string());
         Ok(())
     }

@@ -172,10 +172,15 @@ impl<D: Dataplane> DockerSync<D> {
     /// endpoints; returns how soon the janitor wants another pass.
     async fn pass(&self, engine: &Engine, state: &ClusterState) -> Result<Option<Duration>, DockerError> {
         let mut failed = false;
+        let docker = engine.networks().await?;
         if self.mirror {
-            let docker = engine.networks().await?;
             let p = plan(&usable_here(&state.networks, &self.janitor.endpoints.host().node), &docker);
             failed = !self.apply(engine, p).await?;
+        }
+        let host = &self.janitor.endpoints.host().node;
+        if let Err(e) = super::stale::forget(&self.janitor.store, host, &docker).await {
+            warn!(error = %e, "forgetting stale docker network mappings failed; will retry");
+            failed = true;
         }
         let recheck = self.janitor.pass(engine, state).await?;
         Ok(if failed { Some(recheck.map_or(RETRY, |r| r.min(RETRY))) } else { recheck })

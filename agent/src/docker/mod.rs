@@ -23,6 +23,7 @@ pub mod janitor;
 pub mod mapping;
 pub mod mirror;
 mod protocol;
+pub mod stale;
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -43,6 +44,7 @@ use tracing::{debug, warn};
 use crate::dataplane::Dataplane;
 use crate::endpoint::Endpoints;
 use crate::error::AgentError;
+use crate::metrics::Metrics;
 use mapping::EndpointMapping;
 
 /// Where dockerd looks for the plugin `ovnet`.
@@ -68,6 +70,8 @@ pub struct Plugin<D: Dataplane> {
     /// This host's Docker endpoint records by (network, address), as
     /// RequestAddress wrote them: saves a read in each later call.
     records: Mutex<HashMap<(String, Ipv4Addr), (EndpointRecord, NetworkRecord)>>,
+    /// Where each call's duration is recorded.
+    metrics: Option<Metrics>,
 }
 
 fn locked<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -83,7 +87,13 @@ impl<D: Dataplane> Plugin<D> {
             docker_endpoints: Mutex::default(),
             pending: Mutex::default(),
             records: Mutex::default(),
+            metrics: None,
         }
+    }
+
+    /// Records every call's duration in `metrics`.
+    pub fn with_metrics(self, metrics: Metrics) -> Self {
+        Plugin { metrics: Some(metrics), ..self }
     }
 
     /// This host's endpoint at `ip` of `network`: from the cache, else etcd.
@@ -136,6 +146,31 @@ impl<D: Dataplane> Plugin<D> {
     }
 }
 
+/// The methods of the protocol, as metric labels (a bounded set).
+const METHODS: &[&str] = &[
+    "Plugin.Activate",
+    "NetworkDriver.GetCapabilities",
+    "NetworkDriver.CreateNetwork",
+    "NetworkDriver.DeleteNetwork",
+    "NetworkDriver.CreateEndpoint",
+    "NetworkDriver.EndpointOperInfo",
+    "NetworkDriver.DeleteEndpoint",
+    "NetworkDriver.Join",
+    "NetworkDriver.Leave",
+    "NetworkDriver.ProgramExternalConnectivity",
+    "NetworkDriver.RevokeExternalConnectivity",
+    "IpamDriver.GetCapabilities",
+    "IpamDriver.GetDefaultAddressSpaces",
+    "IpamDriver.RequestPool",
+    "IpamDriver.ReleasePool",
+    "IpamDriver.RequestAddress",
+    "IpamDriver.ReleaseAddress",
+];
+
+fn known_method(method: &str) -> &'static str {
+    METHODS.iter().find(|m| **m == method).copied().unwrap_or("other")
+}
+
 /// A request body, or an error naming what is wrong with it.
 fn p<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, AgentError> {
     protocol::parse(body).map_err(AgentError::InvalidArgument)
@@ -156,7 +191,11 @@ async fn handle<D: Dataplane>(State(plugin): State<Arc<Plugin<D>>>, uri: Uri, bo
     debug!(method, body = %String::from_utf8_lossy(&body), "docker plugin call");
     let started = std::time::Instant::now();
     let answer = plugin.call(method, &body).await;
-    debug!(method, took = ?started.elapsed(), "docker plugin call answered");
+    let took = started.elapsed();
+    debug!(method, ?took, "docker plugin call answered");
+    if let Some(m) = &plugin.metrics {
+        m.docker_call(known_method(method), took);
+    }
     let (status, value) = match answer {
         Ok(value) => (StatusCode::OK, value),
         Err(e) => {

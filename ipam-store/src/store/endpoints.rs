@@ -19,7 +19,7 @@ use std::net::Ipv4Addr;
 use etcd_client::{Compare, CompareOp, DeleteOptions, TxnOp};
 use ipnet::Ipv4Net;
 
-use super::{EtcdStore, Kv, MAX_ATTEMPTS, Read, backoff, roll, spread};
+use super::{EtcdStore, Kv, MAX_ATTEMPTS, Read, Witness, backoff, roll, spread};
 use crate::alloc;
 use crate::error::Error;
 use crate::keys::{Key, Keys};
@@ -267,8 +267,10 @@ impl EtcdStore {
                 Compare::version(key.clone(), CompareOp::Equal, 0),
                 Compare::mod_revision(net_key, CompareOp::Equal, view.network_mod_revision),
             ];
-            let ops = vec![TxnOp::put(key, encode(&record), self.owned_put())];
-            if self.commit("leasing a block", compares, ops).await? {
+            let value = encode(&record);
+            let ops = vec![TxnOp::put(key.clone(), value.clone(), self.owned_put())];
+            let witness = Witness::Holds { key: &key, value: &value };
+            if self.commit_witnessed("leasing a block", compares, ops, witness).await? {
                 return Ok(record);
             }
         }
@@ -407,7 +409,14 @@ impl EtcdStore {
         }
         let value = encode(&record);
         ops.push(TxnOp::put(ep_key.clone(), value.clone(), self.owned_put()));
-        let won = self.commit_witnessed("allocating an endpoint", compares, ops, &ep_key, &value).await?;
+        let won = self
+            .commit_witnessed(
+                "allocating an endpoint",
+                compares,
+                ops,
+                Witness::Holds { key: &ep_key, value: &value },
+            )
+            .await?;
         Ok(won.then_some(record))
     }
 
@@ -425,7 +434,8 @@ impl EtcdStore {
             _ => return Ok(false),
         }
         let compares = vec![Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision)];
-        self.commit("releasing an endpoint", compares, vec![TxnOp::delete(key, None)]).await
+        let ops = vec![TxnOp::delete(key.clone(), None)];
+        self.commit_witnessed("releasing an endpoint", compares, ops, Witness::Absent { key: &key }).await
     }
 
     /// Deletes an endpoint; its block stays with the host. One request: the

@@ -16,6 +16,7 @@ mod members;
 mod networks;
 mod update;
 mod watch;
+mod witnessed;
 
 use std::future::Future;
 use std::time::Duration;
@@ -27,6 +28,7 @@ pub use endpoints::{EndpointOffer, NewEndpoint};
 pub use hosts::HostStatus;
 pub use networks::NewNetwork;
 pub use watch::{StoreWatch, WatchBatch, WatchEvent};
+pub(crate) use witnessed::Witness;
 
 use crate::error::{Error, is_unavailable};
 use crate::keys::Keys;
@@ -87,8 +89,8 @@ const ATTEMPT_STEP: Duration = Duration::from_millis(500);
 #[derive(Clone)]
 pub struct EtcdStore {
     members: Members,
-    /// The same endpoints, with `require_leader` (see `watch`).
-    watcher: Client,
+    /// A client per member again, with `require_leader` (see `watch`).
+    watchers: Members,
     keys: Keys,
     /// The endpoints, comma separated, for error messages.
     endpoints: String,
@@ -132,18 +134,17 @@ impl EtcdStore {
             opts = opts.with_tls(tls.clone());
         }
         let deadline = cfg.connect_timeout.max(cfg.request_timeout);
-        let members = Members::connect(&cfg.endpoints, &opts, deadline).await?;
-        // Watches go through their own client that requires a leader: a
+        // Watches go through their own clients that require a leader: a
         // member cut off from the quorum cancels them ("no leader") instead
         // of keeping them open and silent (flannel does the same).
         let watch_opts = opts.clone().with_require_leader(true);
-        let watcher = match Client::connect(&cfg.endpoints, Some(watch_opts)).await {
-            Ok(c) => c,
-            Err(e) => return Err(crate::error::connect_error(&endpoints, &e)),
-        };
+        let (members, watchers) = tokio::join!(
+            Members::connect(&cfg.endpoints, &opts, deadline),
+            Members::connect(&cfg.endpoints, &watch_opts, deadline)
+        );
         let store = EtcdStore {
-            members,
-            watcher,
+            members: members?,
+            watchers: watchers?,
             keys: Keys::new(&cfg.prefix),
             endpoints,
             request_timeout: cfg.request_timeout,
@@ -326,46 +327,6 @@ impl EtcdStore {
             })
             .await?;
         Ok(resp.succeeded())
-    }
-
-    /// `commit` for a transaction that puts `value` at `key` (unique: a
-    /// record with a fresh id). When the answer is lost (the member died
-    /// mid-request, a chaos finding of #15) the request may still have been
-    /// applied; a linearizable read after the failure tells, and a write
-    /// that was applied is a success, not an error that leaves the caller
-    /// believing nothing was written.
-    pub(crate) async fn commit_witnessed(
-        &self,
-        what: &str,
-        compares: Vec<Compare>,
-        ops: Vec<TxnOp>,
-        key: &str,
-        value: &[u8],
-    ) -> Result<bool, Error> {
-        let started = tokio::time::Instant::now();
-        match self.commit(what, compares, ops).await {
-            Err(Error::EtcdUnavailable(msg)) => {
-                // The read-back gets what is left of one request timeout, so
-                // a call still fails within it when etcd is down altogether.
-                let left = self.request_timeout.saturating_sub(started.elapsed());
-                if left < Duration::from_millis(100) {
-                    return Err(Error::EtcdUnavailable(msg));
-                }
-                let read =
-                    tokio::time::timeout(left, self.read(what, vec![Read::Key(key.to_string())])).await;
-                let Ok(Ok((_, mut res))) = read else {
-                    return Err(Error::EtcdUnavailable(msg));
-                };
-                match res.pop().and_then(|kvs| kvs.into_iter().next()) {
-                    Some(kv) if kv.value == value => {
-                        tracing::info!(what, key, "the answer was lost, but the write was applied");
-                        Ok(true)
-                    }
-                    _ => Err(Error::EtcdUnavailable(msg)),
-                }
-            }
-            other => other,
-        }
     }
 
     /// Reads one prefix and decodes it, logging (and skipping) bad records.

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use etcd_client::{Compare, CompareOp, DeleteOptions, TxnOp};
 use ipnet::Ipv4Net;
 
-use super::{EtcdStore, Kv, MAX_ATTEMPTS, Read, backoff, log_bad};
+use super::{EtcdStore, Kv, MAX_ATTEMPTS, Read, Witness, backoff, log_bad};
 use crate::alloc;
 use crate::error::Error;
 use crate::keys::{Key, Keys};
@@ -188,7 +188,15 @@ impl EtcdStore {
                 TxnOp::put(net_key.clone(), value.clone(), lease.clone()),
                 TxnOp::put(vni_key, encode(&index), lease),
             ];
-            if self.commit_witnessed("creating a network", compares, ops, &net_key, &value).await? {
+            if self
+                .commit_witnessed(
+                    "creating a network",
+                    compares,
+                    ops,
+                    Witness::Holds { key: &net_key, value: &value },
+                )
+                .await?
+            {
                 tracing::info!(network = %record.name, subnet = %record.subnet, vni = record.vni, "created network");
                 return Ok(record);
             }
@@ -235,7 +243,10 @@ impl EtcdStore {
                     ops.push(TxnOp::delete(vni_key, None));
                 }
             }
-            if self.commit("removing a network", compares, ops).await? {
+            if self
+                .commit_witnessed("removing a network", compares, ops, Witness::Absent { key: &net_key })
+                .await?
+            {
                 tracing::info!(network = %name, "removed network");
                 return Ok(record);
             }

@@ -12,7 +12,7 @@ use std::net::Ipv4Addr;
 
 use etcd_client::{Compare, CompareOp, PutOptions, TxnOp};
 
-use super::{EtcdStore, MAX_ATTEMPTS, Read, backoff};
+use super::{EtcdStore, MAX_ATTEMPTS, Read, Witness, backoff};
 use crate::error::Error;
 use crate::records::{EndpointRecord, decode, encode};
 
@@ -40,8 +40,17 @@ impl EtcdStore {
             change(&mut record);
             let put = (kv.lease != 0).then(|| PutOptions::new().with_lease(kv.lease));
             let compares = vec![Compare::mod_revision(key.clone(), CompareOp::Equal, kv.mod_revision)];
-            let ops = vec![TxnOp::put(key.clone(), encode(&record), put)];
-            if self.commit("updating an endpoint", compares, ops).await? {
+            let value = encode(&record);
+            let ops = vec![TxnOp::put(key.clone(), value.clone(), put)];
+            if self
+                .commit_witnessed(
+                    "updating an endpoint",
+                    compares,
+                    ops,
+                    Witness::Holds { key: &key, value: &value },
+                )
+                .await?
+            {
                 return Ok(Some(record));
             }
             backoff(attempt).await;

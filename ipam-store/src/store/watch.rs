@@ -11,6 +11,7 @@
 
 use etcd_client::{EventType, WatchOptions, WatchStream};
 
+use super::members::Members;
 use super::{EtcdStore, key_string};
 use crate::error::Error;
 
@@ -39,19 +40,45 @@ pub struct StoreWatch {
     /// Holds both the request sender (keeping the watch open) and the responses.
     stream: WatchStream,
     endpoints: String,
+    /// The member it is open on, told when the watch ends so that the next
+    /// one opens on another member (a cut-off member would cancel it again).
+    members: Members,
+    member: usize,
 }
 
 impl EtcdStore {
     /// Watches every key under the prefix, starting at `from_revision`
     /// (inclusive; use the snapshot revision + 1). The watch requires a
     /// leader: on a member that loses the quorum etcd cancels it, which ends
-    /// it with an error, and the caller watches again (through any member).
+    /// it with an error, and the caller watches again, on the next member
+    /// (issue #16: re-opened through a balanced client, it could land on the
+    /// cut-off member again and again).
     pub async fn watch(&self, from_revision: i64) -> Result<StoreWatch, Error> {
         let opts =
             WatchOptions::new().with_prefix().with_start_revision(from_revision).with_progress_notify();
-        let mut c = self.watcher.watch_client().max_decoding_message_size(super::MAX_MESSAGE);
-        let stream = self.timed("opening a watch", c.watch(self.keys.all(), Some(opts))).await?;
-        Ok(StoreWatch { stream, endpoints: self.endpoints.clone() })
+        let member = self.watchers.current();
+        let mut c = self.watchers.client().watch_client().max_decoding_message_size(super::MAX_MESSAGE);
+        let opened = tokio::time::timeout(self.request_timeout, c.watch(self.keys.all(), Some(opts))).await;
+        let stream = match opened {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                self.watchers.failed(member);
+                return Err(match crate::error::is_unavailable(&e) {
+                    true => {
+                        Error::EtcdUnavailable(format!("opening a watch: {} failed: {e}", self.endpoints))
+                    }
+                    false => Error::Etcd(e),
+                });
+            }
+            Err(_) => {
+                self.watchers.failed(member);
+                return Err(Error::EtcdUnavailable(format!(
+                    "opening a watch: no answer from {} within {:?}",
+                    self.endpoints, self.request_timeout
+                )));
+            }
+        };
+        Ok(StoreWatch { stream, endpoints: self.endpoints.clone(), members: self.watchers.clone(), member })
     }
 }
 
@@ -60,6 +87,14 @@ impl StoreWatch {
     /// keep-alives turn a dead etcd into an error within a few seconds.
     /// Never returns `Ok(None)` today: every end of the stream is an `Err`.
     pub async fn next(&mut self) -> Result<Option<WatchBatch>, Error> {
+        let next = self.receive().await;
+        if let Err(Error::EtcdUnavailable(_) | Error::WatchEnded { .. } | Error::Etcd(_)) = &next {
+            self.members.failed(self.member);
+        }
+        next
+    }
+
+    async fn receive(&mut self) -> Result<Option<WatchBatch>, Error> {
         loop {
             let msg = match self.stream.message().await {
                 Ok(m) => m,

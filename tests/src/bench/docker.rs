@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use super::common::{DEADLINE, lab};
+use super::common::DEADLINE;
 use super::nsthread::in_netns;
 use super::pinger::Pinger;
 use super::report::{Report, Row, Stat};
@@ -25,10 +25,14 @@ use crate::Lab;
 use crate::docker::{Dockerd, docker_host};
 use crate::image::IMAGE;
 use crate::lab::poll;
+use crate::lab::{AgentOptions, LabOptions};
+use ovnet_agent::metrics::sample as metrics_sample;
 
 /// The ovnet network the scenario runs containers on.
 const NETWORK: &str = "dkbench";
 const SUBNET: &str = "10.77.0.0/16";
+/// The user-defined network of Docker's bridge driver measured beside it.
+const USER_BRIDGE: &str = "dkuserbr";
 
 /// A dockerd on lab host `i` whose agent serves the plugin and mirrors
 /// ovnet's networks into it (`--docker-plugin`, `--docker-sync`).
@@ -66,7 +70,9 @@ fn timed_run(d: &Dockerd, args: &[&str]) -> anyhow::Result<Duration> {
 /// Runs the scenario: 50 samples of each; with `smoke`, 3.
 pub fn run(smoke: bool) -> anyhow::Result<Report> {
     let samples = if smoke { 3 } else { 50 };
-    let mut lab = lab(2)?;
+    let opts = LabOptions { hosts: 2, ..Default::default() };
+    let mut lab = Lab::start_with(opts, AgentOptions { metrics: true, ..Default::default() })
+        .context("starting the lab")?;
     // OVBENCH_DOCKER_SYNC=0: the plugin alone, the networks made by hand.
     let sync = std::env::var("OVBENCH_DOCKER_SYNC").map_or(true, |v| v != "0");
     let (d0, d1) = if sync {
@@ -83,6 +89,9 @@ pub fn run(smoke: bool) -> anyhow::Result<Report> {
         d1.run(&create)?;
     }
     wait_mirrored(&d0, NETWORK)?;
+    // A user-defined network of Docker's own bridge driver: like any
+    // non-default network (ovnet's too), it gets Docker's embedded DNS.
+    d0.docker_ok(&["network", "create", "-d", "bridge", USER_BRIDGE])?;
     wait_mirrored(&d1, NETWORK)?;
     d1.docker_ok(&["run", "-d", "--name", "pinger", "--network", NETWORK, IMAGE, "sleep", "3600"])?;
     let pinger_ns = netns_of(&d1, "pinger")?;
@@ -92,15 +101,18 @@ pub fn run(smoke: bool) -> anyhow::Result<Report> {
     })?;
     let mut pinger = Pinger::open(&pinger_ns)?;
     let (mut ovnet, mut bridge, mut reply) = (Vec::new(), Vec::new(), Vec::new());
+    let mut user_bridge = Vec::new();
     for i in 0..samples {
         let ip = Ipv4Addr::new(10, 77, 200, 10 + i as u8);
-        let (name, plain) = (format!("ov{i}"), format!("br{i}"));
+        let (name, plain, user) = (format!("ov{i}"), format!("br{i}"), format!("ub{i}"));
         let ovnet_args =
             ["--name", &name, "--network", NETWORK, "--ip", &ip.to_string(), IMAGE, "sleep", "600"];
         let bridge_args = ["--name", &plain, "--network", "bridge", IMAGE, "sleep", "600"];
+        let user_args = ["--name", &user, "--network", USER_BRIDGE, IMAGE, "sleep", "600"];
         // Alternate which goes first, so neither always runs on a warmer dockerd.
         if i % 2 == 0 {
             bridge.push(ms(timed_run(&d0, &bridge_args)?));
+            user_bridge.push(ms(timed_run(&d0, &user_args)?));
         }
         let t0 = Instant::now();
         d0.docker_ok(&[&["run", "-d"], &ovnet_args[..]].concat())?;
@@ -109,19 +121,32 @@ pub fn run(smoke: bool) -> anyhow::Result<Report> {
         let at = pinger.first_reply(ip, returned + DEADLINE).with_context(|| format!("pinging {ip}"))?;
         reply.push(ms(at.saturating_duration_since(returned)));
         if i % 2 == 1 {
+            user_bridge.push(ms(timed_run(&d0, &user_args)?));
             bridge.push(ms(timed_run(&d0, &bridge_args)?));
         }
-        d0.docker_ok(&["rm", "-f", &name, &plain])?;
+        d0.docker_ok(&["rm", "-f", &name, &plain, &user])?;
     }
-    let added = match (summarize(&ovnet), summarize(&bridge)) {
+    let added = |base: &[f64]| match (summarize(&ovnet), summarize(base)) {
         (Some(o), Some(b)) => o.p50 - b.p50,
         _ => f64::NAN,
     };
     let rows = vec![
         Row::samples("docker run -d on an ovnet network", "ms", &ovnet),
-        Row::samples("docker run -d on Docker's bridge network (same run)", "ms", &bridge),
-        Row::value("ovnet adds to docker run -d (p50 difference)", "ms", ovnet.len(), added)
-            .at_most(Stat::Value, 20.0),
+        Row::samples("docker run -d on Docker's default bridge network (same run)", "ms", &bridge),
+        Row::samples("docker run -d on a user-defined Docker bridge network (same run)", "ms", &user_bridge),
+        Row::value(
+            "ovnet adds to docker run -d, against the default bridge (p50 difference)",
+            "ms",
+            ovnet.len(),
+            added(&bridge),
+        ),
+        Row::value(
+            "ovnet adds to docker run -d, against a user-defined bridge network (p50 difference)",
+            "ms",
+            ovnet.len(),
+            added(&user_bridge),
+        )
+        .at_most(Stat::Value, 20.0),
         Row::samples(
             "docker run -d returns until a container on another host gets its first reply",
             "ms",
@@ -129,6 +154,37 @@ pub fn run(smoke: bool) -> anyhow::Result<Report> {
         )
         .at_most(Stat::P50, 50.0),
     ];
+    let mut rows = rows;
+    rows.extend(plugin_rows(&lab)?);
     let details = serde_json::json!({ "hosts": 2, "samples": samples, "image": IMAGE, "docker_sync": sync });
     Ok(Report { rows, details, ..Default::default() })
+}
+
+/// The plugin calls dockerd makes for one `docker run -d` on an ovnet network.
+const RUN_CALLS: &[(&str, u32)] = &[
+    ("IpamDriver.RequestAddress", 1),
+    ("NetworkDriver.CreateEndpoint", 1),
+    ("NetworkDriver.Join", 1),
+    ("NetworkDriver.ProgramExternalConnectivity", 1),
+    ("NetworkDriver.EndpointOperInfo", 2),
+];
+
+/// How long host 0's plugin took to answer each call of a `docker run`
+/// (the mean over the run, from its metrics), and their sum: the part of
+/// what ovnet adds that is the agent's own, the rest is dockerd's.
+fn plugin_rows(lab: &Lab) -> anyhow::Result<Vec<Row>> {
+    let (code, text) = lab.http_get(0, "/metrics")?;
+    anyhow::ensure!(code == 200, "GET /metrics on h1: status {code}");
+    let mut rows = Vec::new();
+    let mut total = 0.0;
+    for (method, per_run) in RUN_CALLS {
+        let series = |part: &str| format!("ovnet_docker_plugin_call_seconds_{part}{{method=\"{method}\"}}");
+        let sum = metrics_sample(&text, &series("sum")).unwrap_or(0.0);
+        let count = metrics_sample(&text, &series("count")).unwrap_or(0.0);
+        let mean_ms = if count > 0.0 { sum / count * 1000.0 } else { 0.0 };
+        total += mean_ms * f64::from(*per_run);
+        rows.push(Row::value(&format!("plugin answers {method} (mean)"), "ms", count as usize, mean_ms));
+    }
+    rows.push(Row::value("plugin time per docker run -d (sum of its calls)", "ms", 1, total));
+    Ok(rows)
 }
