@@ -326,7 +326,15 @@ impl<D: Dataplane> Endpoints<D> {
         };
         let _busy = self.busy.hold(std::slice::from_ref(&ep.host_ifname));
         self.dp.detach(ep.host_ifname.clone()).await?;
-        let ep = self.store.release_endpoint(&net.name, ep.ip).await?;
+        // Guarded by the endpoint's id, so a delete sent again after a lost
+        // answer can neither fail on its own success nor remove an endpoint
+        // that got the address since (chaos finding: a disconnect reported
+        // "not connected" after its first delete had been applied). Gone
+        // already (a dead-endpoint release raced it) counts as done.
+        let ep = ep.clone();
+        if !self.store.release_endpoint_if(&net.name, ep.ip, &ep.id).await? {
+            info!(network = %net.name, ip = %ep.ip, "the endpoint was released meanwhile");
+        }
         self.wrote(&net.name, ep.ip, false);
         info!(network = %net.name, netns = %ep.netns, ip = %ep.ip, "endpoint disconnected");
         Ok((ep, net))
