@@ -18,6 +18,7 @@ pub mod cni;
 pub mod config;
 pub mod dataplane;
 pub mod desired;
+pub mod dns;
 pub mod docker;
 pub mod doctor;
 pub mod endpoint;

@@ -91,6 +91,7 @@ struct Inner {
     netlink_errors: Counter,
     etcd_errors: Counter,
     etcd_connected: Gauge,
+    dns: crate::dns::DnsMetrics,
     synced: AtomicBool,
     /// Why the firewall table cannot be written, while it cannot.
     isolation: std::sync::Mutex<Option<String>>,
@@ -121,6 +122,7 @@ impl Metrics {
             netlink_errors: Counter::default(),
             etcd_errors: Counter::default(),
             etcd_connected: Gauge::default(),
+            dns: Default::default(),
             synced: AtomicBool::new(false),
             isolation: Default::default(),
             unhealthy: Default::default(),
@@ -165,7 +167,13 @@ impl Metrics {
             "1 while the last etcd interaction (watch or lease keep-alive) succeeded, else 0",
             inner.etcd_connected.clone(),
         );
+        inner.dns.register(&mut r);
         Metrics { inner: Arc::new(Inner { registry: r, ..inner }) }
+    }
+
+    /// The DNS server's counters.
+    pub fn dns(&self) -> crate::dns::DnsMetrics {
+        self.inner.dns.clone()
     }
 
     /// Sets the cluster gauges from a snapshot and this host's endpoints in it.
@@ -286,6 +294,8 @@ mod tests {
             host_ifname: format!("ovve{last}"),
             created_at: 0,
             container: None,
+            name: String::new(),
+            aliases: Vec::new(),
         }
     }
 

@@ -101,6 +101,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         Task::spawn("releases", release_dead_endpoints(store.clone(), releases_rx, metrics.clone())),
     ];
     tasks.extend(http.map(|handle| Task { name: "metrics listener", handle }));
+    let dns = crate::dns::Dns {
+        node: me.node.clone(),
+        extra: cfg.dns_address.0,
+        resolv_conf: cfg.resolv_conf.clone(),
+        metrics: metrics.dns(),
+        netlink: dp.handle().clone(),
+    };
+    tasks.push(Task::spawn("dns", crate::dns::run(dns, state_rx.clone(), std::future::pending())));
     tasks.extend(cfg.cni_conf_dir.clone().zip(cni_agent).map(|(dir, agent)| {
         Task::spawn("cni conflists", crate::cni::run(dir, agent, state_rx.clone(), cfg.resync_interval()))
     }));

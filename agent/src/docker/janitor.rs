@@ -197,6 +197,8 @@ mod tests {
             host_ifname: "ovve1".into(),
             created_at,
             container: Some(ContainerRef { runtime: RUNTIME.into(), id: id.into(), name: String::new() }),
+            name: String::new(),
+            aliases: Vec::new(),
         }
     }
 
