@@ -127,11 +127,15 @@ fn lookup(zone: &Zone, qname: &str, src: IpAddr) -> Option<Option<Vec<Ipv4Addr>>
     if !qname.contains('.') {
         return collect(&mut zone.scope(src), qname).map(Some);
     }
-    let (label, domain) = qname.split_once('.')?;
-    if !zone.nets.iter().any(|n| n.domain == domain) {
-        return None;
+    // Anything under a network's domain is ours (`web.blue.blue`, which a
+    // resolver's search list makes, too): found or NXDOMAIN, never forwarded.
+    let net =
+        zone.nets.iter().find(|n| qname.strip_suffix(n.domain.as_str()).is_some_and(|p| p.ends_with('.')))?;
+    let label = &qname[..qname.len() - net.domain.len() - 1];
+    if label.contains('.') {
+        return Some(None);
     }
-    Some(collect(&mut zone.scope(src).filter(|n| n.domain == domain), label))
+    Some(collect(&mut zone.scope(src).filter(|n| n.domain == net.domain), label))
 }
 
 fn reverse(zone: &Zone, query: &Message, src: IpAddr, ip: Ipv4Addr) -> Outcome {
@@ -231,6 +235,10 @@ mod tests {
         assert_eq!(addrs(ask(&z, "www.", RecordType::A, blue, 0)).unwrap().len(), 2, "dead host left out");
         assert_eq!(addrs(ask(&z, "ghost.", RecordType::A, blue, 0)), Err("forward".into()));
         assert_eq!(addrs(ask(&z, "nope.blue.", RecordType::A, blue, 0)), Err("Non-Existent Domain".into()));
+        assert_eq!(
+            addrs(ask(&z, "web.blue.blue.", RecordType::A, blue, 0)),
+            Err("Non-Existent Domain".into())
+        );
         assert_eq!(addrs(ask(&z, "web.", RecordType::AAAA, blue, 0)), Ok(vec![]));
         assert_eq!(addrs(ask(&z, "example.com.", RecordType::A, blue, 0)), Err("forward".into()));
     }
