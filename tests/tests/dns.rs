@@ -11,6 +11,7 @@ use hickory_proto::op::ResponseCode;
 use hickory_proto::rr::RecordType;
 use ovnet_tests::dns::{Outside, addresses, getent, query, raw};
 use ovnet_tests::lab::{AgentOptions, poll};
+use ovnet_tests::report::{Outcome, record};
 use ovnet_tests::{Lab, LabOptions};
 
 const CONVERGE: Duration = Duration::from_secs(10);
@@ -156,6 +157,16 @@ fn forwards_to_the_hosts_resolver_and_fails_fast_without_one() {
     eprintln!("SERVFAIL with the resolver down after {took:?}");
     // Our own names still answer.
     assert_eq!(a(&c1, gw, "web").map(|v| v.len()), Ok(1));
+    record(&Outcome {
+        category: "fault".into(),
+        test: "forwards_to_the_hosts_resolver_and_fails_fast_without_one".into(),
+        scenario: "a container asks the agent for a name only the host's resolver (in another namespace) knows, over UDP and TCP; then that resolver is stopped".into(),
+        held: format!("answers and NXDOMAIN passed through; with the resolver down SERVFAIL after {took:.0?} (bound: 5 s); ovnet's own names still answered"),
+        operations: 5,
+        panics: lab.panics(),
+        ..Default::default()
+    })
+    .unwrap();
 }
 
 /// Lookups every 20 ms through an agent SIGKILL and restart; a dead host's
@@ -229,6 +240,21 @@ fn restart_gap_dead_host_and_flood() {
     })
     .unwrap();
     assert_eq!(lab.panics(), 0);
+    record(&Outcome {
+        category: "fault".into(),
+        test: "restart_gap_dead_host_and_flood".into(),
+        scenario: format!(
+            "agent SIGKILLed and restarted while a container looks a name up every 20 ms ({} lookups); 12 malformed and oversize packets over UDP and TCP; {sent} queries in a burst with a connect during it; another host's agent killed",
+            answered.len()
+        ),
+        held: format!(
+            "longest gap in answers {gap:.0?} (< 1 s); the agent kept running; the name connected during the flood resolved on another host; the dead host's names went with its lease"
+        ),
+        operations: answered.len() as u64 + sent as u64 + 14,
+        panics: lab.panics(),
+        ..Default::default()
+    })
+    .unwrap();
 }
 
 /// The longest time between the last answered lookup before a failure and
