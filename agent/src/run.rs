@@ -106,7 +106,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         extra: cfg.dns_address.0,
         resolv_conf: cfg.resolv_conf.clone(),
         metrics: metrics.dns(),
-        netlink: dp.handle().clone(),
+        dp: dp.clone(),
     };
     tasks.push(Task::spawn("dns", crate::dns::run(dns, state_rx.clone(), std::future::pending())));
     tasks.extend(cfg.cni_conf_dir.clone().zip(cni_agent).map(|(dir, agent)| {

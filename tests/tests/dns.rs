@@ -216,6 +216,15 @@ fn restart_gap_dead_host_and_flood() {
     eprintln!("DNS gap through an agent SIGKILL + restart: {gap:?} ({} lookups)", answered.len());
     assert!(gap < Duration::from_secs(1), "gap {gap:?}");
     assert_eq!(user.join().unwrap(), Some(ip2.clone()), "getent with ovnet's resolver options");
+    // What keeps it working: the kernel's port-unreachable answers to DNS
+    // queries are dropped while nothing listens.
+    let out = ovnet_tests::Netns::borrowed(&lab.hosts[0].ns.name)
+        .exec("nft", &["list", "table", "inet", "ovnet_dns"]);
+    let text = String::from_utf8_lossy(&out.unwrap().stdout).to_string();
+    assert!(
+        text.contains("oifname \"ovbr*\"") && text.contains("port-unreachable") && text.contains("drop"),
+        "{text}"
+    );
 
     // Bad input and a flood at h1's server.
     let mut junk: Vec<Vec<u8>> = vec![vec![], vec![0x12], vec![0xff; 11], vec![0xab; 12], vec![0x55; 4000]];

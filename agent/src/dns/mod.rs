@@ -11,6 +11,7 @@
 //! with the task (they are aborted when it is dropped).
 
 pub mod forward;
+pub mod quiet;
 pub mod resolv;
 pub mod serve;
 pub mod zone;
@@ -118,8 +119,8 @@ pub struct Dns {
     /// `--resolv-conf`.
     pub resolv_conf: PathBuf,
     pub metrics: DnsMetrics,
-    /// For putting `extra` on `lo`.
-    pub netlink: rtnetlink::Handle,
+    /// For putting `extra` on `lo` and writing the `quiet` table.
+    pub dp: crate::dataplane::NetlinkDataplane,
 }
 
 /// The bound listeners by address; dropping it ends them.
@@ -144,11 +145,14 @@ pub async fn run(dns: Dns, mut state: StateRx, shutdown: impl Future<Output = ()
     let upstreams = forward::Upstreams::new(dns.resolv_conf.clone(), is_own);
     let shared = Arc::new(Shared::new(zone_rx, upstreams, dns.metrics.clone()));
     let mut listeners = Listeners::default();
-    let mut on_lo = false;
+    let (mut on_lo, mut quiet) = (false, false);
     tokio::pin!(shutdown);
     loop {
         if let (Some(ip), false) = (extra, on_lo) {
-            on_lo = add_to_lo(&dns.netlink, ip).await;
+            on_lo = add_to_lo(dns.dp.handle(), ip).await;
+        }
+        if !quiet {
+            quiet = write_quiet(&dns.dp).await;
         }
         let snapshot = state.borrow_and_update().clone();
         if let Some(snap) = snapshot {
@@ -198,6 +202,20 @@ fn listen(shared: &Arc<Shared>, listeners: &mut Listeners, wanted: &[Ipv4Addr]) 
             (Err(e), _) | (_, Err(e)) => {
                 warn!(listen = %addr, error = %e, "cannot serve DNS here; will retry")
             }
+        }
+    }
+}
+
+/// Writes the `quiet` table: true when done.
+async fn write_quiet(dp: &crate::dataplane::NetlinkDataplane) -> bool {
+    match dp.nft_transaction(quiet::batch()).await {
+        Ok(()) => {
+            info!("{}", quiet::COMMAND);
+            true
+        }
+        Err(e) => {
+            warn!(error = %e, "cannot write the table inet {}; will retry", quiet::TABLE);
+            false
         }
     }
 }

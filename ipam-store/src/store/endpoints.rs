@@ -599,6 +599,48 @@ mod tests {
     }
 
     #[test]
+    fn a_name_is_unique_on_its_network_and_aliases_are_shared() {
+        let mut taken = EndpointRecord {
+            v: RECORD_VERSION,
+            id: "id".into(),
+            network: "n".into(),
+            host: "a".into(),
+            netns: "c1".into(),
+            ip: ip("10.1.0.2"),
+            mac: Mac::endpoint(ip("10.1.0.2")),
+            ifname: "eth0".into(),
+            host_ifname: "ovveid".into(),
+            created_at: 0,
+            container: None,
+            name: "web".into(),
+            aliases: vec!["www".into()],
+        };
+        let req = |name: &str, aliases: &[&str]| NewEndpoint {
+            id: "new".into(),
+            network: "n".into(),
+            host: "b".into(),
+            netns: "c2".into(),
+            ifname: String::new(),
+            host_ifname: "ovvenew".into(),
+            ip: None,
+            container: None,
+            name: name.into(),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+        };
+        let e = names_free([&taken].into_iter(), &req("web", &[])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"name "web" is taken on network "n" by the endpoint at 10.1.0.2 (aliases may be shared, names may not)"#
+        );
+        assert!(names_free([&taken].into_iter(), &req("db", &["www", "web"])).is_ok());
+        taken.name = String::new();
+        assert!(names_free([&taken].into_iter(), &req("web", &[])).is_ok());
+        assert!(matches!(dns_names(&req("Web", &[])), Err(Error::InvalidDnsName { .. })));
+        assert!(matches!(dns_names(&req("web", &["a_b"])), Err(Error::InvalidDnsName { .. })));
+        assert!(dns_names(&req("", &["a-b"])).is_ok());
+    }
+
+    #[test]
     fn fixed_address_rules() {
         let v = view("10.1.0.0/16", 24, &[("10.1.0.0/24", "a")], &["10.1.0.2"]);
         let plan = |host: &str, s: &str| v.plan_endpoint(host, Some(ip(s)), 1, |_| 0);
