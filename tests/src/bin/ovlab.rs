@@ -75,7 +75,7 @@ fn main() -> anyhow::Result<()> {
     for i in 0..hosts {
         let name = format!("c{}", i + 1);
         let ns = lab.container(&name)?;
-        let ip = shown(&lab, i, &["network", "connect", "--name", &name, "demo", &ns])?;
+        let ip = shown(&lab, i, &["network", "connect", "demo", &ns, "--name", &name])?;
         containers.push(Container { ns, ip, host: i });
     }
     println!();
