@@ -282,8 +282,8 @@ fn longest_gap(answered: &[(Instant, bool)]) -> Duration {
     gap
 }
 
-/// Sends `n` queries (some for our names, some malformed) from `ns` as fast
-/// as it can, without waiting for answers.
+/// Sends `n` queries (one in ten malformed) from `ns` without waiting for
+/// answers, in bursts of 500.
 fn flood(ns: &str, server: Ipv4Addr, n: usize) -> std::thread::JoinHandle<usize> {
     let path = std::path::PathBuf::from(format!("/run/netns/{ns}"));
     std::thread::spawn(move || {
@@ -299,6 +299,11 @@ fn flood(ns: &str, server: Ipv4Addr, n: usize) -> std::thread::JoinHandle<usize>
                     if i % 10 == 0 { &[1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13] } else { &good };
                 if s.send_to(bytes, (server, 53)).await.is_ok() {
                     sent += 1;
+                }
+                // In bursts of 500 over about half a second, so that the
+                // connect made meanwhile meets it.
+                if i % 500 == 499 {
+                    tokio::time::sleep(Duration::from_millis(25)).await;
                 }
             }
             sent

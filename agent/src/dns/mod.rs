@@ -238,3 +238,36 @@ async fn add_to_lo(h: &rtnetlink::Handle, ip: Ipv4Addr) -> bool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dns_address_flag() {
+        assert_eq!(parse_dns_address("off"), Ok(DnsAddress(None)));
+        assert_eq!(parse_dns_address("169.254.53.53"), Ok(DnsAddress(Some(Ipv4Addr::new(169, 254, 53, 53)))));
+        for bad in ["", "1.2.3", "0.0.0.0", "224.0.0.1", "::1"] {
+            assert!(parse_dns_address(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn counters_are_in_the_agents_registry() {
+        let m = crate::metrics::Metrics::new();
+        let dns = m.dns();
+        dns.query();
+        dns.forwarded();
+        dns.failure("malformed");
+        dns.answer(&Message::error_msg(1, hickory_proto::op::OpCode::Query, ResponseCode::NXDomain));
+        let text = m.encode();
+        for want in [
+            "ovnet_dns_queries_total 1",
+            "ovnet_dns_forwarded_total 1",
+            "ovnet_dns_failures_total{kind=\"malformed\"} 1",
+            "ovnet_dns_answers_total{kind=\"NXDOMAIN\"} 1",
+        ] {
+            assert!(text.contains(want), "{want} in\n{text}");
+        }
+    }
+}
