@@ -162,7 +162,9 @@ async fn release_dead_endpoints(
         loop {
             match store.release_endpoint_if(&ep.network, ep.ip, &ep.id).await {
                 Ok(true) => {
-                    info!(network = %ep.network, ip = %ep.ip, netns = %ep.netns, "released the address of a dead endpoint")
+                    info!(network = %ep.network, ip = %ep.ip, netns = %ep.netns, "released the address of a dead endpoint");
+                    // `ip netns del` leaves /etc/netns/NAME: take our resolv.conf back.
+                    let _ = crate::dns::resolv::disconnected(&ep.netns, &ep.network.to_ascii_lowercase());
                 }
                 Ok(false) => {}
                 Err(e) => {

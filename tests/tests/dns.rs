@@ -125,6 +125,22 @@ fn names_aliases_round_robin_and_scoping_across_three_hosts() {
     }
     eprintln!("disconnect seen by both other hosts' DNS after {:?}", started.elapsed());
     assert!(!std::path::Path::new(&format!("/etc/netns/{c2}/resolv.conf")).exists());
+
+    // A namespace deleted without a disconnect: its name goes when the agent
+    // releases the dead endpoint, and so does the resolv.conf ovnet wrote.
+    let (gone, gone_ip) = named(&mut lab, 2, "blue", "gone", &["--name", "gone"]);
+    resolves(&lab, &c1, "gone", Some(&gone_ip));
+    assert!(std::path::Path::new(&format!("/etc/netns/{gone}/resolv.conf")).exists());
+    ovnet_tests::netns::ip(&["netns", "del", &gone]).unwrap();
+    poll("gone's name gone", CONVERGE, || {
+        (a(&c1, gw, "gone.blue") == Err(Some(ResponseCode::NXDomain))).then_some(())
+    })
+    .unwrap();
+    poll("gone's resolv.conf removed", CONVERGE, || {
+        (!std::path::Path::new(&format!("/etc/netns/{gone}")).exists()).then_some(())
+    })
+    .unwrap();
+    lab.delete_container(&gone);
     assert_eq!(lab.panics(), 0);
 }
 
