@@ -80,25 +80,19 @@ fn names_aliases_round_robin_and_scoping_across_three_hosts() {
     let m = query(&c1, "10.71.0.1".parse().unwrap(), &arpa, RecordType::PTR, false, WAIT).unwrap();
     assert_eq!(m.answers.first().map(|r| r.data.to_string()), Some("db.blue.".to_string()));
 
-    // Round robin: all three, and the first one changes between answers.
+    round_robin(&c1, [&ip1, &ip2, &ip3]);
+    scoping(&lab, &c1, &r1, &rip);
+
+    unique_names_and_inspect(&mut lab, &ip3);
+
     let gw: Ipv4Addr = "10.71.0.1".parse().unwrap();
-    let want: BTreeSet<Ipv4Addr> = [&ip1, &ip2, &ip3].iter().map(|s| s.parse().unwrap()).collect();
-    let mut firsts = BTreeSet::new();
-    for _ in 0..6 {
-        let got = a(&c1, gw, "www").unwrap();
-        assert_eq!(got.iter().copied().collect::<BTreeSet<_>>(), want);
-        firsts.insert(got[0]);
-    }
-    assert_eq!(firsts.len(), 3, "the first address rotates: {firsts:?}");
+    disconnect_and_dead_namespace(&mut lab, gw, &c2, [&c1, &c3]);
+    assert_eq!(lab.panics(), 0);
+}
 
-    // Scoping: red sees its own name only; blue does not see red's.
-    resolves(&lab, &r1, "only-red", Some(&rip));
-    assert_eq!(getent(&r1, "web"), None);
-    assert_eq!(a(&r1, "10.72.0.1".parse().unwrap(), "web.blue"), Err(Some(ResponseCode::NXDomain)));
-    // Asking blue's gateway does not help: the source address decides.
-    assert_eq!(a(&r1, gw, "web.blue"), Err(Some(ResponseCode::NXDomain)));
-    assert_eq!(getent(&c1, "only-red"), None);
-
+/// A name is unique on its network; aliases may be shared; labels only;
+/// `inspect` shows them (`ip3` is `cache`'s address).
+fn unique_names_and_inspect(lab: &mut Lab, ip3: &str) {
     // A name is unique on its network; aliases may be shared; labels only.
     let (c4, _) = (lab.container("c4").unwrap(), ());
     let out = lab.ovctl(1, &["network", "connect", "blue", &c4, "--name", "web"]).unwrap();
@@ -111,29 +105,57 @@ fn names_aliases_round_robin_and_scoping_across_three_hosts() {
         serde_json::from_str(&lab.ctl(0, "network inspect blue").unwrap()).unwrap();
     let eps = inspect["endpoints"].as_array().unwrap();
     assert_eq!(eps.len(), 3, "{inspect}");
-    let e3 = eps.iter().find(|e| e["ip"] == ip3.as_str()).unwrap();
+    let e3 = eps.iter().find(|e| e["ip"] == ip3).unwrap();
     assert_eq!((&e3["name"], &e3["aliases"]), (&"cache".into(), &serde_json::json!(["www", "kv"])));
+}
 
+/// An alias of three endpoints: all three answered, the first one rotating.
+fn round_robin(ns: &str, ips: [&String; 3]) {
+    let gw: Ipv4Addr = "10.71.0.1".parse().unwrap();
+    let want: BTreeSet<Ipv4Addr> = ips.iter().map(|s| s.parse().unwrap()).collect();
+    let mut firsts = BTreeSet::new();
+    for _ in 0..6 {
+        let got = a(ns, gw, "www").unwrap();
+        assert_eq!(got.iter().copied().collect::<BTreeSet<_>>(), want);
+        firsts.insert(got[0]);
+    }
+    assert_eq!(firsts.len(), 3, "the first address rotates: {firsts:?}");
+}
+
+/// Red sees its own name only; blue (`blue_ns`) does not see red's.
+fn scoping(lab: &Lab, blue_ns: &str, red_ns: &str, red_ip: &str) {
+    let gw: Ipv4Addr = "10.71.0.1".parse().unwrap();
+    resolves(lab, red_ns, "only-red", Some(red_ip));
+    assert_eq!(getent(red_ns, "web"), None);
+    assert_eq!(a(red_ns, "10.72.0.1".parse().unwrap(), "web.blue"), Err(Some(ResponseCode::NXDomain)));
+    // Asking blue's gateway does not help: the source address decides.
+    assert_eq!(a(red_ns, gw, "web.blue"), Err(Some(ResponseCode::NXDomain)));
+    assert_eq!(getent(blue_ns, "only-red"), None);
+}
+
+/// `gone_ns` disconnected: its name `db` goes from `others` within 2 s;
+/// then a namespace deleted without a disconnect loses its name and its resolv.conf.
+fn disconnect_and_dead_namespace(lab: &mut Lab, gw: Ipv4Addr, gone_ns: &str, others: [&String; 2]) {
     // Disconnect: the name goes everywhere within 2 s.
-    lab.ovctl_ok(1, &["network", "disconnect", "blue", &c2]).unwrap();
+    lab.ovctl_ok(1, &["network", "disconnect", "blue", gone_ns]).unwrap();
     let started = Instant::now();
-    for ns in [&c1, &c3] {
+    for ns in others {
         poll("db gone", Duration::from_secs(2), || {
             (a(ns, gw, "db.blue") == Err(Some(ResponseCode::NXDomain))).then_some(())
         })
         .unwrap();
     }
     eprintln!("disconnect seen by both other hosts' DNS after {:?}", started.elapsed());
-    assert!(!std::path::Path::new(&format!("/etc/netns/{c2}/resolv.conf")).exists());
+    assert!(!std::path::Path::new(&format!("/etc/netns/{gone_ns}/resolv.conf")).exists());
 
     // A namespace deleted without a disconnect: its name goes when the agent
     // releases the dead endpoint, and so does the resolv.conf ovnet wrote.
-    let (gone, gone_ip) = named(&mut lab, 2, "blue", "gone", &["--name", "gone"]);
-    resolves(&lab, &c1, "gone", Some(&gone_ip));
+    let (gone, gone_ip) = named(lab, 2, "blue", "gone", &["--name", "gone"]);
+    resolves(lab, others[0], "gone", Some(&gone_ip));
     assert!(std::path::Path::new(&format!("/etc/netns/{gone}/resolv.conf")).exists());
     ovnet_tests::netns::ip(&["netns", "del", &gone]).unwrap();
     poll("gone's name gone", CONVERGE, || {
-        (a(&c1, gw, "gone.blue") == Err(Some(ResponseCode::NXDomain))).then_some(())
+        (a(others[0], gw, "gone.blue") == Err(Some(ResponseCode::NXDomain))).then_some(())
     })
     .unwrap();
     poll("gone's resolv.conf removed", CONVERGE, || {
@@ -141,7 +163,6 @@ fn names_aliases_round_robin_and_scoping_across_three_hosts() {
     })
     .unwrap();
     lab.delete_container(&gone);
-    assert_eq!(lab.panics(), 0);
 }
 
 /// Names that are not ovnet's go to the host's resolvers; when none answers,
@@ -171,14 +192,26 @@ fn forwards_to_the_hosts_resolver_and_fails_fast_without_one() {
     assert_eq!(m.metadata.response_code, ResponseCode::ServFail);
     assert!(took < Duration::from_secs(5), "SERVFAIL after {took:?}");
     eprintln!("SERVFAIL with the resolver down after {took:?}");
+    // A resolver that does not answer at all (an address nobody has).
+    std::fs::write(&conf, "nameserver 172.30.0.99\n").unwrap();
+    let silent = poll("the agent to read its resolv.conf again", CONVERGE, || {
+        let started = Instant::now();
+        let m = query(&c1, gw, "outside.example.", RecordType::A, false, Duration::from_secs(6)).ok()?;
+        let took = started.elapsed();
+        (m.metadata.response_code == ResponseCode::ServFail && took > Duration::from_millis(500))
+            .then_some(took)
+    })
+    .unwrap();
+    assert!(silent < Duration::from_secs(5), "SERVFAIL after {silent:?}");
+    eprintln!("SERVFAIL with a silent resolver after {silent:?}");
     // Our own names still answer.
     assert_eq!(a(&c1, gw, "web").map(|v| v.len()), Ok(1));
     record(&Outcome {
         category: "fault".into(),
         test: "forwards_to_the_hosts_resolver_and_fails_fast_without_one".into(),
-        scenario: "a container asks the agent for a name only the host's resolver (in another namespace) knows, over UDP and TCP; then that resolver is stopped".into(),
-        held: format!("answers and NXDOMAIN passed through; with the resolver down SERVFAIL after {took:.0?} (bound: 5 s); ovnet's own names still answered"),
-        operations: 5,
+        scenario: "a container asks the agent for a name only the host's resolver (in another namespace) knows, over UDP and TCP; then that resolver is stopped; then resolv.conf names one that never answers".into(),
+        held: format!("answers and NXDOMAIN passed through; SERVFAIL after {took:.0?} with the resolver stopped, after {silent:.1?} with one that never answers (bound: 5 s); ovnet's own names still answered"),
+        operations: 6,
         panics: lab.panics(),
         ..Default::default()
     })
