@@ -145,14 +145,20 @@ pub async fn run(dns: Dns, mut state: StateRx, shutdown: impl Future<Output = ()
     let upstreams = forward::Upstreams::new(dns.resolv_conf.clone(), is_own);
     let shared = Arc::new(Shared::new(zone_rx, upstreams, dns.metrics.clone()));
     let mut listeners = Listeners::default();
-    let (mut on_lo, mut quiet) = (false, false);
+    let mut on_lo = false;
+    // When the `quiet` table was last written, and whether that worked.
+    let mut quiet: Option<(tokio::time::Instant, bool)> = None;
     tokio::pin!(shutdown);
     loop {
         if let (Some(ip), false) = (extra, on_lo) {
             on_lo = add_to_lo(dns.dp.handle(), ip).await;
         }
-        if !quiet {
-            quiet = write_quiet(&dns.dp).await;
+        // Written again every 30 s (a flushed ruleset comes back), logged
+        // when it first works and when it fails.
+        let due = quiet.is_none_or(|(at, ok)| !ok || at.elapsed() >= QUIET_REWRITE);
+        if due {
+            let ok = write_quiet(&dns.dp, quiet.is_none_or(|(_, ok)| !ok)).await;
+            quiet = Some((tokio::time::Instant::now(), ok));
         }
         let snapshot = state.borrow_and_update().clone();
         if let Some(snap) = snapshot {
@@ -206,11 +212,16 @@ fn listen(shared: &Arc<Shared>, listeners: &mut Listeners, wanted: &[Ipv4Addr]) 
     }
 }
 
-/// Writes the `quiet` table: true when done.
-async fn write_quiet(dp: &crate::dataplane::NetlinkDataplane) -> bool {
+/// How often the `quiet` table is written again.
+const QUIET_REWRITE: Duration = Duration::from_secs(30);
+
+/// Writes the `quiet` table (logging the command when `log`): true when done.
+async fn write_quiet(dp: &crate::dataplane::NetlinkDataplane, log: bool) -> bool {
     match dp.nft_transaction(quiet::batch()).await {
         Ok(()) => {
-            info!("{}", quiet::COMMAND);
+            if log {
+                info!("{}", quiet::COMMAND);
+            }
             true
         }
         Err(e) => {

@@ -10,7 +10,8 @@
 //! UDP port 53 packet), so the query goes unanswered instead and the
 //! resolver's next attempt (`timeout:1`) reaches the restarted agent. The
 //! table is written whole in one transaction (add, delete, add), as the
-//! firewall module writes `inet ovnet`; the messages are built here, pure.
+//! firewall module writes `inet ovnet`, at start and every 30 s after; the
+//! messages are built here, pure.
 
 use netlink_packet_core::{NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST, NetlinkMessage};
 use netlink_packet_netfilter::nftables::{

@@ -222,3 +222,82 @@ async fn tcp_session(shared: &Shared, mut stream: TcpStream, src: SocketAddr) ->
         stream.write_all(&bytes).await?;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dns::zone::NetZone;
+    use hickory_proto::op::Query;
+    use hickory_proto::rr::{Name, RecordType};
+    use std::collections::BTreeMap;
+
+    fn shared(n: u8) -> Shared {
+        let ips = (1..=n).map(|i| std::net::Ipv4Addr::new(10, 1, 0, i)).collect();
+        let net = NetZone {
+            domain: "blue".into(),
+            subnet: "10.1.0.0/16".parse().unwrap(),
+            gateway: "10.1.0.1".parse().unwrap(),
+            names: BTreeMap::from([("many".to_string(), ips)]),
+            reverse: BTreeMap::new(),
+        };
+        let (_, rx) = watch::channel(Arc::new(Zone { nets: vec![net] }));
+        Shared::new(rx, Upstreams::new("/dev/null".into(), |_| false), DnsMetrics::default())
+    }
+
+    fn ask(name: &str) -> Vec<u8> {
+        let mut m = Message::query();
+        m.add_query(Query::query(Name::from_ascii(name).unwrap(), RecordType::A));
+        m.to_vec().unwrap()
+    }
+
+    fn reply_of(step: Step) -> Message {
+        match step {
+            Step::Reply(bytes) => Message::from_vec(&bytes).unwrap(),
+            Step::Forward(_) => panic!("forwarded"),
+            Step::Drop => panic!("dropped"),
+        }
+    }
+
+    const SRC: &str = "10.1.2.3:5353";
+
+    #[test]
+    fn garbage_gets_formerr_or_nothing() {
+        let s = shared(1);
+        let src = SRC.parse().unwrap();
+        let m = reply_of(s.step(&[0x12, 0x34, 0xff], src, false));
+        assert_eq!((m.metadata.id, m.metadata.response_code), (0x1234, ResponseCode::FormErr));
+        assert!(matches!(s.step(&[7], src, false), Step::Drop));
+        assert!(matches!(s.step(&[], src, true), Step::Drop));
+        let mut response = Message::from_vec(&ask("many.")).unwrap();
+        response.metadata.message_type = MessageType::Response;
+        assert!(
+            matches!(s.step(&response.to_vec().unwrap(), src, false), Step::Drop),
+            "answers are not answered"
+        );
+    }
+
+    #[test]
+    fn a_long_answer_is_truncated_over_udp_only() {
+        let s = shared(100);
+        let src = SRC.parse().unwrap();
+        let udp = reply_of(s.step(&ask("many."), src, false));
+        assert!(udp.metadata.truncation && udp.answers.is_empty());
+        let tcp = reply_of(s.step(&ask("many."), src, true));
+        assert_eq!((tcp.metadata.truncation, tcp.answers.len()), (false, 100));
+    }
+
+    #[test]
+    fn others_are_forwarded() {
+        let s = shared(1);
+        assert!(matches!(s.step(&ask("example.com."), SRC.parse().unwrap(), false), Step::Forward(_)));
+        assert!(matches!(s.step(&ask("many."), "192.0.2.1:53".parse().unwrap(), false), Step::Forward(_)));
+    }
+
+    #[tokio::test]
+    async fn no_resolver_is_servfail_at_once() {
+        let s = shared(1);
+        let q = Message::from_vec(&ask("example.com.")).unwrap();
+        let bytes = s.forward(&q, &ask("example.com."), false).await;
+        assert_eq!(Message::from_vec(&bytes).unwrap().metadata.response_code, ResponseCode::ServFail);
+    }
+}
