@@ -244,11 +244,27 @@ mod tests {
         assert!(json.contains(r#""mac":"02:42:0a:01:02:03""#), "{json}");
         assert_eq!(decode::<EndpointRecord>("k", json.as_bytes()).unwrap(), e);
         assert!(!json.contains("container"), "{json}");
+        // A record written before names existed has none, and writes none.
+        assert!(!json.contains(r#""name""#) && !json.contains("aliases"), "{json}");
+        assert_eq!(e.dns_name(), None);
         let c = EndpointRecord {
-            container: Some(ContainerRef { runtime: "cni".into(), id: "abc".into(), name: "web".into() }),
-            ..e
+            container: Some(ContainerRef { runtime: "cni".into(), id: "abc".into(), name: "Web".into() }),
+            ..e.clone()
         };
         assert_eq!(decode::<EndpointRecord>("k", &encode(&c)).unwrap(), c);
+        assert_eq!(c.dns_name().as_deref(), Some("web"), "the container's name, lower case");
+        let named = EndpointRecord { name: "db".into(), aliases: vec!["www".into()], ..c };
+        assert_eq!(decode::<EndpointRecord>("k", &encode(&named)).unwrap(), named);
+        assert_eq!(named.dns_name().as_deref(), Some("db"));
+        let unnamed = EndpointRecord {
+            container: Some(ContainerRef {
+                runtime: "docker".into(),
+                id: "x".into(),
+                name: "happy_turing".into(),
+            }),
+            ..e
+        };
+        assert_eq!(unnamed.dns_name(), None, "not a DNS label");
     }
 
     #[test]
