@@ -13,7 +13,7 @@ use ovnet_ipam_store::{
 };
 use ovnet_proto as pb;
 use tonic::{Request, Response, Status};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::dataplane::Dataplane;
 use crate::desired::HostContext;
@@ -113,8 +113,16 @@ impl<D: Dataplane> AgentService<D> {
             _ => Some(ContainerRef { runtime: r.runtime, id: r.container_id, name: r.container_name }),
         };
         let ifname = Some(r.ifname).filter(|i| !i.is_empty());
-        let attach = Attach { network: r.network, netns: r.netns, ip, ifname, container };
+        let (name, aliases) = (r.name, r.aliases);
+        let plain = container.is_none();
+        let attach = Attach { network: r.network, netns: r.netns, ip, ifname, container, name, aliases };
         let (ep, net) = self.endpoints.connect(attach).await?;
+        if plain
+            && let Err(e) =
+                crate::dns::resolv::connected(&ep.netns, net.gateway, &net.name.to_ascii_lowercase())
+        {
+            warn!(netns = %ep.netns, error = %e, "cannot write the namespace's resolv.conf");
+        }
         Ok(endpoint_pb(&ep, &net))
     }
 
@@ -125,6 +133,9 @@ impl<D: Dataplane> AgentService<D> {
             Detach::Container { id: r.container_id, ifname: r.ifname }
         };
         let (ep, net) = self.endpoints.disconnect(&r.network, &which).await?;
+        if let Err(e) = crate::dns::resolv::disconnected(&ep.netns, &net.name.to_ascii_lowercase()) {
+            warn!(netns = %ep.netns, error = %e, "cannot update the namespace's resolv.conf");
+        }
         Ok(endpoint_pb(&ep, &net))
     }
 }
@@ -161,6 +172,8 @@ fn endpoint_pb(e: &EndpointRecord, net: &NetworkRecord) -> pb::Endpoint {
         runtime: e.container.as_ref().map(|c| c.runtime.clone()).unwrap_or_default(),
         container_id: e.container.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
         container_name: e.container.as_ref().map(|c| c.name.clone()).unwrap_or_default(),
+        name: e.dns_name().unwrap_or_default(),
+        aliases: e.aliases.clone(),
     }
 }
 

@@ -51,6 +51,9 @@ pub struct Attach {
     pub ifname: Option<String>,
     /// The runtime's container the endpoint belongs to, recorded with it.
     pub container: Option<ContainerRef>,
+    /// DNS name (unique on the network; empty for none) and aliases.
+    pub name: String,
+    pub aliases: Vec<String>,
 }
 
 /// Which endpoint of a network on this host to disconnect.
@@ -200,6 +203,8 @@ impl<D: Dataplane> Endpoints<D> {
             host_ifname: veth_host_name(&id),
             ip: a.ip,
             container: a.container.clone(),
+            name: a.name.clone(),
+            aliases: a.aliases.clone(),
         };
         let visit = async {
             let ns = self.dp.open_netns(netns_path(&a.netns)).await?;

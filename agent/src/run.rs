@@ -101,6 +101,14 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         Task::spawn("releases", release_dead_endpoints(store.clone(), releases_rx, metrics.clone())),
     ];
     tasks.extend(http.map(|handle| Task { name: "metrics listener", handle }));
+    let dns = crate::dns::Dns {
+        node: me.node.clone(),
+        extra: cfg.dns_address.0,
+        resolv_conf: cfg.resolv_conf.clone(),
+        metrics: metrics.dns(),
+        dp: dp.clone(),
+    };
+    tasks.push(Task::spawn("dns", crate::dns::run(dns, state_rx.clone(), std::future::pending())));
     tasks.extend(cfg.cni_conf_dir.clone().zip(cni_agent).map(|(dir, agent)| {
         let cni = crate::cni::run(dir, agent, me.node.clone(), state_rx.clone(), cfg.resync_interval());
         Task::spawn("cni conflists", cni)
@@ -155,7 +163,9 @@ async fn release_dead_endpoints(
         loop {
             match store.release_endpoint_if(&ep.network, ep.ip, &ep.id).await {
                 Ok(true) => {
-                    info!(network = %ep.network, ip = %ep.ip, netns = %ep.netns, "released the address of a dead endpoint")
+                    info!(network = %ep.network, ip = %ep.ip, netns = %ep.netns, "released the address of a dead endpoint");
+                    // `ip netns del` leaves /etc/netns/NAME: take our resolv.conf back.
+                    let _ = crate::dns::resolv::disconnected(&ep.netns, &ep.network.to_ascii_lowercase());
                 }
                 Ok(false) => {}
                 Err(e) => {

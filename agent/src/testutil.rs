@@ -38,6 +38,8 @@ pub fn endpoint(network: &str, host: &str, ip: [u8; 4]) -> EndpointRecord {
         host_ifname: format!("ovve{}", ip.octets()[3]),
         created_at: 0,
         container: None,
+        name: String::new(),
+        aliases: Vec::new(),
     }
 }
 

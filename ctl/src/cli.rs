@@ -217,6 +217,12 @@ pub struct ConnectArgs {
     /// Fixed address inside the network; by default the next free one.
     #[arg(long, value_name = "IP", value_parser = crate::usage::parse_ip)]
     pub ip: Option<Ipv4Addr>,
+    /// DNS name of the endpoint on the network (a DNS label, unique there).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Another DNS name (repeatable); several endpoints may share one.
+    #[arg(long = "alias", value_name = "ALIAS")]
+    pub aliases: Vec<String>,
     /// Network name.
     pub network: String,
     /// Namespace name (`ip netns add`) or path such as /proc/PID/ns/net.

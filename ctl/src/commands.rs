@@ -118,6 +118,14 @@ async fn network(
         }
         NetworkCommand::Connect(args) => {
             let ep = AttachedEndpointView::from(agent.connect_endpoint(connect_request(args)).await?);
+            if format == Format::Table && ep.endpoint.netns.contains('/') {
+                // A name gets /etc/netns/NAME/resolv.conf from the agent; a path cannot.
+                eprintln!(
+                    "names: put \"nameserver {}\", \"search {}\" and \"options timeout:1 attempts:3\" in the container's resolv.conf",
+                    ep.gateway,
+                    ep.network.to_ascii_lowercase()
+                );
+            }
             render(out, format, &ep, |e| format!("{}\n", e.endpoint.ip))
         }
         NetworkCommand::Conflist { name } => {
@@ -192,6 +200,8 @@ fn connect_request(args: ConnectArgs) -> pb::ConnectRequest {
         network: args.network,
         netns: args.netns,
         ip: args.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        name: args.name.unwrap_or_default(),
+        aliases: args.aliases,
         ..Default::default()
     }
 }

@@ -72,11 +72,26 @@ pub struct EndpointView {
     pub ip: String,
     pub mac: String,
     pub ifname: String,
+    /// DNS name on the network (absent when it has none).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
 }
 
 impl From<pb::Endpoint> for EndpointView {
     fn from(e: pb::Endpoint) -> Self {
-        EndpointView { id: e.id, host: e.host, netns: e.netns, ip: e.ip, mac: e.mac, ifname: e.ifname }
+        let (name, aliases) = (e.name, e.aliases);
+        EndpointView {
+            id: e.id,
+            host: e.host,
+            netns: e.netns,
+            ip: e.ip,
+            mac: e.mac,
+            ifname: e.ifname,
+            name,
+            aliases,
+        }
     }
 }
 

@@ -83,6 +83,14 @@ pub enum Error {
     #[error("no endpoint with address {ip} in network {network:?}")]
     EndpointNotFound { network: String, ip: Ipv4Addr },
 
+    #[error("invalid DNS name {name:?}: {rule}")]
+    InvalidDnsName { name: String, rule: &'static str },
+
+    #[error(
+        "name {name:?} is taken on network {network:?} by the endpoint at {ip} (aliases may be shared, names may not)"
+    )]
+    DnsNameTaken { name: String, network: String, ip: Ipv4Addr },
+
     #[error("namespace {netns:?} is already connected to network {network:?} (address {ip})")]
     NetnsConnected { netns: String, network: String, ip: Ipv4Addr },
 
@@ -138,6 +146,7 @@ impl Error {
         use Error::*;
         match self {
             InvalidName { .. }
+            | InvalidDnsName { .. }
             | InvalidHostName { .. }
             | InvalidVni { .. }
             | InvalidMtu { .. }
@@ -150,7 +159,8 @@ impl Error {
             | VniTaken { .. }
             | SubnetOverlap { .. }
             | IpTaken { .. }
-            | NetnsConnected { .. } => ErrorKind::AlreadyExists,
+            | NetnsConnected { .. }
+            | DnsNameTaken { .. } => ErrorKind::AlreadyExists,
             NetworkNotFound(_) | EndpointNotFound { .. } | HostNotFound(_) => ErrorKind::NotFound,
             PoolExhausted { .. } | NoFreeVni | AddressExhausted { .. } => ErrorKind::ResourceExhausted,
             BlockOwnedByOtherHost { .. }

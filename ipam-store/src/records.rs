@@ -161,6 +161,25 @@ pub struct EndpointRecord {
     /// (Docker, CNI); absent for `ovctl network connect`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerRef>,
+    /// The DNS name the agents answer for this endpoint on its network
+    /// (unique there); empty for none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// More DNS names; several endpoints may share one (round robin).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+}
+
+impl EndpointRecord {
+    /// The DNS name it answers to: its own, else its container's name
+    /// (Docker's, CNI's `K8S_POD_NAME`) in lower case when that is a DNS label.
+    pub fn dns_name(&self) -> Option<String> {
+        if !self.name.is_empty() {
+            return Some(self.name.clone());
+        }
+        let name = self.container.as_ref()?.name.to_ascii_lowercase();
+        crate::validate::dns_label(&name).is_ok().then_some(name)
+    }
 }
 
 /// Who asked for an endpoint, in the runtime's own terms.
@@ -297,16 +316,34 @@ mod tests {
             host_ifname: "ovve1".into(),
             created_at: 5,
             container: None,
+            name: String::new(),
+            aliases: Vec::new(),
         };
         let json = String::from_utf8(encode(&e)).unwrap();
         assert!(json.contains(r#""mac":"02:42:0a:01:02:03""#), "{json}");
         assert_eq!(decode::<EndpointRecord>("k", json.as_bytes()).unwrap(), e);
         assert!(!json.contains("container"), "{json}");
+        // A record written before names existed has none, and writes none.
+        assert!(!json.contains(r#""name""#) && !json.contains("aliases"), "{json}");
+        assert_eq!(e.dns_name(), None);
         let c = EndpointRecord {
-            container: Some(ContainerRef { runtime: "cni".into(), id: "abc".into(), name: "web".into() }),
-            ..e
+            container: Some(ContainerRef { runtime: "cni".into(), id: "abc".into(), name: "Web".into() }),
+            ..e.clone()
         };
         assert_eq!(decode::<EndpointRecord>("k", &encode(&c)).unwrap(), c);
+        assert_eq!(c.dns_name().as_deref(), Some("web"), "the container's name, lower case");
+        let named = EndpointRecord { name: "db".into(), aliases: vec!["www".into()], ..c };
+        assert_eq!(decode::<EndpointRecord>("k", &encode(&named)).unwrap(), named);
+        assert_eq!(named.dns_name().as_deref(), Some("db"));
+        let unnamed = EndpointRecord {
+            container: Some(ContainerRef {
+                runtime: "docker".into(),
+                id: "x".into(),
+                name: "happy_turing".into(),
+            }),
+            ..e
+        };
+        assert_eq!(unnamed.dns_name(), None, "not a DNS label");
     }
 
     #[test]

@@ -46,6 +46,25 @@ pub fn host_name(name: &str) -> Result<(), Error> {
     name_chars_ok(name).map_err(invalid)
 }
 
+/// A DNS label for an endpoint's name or alias: 1..=63 of `[a-z0-9-]`,
+/// not starting or ending with `-` (RFC 1123; lower case, as stored).
+pub fn dns_label(name: &str) -> Result<(), Error> {
+    let invalid = |rule| Err(Error::InvalidDnsName { name: name.to_string(), rule });
+    if name.is_empty() {
+        return invalid("it is empty");
+    }
+    if name.len() > 63 {
+        return invalid("it is longer than 63 characters");
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return invalid("only lower-case letters, digits and '-' are allowed");
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return invalid("it must not start or end with '-'");
+    }
+    Ok(())
+}
+
 /// The prefix of the host end of every veth ovnet makes (`ovve` + id).
 pub const VETH_PREFIX: &str = "ovve";
 
@@ -137,6 +156,16 @@ pub fn driver(driver: &str) -> Result<Driver, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_labels() {
+        for ok in ["web", "a", "web-1", "0db", &"x".repeat(63)] {
+            assert!(dns_label(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Web", "we_b", "-web", "web-", "a.b", &"x".repeat(64)] {
+            assert!(matches!(dns_label(bad), Err(Error::InvalidDnsName { .. })), "{bad}");
+        }
+    }
 
     fn net(s: &str) -> Ipv4Net {
         s.parse().unwrap()

@@ -8,6 +8,7 @@
 
 pub mod bench;
 pub mod chaos;
+pub mod dns;
 pub mod docker;
 pub mod docker_demo;
 pub mod etcd;

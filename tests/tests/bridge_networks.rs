@@ -342,6 +342,8 @@ async fn the_store_gives_a_bridge_networks_addresses_to_its_host_only() {
         host_ifname: format!("ovve{host}"),
         ip: None,
         container: None,
+        name: String::new(),
+        aliases: Vec::new(),
     };
     let other = |e: Error| matches!(&e, Error::NetworkOfOtherHost { owner, host, .. } if owner == "h1" && host == "h2");
     let before = s.list_endpoints(Some("lan")).await.unwrap();

@@ -56,6 +56,8 @@ fn endpoint(network: &str, host: &str, id: &str, ip: Option<Ipv4Addr>) -> NewEnd
         ),
         ip,
         container: None,
+        name: String::new(),
+        aliases: Vec::new(),
     }
 }
 

@@ -32,6 +32,9 @@ pub struct NetConf {
     pub agent: AgentAddr,
     /// `runtimeConfig.ips` (the `ips` capability): at most one address.
     pub ip: Option<Ipv4Addr>,
+    /// `runtimeConfig.aliases[name]` (the `aliases` capability): DNS
+    /// aliases, lower-cased; those that are no DNS label are left out.
+    pub aliases: Vec<String>,
     /// `dns`, returned in the result as it is.
     pub dns: Value,
     pub prev_result: Option<Value>,
@@ -83,9 +86,27 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
         )));
     }
     let ip = runtime_ip(&obj)?;
+    let aliases = runtime_aliases(&obj, &name)?;
     let dns = obj.get("dns").cloned().unwrap_or_else(|| json!({}));
     let prev_result = obj.get("prevResult").cloned().filter(|v| !v.is_null());
-    Ok(NetConf { cni_version, name, network, agent, ip, dns, prev_result })
+    Ok(NetConf { cni_version, name, network, agent, ip, aliases, dns, prev_result })
+}
+
+/// The aliases `runtimeConfig.aliases` gives network `name` (podman's
+/// `--network-alias`, plus the container's name and short id).
+fn runtime_aliases(obj: &Map<String, Value>, name: &str) -> Result<Vec<String>, CniError> {
+    let Some(list) = obj.get("runtimeConfig").and_then(|r| r.get("aliases")).and_then(|a| a.get(name)) else {
+        return Ok(Vec::new());
+    };
+    let list: Vec<&str> = list
+        .as_array()
+        .and_then(|a| a.iter().map(Value::as_str).collect())
+        .ok_or_else(|| config(format!("\"runtimeConfig.aliases.{name}\" must be a list of names")))?;
+    let mut aliases: Vec<String> =
+        list.iter().map(|a| a.to_ascii_lowercase()).filter(|a| is_dns_label(a)).collect();
+    aliases.sort();
+    aliases.dedup();
+    Ok(aliases)
 }
 
 /// The address of `runtimeConfig.ips`, if any.
@@ -103,6 +124,14 @@ fn runtime_ip(obj: &Map<String, Value>) -> Result<Option<Ipv4Addr>, CniError> {
         [one] => fixed_ip(one).map(Some).map_err(|e| config(format!("\"runtimeConfig.ips\": {e}"))),
         _ => Err(config("\"runtimeConfig.ips\" names several addresses; an ovnet endpoint has one".into())),
     }
+}
+
+/// 1..=63 of `[a-z0-9-]`, no `-` at either end (what the agent accepts).
+fn is_dns_label(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
 }
 
 fn string(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, CniError> {
@@ -132,7 +161,7 @@ pub fn conflist(network: &str, agent: &str) -> String {
         "plugins": [{
             "type": PLUGIN_TYPE,
             "agent": agent,
-            "capabilities": { "ips": true },
+            "capabilities": { "ips": true, "aliases": true },
         }],
     });
     format!("{list:#}\n")

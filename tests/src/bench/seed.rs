@@ -178,6 +178,8 @@ pub fn endpoint(net: &NetworkRecord, plan: &NetPlan, h: usize, j: usize) -> Endp
         host_ifname: format!("ovve{:x}", u32::from(ip) & 0xfffff),
         created_at: now_secs(),
         container: None,
+        name: String::new(),
+        aliases: Vec::new(),
     }
 }
 

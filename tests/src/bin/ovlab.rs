@@ -73,8 +73,9 @@ fn main() -> anyhow::Result<()> {
     shown(&lab, 0, &["network", "create", "-d", "overlay", "demo"])?;
     let mut containers = Vec::new();
     for i in 0..hosts {
-        let ns = lab.container(&format!("c{}", i + 1))?;
-        let ip = shown(&lab, i, &["network", "connect", "demo", &ns])?;
+        let name = format!("c{}", i + 1);
+        let ns = lab.container(&name)?;
+        let ip = shown(&lab, i, &["network", "connect", "demo", &ns, "--name", &name])?;
         containers.push(Container { ns, ip, host: i });
     }
     println!();
@@ -83,6 +84,7 @@ fn main() -> anyhow::Result<()> {
     shown(&lab, 0, &["network", "ls"])?;
     println!("\n== cross-host pings");
     let mut failed = pings(&lab, &containers)?;
+    failed += by_name(&lab, &containers)?;
     let dockerds = match docker {
         true => {
             let (dockerds, docker_failed) = ovnet_tests::docker_demo::run(&mut lab)?;
@@ -113,6 +115,33 @@ fn shown(lab: &Lab, i: usize, args: &[&str]) -> anyhow::Result<String> {
     let out = lab.ovctl_ok(i, args)?;
     println!("{out}");
     Ok(out)
+}
+
+/// Pings each next host's container by name (the agents' DNS, through the
+/// resolv.conf `network connect` wrote); returns how many failed.
+fn by_name(lab: &Lab, containers: &[Container]) -> anyhow::Result<usize> {
+    println!("\n== by name (each agent answers DNS on the gateway: names from etcd, every host)");
+    let mut failed = 0;
+    for (a, from) in containers.iter().enumerate() {
+        let b = (a + 1) % containers.len();
+        if a == b {
+            continue;
+        }
+        let to = format!("c{}", b + 1);
+        println!(
+            "$ ip netns exec {} ping -c 2 {to}   # c{} on h{} -> {to} on h{}",
+            from.ns,
+            a + 1,
+            from.host + 1,
+            b + 1
+        );
+        let out = lab.containers_exec(&from.ns, &["ping", "-c", "2", "-i", "0.2", "-W", "2", &to])?;
+        let first = out.lines().next().unwrap_or_default().to_string();
+        let received = out.lines().any(|l| l.contains(" 0% packet loss"));
+        println!("{first}\n{}", if received { "answered" } else { "FAILED" });
+        failed += usize::from(!received);
+    }
+    Ok(failed)
 }
 
 /// Pings every container from every other; returns how many pairs failed.
