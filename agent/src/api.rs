@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use ovnet_ipam_store::{
-    BlockRecord, ContainerRef, EndpointRecord, EtcdStore, NetworkRecord, NewNetwork, validate,
+    BlockRecord, ContainerRef, EndpointRecord, EtcdStore, NetworkRecord, NewNetwork, PortMapping, validate,
 };
 use ovnet_proto as pb;
 use tonic::{Request, Response, Status};
@@ -81,7 +81,15 @@ impl<D: Dataplane> AgentService<D> {
         }
         let net = self
             .store
-            .create_network(NewNetwork { name: r.name, driver, subnet, vni: r.vni, block_prefix, mtu })
+            .create_network(NewNetwork {
+                name: r.name,
+                driver,
+                subnet,
+                vni: r.vni,
+                block_prefix,
+                mtu,
+                internal: r.internal,
+            })
             .await?;
         info!(network = %net.name, id = %net.id, subnet = %net.subnet, vni = net.vni, "network created");
         Ok(network_pb(&net))
@@ -111,7 +119,12 @@ impl<D: Dataplane> AgentService<D> {
             _ => Some(ContainerRef { runtime: r.runtime, id: r.container_id, name: r.container_name }),
         };
         let ifname = Some(r.ifname).filter(|i| !i.is_empty());
-        let attach = Attach { network: r.network, netns: r.netns, ip, ifname, container };
+        let ports = r
+            .publish
+            .iter()
+            .map(|s| s.parse::<PortMapping>().map_err(AgentError::InvalidArgument))
+            .collect::<Result<Vec<_>, _>>()?;
+        let attach = Attach { network: r.network, netns: r.netns, ip, ifname, container, ports };
         let (ep, net) = self.endpoints.connect(attach).await?;
         Ok(endpoint_pb(&ep, &net))
     }
@@ -137,6 +150,7 @@ fn network_pb(n: &NetworkRecord) -> pb::Network {
         vni: n.vni,
         mtu: n.mtu,
         block_prefix: u32::from(n.block_prefix),
+        internal: n.internal,
     }
 }
 
@@ -158,6 +172,7 @@ fn endpoint_pb(e: &EndpointRecord, net: &NetworkRecord) -> pb::Endpoint {
         runtime: e.container.as_ref().map(|c| c.runtime.clone()).unwrap_or_default(),
         container_id: e.container.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
         container_name: e.container.as_ref().map(|c| c.name.clone()).unwrap_or_default(),
+        ports: e.ports.iter().map(ToString::to_string).collect(),
     }
 }
 

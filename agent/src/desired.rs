@@ -16,8 +16,8 @@ use ipnet::Ipv4Net;
 use ovnet_ipam_store::{ClusterState, EndpointMap, EndpointRecord, Mac, NetworkRecord};
 
 use crate::model::{
-    BridgeSpec, Desired, FdbEntry, NeighEntry, NetworkDatapath, VXLAN_OVERHEAD, VXLAN_PORT, VxlanSpec,
-    bridge_name, vxlan_name,
+    BridgeSpec, Desired, FdbEntry, NeighEntry, NetworkDatapath, Published, VXLAN_OVERHEAD, VXLAN_PORT,
+    VxlanSpec, bridge_name, vxlan_name,
 };
 
 /// Who this host is, as the planner needs it.
@@ -253,6 +253,9 @@ fn add(
     match part(ep, me, peers) {
         Part::Port(port) => {
             tally.exact &= dp.ports.insert(port.to_string());
+            for p in published(ep, me) {
+                tally.exact &= dp.published.insert(p);
+            }
         }
         Part::Remote(fdb, neigh) => {
             let count = tally.remote.entry(fdb.dst).or_default();
@@ -279,6 +282,9 @@ fn remove(
     match part(ep, me, peers) {
         Part::Port(port) => {
             dp.ports.remove(port);
+            for p in published(ep, me) {
+                dp.published.remove(&p);
+            }
         }
         Part::Remote(fdb, neigh) => {
             dp.fdb.remove(&fdb);
@@ -293,6 +299,19 @@ fn remove(
         }
         Part::Nothing => {}
     }
+}
+
+/// The ports of this host published to local endpoint `ep` (a host port
+/// of 0 was never written; such a mapping is skipped).
+fn published(ep: &EndpointRecord, me: &HostContext) -> impl Iterator<Item = Published> {
+    let (ip, vtep) = (ep.ip, me.vtep);
+    ep.ports.iter().filter(|p| p.host_port != 0 && p.port != 0).map(move |p| Published {
+        proto: p.proto,
+        host_ip: p.host_ip.unwrap_or(vtep),
+        host_port: p.host_port,
+        ip,
+        port: p.port,
+    })
 }
 
 /// A network's bridge and VXLAN device, without entries or ports yet.
@@ -318,6 +337,8 @@ fn empty_datapath(net: &NetworkRecord, me: &HostContext) -> NetworkDatapath {
         fdb: BTreeSet::new(),
         neigh: BTreeSet::new(),
         ports: BTreeSet::new(),
+        internal: net.internal,
+        published: BTreeSet::new(),
     }
 }
 

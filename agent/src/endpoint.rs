@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use ovnet_ipam_store::{
-    ContainerRef, EndpointOffer, EndpointRecord, EtcdStore, Mac, NetworkRecord, NewEndpoint, validate,
+    ContainerRef, EndpointOffer, EndpointRecord, EtcdStore, Mac, NetworkRecord, NewEndpoint, PortMapping,
+    validate,
 };
 use tokio::sync::{Mutex, watch};
 use tracing::{info, warn};
@@ -33,6 +34,7 @@ use crate::watch::StateRx;
 mod cache;
 use cache::Cache;
 
+mod ports;
 mod staged;
 
 /// How long a connect waits for this host to build a just-created network.
@@ -51,6 +53,8 @@ pub struct Attach {
     pub ifname: Option<String>,
     /// The runtime's container the endpoint belongs to, recorded with it.
     pub container: Option<ContainerRef>,
+    /// Ports of this host to publish to it (host port 0: pick one).
+    pub ports: Vec<PortMapping>,
 }
 
 /// Which endpoint of a network on this host to disconnect.
@@ -155,7 +159,9 @@ impl<D: Dataplane> Endpoints<D> {
         let same = netns_matcher(&a.netns);
         let id = new_id();
         let _busy = self.busy.hold(&[veth_host_name(&id), veth_temp_name(&id)]);
-        let (ns, req, offer) = self.prepare(&a, id, &same).await?;
+        let ports = self.ports_for(&a.network, &a.ports).await?;
+        let (ns, mut req, offer) = self.prepare(&a, id, &same).await?;
+        req.ports = ports;
         self.wait_ready(&a.network).await?;
         let planned = self.attach_spec(&req.host_ifname, &req.ifname, &offer.network, offer.ip);
         let (made, claimed) =
@@ -199,6 +205,7 @@ impl<D: Dataplane> Endpoints<D> {
             host_ifname: veth_host_name(&id),
             ip: a.ip,
             container: a.container.clone(),
+            ports: Vec::new(),
         };
         let visit = async {
             let ns = self.dp.open_netns(netns_path(&a.netns)).await?;

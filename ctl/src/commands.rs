@@ -118,7 +118,10 @@ async fn network(
         }
         NetworkCommand::Connect(args) => {
             let ep = AttachedEndpointView::from(agent.connect_endpoint(connect_request(args)).await?);
-            render(out, format, &ep, |e| format!("{}\n", e.endpoint.ip))
+            render(out, format, &ep, |e| {
+                let ports = e.endpoint.ports.iter().map(|p| format!("{p}\n"));
+                std::iter::once(format!("{}\n", e.endpoint.ip)).chain(ports).collect()
+            })
         }
         NetworkCommand::Conflist { name } => {
             if agent.tls() {
@@ -174,6 +177,7 @@ fn create_request(args: CreateArgs) -> pb::CreateNetworkRequest {
         vni: args.vni,
         block_prefix: args.block_prefix.map(u32::from),
         mtu: args.mtu,
+        internal: args.internal,
     }
 }
 
@@ -182,6 +186,7 @@ fn connect_request(args: ConnectArgs) -> pb::ConnectRequest {
         network: args.network,
         netns: args.netns,
         ip: args.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        publish: args.publish.iter().map(ToString::to_string).collect(),
         ..Default::default()
     }
 }

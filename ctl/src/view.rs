@@ -20,6 +20,7 @@ pub struct NetworkView {
     pub vni: u32,
     pub mtu: u32,
     pub block_prefix: u32,
+    pub internal: bool,
 }
 
 impl From<pb::Network> for NetworkView {
@@ -33,6 +34,7 @@ impl From<pb::Network> for NetworkView {
             vni: n.vni,
             mtu: n.mtu,
             block_prefix: n.block_prefix,
+            internal: n.internal,
         }
     }
 }
@@ -69,11 +71,14 @@ pub struct EndpointView {
     pub ip: String,
     pub mac: String,
     pub ifname: String,
+    /// Published ports of its host, `[HOSTIP:]HOSTPORT:PORT/PROTO`.
+    pub ports: Vec<String>,
 }
 
 impl From<pb::Endpoint> for EndpointView {
     fn from(e: pb::Endpoint) -> Self {
-        EndpointView { id: e.id, host: e.host, netns: e.netns, ip: e.ip, mac: e.mac, ifname: e.ifname }
+        let pb::Endpoint { id, host, netns, ip, mac, ifname, ports, .. } = e;
+        EndpointView { id, host, netns, ip, mac, ifname, ports }
     }
 }
 

@@ -64,6 +64,9 @@ pub struct NetworkRecord {
     pub mtu: u32,
     pub block_prefix: u8,
     pub created_at: u64,
+    /// No way out of the network and no published ports (`--internal`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
 }
 
 /// `<p>/vnis/<vni>`: the VNI index, making a VNI unique across networks.
@@ -100,6 +103,9 @@ pub struct EndpointRecord {
     /// (Docker, CNI); absent for `ovctl network connect`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerRef>,
+    /// Ports of this host published to it (never with host port 0).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::PortMapping>,
 }
 
 /// Who asked for an endpoint, in the runtime's own terms.
@@ -218,6 +224,7 @@ mod tests {
             host_ifname: "ovve1".into(),
             created_at: 5,
             container: None,
+            ports: Vec::new(),
         };
         let json = String::from_utf8(encode(&e)).unwrap();
         assert!(json.contains(r#""mac":"02:42:0a:01:02:03""#), "{json}");

@@ -249,6 +249,7 @@ mod tests {
             host_ifname: "ovvec".into(),
             created_at: 1,
             container: None,
+            ports: Vec::new(),
         }
     }
 

@@ -41,6 +41,9 @@ fn generic_options(
         .collect()
 }
 
+/// The option in which Docker passes `docker network create --internal`.
+const INTERNAL: &str = "com.docker.network.internal";
+
 /// The one IPv4 pool of a network, which must come from the ovnet IPAM driver.
 fn ovnet_pool(r: &CreateNetwork) -> Result<Ipv4Net, AgentError> {
     if r.ipv6_data.as_ref().is_some_and(|v| !v.is_empty()) {
@@ -86,7 +89,8 @@ impl<D: Dataplane> Plugin<D> {
                 })?
             }
         };
-        let net = self.create_or_join(&name, pool).await?;
+        let internal = r.options.as_ref().and_then(|o| o.get(INTERNAL)).is_some_and(|v| v == &json!(true));
+        let net = self.create_or_join(&name, pool, internal).await?;
         self.map_network(id, &net.name).await?;
         locked(&self.pending).remove(&pool);
         info!(docker_network = id, network = %net.name, subnet = %net.subnet, "docker network created");
@@ -94,8 +98,20 @@ impl<D: Dataplane> Plugin<D> {
     }
 
     /// The ovnet network `name` with subnet `pool`, created when missing.
-    async fn create_or_join(&self, name: &str, pool: Ipv4Net) -> Result<NetworkRecord, AgentError> {
+    async fn create_or_join(
+        &self,
+        name: &str,
+        pool: Ipv4Net,
+        internal: bool,
+    ) -> Result<NetworkRecord, AgentError> {
         match self.store.get_network(name).await {
+            Ok(net) if net.subnet == pool && net.internal != internal => {
+                Err(AgentError::InvalidArgument(format!(
+                    "ovnet network {name} is {}internal: create the docker network {} --internal",
+                    if net.internal { "" } else { "not " },
+                    if net.internal { "with" } else { "without" }
+                )))
+            }
             Ok(net) if net.subnet == pool => Ok(net),
             Ok(net) => Err(AgentError::InvalidArgument(format!(
                 "--subnet {pool} disagrees with ovnet network {name} whose subnet is {}: use --subnet {} or leave --subnet out",
@@ -110,6 +126,7 @@ impl<D: Dataplane> Plugin<D> {
                     vni: None,
                     block_prefix: None,
                     mtu,
+                    internal,
                 };
                 match self.store.create_network(req).await {
                     Ok(net) => {

@@ -2,10 +2,16 @@
 //! its default `--iptables`) sets the FORWARD policy to DROP and turns on
 //! bridge netfilter, so frames bridged between a container's veth and the
 //! VXLAN device traverse iptables' FORWARD chain (in and out interface: the
-//! bridge) and would be dropped. The agent keeps one rule in Docker's chain
-//! for users, `DOCKER-USER`:
+//! bridge) and would be dropped, as would what containers send out through
+//! the host (outbound NAT) and what published ports forward to them. The
+//! agent keeps three rules in Docker's chain for users, `DOCKER-USER`:
 //!
 //! `iptables -I DOCKER-USER -i ovbr+ -o ovbr+ -m comment --comment ovnet -j ACCEPT`
+//! `iptables -I DOCKER-USER -i ovbr+ ! -o ovbr+ -m comment --comment ovnet -j ACCEPT`
+//! `iptables -I DOCKER-USER -o ovbr+ -m conntrack --ctstate RELATED,ESTABLISHED,DNAT -m comment --comment ovnet -j ACCEPT`
+//!
+//! (internal networks and traffic between networks are still dropped by the
+//! agent's own table: a drop in any table is final).
 //!
 //! The design decision: `DOCKER-USER` is the chain Docker leaves to users
 //! (it creates it when missing, jumps to it first from FORWARD and never
@@ -28,9 +34,32 @@ pub const CHAIN: &str = "DOCKER-USER";
 /// How often the rule is checked.
 pub const INTERVAL: Duration = Duration::from_secs(10);
 
-/// The rule's arguments after the chain name.
+/// The rule's arguments after the chain name: inside a bridge.
 pub const RULE: [&str; 10] =
     ["-i", "ovbr+", "-o", "ovbr+", "-m", "comment", "--comment", "ovnet", "-j", "ACCEPT"];
+/// Out of a bridge to anywhere else (outbound NAT).
+pub const OUT_RULE: [&str; 11] =
+    ["-i", "ovbr+", "!", "-o", "ovbr+", "-m", "comment", "--comment", "ovnet", "-j", "ACCEPT"];
+/// Into a bridge: answers, and connections to published ports.
+pub const IN_RULE: [&str; 12] = [
+    "-o",
+    "ovbr+",
+    "-m",
+    "conntrack",
+    "--ctstate",
+    "RELATED,ESTABLISHED,DNAT",
+    "-m",
+    "comment",
+    "--comment",
+    "ovnet",
+    "-j",
+    "ACCEPT",
+];
+
+/// Every rule, as `iptables -S` lists it after the chain name.
+fn rules() -> [&'static [&'static str]; 3] {
+    [&RULE, &OUT_RULE, &IN_RULE]
+}
 
 /// One `iptables` command.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,6 +70,10 @@ pub enum Step {
     JumpFromForward,
     /// `iptables -I DOCKER-USER <RULE>`
     InsertRule,
+    /// `iptables -I DOCKER-USER <OUT_RULE>`
+    InsertOutRule,
+    /// `iptables -I DOCKER-USER <IN_RULE>`
+    InsertInRule,
 }
 
 impl Step {
@@ -49,6 +82,8 @@ impl Step {
             Step::CreateChain => vec!["-N", CHAIN],
             Step::JumpFromForward => vec!["-I", "FORWARD", "-j", CHAIN],
             Step::InsertRule => [&["-I", CHAIN][..], &RULE[..]].concat(),
+            Step::InsertOutRule => [&["-I", CHAIN][..], &OUT_RULE[..]].concat(),
+            Step::InsertInRule => [&["-I", CHAIN][..], &IN_RULE[..]].concat(),
         }
     }
 }
@@ -64,15 +99,18 @@ impl std::fmt::Display for Step {
 pub fn plan(forward: &str, chain: Option<&str>) -> Vec<Step> {
     let mut steps = Vec::new();
     let jump = format!("-A FORWARD -j {CHAIN}");
-    let rule = format!("-A {CHAIN} {}", RULE.join(" "));
     if chain.is_none() {
         steps.push(Step::CreateChain);
     }
     if !forward.lines().any(|l| l.trim() == jump) {
         steps.push(Step::JumpFromForward);
     }
-    if !chain.unwrap_or_default().lines().any(|l| l.trim() == rule) {
-        steps.push(Step::InsertRule);
+    let inserts = [Step::InsertRule, Step::InsertOutRule, Step::InsertInRule];
+    for (args, step) in rules().into_iter().zip(inserts) {
+        let rule = format!("-A {CHAIN} {}", args.join(" "));
+        if !chain.unwrap_or_default().lines().any(|l| l.trim() == rule) {
+            steps.push(step);
+        }
     }
     steps
 }
@@ -126,11 +164,18 @@ mod tests {
     #[test]
     fn plans_only_what_is_missing() {
         let fresh = "-P FORWARD ACCEPT\n";
-        assert_eq!(plan(fresh, None), [Step::CreateChain, Step::JumpFromForward, Step::InsertRule]);
+        let all = [Step::InsertRule, Step::InsertOutRule, Step::InsertInRule];
+        assert_eq!(plan(fresh, None), [&[Step::CreateChain, Step::JumpFromForward][..], &all].concat());
         let docker = "-P FORWARD DROP\n-A FORWARD -j DOCKER-USER\n-A FORWARD -j DOCKER-ISOLATION-STAGE-1\n";
         let empty = "-N DOCKER-USER\n-A DOCKER-USER -j RETURN\n";
-        assert_eq!(plan(docker, Some(empty)), [Step::InsertRule]);
-        let done = format!("-N DOCKER-USER\n{RULE_LINE}\n-A DOCKER-USER -j RETURN\n");
+        assert_eq!(plan(docker, Some(empty)), all);
+        let old = format!("-N DOCKER-USER\n{RULE_LINE}\n-A DOCKER-USER -j RETURN\n");
+        assert_eq!(plan(docker, Some(&old)), [Step::InsertOutRule, Step::InsertInRule]);
+        let done = format!(
+            "-N DOCKER-USER\n{RULE_LINE}\n-A DOCKER-USER {}\n-A DOCKER-USER {}\n-A DOCKER-USER -j RETURN\n",
+            OUT_RULE.join(" "),
+            IN_RULE.join(" ")
+        );
         assert_eq!(plan(docker, Some(&done)), []);
         assert_eq!(plan(fresh, Some(&done)), [Step::JumpFromForward]);
     }

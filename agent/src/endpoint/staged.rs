@@ -39,6 +39,7 @@ impl<D: Dataplane> Endpoints<D> {
             host_ifname: veth_host_name(&id),
             ip,
             container: Some(container),
+            ports: Vec::new(),
         };
         let nobody = |_: &str| false;
         // As connect: the offer from the watch cache when it can be trusted

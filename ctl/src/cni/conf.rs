@@ -10,6 +10,7 @@
 
 use std::net::Ipv4Addr;
 
+use ovnet_ipam_store::PortMapping;
 use serde_json::{Map, Value, json};
 
 use super::env::fixed_ip;
@@ -32,6 +33,8 @@ pub struct NetConf {
     pub agent: AgentAddr,
     /// `runtimeConfig.ips` (the `ips` capability): at most one address.
     pub ip: Option<Ipv4Addr>,
+    /// `runtimeConfig.portMappings` (the `portMappings` capability).
+    pub ports: Vec<PortMapping>,
     /// `dns`, returned in the result as it is.
     pub dns: Value,
     pub prev_result: Option<Value>,
@@ -83,9 +86,10 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
         )));
     }
     let ip = runtime_ip(&obj)?;
+    let ports = port_mappings(&obj)?;
     let dns = obj.get("dns").cloned().unwrap_or_else(|| json!({}));
     let prev_result = obj.get("prevResult").cloned().filter(|v| !v.is_null());
-    Ok(NetConf { cni_version, name, network, agent, ip, dns, prev_result })
+    Ok(NetConf { cni_version, name, network, agent, ip, ports, dns, prev_result })
 }
 
 /// The address of `runtimeConfig.ips`, if any.
@@ -103,6 +107,32 @@ fn runtime_ip(obj: &Map<String, Value>) -> Result<Option<Ipv4Addr>, CniError> {
         [one] => fixed_ip(one).map(Some).map_err(|e| config(format!("\"runtimeConfig.ips\": {e}"))),
         _ => Err(config("\"runtimeConfig.ips\" names several addresses; an ovnet endpoint has one".into())),
     }
+}
+
+/// `runtimeConfig.portMappings`: `[{"hostPort", "containerPort",
+/// "protocol", "hostIP"}]`, each checked as `--publish` checks its spec.
+fn port_mappings(obj: &Map<String, Value>) -> Result<Vec<PortMapping>, CniError> {
+    let maps = obj.get("runtimeConfig").and_then(|r| r.get("portMappings"));
+    let Some(maps) = maps.filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let bad = |why: String| config(format!("\"runtimeConfig.portMappings\": {why}"));
+    let list = maps.as_array().ok_or_else(|| bad("must be a list".into()))?;
+    list.iter()
+        .map(|m| {
+            let port = |key: &str| m.get(key).and_then(Value::as_u64);
+            let host_port = port("hostPort").ok_or_else(|| bad(format!("{m} has no number \"hostPort\"")))?;
+            let port =
+                port("containerPort").ok_or_else(|| bad(format!("{m} has no number \"containerPort\"")))?;
+            let proto = m.get("protocol").and_then(Value::as_str).unwrap_or("tcp").to_ascii_lowercase();
+            let ip = m.get("hostIP").and_then(Value::as_str).filter(|s| !s.is_empty() && *s != "0.0.0.0");
+            let spec = match ip {
+                Some(ip) => format!("{ip}:{host_port}:{port}/{proto}"),
+                None => format!("{host_port}:{port}/{proto}"),
+            };
+            spec.parse::<PortMapping>().map_err(bad)
+        })
+        .collect()
 }
 
 fn string(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, CniError> {
@@ -132,7 +162,7 @@ pub fn conflist(network: &str, agent: &str) -> String {
         "plugins": [{
             "type": PLUGIN_TYPE,
             "agent": agent,
-            "capabilities": { "ips": true },
+            "capabilities": { "ips": true, "portMappings": true },
         }],
     });
     format!("{list:#}\n")

@@ -40,6 +40,8 @@ pub struct NewEndpoint {
     pub host_ifname: String,
     pub ip: Option<Ipv4Addr>,
     pub container: Option<ContainerRef>,
+    /// Ports to publish, host ports already picked (none is 0).
+    pub ports: Vec<crate::PortMapping>,
 }
 
 /// A network's address state at one revision.
@@ -374,6 +376,7 @@ impl EtcdStore {
             host_ifname: req.host_ifname.clone(),
             created_at: now_secs(),
             container: req.container.clone(),
+            ports: req.ports.clone(),
         };
         let keys = &self.keys;
         let ep_key = keys.endpoint(&req.network, ip);
@@ -480,6 +483,7 @@ mod tests {
                 mtu: 1450,
                 block_prefix,
                 created_at: 0,
+                internal: false,
             },
             network_mod_revision: 5,
             blocks: blocks.iter().map(|(c, h)| (c.parse().unwrap(), (h.to_string(), 3))).collect(),
@@ -527,6 +531,7 @@ mod tests {
             host_ifname: "ovveid".into(),
             created_at: 0,
             container: None,
+            ports: Vec::new(),
         };
         let kv = |r: &EndpointRecord| Kv {
             key: format!("/ovnet/endpoints/n/{}", r.ip),

@@ -107,6 +107,7 @@ pub async fn seed(store: &EtcdStore, layout: &Layout) -> anyhow::Result<Vec<Netw
             vni: None,
             block_prefix: Some(BLOCK_PREFIX),
             mtu: 1450,
+            internal: false,
         };
         let net = store.create_network(req).await.with_context(|| format!("creating {}", plan.name))?;
         let mut puts = Vec::new();
@@ -177,6 +178,7 @@ pub fn endpoint(net: &NetworkRecord, plan: &NetPlan, h: usize, j: usize) -> Endp
         host_ifname: format!("ovve{:x}", u32::from(ip) & 0xfffff),
         created_at: now_secs(),
         container: None,
+        ports: Vec::new(),
     }
 }
 
