@@ -286,6 +286,7 @@ mod tests {
             host_ifname: format!("ovve{last}"),
             created_at: 0,
             container: None,
+            ports: Vec::new(),
         }
     }
 

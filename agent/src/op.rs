@@ -121,7 +121,7 @@ pub fn nft_script(fw: &Firewall) -> String {
         format!(
             "add chain {table} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}"
         ),
-        format!("add chain {table} output {{ type nat hook output priority dstnat; policy accept; }}"),
+        format!("add chain {table} output {{ type nat hook output priority -100; policy accept; }}"),
         format!(
             "add chain {table} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}"
         ),

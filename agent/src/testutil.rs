@@ -20,6 +20,7 @@ pub fn network(name: &str, vni: u32, subnet: &str) -> NetworkRecord {
         mtu: 1450,
         block_prefix: 24,
         created_at: 0,
+        internal: false,
     }
 }
 
@@ -37,6 +38,7 @@ pub fn endpoint(network: &str, host: &str, ip: [u8; 4]) -> EndpointRecord {
         host_ifname: format!("ovve{}", ip.octets()[3]),
         created_at: 0,
         container: None,
+        ports: Vec::new(),
     }
 }
 

@@ -33,6 +33,7 @@ fn network(name: &str, id: &str, third: u8) -> pb::Network {
         vni: 4096 + u32::from(third),
         mtu: 1450,
         block_prefix: 24,
+        internal: false,
     }
 }
 

@@ -35,6 +35,7 @@ fn net(name: &str) -> NewNetwork {
         vni: None,
         block_prefix: None,
         mtu: 1450,
+        internal: false,
     }
 }
 
@@ -55,6 +56,7 @@ fn endpoint(network: &str, host: &str, id: &str, ip: Option<Ipv4Addr>) -> NewEnd
         ),
         ip,
         container: None,
+        ports: Vec::new(),
     }
 }
 

@@ -26,6 +26,7 @@ fn allocate_through(lab: &Lab, endpoints: Vec<String>, host: &str) -> Result<Ipv
                 host_ifname: "ovvemajority".to_string(),
                 ip: None,
                 container: None,
+                ports: Vec::new(),
             })
             .await?;
         Ok::<_, ovnet_ipam_store::Error>(ep.ip)

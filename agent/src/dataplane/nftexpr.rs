@@ -35,8 +35,8 @@ const NFPROTO_IPV4: u32 = 2;
 /// Where a payload load starts: `NFT_PAYLOAD_NETWORK_HEADER`, `_TRANSPORT_HEADER`.
 pub const NETWORK_HEADER: u32 = 1;
 pub const TRANSPORT_HEADER: u32 = 2;
-/// `NFT_CT_STATUS`.
-pub const CT_STATUS: u32 = 1;
+/// `NFT_CT_STATUS` (after `NFT_CT_STATE`, `NFT_CT_DIRECTION`).
+pub const CT_STATUS: u32 = 2;
 
 /// One expression of a rule, as far as the agent tells them apart. Loads
 /// go to register 1 and comparisons read it, but for a DNAT's port (register 2).

@@ -134,15 +134,43 @@ impl Rule {
     }
 }
 
-/// `ip saddr SUBNET`.
+/// `ip saddr SUBNET`, as `nft` makes it: a byte-aligned prefix compares
+/// only its bytes, any other is masked first.
 fn saddr_in(subnet: Ipv4Net) -> Vec<Expr> {
-    vec![
-        Expr::Meta(MetaKey::Nfproto),
-        Expr::Cmp(Operator::Equal, vec![NFPROTO_IPV4]),
-        Expr::Payload { base: NETWORK_HEADER, offset: 12, len: 4 },
-        Expr::Bitwise { mask: subnet.netmask().octets().to_vec(), xor: vec![0; 4] },
-        Expr::Cmp(Operator::Equal, subnet.network().octets().to_vec()),
-    ]
+    let mut e = vec![Expr::Meta(MetaKey::Nfproto), Expr::Cmp(Operator::Equal, vec![NFPROTO_IPV4])];
+    let net = subnet.network().octets();
+    let len = subnet.prefix_len();
+    if len % 8 == 0 {
+        let bytes = usize::from(len / 8);
+        e.push(Expr::Payload { base: NETWORK_HEADER, offset: 12, len: u32::from(len / 8) });
+        e.push(Expr::Cmp(Operator::Equal, net[..bytes].to_vec()));
+    } else {
+        e.push(Expr::Payload { base: NETWORK_HEADER, offset: 12, len: 4 });
+        e.push(Expr::Bitwise { mask: subnet.netmask().octets().to_vec(), xor: vec![0; 4] });
+        e.push(Expr::Cmp(Operator::Equal, net.to_vec()));
+    }
+    e
+}
+
+/// The subnet of an `ip saddr SUBNET` at the start of `exprs`.
+fn saddr_of(exprs: &[Expr]) -> Option<Ipv4Net> {
+    match exprs {
+        [_, _, Expr::Payload { len: 4, .. }, Expr::Bitwise { mask, .. }, Expr::Cmp(_, net), ..] => {
+            subnet(mask, net)
+        }
+        [_, _, Expr::Payload { len, .. }, Expr::Cmp(_, net), ..] if (1..=4).contains(len) => {
+            let mut a = [0u8; 4];
+            let n = *len as usize;
+            a[..n].copy_from_slice(net.get(..n)?);
+            Ipv4Net::new(Ipv4Addr::from(a), (n * 8) as u8).ok()
+        }
+        _ => None,
+    }
+}
+
+/// The first exact interface name a rule compares with.
+fn bridge_of(exprs: &[Expr]) -> Option<String> {
+    exprs.iter().find_map(|e| if let Expr::Cmp(_, b) = e { ifname_of(b) } else { None })
 }
 
 /// Every rule `fw` needs, in the order they are written.
@@ -205,26 +233,12 @@ pub fn recognize(chain: &str, exprs: &[Expr]) -> Option<Rule> {
             if d.len() == 16 { Rule::InternalOut(br(b)?) } else { Rule::Isolate(br(b)?) }
         }
         (FIREWALL_CHAIN, [Expr::Meta(MetaKey::Oifname), Expr::Cmp(_, b), ..]) => Rule::InternalIn(br(b)?),
-        (
-            POSTROUTING_CHAIN,
-            [
-                Expr::Ct(_),
-                _,
-                _,
-                _,
-                Expr::Cmp(_, b),
-                _,
-                _,
-                _,
-                Expr::Bitwise { mask, .. },
-                Expr::Cmp(_, net),
-                ..,
-            ],
-        ) => Rule::Hairpin(Outbound { bridge: br(b)?, subnet: subnet(mask, net)? }),
-        (
-            POSTROUTING_CHAIN,
-            [_, _, _, Expr::Bitwise { mask, .. }, Expr::Cmp(_, net), _, Expr::Cmp(_, b), ..],
-        ) => Rule::Masquerade(Outbound { bridge: br(b)?, subnet: subnet(mask, net)? }),
+        (POSTROUTING_CHAIN, [Expr::Ct(_), ..]) => {
+            Rule::Hairpin(Outbound { bridge: bridge_of(exprs)?, subnet: saddr_of(exprs.get(5..)?)? })
+        }
+        (POSTROUTING_CHAIN, _) => {
+            Rule::Masquerade(Outbound { bridge: bridge_of(exprs)?, subnet: saddr_of(exprs)? })
+        }
         (
             PREROUTING_CHAIN | OUTPUT_CHAIN,
             [
@@ -284,7 +298,7 @@ mod tests {
         Firewall {
             isolated: ["ovbr1".into(), "ovbr2".into()].into(),
             internal: ["ovbr2".into()].into(),
-            outbound: [o("ovbr1", "10.1.0.0/16")].into(),
+            outbound: [o("ovbr1", "10.1.0.0/16"), o("ovbr3", "10.3.16.0/20")].into(),
             published: [p, Published { proto: Proto::Tcp, ..p }].into(),
         }
     }
@@ -292,7 +306,7 @@ mod tests {
     #[test]
     fn every_rule_is_recognized_from_its_expressions() {
         let all = rules(&fw());
-        assert_eq!(all.len(), 2 + 2 + 4 + 2);
+        assert_eq!(all.len(), 2 + 2 + 4 + 4);
         for r in &all {
             assert_eq!(recognize(r.chain(), &r.exprs()).as_ref(), Some(r), "{}", r.nft());
         }
@@ -301,11 +315,15 @@ mod tests {
 
     #[test]
     fn a_rule_changed_or_in_another_chain_is_not_ours() {
-        let r = Rule::Masquerade(Outbound { bridge: "ovbr1".into(), subnet: "10.1.0.0/16".parse().unwrap() });
-        let mut e = r.exprs();
-        assert_eq!(recognize(FIREWALL_CHAIN, &e), None);
-        e[7] = Expr::Drop;
-        assert_eq!(recognize(POSTROUTING_CHAIN, &e), None);
+        for subnet in ["10.1.0.0/16", "10.1.16.0/20", "10.1.2.0/24"] {
+            let r = Rule::Masquerade(Outbound { bridge: "ovbr1".into(), subnet: subnet.parse().unwrap() });
+            let mut e = r.exprs();
+            assert_eq!(recognize(POSTROUTING_CHAIN, &e), Some(r.clone()));
+            assert_eq!(recognize(FIREWALL_CHAIN, &e), None);
+            let last = e.len() - 1;
+            e[last] = Expr::Drop;
+            assert_eq!(recognize(POSTROUTING_CHAIN, &e), None);
+        }
     }
 
     #[test]

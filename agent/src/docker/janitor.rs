@@ -197,6 +197,7 @@ mod tests {
             host_ifname: "ovve1".into(),
             created_at,
             container: Some(ContainerRef { runtime: RUNTIME.into(), id: id.into(), name: String::new() }),
+            ports: Vec::new(),
         }
     }
 
