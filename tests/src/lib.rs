@@ -10,6 +10,7 @@ pub mod bench;
 pub mod chaos;
 pub mod docker;
 pub mod docker_demo;
+pub mod echo;
 pub mod etcd;
 pub mod image;
 pub mod lab;
