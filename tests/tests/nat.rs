@@ -194,7 +194,7 @@ fn published_ports_are_reached_from_everywhere_and_survive_a_sigkill() {
             .into(),
         held: format!(
             "sources preserved from outside and h2, hairpin through the gateway; the clash refused naming the \
-             holder with etcd and kernel unchanged; {requests} requests during the restart ({:.1} s) all \
+             holder with etcd and kernel unchanged; a stream of {requests} requests across the restart ({:.1} s) all \
              answered, the table identical after it; doctor reported the deleted rule{} and it came back; \
              the rules went with the endpoint",
             took.as_secs_f64(),

@@ -140,7 +140,7 @@ fn saddr_in(subnet: Ipv4Net) -> Vec<Expr> {
     let mut e = vec![Expr::Meta(MetaKey::Nfproto), Expr::Cmp(Operator::Equal, vec![NFPROTO_IPV4])];
     let net = subnet.network().octets();
     let len = subnet.prefix_len();
-    if len % 8 == 0 {
+    if len.is_multiple_of(8) {
         let bytes = usize::from(len / 8);
         e.push(Expr::Payload { base: NETWORK_HEADER, offset: 12, len: u32::from(len / 8) });
         e.push(Expr::Cmp(Operator::Equal, net[..bytes].to_vec()));
