@@ -21,14 +21,56 @@ impl<D: Dataplane> Endpoints<D> {
         network: &str,
         wanted: &[PortMapping],
     ) -> Result<Vec<PortMapping>, AgentError> {
+        self.ports_besides(network, wanted, "").await
+    }
+
+    /// `ports_for`, not counting the endpoint with id `own` as a holder.
+    async fn ports_besides(
+        &self,
+        network: &str,
+        wanted: &[PortMapping],
+        own: &str,
+    ) -> Result<Vec<PortMapping>, AgentError> {
         if wanted.is_empty() {
             return Ok(Vec::new());
         }
         let net = self.store.get_network(network).await?;
         let endpoints = self.store.list_endpoints(None).await?;
         let node = self.me.node.clone();
-        let taken: Vec<&EndpointRecord> = endpoints.iter().filter(|e| e.host == node).collect();
+        let taken: Vec<&EndpointRecord> =
+            endpoints.iter().filter(|e| e.host == node && e.id != own).collect();
         resolve(&net, &node, wanted, &taken, free_port)
+    }
+
+    /// Publishes `wanted` to the existing endpoint `ep` of this host (for
+    /// Docker, whose port map comes after the endpoint), replacing what it
+    /// had; returns the ports recorded (host ports picked).
+    pub async fn publish(
+        &self,
+        ep: &EndpointRecord,
+        wanted: &[PortMapping],
+    ) -> Result<Vec<PortMapping>, AgentError> {
+        let _plumbing = self.plumbing.lock().await;
+        let ports = self.ports_besides(&ep.network, wanted, &ep.id).await?;
+        let set = ports.clone();
+        let written =
+            self.store.update_endpoint(&ep.network, ep.ip, &ep.id, move |e| e.ports = set.clone()).await?;
+        if written.is_none() {
+            return Err(AgentError::NotFound(format!(
+                "the endpoint {} of network {} is gone",
+                ep.ip, ep.network
+            )));
+        }
+        self.wrote(&ep.network, ep.ip, true);
+        Ok(ports)
+    }
+
+    /// Takes every published port off `ep` (gone already is fine).
+    pub async fn unpublish(&self, ep: &EndpointRecord) -> Result<(), AgentError> {
+        let _plumbing = self.plumbing.lock().await;
+        self.store.update_endpoint(&ep.network, ep.ip, &ep.id, |e| e.ports.clear()).await?;
+        self.wrote(&ep.network, ep.ip, true);
+        Ok(())
     }
 }
 
