@@ -1,7 +1,8 @@
 //! A TCP and UDP "who are you" server inside a namespace, and its client:
 //! every connection or datagram is answered with the client's address as
 //! the server sees it, so a test can tell whether a source was preserved
-//! or masqueraded. Stopped (and its thread joined) on drop.
+//! or masqueraded. Stopped (and its thread joined) on drop. Also the
+//! "outside" namespace: a machine on the lab's underlay that is no ovnet host.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -10,6 +11,21 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
+
+/// Where [`outside`] puts its namespace on the lab's underlay.
+pub const OUTSIDE_IP: &str = "172.30.0.200";
+
+/// A namespace on the lab's underlay bridge at [`OUTSIDE_IP`] that runs no
+/// agent: a machine outside the cluster. Deleted on drop.
+pub fn outside(lab: &crate::Lab) -> anyhow::Result<crate::Netns> {
+    let ns = crate::Netns::new(&format!("ovl{}-out", lab.id))?;
+    let u = &lab.underlay;
+    u.ip(&["link", "add", "pout", "type", "veth", "peer", "name", "eth0", "netns", &ns.name])?;
+    u.ip(&["link", "set", "pout", "master", "ul", "up"])?;
+    ns.ip(&["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "eth0"])?;
+    ns.ip(&["link", "set", "eth0", "up"])?;
+    Ok(ns)
+}
 
 /// TCP or UDP.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -10,25 +10,17 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use ovnet_tests::echo::{Echo, Proto, ask};
+use ovnet_tests::echo::{Echo, OUTSIDE_IP, Proto, ask};
 use ovnet_tests::lab::{AgentOptions, poll};
 use ovnet_tests::netns::Netns;
 use ovnet_tests::report::{Outcome, record};
 use ovnet_tests::{Lab, LabOptions};
 
-const OUTSIDE_IP: &str = "172.30.0.200";
 const H1: &str = "172.30.0.11";
 const WAIT: Duration = Duration::from_secs(2);
 
-/// A namespace on the underlay bridge at `OUTSIDE_IP` that runs no agent.
 fn outside(lab: &Lab) -> Netns {
-    let ns = Netns::new(&format!("ovl{}-out", lab.id)).unwrap();
-    let u = &lab.underlay;
-    u.ip(&["link", "add", "pout", "type", "veth", "peer", "name", "eth0", "netns", &ns.name]).unwrap();
-    u.ip(&["link", "set", "pout", "master", "ul", "up"]).unwrap();
-    ns.ip(&["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "eth0"]).unwrap();
-    ns.ip(&["link", "set", "eth0", "up"]).unwrap();
-    ns
+    ovnet_tests::echo::outside(lab).unwrap()
 }
 
 fn at(ip: &str, port: u16) -> SocketAddr {

@@ -7,6 +7,7 @@
 use std::time::Duration;
 
 use ovnet_tests::docker::docker_host;
+use ovnet_tests::echo::OUTSIDE_IP;
 use ovnet_tests::image::IMAGE;
 use ovnet_tests::lab::{AgentOptions, poll};
 use ovnet_tests::netns::Netns;
@@ -14,17 +15,8 @@ use ovnet_tests::podman::{self, Podman};
 use ovnet_tests::report::{Outcome, record};
 use ovnet_tests::{Lab, LabOptions};
 
-const OUTSIDE_IP: &str = "172.30.0.200";
-
-/// A namespace on the underlay bridge at `OUTSIDE_IP` that runs no agent.
 fn outside(lab: &Lab) -> Netns {
-    let ns = Netns::new(&format!("ovl{}-out", lab.id)).unwrap();
-    let u = &lab.underlay;
-    u.ip(&["link", "add", "pout", "type", "veth", "peer", "name", "eth0", "netns", &ns.name]).unwrap();
-    u.ip(&["link", "set", "pout", "master", "ul", "up"]).unwrap();
-    ns.ip(&["addr", "add", &format!("{OUTSIDE_IP}/24"), "dev", "eth0"]).unwrap();
-    ns.ip(&["link", "set", "eth0", "up"]).unwrap();
-    ns
+    ovnet_tests::echo::outside(lab).unwrap()
 }
 
 /// A web server answering `hello-ovnet` on port 80, for `sh -c`.
