@@ -343,6 +343,10 @@ fn empty_datapath(net: &NetworkRecord, me: &HostContext) -> NetworkDatapath {
 }
 
 #[cfg(test)]
+#[path = "desired_nat_tests.rs"]
+mod nat_tests;
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::testutil::{endpoint as ep, network as net};
