@@ -59,6 +59,22 @@ fn docker_run_p_8080_80_is_reached_from_outside() {
     .unwrap();
     assert_eq!(seen, lab.hosts[0].ip.to_string());
 
+    // Docker's --internal makes an internal ovnet network: no way out.
+    d.run("network create -d ovnet --ipam-driver ovnet --ipam-opt network=sealed --internal sealed").unwrap();
+    let inspect: serde_json::Value =
+        serde_json::from_str(&lab.ctl(0, "network inspect sealed").unwrap()).unwrap();
+    assert_eq!(inspect["internal"], true, "{inspect}");
+    d.run(&format!("run -d --name cut --network sealed {IMAGE} sleep 3600")).unwrap();
+    let cut =
+        d.docker(&["exec", "cut", "sh", "-c", &format!("nc -w 2 {OUTSIDE_IP} 8000 </dev/null")]).unwrap();
+    assert!(String::from_utf8_lossy(&cut.stdout).trim().is_empty(), "an internal container reached outside");
+    // Docker never asks an internal network for external connectivity:
+    // -p there publishes nothing (as with Docker's own internal bridges).
+    let before = dnat_rules(&lab, 0);
+    d.run(&format!("run -d --name cutp -p 9090:80 --network sealed {IMAGE} sleep 60")).unwrap();
+    assert_eq!(dnat_rules(&lab, 0), before, "-p on an internal network published a port");
+    d.run("rm -f cut cutp").unwrap();
+
     d.run("rm -f web").unwrap();
     poll("the DNAT rules to go", Duration::from_secs(10), || (dnat_rules(&lab, 0) == 0).then_some(()))
         .unwrap();
@@ -70,10 +86,11 @@ fn docker_run_p_8080_80_is_reached_from_outside() {
             "docker run -p 8080:80 on an ovnet network of a lab dockerd (FORWARD policy DROP); GET from a \
                    namespace outside the cluster; the container calls out; docker rm"
                 .into(),
-        held: "the page came through h1's address, the container reached outside as h1, and the DNAT rules \
-               went with the container"
+        held: "the page came through h1's address, the container reached outside as h1; the internal network \
+               is internal in etcd, its container reached nothing and its -p published nothing; the DNAT rules went \
+               with the container"
             .into(),
-        operations: 3,
+        operations: 6,
         panics: lab.panics(),
         ..Default::default()
     })
