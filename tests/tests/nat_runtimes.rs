@@ -84,7 +84,8 @@ fn docker_run_p_8080_80_is_reached_from_outside() {
         test: "docker_run_p_8080_80_is_reached_from_outside".into(),
         scenario:
             "docker run -p 8080:80 on an ovnet network of a lab dockerd (FORWARD policy DROP); GET from a \
-                   namespace outside the cluster; the container calls out; docker rm"
+                   namespace outside the cluster; the container calls out; docker network create --internal, a container \
+                   there calls out, -p there; docker rm"
                 .into(),
         held: "the page came through h1's address, the container reached outside as h1; the internal network \
                is internal in etcd, its container reached nothing and its -p published nothing; the DNAT rules went \
