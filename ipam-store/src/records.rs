@@ -235,6 +235,13 @@ mod tests {
             ..e
         };
         assert_eq!(decode::<EndpointRecord>("k", &encode(&c)).unwrap(), c);
+        let p = EndpointRecord {
+            ports: vec!["8080:80".parse().unwrap(), "1.2.3.4:53:53/udp".parse().unwrap()],
+            ..c
+        };
+        let json = String::from_utf8(encode(&p)).unwrap();
+        assert!(json.contains(r#""ports":[{"host_port":8080,"port":80,"proto":"tcp"},"#), "{json}");
+        assert_eq!(decode::<EndpointRecord>("k", json.as_bytes()).unwrap(), p);
     }
 
     #[test]

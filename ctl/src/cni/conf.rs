@@ -194,6 +194,13 @@ mod tests {
         assert_eq!(c.ip, Some(Ipv4Addr::new(10, 9, 0, 7)));
         assert_eq!(c.dns["nameservers"][0], "10.0.0.53");
         assert!(c.prev_result.is_some());
+        assert!(c.ports.is_empty());
+        let maps = r#","runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"},
+            {"hostPort":5353,"containerPort":53,"protocol":"udp","hostIP":"10.0.0.1"},
+            {"hostPort":9090,"containerPort":90,"hostIP":"0.0.0.0"}]}"#;
+        let c = parse(conf(maps).as_bytes()).unwrap();
+        let shown: Vec<String> = c.ports.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["8080:80/tcp", "10.0.0.1:5353:53/udp", "9090:90/tcp"]);
     }
 
     #[test]
@@ -213,6 +220,24 @@ mod tests {
             (&conf(r#","runtimeConfig":{"ips":["a"]}"#), 7, "not an IPv4 address"),
             (&conf(r#","runtimeConfig":{"ips":["10.0.0.1","10.0.0.2"]}"#), 7, "several"),
             (&conf(r#","runtimeConfig":{"ips":"10.0.0.1"}"#), 7, "must be a list"),
+            (&conf(r#","runtimeConfig":{"portMappings":{}}"#), 7, "must be a list"),
+            (
+                &conf(r#","runtimeConfig":{"portMappings":[{"hostPort":80}]}"#),
+                7,
+                "no number \"containerPort\"",
+            ),
+            (
+                &conf(r#","runtimeConfig":{"portMappings":[{"hostPort":80,"containerPort":0}]}"#),
+                7,
+                "container port",
+            ),
+            (
+                &conf(
+                    r#","runtimeConfig":{"portMappings":[{"hostPort":80,"containerPort":80,"protocol":"sctp"}]}"#,
+                ),
+                7,
+                "not tcp or udp",
+            ),
         ];
         for (input, want_code, want) in cases {
             let e = parse(input.as_bytes()).unwrap_err();
