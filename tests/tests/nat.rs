@@ -87,14 +87,31 @@ fn containers_reach_outside_masqueraded_and_internal_networks_do_not() {
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success() && err.contains("is internal"), "{err}");
     assert_eq!(lab.etcd_dump().unwrap(), before);
+
+    // A host that drops forwarded traffic (Docker's FORWARD policy, without
+    // the Docker plugin): the agent accepts ovnet's own in DOCKER-USER.
+    lab.stop_agent(0).unwrap();
+    let h1 = Netns::borrowed(&lab.hosts[0].ns.name);
+    let drop = h1.exec("iptables", &["-P", "FORWARD", "DROP"]).unwrap();
+    assert!(drop.status.success(), "{}", String::from_utf8_lossy(&drop.stderr));
+    lab.start_agent(0).unwrap();
+    let seen = poll("outside through FORWARD policy DROP", Duration::from_secs(10), || {
+        ask(&path(&c1), Proto::Tcp, at(OUTSIDE_IP, 8000), WAIT).ok()
+    })
+    .unwrap();
+    assert_eq!(seen, H1);
+    let rules = h1.exec("iptables", &["-S", "DOCKER-USER"]).unwrap();
+    assert!(String::from_utf8_lossy(&rules.stdout).contains("-i ovbr+ ! -o ovbr+"));
     record(&Outcome {
         category: "security".into(),
         test: "containers_reach_outside_masqueraded_and_internal_networks_do_not".into(),
         scenario: "a server in a namespace on the underlay that is no ovnet host; a container of a network \
-                   and one of an --internal network on h1 call it (TCP, UDP, ping); --publish on the internal one"
+                   and one of an --internal network on h1 call it (TCP, UDP, ping); --publish on the internal one; \
+                   h1's FORWARD policy set to DROP without Docker"
             .into(),
         held: "the server saw h1's address (masquerade); the internal container reached nothing; the publish \
-               was refused with etcd unchanged"
+               was refused with etcd unchanged; with FORWARD DROP the agent's DOCKER-USER rules let the \
+               container out"
             .into(),
         operations: 5,
         panics: lab.panics(),

@@ -13,6 +13,9 @@
 //! (internal networks and traffic between networks are still dropped by the
 //! agent's own table: a drop in any table is final).
 //!
+//! With `--docker-plugin` the rules are kept on any host; without it, only
+//! on a host whose FORWARD policy is DROP or that has the chain (see [`plan`]).
+//!
 //! The design decision: `DOCKER-USER` is the chain Docker leaves to users
 //! (it creates it when missing, jumps to it first from FORWARD and never
 //! flushes it), so the rule survives dockerd restarts and is in place before
@@ -95,10 +98,17 @@ impl std::fmt::Display for Step {
 }
 
 /// What to run, given `iptables -S FORWARD` and `iptables -S DOCKER-USER`
-/// (`None` when that chain does not exist).
-pub fn plan(forward: &str, chain: Option<&str>) -> Vec<Step> {
+/// (`None` when that chain does not exist). `eager` (with `--docker-plugin`,
+/// where the agent may start before dockerd) makes the chain on any host;
+/// otherwise only a host that drops forwarded traffic (FORWARD policy DROP)
+/// or has the chain already gets the rules.
+pub fn plan(forward: &str, chain: Option<&str>, eager: bool) -> Vec<Step> {
     let mut steps = Vec::new();
     let jump = format!("-A FORWARD -j {CHAIN}");
+    let drops = forward.lines().any(|l| l.trim() == "-P FORWARD DROP");
+    if !eager && chain.is_none() && !drops {
+        return steps;
+    }
     if chain.is_none() {
         steps.push(Step::CreateChain);
     }
@@ -127,10 +137,10 @@ async fn iptables(args: &[&str]) -> Result<String, String> {
 }
 
 /// Lists, plans and applies once; returns the steps run.
-pub async fn ensure() -> Result<Vec<Step>, String> {
+pub async fn ensure(eager: bool) -> Result<Vec<Step>, String> {
     let forward = iptables(&["-S", "FORWARD"]).await?;
     let chain = iptables(&["-S", CHAIN]).await.ok();
-    let steps = plan(&forward, chain.as_deref());
+    let steps = plan(&forward, chain.as_deref(), eager);
     for step in &steps {
         iptables(&step.args()).await.map_err(|e| format!("{step}: {e}"))?;
         info!("{step}");
@@ -138,13 +148,15 @@ pub async fn ensure() -> Result<Vec<Step>, String> {
     Ok(steps)
 }
 
-/// Keeps the rule in place until the task is aborted; a failure is logged
-/// once until it clears.
-pub async fn run() {
+/// Keeps the rules in place until the task is aborted (see [`plan`] for
+/// `eager`); a failure is logged once until it clears. Without `eager`, a
+/// host without iptables is left alone silently (nothing there drops).
+pub async fn run(eager: bool) {
     let mut failing = false;
     loop {
-        match ensure().await {
+        match ensure(eager).await {
             Ok(_) => failing = false,
+            Err(e) if !eager && e.starts_with("running iptables") => {}
             Err(e) if !failing => {
                 warn!(error = %e, "cannot let ovnet traffic through dockerd's FORWARD policy; will retry");
                 failing = true;
@@ -165,19 +177,29 @@ mod tests {
     fn plans_only_what_is_missing() {
         let fresh = "-P FORWARD ACCEPT\n";
         let all = [Step::InsertRule, Step::InsertOutRule, Step::InsertInRule];
-        assert_eq!(plan(fresh, None), [&[Step::CreateChain, Step::JumpFromForward][..], &all].concat());
+        assert_eq!(plan(fresh, None, true), [&[Step::CreateChain, Step::JumpFromForward][..], &all].concat());
         let docker = "-P FORWARD DROP\n-A FORWARD -j DOCKER-USER\n-A FORWARD -j DOCKER-ISOLATION-STAGE-1\n";
         let empty = "-N DOCKER-USER\n-A DOCKER-USER -j RETURN\n";
-        assert_eq!(plan(docker, Some(empty)), all);
+        assert_eq!(plan(docker, Some(empty), true), all);
         let old = format!("-N DOCKER-USER\n{RULE_LINE}\n-A DOCKER-USER -j RETURN\n");
-        assert_eq!(plan(docker, Some(&old)), [Step::InsertOutRule, Step::InsertInRule]);
+        assert_eq!(plan(docker, Some(&old), true), [Step::InsertOutRule, Step::InsertInRule]);
         let done = format!(
             "-N DOCKER-USER\n{RULE_LINE}\n-A DOCKER-USER {}\n-A DOCKER-USER {}\n-A DOCKER-USER -j RETURN\n",
             OUT_RULE.join(" "),
             IN_RULE.join(" ")
         );
-        assert_eq!(plan(docker, Some(&done)), []);
-        assert_eq!(plan(fresh, Some(&done)), [Step::JumpFromForward]);
+        assert_eq!(plan(docker, Some(&done), true), []);
+        assert_eq!(plan(fresh, Some(&done), true), [Step::JumpFromForward]);
+    }
+
+    #[test]
+    fn without_the_plugin_only_a_host_that_drops_gets_the_rules() {
+        let fresh = "-P FORWARD ACCEPT\n";
+        assert_eq!(plan(fresh, None, false), []);
+        let drops = "-P FORWARD DROP\n";
+        assert_eq!(plan(drops, None, false)[..2], [Step::CreateChain, Step::JumpFromForward]);
+        let chain = "-N DOCKER-USER\n-A DOCKER-USER -j RETURN\n";
+        assert_eq!(plan(fresh, Some(chain), false).len(), 4, "a chain there: Docker runs or ran");
     }
 
     #[test]
