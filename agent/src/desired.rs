@@ -303,7 +303,7 @@ fn remove(
 
 /// The ports of this host published to local endpoint `ep` (a host port
 /// of 0 was never written; such a mapping is skipped).
-fn published(ep: &EndpointRecord, me: &HostContext) -> impl Iterator<Item = Published> {
+pub fn published<'a>(ep: &'a EndpointRecord, me: &HostContext) -> impl Iterator<Item = Published> + use<'a> {
     let (ip, vtep) = (ep.ip, me.vtep);
     ep.ports.iter().filter(|p| p.host_port != 0 && p.port != 0).map(move |p| Published {
         proto: p.proto,

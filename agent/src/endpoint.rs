@@ -184,6 +184,7 @@ impl<D: Dataplane> Endpoints<D> {
             return Err(self.undo_connect(Some(&spec.host_ifname), Some((&net, ep.ip)), e.into()).await);
         }
         self.wrote(&net.name, ep.ip, true);
+        self.wait_forwarded(&ep).await;
         info!(network = %net.name, netns = %a.netns, ip = %ep.ip, ifname = %ep.ifname, "endpoint connected");
         Ok((ep, net))
     }

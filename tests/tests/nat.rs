@@ -157,7 +157,8 @@ fn published_ports_are_reached_from_everywhere_and_survive_a_sigkill() {
     };
     // Source preserved from outside and from another host; the host's own
     // address from the host; a container of the host comes back through it.
-    assert_eq!(reach(&out.path(), Proto::Tcp, 8080), OUTSIDE_IP);
+    // connect answers once the ports are forwarded: no waiting here.
+    assert_eq!(ask(&out.path(), Proto::Tcp, at(H1, 8080), WAIT).unwrap(), OUTSIDE_IP);
     assert_eq!(reach(&out.path(), Proto::Udp, 5353), OUTSIDE_IP);
     assert_eq!(reach(&lab.hosts[1].ns.path(), Proto::Tcp, 8080), "172.30.0.12");
     assert_eq!(reach(&lab.hosts[0].ns.path(), Proto::Tcp, 8080), H1);
@@ -182,7 +183,7 @@ fn published_ports_are_reached_from_everywhere_and_survive_a_sigkill() {
     let (_, picked) = publish(&lab, 0, "web", &c4, &["0:80"]).unwrap();
     let port: u16 = picked[0].split(':').next().unwrap().parse().unwrap();
     assert_ne!(port, 0);
-    assert_eq!(reach(&out.path(), Proto::Tcp, port), OUTSIDE_IP);
+    assert_eq!(ask(&out.path(), Proto::Tcp, at(H1, port), WAIT).unwrap(), OUTSIDE_IP);
 
     let (took, requests) = sigkill_under_a_stream(&mut lab, &out);
     let doctor_first = repaired_after_a_hand_deletion(&lab);

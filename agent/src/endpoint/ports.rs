@@ -10,9 +10,12 @@ use std::net::{Ipv4Addr, TcpListener, UdpSocket};
 
 use ovnet_ipam_store::{EndpointRecord, NetworkRecord, PortMapping, Proto};
 
+use tracing::warn;
+
 use super::Endpoints;
 use crate::dataplane::Dataplane;
 use crate::error::AgentError;
+use crate::model::Published;
 
 impl<D: Dataplane> Endpoints<D> {
     /// The ports to record for a new endpoint of `network` on this host.
@@ -55,14 +58,31 @@ impl<D: Dataplane> Endpoints<D> {
         let set = ports.clone();
         let written =
             self.store.update_endpoint(&ep.network, ep.ip, &ep.id, move |e| e.ports = set.clone()).await?;
-        if written.is_none() {
+        let Some(written) = written else {
             return Err(AgentError::NotFound(format!(
                 "the endpoint {} of network {} is gone",
                 ep.ip, ep.network
             )));
-        }
+        };
         self.wrote(&ep.network, ep.ip, true);
+        self.wait_forwarded(&written).await;
         Ok(ports)
+    }
+
+    /// Waits (up to the connect's readiness timeout) until the kernel
+    /// forwards every port published to `ep`, so a caller can use a port as
+    /// soon as it is answered; a port still missing then is logged, not an
+    /// error (the reconcile loop keeps writing it).
+    pub(super) async fn wait_forwarded(&self, ep: &EndpointRecord) {
+        let want: Vec<Published> = crate::desired::published(ep, &self.me).collect();
+        if want.is_empty() {
+            return;
+        }
+        let mut rx = self.ready.clone();
+        let all = |r: &std::sync::Arc<crate::reconcile::Ready>| want.iter().all(|p| r.forwarded.contains(p));
+        if !matches!(tokio::time::timeout(super::READY_TIMEOUT, rx.wait_for(all)).await, Ok(Ok(_))) {
+            warn!(network = %ep.network, ip = %ep.ip, "the published ports are not forwarded yet; the agent keeps trying");
+        }
     }
 
     /// Takes every published port off `ep` (gone already is fine).
