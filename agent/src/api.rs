@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use ovnet_ipam_store::{
-    BlockRecord, ContainerRef, EndpointRecord, EtcdStore, NetworkRecord, NewNetwork, validate,
+    BlockRecord, ContainerRef, EndpointRecord, EtcdStore, NetworkRecord, NewNetwork, PortMapping, validate,
 };
 use ovnet_proto as pb;
 use tonic::{Request, Response, Status};
@@ -83,7 +83,16 @@ impl<D: Dataplane> AgentService<D> {
         }
         let net = self
             .store
-            .create_network(NewNetwork { name: r.name, driver, host, subnet, vni: r.vni, block_prefix, mtu })
+            .create_network(NewNetwork {
+                name: r.name,
+                driver,
+                host,
+                subnet,
+                vni: r.vni,
+                block_prefix,
+                mtu,
+                internal: r.internal,
+            })
             .await?;
         info!(network = %net.name, id = %net.id, driver = %net.driver, subnet = %net.subnet, vni = net.vni, "network created");
         Ok(network_pb(&net))
@@ -113,9 +122,15 @@ impl<D: Dataplane> AgentService<D> {
             _ => Some(ContainerRef { runtime: r.runtime, id: r.container_id, name: r.container_name }),
         };
         let ifname = Some(r.ifname).filter(|i| !i.is_empty());
+        let ports = r
+            .publish
+            .iter()
+            .map(|s| s.parse::<PortMapping>().map_err(AgentError::InvalidArgument))
+            .collect::<Result<Vec<_>, _>>()?;
         let (name, aliases) = (r.name, r.aliases);
         let plain = container.is_none();
-        let attach = Attach { network: r.network, netns: r.netns, ip, ifname, container, name, aliases };
+        let attach =
+            Attach { network: r.network, netns: r.netns, ip, ifname, container, name, aliases, ports };
         let (ep, net) = self.endpoints.connect(attach).await?;
         if plain
             && let Err(e) =
@@ -151,6 +166,7 @@ fn network_pb(n: &NetworkRecord) -> pb::Network {
         vni: n.vni,
         mtu: n.mtu,
         block_prefix: u32::from(n.block_prefix),
+        internal: n.internal,
     }
 }
 
@@ -174,6 +190,7 @@ fn endpoint_pb(e: &EndpointRecord, net: &NetworkRecord) -> pb::Endpoint {
         container_name: e.container.as_ref().map(|c| c.name.clone()).unwrap_or_default(),
         name: e.dns_name().unwrap_or_default(),
         aliases: e.aliases.clone(),
+        ports: e.ports.iter().map(ToString::to_string).collect(),
     }
 }
 

@@ -19,7 +19,7 @@ use ipnet::Ipv4Net;
 use ovnet_ipam_store::{ClusterState, Driver, EndpointMap, EndpointRecord, Mac, NetworkRecord};
 
 use crate::model::{
-    BridgeSpec, Desired, DriverDatapath, FdbEntry, NeighEntry, NetworkDatapath, OverlayDatapath,
+    BridgeSpec, Desired, DriverDatapath, FdbEntry, NeighEntry, NetworkDatapath, OverlayDatapath, Published,
     VXLAN_OVERHEAD, VXLAN_PORT, VxlanSpec, bridge_name, vxlan_name,
 };
 
@@ -257,6 +257,9 @@ fn add(
     match part(ep, me, peers) {
         Part::Port(port) => {
             tally.exact &= dp.ports.insert(port.to_string());
+            for p in published(ep, me) {
+                tally.exact &= dp.published.insert(p);
+            }
         }
         Part::Remote(fdb, neigh) => {
             // A bridge network has no way to another host's endpoints.
@@ -285,6 +288,9 @@ fn remove(
     match part(ep, me, peers) {
         Part::Port(port) => {
             dp.ports.remove(port);
+            for p in published(ep, me) {
+                dp.published.remove(&p);
+            }
         }
         Part::Remote(fdb, neigh) => {
             let Some(dp) = dp.overlay_mut() else { return };
@@ -300,6 +306,19 @@ fn remove(
         }
         Part::Nothing => {}
     }
+}
+
+/// The ports of this host published to local endpoint `ep` (a host port
+/// of 0 was never written; such a mapping is skipped).
+pub fn published<'a>(ep: &'a EndpointRecord, me: &HostContext) -> impl Iterator<Item = Published> + use<'a> {
+    let (ip, vtep) = (ep.ip, me.vtep);
+    ep.ports.iter().filter(|p| p.host_port != 0 && p.port != 0).map(move |p| Published {
+        proto: p.proto,
+        host_ip: p.host_ip.unwrap_or(vtep),
+        host_port: p.host_port,
+        ip,
+        port: p.port,
+    })
 }
 
 /// A network's bridge (and an overlay network's VXLAN device), without
@@ -332,8 +351,14 @@ fn empty_datapath(net: &NetworkRecord, me: &HostContext) -> NetworkDatapath {
         },
         driver,
         ports: BTreeSet::new(),
+        internal: net.internal,
+        published: BTreeSet::new(),
     }
 }
+
+#[cfg(test)]
+#[path = "desired_nat_tests.rs"]
+mod nat_tests;
 
 #[cfg(test)]
 mod tests {

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use ovnet_ipam_store::{
-    ContainerRef, EndpointOffer, EndpointRecord, EtcdStore, Mac, NetworkRecord, NewEndpoint, validate,
+    ContainerRef, EndpointOffer, EndpointRecord, EtcdStore, Mac, NetworkRecord, NewEndpoint, PortMapping,
+    validate,
 };
 use tokio::sync::{Mutex, watch};
 use tracing::{info, warn};
@@ -33,6 +34,7 @@ use crate::watch::StateRx;
 mod cache;
 use cache::Cache;
 
+mod ports;
 mod staged;
 
 /// How long a connect waits for this host to build a just-created network.
@@ -54,6 +56,8 @@ pub struct Attach {
     /// DNS name (unique on the network; empty for none) and aliases.
     pub name: String,
     pub aliases: Vec<String>,
+    /// Ports of this host to publish to it (host port 0: pick one).
+    pub ports: Vec<PortMapping>,
 }
 
 /// Which endpoint of a network on this host to disconnect.
@@ -159,7 +163,9 @@ impl<D: Dataplane> Endpoints<D> {
         let same = netns_matcher(&a.netns);
         let id = new_id();
         let _busy = self.busy.hold(&[veth_host_name(&id), veth_temp_name(&id)]);
-        let (ns, req, offer) = self.prepare(&a, id, &same).await?;
+        let ports = self.ports_for(&a.network, &a.ports).await?;
+        let (ns, mut req, offer) = self.prepare(&a, id, &same).await?;
+        req.ports = ports;
         self.wait_ready(&a.network).await?;
         let planned = self.attach_spec(&req.host_ifname, &req.ifname, &offer.network, offer.ip);
         let (made, claimed) =
@@ -182,6 +188,7 @@ impl<D: Dataplane> Endpoints<D> {
             return Err(self.undo_connect(Some(&spec.host_ifname), Some((&net, ep.ip)), e.into()).await);
         }
         self.wrote(&net.name, ep.ip, true);
+        self.wait_forwarded(&ep).await;
         info!(network = %net.name, netns = %a.netns, ip = %ep.ip, ifname = %ep.ifname, "endpoint connected");
         Ok((ep, net))
     }
@@ -205,6 +212,7 @@ impl<D: Dataplane> Endpoints<D> {
             container: a.container.clone(),
             name: a.name.clone(),
             aliases: a.aliases.clone(),
+            ports: Vec::new(),
         };
         let visit = async {
             let ns = self.dp.open_netns(netns_path(&a.netns)).await?;

@@ -45,6 +45,8 @@ fn network(vni: u32) -> NetworkDatapath {
             }]),
         }),
         ports: BTreeSet::from(["ovveabc".to_string()]),
+        internal: false,
+        published: Default::default(),
     }
 }
 
@@ -96,9 +98,10 @@ fn empty_kernel_gets_everything_in_dependency_order() {
     // The firewall last, in the same pass.
     let last = &shown[shown.len() - 1];
     assert!(last.starts_with("nft 'add table inet ovnet; delete table inet ovnet;"), "{shown:#?}");
-    assert!(last.ends_with(
-        r#"add rule inet ovnet forward iifname "ovbr4096" oifname "ovbr*" oifname != "ovbr4096" counter drop'"#
+    assert!(last.contains(
+        r#"add rule inet ovnet forward iifname "ovbr4096" oifname "ovbr*" oifname != "ovbr4096" counter drop;"#
     ));
+    assert!(last.contains(r#"add rule inet ovnet postrouting ip saddr 10.77.0.0/16 oifname != "ovbr4096" counter masquerade"#), "{last}");
     assert_eq!(ops.len(), 8, "{shown:#?}");
 }
 
@@ -188,7 +191,7 @@ async fn removed_network_deletes_vxlan_then_bridge_and_leaves_foreign_links() {
     assert_eq!(
         ops,
         vec![
-            Op::SyncFirewall { firewall: firewall(&["ovbr4096"]) },
+            Op::SyncFirewall { firewall: desired(&[network(4096)]).firewall() },
             Op::DeleteLink { name: "ovvx4097".into() },
             Op::DeleteLink { name: "ovbr4097".into() }
         ]
@@ -196,7 +199,7 @@ async fn removed_network_deletes_vxlan_then_bridge_and_leaves_foreign_links() {
 }
 
 fn firewall(bridges: &[&str]) -> Firewall {
-    Firewall { isolated: bridges.iter().map(|b| b.to_string()).collect() }
+    Firewall { isolated: bridges.iter().map(|b| b.to_string()).collect(), ..Firewall::default() }
 }
 
 #[tokio::test]
@@ -204,7 +207,7 @@ async fn a_firewall_table_not_as_written_is_rewritten_whole_after_the_devices() 
     let d = desired(&[network(4096), network(4097)]);
     let dp = FakeDataplane::default();
     converge(&d, &dp).await;
-    let want = Op::SyncFirewall { firewall: firewall(&["ovbr4096", "ovbr4097"]) };
+    let want = Op::SyncFirewall { firewall: d.firewall() };
     for drift in [
         FirewallState::Missing,
         FirewallState::Altered("it holds chain mine".into()),
@@ -221,7 +224,7 @@ async fn a_firewall_table_not_as_written_is_rewritten_whole_after_the_devices() 
     let ops = plan(&desired(&[network(4097), network(5000)]), &dp.observe().await.unwrap());
     assert!(matches!(&ops[0], Op::CreateBridge { name, .. } if name == "ovbr5000"), "{ops:?}");
     let fw = ops.iter().position(|op| matches!(op, Op::SyncFirewall { .. })).expect("a firewall op");
-    assert_eq!(ops[fw], Op::SyncFirewall { firewall: firewall(&["ovbr4097", "ovbr5000"]) });
+    assert_eq!(ops[fw], Op::SyncFirewall { firewall: desired(&[network(4097), network(5000)]).firewall() });
     assert!(ops[..fw].iter().any(|op| matches!(op, Op::CreateVxlan { .. })), "{ops:?}");
     assert!(ops[fw + 1..].iter().all(|op| matches!(op, Op::DeleteLink { .. })), "{ops:?}");
     assert!(!ops[fw + 1..].is_empty(), "the stale network's devices go last: {ops:?}");

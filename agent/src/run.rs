@@ -119,10 +119,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
             .with_registered(registered_rx)
             .with_cache(state_rx),
     );
-    tasks.extend(docker_listener.map(|l| Task {
-        name: "docker plugin",
-        handle: serve_docker_plugin(l, store.clone(), endpoints.clone(), metrics.clone()),
-    }));
+    match docker_listener {
+        Some(l) => tasks.push(Task {
+            name: "docker plugin",
+            handle: serve_docker_plugin(l, store.clone(), endpoints.clone(), metrics.clone()),
+        }),
+        // A host where Docker (or anything) sets FORWARD to DROP still lets
+        // containers out and published ports in.
+        None => tasks.push(Task::spawn("forward check", crate::docker::forward::run(false))),
+    }
     tasks.extend(cfg.docker_sync.clone().map(|socket| {
         let janitor = crate::docker::janitor::Janitor { endpoints: endpoints.clone(), store: store.clone() };
         let sync = crate::docker::mirror::DockerSync {
@@ -198,7 +203,7 @@ fn serve_docker_plugin<D: Dataplane>(
                 warn!(error = %e, "the Docker plugin listener stopped");
             }
         };
-        tokio::join!(serve, crate::docker::forward::run());
+        tokio::join!(serve, crate::docker::forward::run(true));
     })
 }
 

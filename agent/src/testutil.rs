@@ -21,6 +21,7 @@ pub fn network(name: &str, vni: u32, subnet: &str) -> NetworkRecord {
         mtu: 1450,
         block_prefix: 24,
         created_at: 0,
+        internal: false,
     }
 }
 
@@ -40,6 +41,7 @@ pub fn endpoint(network: &str, host: &str, ip: [u8; 4]) -> EndpointRecord {
         container: None,
         name: String::new(),
         aliases: Vec::new(),
+        ports: Vec::new(),
     }
 }
 

@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 use ipnet::Ipv4Net;
+use ovnet_ipam_store::PortMapping;
 
 use crate::addr::{AgentAddr, Scheme};
 use crate::error::CtlError;
@@ -208,6 +209,10 @@ pub struct CreateArgs {
     /// MTU of the network's interfaces; by default the agent's choice.
     #[arg(long, value_name = "N")]
     pub mtu: Option<u32>,
+    /// No way out: containers reach nothing outside the network, and no
+    /// port can be published to them.
+    #[arg(long)]
+    pub internal: bool,
     /// Network name.
     pub name: String,
 }
@@ -223,6 +228,10 @@ pub struct ConnectArgs {
     /// Another DNS name (repeatable); several endpoints may share one.
     #[arg(long = "alias", value_name = "ALIAS")]
     pub aliases: Vec<String>,
+    /// Publish a port of this host: `[HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp]`
+    /// (repeatable; HOSTPORT 0 picks a free port, shown in the answer).
+    #[arg(short = 'p', long, value_name = "SPEC", value_parser = parse_publish)]
+    pub publish: Vec<PortMapping>,
     /// Network name.
     pub network: String,
     /// Namespace name (`ip netns add`) or path such as /proc/PID/ns/net.
@@ -241,6 +250,11 @@ pub enum HostCommand {
         /// Host name, as `host ls` shows it.
         name: String,
     },
+}
+
+/// A `--publish` spec, checked before anything is sent (the agent checks as well).
+fn parse_publish(s: &str) -> Result<PortMapping, String> {
+    s.parse()
 }
 
 /// Refuses drivers the agent does not implement (the agent checks as well).

@@ -126,7 +126,10 @@ async fn network(
                     ep.network.to_ascii_lowercase()
                 );
             }
-            render(out, format, &ep, |e| format!("{}\n", e.endpoint.ip))
+            render(out, format, &ep, |e| {
+                let ports = e.endpoint.ports.iter().map(|p| format!("{p}\n"));
+                std::iter::once(format!("{}\n", e.endpoint.ip)).chain(ports).collect()
+            })
         }
         NetworkCommand::Conflist { name } => {
             if agent.tls() {
@@ -192,6 +195,7 @@ fn create_request(args: CreateArgs) -> pb::CreateNetworkRequest {
         vni: args.vni,
         block_prefix: args.block_prefix.map(u32::from),
         mtu: args.mtu,
+        internal: args.internal,
     }
 }
 
@@ -202,6 +206,7 @@ fn connect_request(args: ConnectArgs) -> pb::ConnectRequest {
         ip: args.ip.map(|ip| ip.to_string()).unwrap_or_default(),
         name: args.name.unwrap_or_default(),
         aliases: args.aliases,
+        publish: args.publish.iter().map(ToString::to_string).collect(),
         ..Default::default()
     }
 }

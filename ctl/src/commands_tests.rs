@@ -34,6 +34,7 @@ fn network(name: &str, id: &str, third: u8) -> pb::Network {
         vni: 4096 + u32::from(third),
         mtu: 1450,
         block_prefix: 24,
+        internal: false,
     }
 }
 
@@ -275,7 +276,7 @@ async fn network_inspect_is_json_with_blocks_by_host() {
     assert_eq!(
         v["endpoints"],
         serde_json::json!([{"id": "ep-ns1", "host": "node-a", "netns": "ns1", "ip": "10.128.0.2",
-                            "mac": "02:42:0a:80:00:02", "ifname": "eth0"}])
+                            "mac": "02:42:0a:80:00:02", "ifname": "eth0", "ports": []}])
     );
     assert!(text.starts_with("{\n  \"id\": \"0123456789abcdef\",\n  \"name\": \"blue\","), "{text}");
 }

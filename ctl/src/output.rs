@@ -69,7 +69,7 @@ pub fn networks_table(networks: &[NetworkView]) -> String {
         t.row(vec![
             n.name.clone(),
             n.id.chars().take(SHORT_ID_LEN).collect(),
-            n.driver.clone(),
+            if n.internal { format!("{} (internal)", n.driver) } else { n.driver.clone() },
             n.host.clone().unwrap_or_default(),
             n.subnet.clone(),
             n.gateway.clone(),
@@ -144,6 +144,7 @@ mod tests {
             vni,
             mtu: 1450,
             block_prefix: 24,
+            internal: false,
         }
     }
 
@@ -260,7 +261,8 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
-        let mut want = ["id", "name", "driver", "host", "subnet", "gateway", "vni", "mtu", "block_prefix"];
+        let mut want =
+            ["id", "name", "driver", "host", "subnet", "gateway", "vni", "mtu", "block_prefix", "internal"];
         want.sort_unstable();
         assert_eq!(keys, want);
         assert!(text.ends_with("}\n"));

@@ -22,6 +22,7 @@ pub struct NetworkView {
     pub vni: u32,
     pub mtu: u32,
     pub block_prefix: u32,
+    pub internal: bool,
 }
 
 impl From<pb::Network> for NetworkView {
@@ -36,6 +37,7 @@ impl From<pb::Network> for NetworkView {
             vni: n.vni,
             mtu: n.mtu,
             block_prefix: n.block_prefix,
+            internal: n.internal,
         }
     }
 }
@@ -77,6 +79,8 @@ pub struct EndpointView {
     pub name: String,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// Published ports of its host, `[HOSTIP:]HOSTPORT:PORT/PROTO`.
+    pub ports: Vec<String>,
 }
 
 impl From<pb::Endpoint> for EndpointView {
@@ -91,6 +95,7 @@ impl From<pb::Endpoint> for EndpointView {
             ifname: e.ifname,
             name,
             aliases,
+            ports: e.ports,
         }
     }
 }

@@ -97,6 +97,9 @@ pub struct NetworkRecord {
     pub mtu: u32,
     pub block_prefix: u8,
     pub created_at: u64,
+    /// No way out of the network and no published ports (`--internal`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
 }
 
 impl NetworkRecord {
@@ -161,6 +164,9 @@ pub struct EndpointRecord {
     /// (Docker, CNI); absent for `ovctl network connect`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerRef>,
+    /// Ports of this host published to it (never with host port 0).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::PortMapping>,
     /// The DNS name the agents answer for this endpoint on its network
     /// (unique there); empty for none.
     #[serde(default, skip_serializing_if = "String::is_empty")]
@@ -318,6 +324,7 @@ mod tests {
             container: None,
             name: String::new(),
             aliases: Vec::new(),
+            ports: Vec::new(),
         };
         let json = String::from_utf8(encode(&e)).unwrap();
         assert!(json.contains(r#""mac":"02:42:0a:01:02:03""#), "{json}");
@@ -332,7 +339,7 @@ mod tests {
         };
         assert_eq!(decode::<EndpointRecord>("k", &encode(&c)).unwrap(), c);
         assert_eq!(c.dns_name().as_deref(), Some("web"), "the container's name, lower case");
-        let named = EndpointRecord { name: "db".into(), aliases: vec!["www".into()], ..c };
+        let named = EndpointRecord { name: "db".into(), aliases: vec!["www".into()], ..c.clone() };
         assert_eq!(decode::<EndpointRecord>("k", &encode(&named)).unwrap(), named);
         assert_eq!(named.dns_name().as_deref(), Some("db"));
         let unnamed = EndpointRecord {
@@ -344,6 +351,13 @@ mod tests {
             ..e
         };
         assert_eq!(unnamed.dns_name(), None, "not a DNS label");
+        let p = EndpointRecord {
+            ports: vec!["8080:80".parse().unwrap(), "1.2.3.4:53:53/udp".parse().unwrap()],
+            ..c
+        };
+        let json = String::from_utf8(encode(&p)).unwrap();
+        assert!(json.contains(r#""ports":[{"host_port":8080,"port":80,"proto":"tcp"},"#), "{json}");
+        assert_eq!(decode::<EndpointRecord>("k", json.as_bytes()).unwrap(), p);
     }
 
     #[test]

@@ -251,6 +251,7 @@ mod tests {
             container: None,
             name: String::new(),
             aliases: Vec::new(),
+            ports: Vec::new(),
         }
     }
 

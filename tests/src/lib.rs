@@ -11,6 +11,7 @@ pub mod chaos;
 pub mod dns;
 pub mod docker;
 pub mod docker_demo;
+pub mod echo;
 pub mod etcd;
 pub mod image;
 pub mod lab;

@@ -328,6 +328,7 @@ async fn the_store_gives_a_bridge_networks_addresses_to_its_host_only() {
         vni: None,
         block_prefix: None,
         mtu: 1450,
+        internal: false,
     };
     let lan = s.create_network(req.clone()).await.unwrap();
     assert_eq!(lan.owner(), Some("h1"));
@@ -344,6 +345,7 @@ async fn the_store_gives_a_bridge_networks_addresses_to_its_host_only() {
         container: None,
         name: String::new(),
         aliases: Vec::new(),
+        ports: Vec::new(),
     };
     let other = |e: Error| matches!(&e, Error::NetworkOfOtherHost { owner, host, .. } if owner == "h1" && host == "h2");
     let before = s.list_endpoints(Some("lan")).await.unwrap();

@@ -36,6 +36,7 @@ fn net(name: &str) -> NewNetwork {
         vni: None,
         block_prefix: None,
         mtu: 1450,
+        internal: false,
     }
 }
 
@@ -58,6 +59,7 @@ fn endpoint(network: &str, host: &str, id: &str, ip: Option<Ipv4Addr>) -> NewEnd
         container: None,
         name: String::new(),
         aliases: Vec::new(),
+        ports: Vec::new(),
     }
 }
 

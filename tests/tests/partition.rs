@@ -28,6 +28,7 @@ fn allocate_through(lab: &Lab, endpoints: Vec<String>, host: &str) -> Result<Ipv
                 container: None,
                 name: String::new(),
                 aliases: Vec::new(),
+                ports: Vec::new(),
             })
             .await?;
         Ok::<_, ovnet_ipam_store::Error>(ep.ip)

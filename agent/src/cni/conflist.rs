@@ -28,7 +28,7 @@ pub fn conflist(network: &str, agent: &str) -> String {
         "plugins": [{
             "type": PLUGIN_TYPE,
             "agent": agent,
-            "capabilities": { "ips": true, "aliases": true },
+            "capabilities": { "ips": true, "aliases": true, "portMappings": true },
         }],
     });
     format!("{list:#}\n")
@@ -109,7 +109,7 @@ mod tests {
         assert_eq!(
             v,
             json!({"cniVersion": "1.0.0", "name": "demo",
-                   "plugins": [{"type": "ovnet", "agent": AGENT, "capabilities": {"ips": true, "aliases": true}}]})
+                   "plugins": [{"type": "ovnet", "agent": AGENT, "capabilities": {"ips": true, "aliases": true, "portMappings": true}}]})
         );
         assert!(is_ours(&conflist("demo", AGENT)));
         assert!(!is_ours(r#"{"name":"podman","plugins":[{"type":"bridge"}]}"#));

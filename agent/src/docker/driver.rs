@@ -45,6 +45,9 @@ fn generic_options(
         .collect()
 }
 
+/// The option in which Docker passes `docker network create --internal`.
+const INTERNAL: &str = "com.docker.network.internal";
+
 /// The one IPv4 pool of a network, which must come from the ovnet IPAM driver.
 fn ovnet_pool(r: &CreateNetwork) -> Result<Ipv4Net, AgentError> {
     if r.ipv6_data.as_ref().is_some_and(|v| !v.is_empty()) {
@@ -95,7 +98,8 @@ impl<D: Dataplane> Plugin<D> {
                 })?
             }
         };
-        let net = self.create_or_join(&name, pool, driver).await?;
+        let internal = r.options.as_ref().and_then(|o| o.get(INTERNAL)).is_some_and(|v| v == &json!(true));
+        let net = self.create_or_join(&name, pool, driver, internal).await?;
         self.map_network(id, &net.name).await?;
         locked(&self.pending).remove(&pool);
         info!(docker_network = id, network = %net.name, subnet = %net.subnet, "docker network created");
@@ -105,12 +109,13 @@ impl<D: Dataplane> Plugin<D> {
     /// The ovnet network `name` with subnet `pool`, created when missing
     /// (with `driver`, `-o driver=`, default overlay; a bridge network
     /// belongs to this host). An existing network must be usable here and
-    /// of the driver asked for, if any.
+    /// of the driver asked for, if any, and internal or not as asked.
     async fn create_or_join(
         &self,
         name: &str,
         pool: Ipv4Net,
         driver: Option<String>,
+        internal: bool,
     ) -> Result<NetworkRecord, AgentError> {
         let node = &self.endpoints.host().node;
         let joined = |net: NetworkRecord| -> Result<NetworkRecord, AgentError> {
@@ -118,6 +123,13 @@ impl<D: Dataplane> Plugin<D> {
                 return Err(AgentError::InvalidArgument(format!(
                     "ovnet network {name} exists with driver {}: drop -o {DRIVER_OPTION}={d}",
                     net.driver
+                )));
+            }
+            if net.internal != internal {
+                return Err(AgentError::InvalidArgument(format!(
+                    "ovnet network {name} is {}internal: create the docker network {} --internal",
+                    if net.internal { "" } else { "not " },
+                    if net.internal { "with" } else { "without" }
                 )));
             }
             net.check_usable_on(node)?;
@@ -139,6 +151,7 @@ impl<D: Dataplane> Plugin<D> {
                     vni: None,
                     block_prefix: None,
                     mtu,
+                    internal,
                 };
                 match self.store.create_network(req).await {
                     Ok(net) => {

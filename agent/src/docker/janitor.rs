@@ -200,6 +200,7 @@ mod tests {
             container: Some(ContainerRef { runtime: RUNTIME.into(), id: id.into(), name: String::new() }),
             name: String::new(),
             aliases: Vec::new(),
+            ports: Vec::new(),
         }
     }
 

@@ -265,6 +265,7 @@ mod tests {
             mtu: 1450,
             block_prefix: 26,
             created_at: 0,
+            internal: false,
         }
     }
 

@@ -41,6 +41,7 @@ impl<D: Dataplane> Endpoints<D> {
             container: Some(container),
             name: String::new(),
             aliases: Vec::new(),
+            ports: Vec::new(),
         };
         let nobody = |_: &str| false;
         // As connect: the offer from the watch cache when it can be trusted

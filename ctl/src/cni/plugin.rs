@@ -133,6 +133,7 @@ async fn add(agent: &mut impl AgentApi, conf: &NetConf, env: &Env) -> Result<Val
         container_name: env.args.pod_name.clone().unwrap_or_default(),
         name: String::new(),
         aliases: conf.aliases.clone(),
+        publish: conf.ports.iter().map(ToString::to_string).collect(),
     };
     let ep = agent.connect(req).await.map_err(|e| agent_error(Command::Add, conf, e))?;
     reply::add_result(&conf.cni_version, &ep, &env.netns, &dns(conf, &ep))

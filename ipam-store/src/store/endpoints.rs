@@ -43,6 +43,8 @@ pub struct NewEndpoint {
     /// DNS name (unique on the network) and aliases; see `EndpointRecord`.
     pub name: String,
     pub aliases: Vec<String>,
+    /// Ports to publish, host ports already picked (none is 0).
+    pub ports: Vec<crate::PortMapping>,
 }
 
 /// A network's address state at one revision.
@@ -390,6 +392,7 @@ impl EtcdStore {
             container: req.container.clone(),
             name: req.name.clone(),
             aliases: req.aliases.clone(),
+            ports: req.ports.clone(),
         };
         let keys = &self.keys;
         let ep_key = keys.endpoint(&req.network, ip);
@@ -532,6 +535,7 @@ mod tests {
                 mtu: 1450,
                 block_prefix,
                 created_at: 0,
+                internal: false,
             },
             network_mod_revision: 5,
             blocks: blocks.iter().map(|(c, h)| (c.parse().unwrap(), (h.to_string(), 3))).collect(),
@@ -581,6 +585,7 @@ mod tests {
             container: None,
             name: String::new(),
             aliases: Vec::new(),
+            ports: Vec::new(),
         };
         let kv = |r: &EndpointRecord| Kv {
             key: format!("/ovnet/endpoints/n/{}", r.ip),
@@ -627,6 +632,7 @@ mod tests {
             container: None,
             name: "web".into(),
             aliases: vec!["www".into()],
+            ports: Vec::new(),
         };
         let req = |name: &str, aliases: &[&str]| NewEndpoint {
             id: "new".into(),
@@ -639,6 +645,7 @@ mod tests {
             container: None,
             name: name.into(),
             aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            ports: Vec::new(),
         };
         let e = names_free([&taken].into_iter(), &req("web", &[])).unwrap_err();
         assert_eq!(

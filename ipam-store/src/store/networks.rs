@@ -33,6 +33,8 @@ pub struct NewNetwork {
     pub vni: Option<u32>,
     pub block_prefix: Option<u8>,
     pub mtu: u32,
+    /// No way out and no published ports.
+    pub internal: bool,
 }
 
 impl NewNetwork {
@@ -134,6 +136,7 @@ pub fn plan_network(
         mtu: req.mtu,
         block_prefix,
         created_at: now,
+        internal: req.internal,
     })
 }
 
@@ -268,6 +271,7 @@ mod tests {
             vni: None,
             block_prefix: None,
             mtu: 1450,
+            internal: false,
         }
     }
 

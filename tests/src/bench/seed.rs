@@ -108,6 +108,7 @@ pub async fn seed(store: &EtcdStore, layout: &Layout) -> anyhow::Result<Vec<Netw
             vni: None,
             block_prefix: Some(BLOCK_PREFIX),
             mtu: 1450,
+            internal: false,
         };
         let net = store.create_network(req).await.with_context(|| format!("creating {}", plan.name))?;
         let mut puts = Vec::new();
@@ -180,6 +181,7 @@ pub fn endpoint(net: &NetworkRecord, plan: &NetPlan, h: usize, j: usize) -> Endp
         container: None,
         name: String::new(),
         aliases: Vec::new(),
+        ports: Vec::new(),
     }
 }
 

@@ -1,6 +1,8 @@
 //! `ovlab demo`: the README's demo. Builds a lab (etcd + underlay + N hosts
 //! in namespaces, a real ovagent on each), creates an overlay network, puts a
-//! container on every host and prints the cross-host pings.
+//! container on every host and prints the cross-host pings, then publishes
+//! port 8080 of h1 to a container and asks it from a namespace outside the
+//! cluster.
 //!
 //! Every command it prints runs as shown when pasted into a root shell while
 //! the lab is up (`--keep`): `ovctl` lines name the host's real agent socket
@@ -85,6 +87,7 @@ fn main() -> anyhow::Result<()> {
     println!("\n== cross-host pings");
     let mut failed = pings(&lab, &containers)?;
     failed += by_name(&lab, &containers)?;
+    failed += published(&mut lab)?;
     let dockerds = match docker {
         true => {
             let (dockerds, docker_failed) = ovnet_tests::docker_demo::run(&mut lab)?;
@@ -103,8 +106,8 @@ fn main() -> anyhow::Result<()> {
     }
     drop(dockerds);
     drop(lab);
-    anyhow::ensure!(failed == 0, "{failed} cross-host pings failed");
-    println!("\nall cross-host pings succeeded; the lab was torn down");
+    anyhow::ensure!(failed == 0, "{failed} cross-host pings or the published port failed");
+    println!("\nall cross-host pings succeeded, the published port answered; the lab was torn down");
     Ok(())
 }
 
@@ -176,6 +179,32 @@ fn pings(lab: &Lab, containers: &[Container]) -> anyhow::Result<usize> {
         }
     }
     Ok(failed)
+}
+
+/// A web container on h1 with port 8080 of h1 published to it, asked from
+/// a namespace outside the cluster; returns 1 when it did not answer.
+fn published(lab: &mut Lab) -> anyhow::Result<usize> {
+    use ovnet_tests::echo::{Echo, OUTSIDE_IP, Proto, ask, outside};
+    println!("\n== a published port, reached from outside the cluster");
+    let out = outside(lab)?;
+    println!("   namespace {} = a machine at {OUTSIDE_IP} on the underlay, no ovnet host", out.name);
+    let web = lab.container("web")?;
+    let _server = Echo::start(&format!("/run/netns/{web}"), 80)?;
+    shown(lab, 0, &["network", "connect", "--publish", "8080:80", "demo", &web])?;
+    let to = std::net::SocketAddr::from((lab.hosts[0].ip, 8080));
+    let seen = poll("the published port", Duration::from_secs(5), || {
+        ask(&out.path(), Proto::Tcp, to, Duration::from_secs(1)).ok()
+    });
+    match seen {
+        Ok(seen) => {
+            println!("{OUTSIDE_IP} -> {to} (h1) -> web:80: OK, the server in web saw the client as {seen}");
+            Ok(0)
+        }
+        Err(e) => {
+            println!("{OUTSIDE_IP} -> {to} (h1) -> web:80: FAILED ({e})");
+            Ok(1)
+        }
+    }
 }
 
 /// The demo network's VNI, which names its devices (`ovbrVNI`, `ovvxVNI`).
