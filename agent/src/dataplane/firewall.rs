@@ -68,6 +68,13 @@ pub fn batch(fw: &Firewall) -> Vec<NetlinkMessage<NetfilterMessage>> {
     for rule in rules(fw) {
         cmds.push((NfTablesMessage::NewRule(rule_message(&rule)), NLM_F_CREATE | NLM_F_APPEND));
     }
+    transaction(cmds)
+}
+
+/// `cmds` (family `inet`, each with its extra flags) as one nf_tables
+/// transaction: between a batch begin and end, each command asking for an
+/// ACK of its own.
+pub fn transaction(cmds: Vec<(NfTablesMessage, u16)>) -> Vec<NetlinkMessage<NetfilterMessage>> {
     let mut out = vec![control(ControlMessage::BatchBegin)];
     for (cmd, flags) in cmds {
         let mut msg = NetlinkMessage::from(NetfilterMessage::new(inet(), cmd));

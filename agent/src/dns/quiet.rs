@@ -13,19 +13,17 @@
 //! firewall module writes `inet ovnet`, at start and every 30 s after; the
 //! messages are built here, pure.
 
-use netlink_packet_core::{NLM_F_ACK, NLM_F_APPEND, NLM_F_CREATE, NLM_F_REQUEST, NetlinkMessage};
+use netlink_packet_core::{NLM_F_APPEND, NLM_F_CREATE, NetlinkMessage};
+use netlink_packet_netfilter::NetfilterMessage;
 use netlink_packet_netfilter::nftables::{
     ChainAttribute, Cmp, DataAttribute, Expressions, Hook, HookNumber, Immediate, InetHookNumber,
     ListAttribute, Meta, MetaKey, NfTablesMessage, Operator, Payload, Register, RuleAttribute, RuleMessage,
     TableAttribute, TableFlags, TableMessage, Verdict, VerdictAttribute,
 };
-use netlink_packet_netfilter::none::ControlMessage;
-use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 
 /// The table's name (family `inet`).
 pub const TABLE: &str = "ovnet_dns";
 const CHAIN: &str = "output";
-const NFNL_SUBSYS_NFTABLES: u16 = 10;
 const NF_ACCEPT: u32 = 1;
 const NF_DROP: u32 = 0;
 /// `NFT_PAYLOAD_TRANSPORT_HEADER`.
@@ -51,22 +49,7 @@ pub fn batch() -> Vec<NetlinkMessage<NetfilterMessage>> {
         (NfTablesMessage::NewChain(chain()), NLM_F_CREATE),
         (NfTablesMessage::NewRule(rule()), NLM_F_CREATE | NLM_F_APPEND),
     ];
-    let mut out = vec![control(ControlMessage::BatchBegin)];
-    for (cmd, flags) in cmds {
-        let header = NetfilterHeader::new(NetfilterProtoFamily::Inet, 0, 0);
-        let mut msg = NetlinkMessage::from(NetfilterMessage::new(header, cmd));
-        msg.header.flags = NLM_F_REQUEST | NLM_F_ACK | flags;
-        out.push(msg);
-    }
-    out.push(control(ControlMessage::BatchEnd));
-    out
-}
-
-fn control(msg: ControlMessage) -> NetlinkMessage<NetfilterMessage> {
-    let header = NetfilterHeader::new(NetfilterProtoFamily::Unspec, 0, NFNL_SUBSYS_NFTABLES);
-    let mut msg = NetlinkMessage::from(NetfilterMessage::new(header, msg));
-    msg.header.flags = NLM_F_REQUEST;
-    msg
+    crate::dataplane::firewall::transaction(cmds)
 }
 
 fn name() -> TableAttribute {
@@ -141,6 +124,7 @@ fn rule() -> RuleMessage {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_core::NLM_F_ACK;
 
     #[test]
     fn one_transaction_of_five_acked_commands() {
