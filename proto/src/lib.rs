@@ -10,3 +10,5 @@ pub mod v1 {
 }
 
 pub use v1::*;
+
+pub mod cni;

@@ -12,27 +12,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use ovnet_ipam_store::ClusterState;
 use serde_json::{Value, json};
 
-/// The CNI type of the plugin (its binary's name).
-pub const PLUGIN_TYPE: &str = "ovnet";
-/// The CNI version of the conflists written.
-pub const CNI_VERSION: &str = "1.0.0";
+pub use ovnet_proto::cni::{CNI_VERSION, PLUGIN_TYPE, conflist};
 /// The file name suffix libcni loads conflists from.
 pub const SUFFIX: &str = ".conflist";
-
-/// The conflist of `network` for the agent at `agent` (its `--listen`).
-/// `ovctl network conflist` prints the same text.
-pub fn conflist(network: &str, agent: &str) -> String {
-    let list = json!({
-        "cniVersion": CNI_VERSION,
-        "name": network,
-        "plugins": [{
-            "type": PLUGIN_TYPE,
-            "agent": agent,
-            "capabilities": { "ips": true, "aliases": true, "portMappings": true },
-        }],
-    });
-    format!("{list:#}\n")
-}
 
 /// File name -> content, for every network of `state` that host `node`
 /// can use (not another host's bridge network).

@@ -14,13 +14,13 @@ use ovnet_ipam_store::PortMapping;
 use serde_json::{Map, Value, json};
 
 use super::env::fixed_ip;
-use super::reply::{CURRENT_VERSION, supported};
+use super::reply::supported;
 use super::{CniError, code};
 use crate::addr::{AgentAddr, Scheme};
 use crate::cli::DEFAULT_HOST;
 
 /// The CNI type (and binary name) of the plugin.
-pub const PLUGIN_TYPE: &str = "ovnet";
+pub use ovnet_proto::cni::PLUGIN_TYPE;
 
 /// A parsed network configuration.
 #[derive(Clone, Debug, PartialEq)]
@@ -180,22 +180,7 @@ fn config(msg: String) -> CniError {
     CniError::new(code::INVALID_CONFIG, format!("invalid network configuration: {msg}"))
 }
 
-/// The conflist that lets a runtime use ovnet network `network` through
-/// the agent at `agent`: named after the network, one `ovnet` plugin with
-/// the `ips` capability (a fixed address). The agent writes the same text
-/// into its `--cni-conf-dir`.
-pub fn conflist(network: &str, agent: &str) -> String {
-    let list = json!({
-        "cniVersion": CURRENT_VERSION,
-        "name": network,
-        "plugins": [{
-            "type": PLUGIN_TYPE,
-            "agent": agent,
-            "capabilities": { "ips": true, "aliases": true, "portMappings": true },
-        }],
-    });
-    format!("{list:#}\n")
-}
+pub use ovnet_proto::cni::conflist;
 
 #[cfg(test)]
 mod tests {
@@ -280,7 +265,7 @@ mod tests {
         let text = conflist("demo", "unix:///run/x.sock");
         let list: Value = serde_json::from_str(&text).unwrap();
         assert_eq!(list["name"], "demo");
-        assert_eq!(list["cniVersion"], CURRENT_VERSION);
+        assert_eq!(list["cniVersion"], super::super::reply::CURRENT_VERSION);
         // libcni gives each plugin the list's name and version.
         let mut plugin = list["plugins"][0].clone();
         plugin["name"] = list["name"].clone();
