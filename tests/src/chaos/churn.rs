@@ -255,8 +255,15 @@ impl Churn {
             &["network", "disconnect", &c.net, &c.ns.name],
         );
         self.outcomes.push(o);
+        // A failed disconnect may have been half done: the veth goes first
+        // (on purpose, see `Endpoints::disconnect`), and the agent frees the
+        // address of an endpoint without its veth once etcd answers. The
+        // container's state is unknown then, so it is not used again (as a
+        // holder in `taken_ip`, say): it dies, and the agent cleans up after
+        // it (30-minute run: `connect --ip` of such an address succeeded and
+        // was judged a double holding).
         if !ok {
-            self.containers.push(c);
+            drop(c);
         }
     }
 
