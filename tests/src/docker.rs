@@ -155,6 +155,15 @@ impl Dockerd {
         Ok(())
     }
 
+    /// Kills dockerd with SIGKILL, as a crash would (its containerd and the
+    /// containers' shims live on), and reaps it; `start_daemon` starts it again.
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
     /// Runs `docker -H unix://SOCKET ARGS` (Debian's CLI).
     pub fn docker(&self, args: &[&str]) -> anyhow::Result<Output> {
         self.cli().args(args).output().context("running docker")

@@ -1,5 +1,5 @@
 //! The end of a chaos run: pings stopped and their losses judged, every
-//! container and network removed, and then the no-leak invariant: etcd holds
+//! container (Docker's and podman's too) and network removed, and then the no-leak invariant: etcd holds
 //! only host records and no live host holds an ovnet device, veth, FDB or
 //! neighbour entry or nftables rule.
 
@@ -10,12 +10,14 @@ use super::check::{DeadWindow, leftovers};
 use super::churn::{Churn, World};
 use super::pings::Stream;
 use super::report::{Summary, Violation};
+use super::runtimes::Runtimes;
 use crate::lab::{Lab, poll};
 use crate::netns::Netns;
 
 /// What `finish` works on, borrowed from the run.
 pub struct Parts<'a> {
     pub lab: &'a mut Lab,
+    pub rt: Option<&'a mut Runtimes>,
     pub world: &'a Mutex<World>,
     pub streams: &'a mut Vec<Stream>,
     pub base: &'a mut Vec<(Netns, String)>,
@@ -77,6 +79,9 @@ pub fn finish(p: &mut Parts, churn: Churn) -> anyhow::Result<()> {
 fn remove_everything(p: &mut Parts, churn: Churn) -> anyhow::Result<()> {
     let lost = p.lost();
     let driver = (0..lost.len()).find(|&i| !lost[i]).unwrap_or(0);
+    if let Some(rt) = p.rt.as_mut() {
+        rt.remove_all()?;
+    }
     for c in &churn.containers {
         if !lost[c.host] {
             p.lab.ovctl_ok(c.host, &["network", "disconnect", &c.net, &c.ns.name])?;
