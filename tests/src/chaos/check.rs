@@ -80,6 +80,27 @@ pub fn leftovers(prefix: &str, dump: &BTreeMap<String, String>) -> Vec<String> {
         .collect()
 }
 
+/// The rules of an `nft list ruleset` that name our bridges, but the one
+/// the agent keeps on purpose in Docker's `DOCKER-USER` chain on a Docker
+/// host (`-i ovbr+ -o ovbr+ -j ACCEPT`, which outlives every network, as
+/// Docker's own chain does).
+pub fn ovbr_rules(ruleset: &str) -> Vec<String> {
+    let mut chain = "";
+    let mut found = Vec::new();
+    for line in ruleset.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("chain ") {
+            chain = rest.trim_end_matches('{').trim();
+            continue;
+        }
+        let docker_user =
+            chain == "DOCKER-USER" && line.starts_with(r#"iifname "ovbr*" oifname "ovbr*""#) && line.ends_with("accept");
+        if line.contains("ovbr") && !docker_user {
+            found.push(format!("{line} (chain {chain})"));
+        }
+    }
+    found
+}
+
 /// How one `ovctl` call ended.
 #[derive(Clone, Debug)]
 pub struct Call {
@@ -244,6 +265,28 @@ mod tests {
     fn only_host_records_may_be_left() {
         let d = dump(&[("hosts/h1", json!({})), ("alive/h1", json!({})), ("networks/x", json!({}))]);
         assert_eq!(leftovers(P, &d), vec![format!("left in etcd: {P}/networks/x")]);
+    }
+
+    #[test]
+    fn only_the_docker_user_rule_may_name_our_bridges_at_the_end() {
+        let docker = r#"table ip filter {
+	chain DOCKER-USER {
+		iifname "ovbr*" oifname "ovbr*"  counter packets 62636 bytes 5261072 accept
+		counter packets 9 bytes 756 return
+	}
+}"#;
+        assert_eq!(ovbr_rules(docker), Vec::<String>::new());
+        let left = r#"table inet ovnet {
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		iifname "ovbr4096" oifname "ovbr*" oifname != "ovbr4096" counter packets 0 bytes 0 drop
+	}
+}"#;
+        let found = ovbr_rules(&format!("{docker}\n{left}"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains(r#"iifname "ovbr4096""#) && found[0].ends_with("(chain forward)"));
+        let elsewhere = "chain FORWARD {\n iifname \"ovbr*\" oifname \"ovbr*\" accept\n}";
+        assert_eq!(ovbr_rules(elsewhere).len(), 1, "the same rule outside DOCKER-USER counts");
     }
 
     #[test]

@@ -6,7 +6,7 @@
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::check::{DeadWindow, leftovers};
+use super::check::{DeadWindow, leftovers, ovbr_rules};
 use super::churn::{Churn, World};
 use super::pings::Stream;
 use super::report::{Summary, Violation};
@@ -128,10 +128,12 @@ fn check_no_leak(p: &mut Parts) {
                 Err(e) => found.push(format!("h{}: {e}", i + 1)),
             }
             let rules = p.lab.hosts[i].ns.exec("nft", &["list", "ruleset"]);
-            if let Ok(out) = rules
-                && String::from_utf8_lossy(&out.stdout).contains("ovbr")
-            {
-                found.push(format!("h{}: nftables rules naming ovbr devices", i + 1));
+            if let Ok(out) = rules {
+                let lines = ovbr_rules(&String::from_utf8_lossy(&out.stdout));
+                if !lines.is_empty() {
+                    let some = lines[..lines.len().min(4)].join(" | ");
+                    found.push(format!("h{}: nftables rules naming ovbr devices: {some}", i + 1));
+                }
             }
         }
         let done = found.is_empty();

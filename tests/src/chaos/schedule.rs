@@ -177,10 +177,10 @@ impl Shape {
     }
 }
 
-/// How long dockerd retries each call to a plugin that does not answer
-/// (its plugin getter's 30 s), so the least time `docker rm -f` of a
-/// container takes while the agent is down.
-pub const DOCKER_PLUGIN_RETRY: Duration = Duration::from_secs(30);
+/// How long `docker rm -f` of a container takes while the agent is down:
+/// dockerd retries each plugin call for 30 s, and two calls go unanswered
+/// (measured: 60.2 and 60.9 s).
+pub const DOCKER_RM_WITHOUT_PLUGIN: Duration = Duration::from_secs(60);
 
 /// The faults of a run. Host 0 is never lost (every run keeps a host to
 /// drive from), nor is a host with a runtime; at most one host is lost, in
@@ -199,7 +199,7 @@ pub fn faults(seed: u64, shape: Shape) -> Vec<Step> {
         let host = live[rng.below(live.len())];
         let member = rng.below(shape.members);
         let late = at > shape.duration / 2;
-        let kinds = if shape.runtimes() { 17 } else { 11 };
+        let kinds = if shape.runtimes() { 16 } else { 11 };
         let (fault, hold_ms) = match rng.below(kinds) {
             0 => (Fault::AgentKill { host }, rng.range(200, 2000)),
             1 => (Fault::AgentTerm { host }, rng.range(200, 2000)),
@@ -221,9 +221,9 @@ pub fn faults(seed: u64, shape: Shape) -> Vec<Step> {
                 let host = shape.podman_host.unwrap_or_default();
                 (Fault::PodmanChurn { host, runs: rng.range(1, 4) as usize }, rng.range(500, 3000))
             }
-            15 | 16 if shape.docker_hosts > 0 => {
+            15 if shape.docker_hosts > 0 => {
                 let host = rng.below(shape.docker_hosts);
-                let retry = DOCKER_PLUGIN_RETRY.as_millis() as u64;
+                let retry = DOCKER_RM_WITHOUT_PLUGIN.as_millis() as u64;
                 (Fault::DockerRmAgentDown { host }, retry + rng.range(500, 3000))
             }
             _ => (Fault::BadRecords, rng.range(1000, 5000)),
@@ -315,7 +315,7 @@ mod tests {
                         Fault::DockerdRestart { host, .. } => assert!(host < 2, "seed {seed}: {s:?}"),
                         Fault::DockerRmAgentDown { host } => {
                             assert!(host < 2, "seed {seed}: {s:?}");
-                            assert!(s.hold >= DOCKER_PLUGIN_RETRY);
+                            assert!(s.hold >= DOCKER_RM_WITHOUT_PLUGIN);
                         }
                         Fault::PodmanChurn { host, runs } => {
                             assert_eq!(host, 2);
