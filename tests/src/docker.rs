@@ -168,8 +168,9 @@ impl Dockerd {
         }
         let pidfile = self.exec_root().join("containerd/containerd.pid");
         let pid = std::fs::read_to_string(pidfile).ok().and_then(|t| t.trim().parse::<i32>().ok());
-        let is_containerd =
-            |pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "containerd");
+        let is_containerd = |pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "containerd")
+        };
         if let Some(pid) = pid.filter(|&p| is_containerd(p)) {
             let _ =
                 nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);

@@ -152,7 +152,8 @@ mod tests {
     fn the_replay_line_names_every_flag_that_shapes_the_schedule() {
         let cli = |args: &[&str]| Cli::parse_from([&["ovchaos"], args].concat());
         assert_eq!(cli(&[]).replay(7), "ovchaos --seed 7 --duration 600s");
-        let all = ["--duration", "90s", "--hosts", "3", "--max-outage", "8s", "--runtimes", "--lease-ttl", "4"];
+        let all =
+            ["--duration", "90s", "--hosts", "3", "--max-outage", "8s", "--runtimes", "--lease-ttl", "4"];
         let line = "ovchaos --seed 7 --duration 90s --hosts 3 --lease-ttl 4 --max-outage 8s --runtimes";
         assert_eq!(cli(&all).replay(7), line);
         let replayed: Vec<&str> = line.split_whitespace().skip(3).collect();

@@ -92,8 +92,9 @@ pub fn ovbr_rules(ruleset: &str) -> Vec<String> {
             chain = rest.trim_end_matches('{').trim();
             continue;
         }
-        let docker_user =
-            chain == "DOCKER-USER" && line.starts_with(r#"iifname "ovbr*" oifname "ovbr*""#) && line.ends_with("accept");
+        let docker_user = chain == "DOCKER-USER"
+            && line.starts_with(r#"iifname "ovbr*" oifname "ovbr*""#)
+            && line.ends_with("accept");
         if line.contains("ovbr") && !docker_user {
             found.push(format!("{line} (chain {chain})"));
         }

@@ -232,7 +232,10 @@ impl Runtimes {
                 host_down(world, host);
                 lab.kill_agent(host);
                 let mut rm = d.cli();
-                rm.args(["rm", "-f", &name]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
+                rm.args(["rm", "-f", &name])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped());
                 let child = rm.spawn().context("starting docker rm -f")?;
                 a.rm = Some((child, Instant::now()));
                 let what = format!("docker {name} on h{}", host + 1);
@@ -284,7 +287,8 @@ impl Runtimes {
                         Err(_) => {
                             let _ = child.kill();
                             let _ = child.wait();
-                            findings.push(("runtimes (docker rm -f)".into(), format!("no end in {RM_WITHIN:?}")));
+                            findings
+                                .push(("runtimes (docker rm -f)".into(), format!("no end in {RM_WITHIN:?}")));
                         }
                     }
                 }
@@ -314,9 +318,8 @@ impl Runtimes {
         let Some(k) = self.keepers.iter_mut().find(|k| k.runtime == "docker" && k.host == host) else {
             return Ok(Vec::new());
         };
-        let back = poll(&format!("{} running again", k.name), Duration::from_secs(30), || {
-            docker_state(d, &k.name)
-        });
+        let back =
+            poll(&format!("{} running again", k.name), Duration::from_secs(30), || docker_state(d, &k.name));
         match back {
             Ok((pid, ip)) => {
                 (k.pid, k.ip) = (pid, ip);
