@@ -427,6 +427,11 @@ fn heal_any(run: &mut Run, applied: AnyApplied) -> anyhow::Result<()> {
     match applied {
         AnyApplied::Plain(a) => heal(&mut run.lab, &run.world, &a, 0),
         AnyApplied::Runtime(a) => {
+            let check = match a.fault() {
+                Fault::DockerdRestart { .. } => "a --restart always container back on ovnet after dockerd starts",
+                _ => "runtime containers' endpoints released after rm (etcd record, veth)",
+            };
+            run.summary.checked(check, 1);
             let rt = run.rt.as_mut().context("a runtime fault in a run without --runtimes")?;
             for (invariant, evidence) in rt.heal(&mut run.lab, &run.world, a)? {
                 run.violation(&invariant, evidence);

@@ -76,6 +76,12 @@ pub struct RtApplied {
     findings: Vec<(String, String)>,
 }
 
+impl RtApplied {
+    pub fn fault(&self) -> &Fault {
+        &self.fault
+    }
+}
+
 /// The runtimes of a lab. Dropped before the lab: removing containers needs the agents.
 pub struct Runtimes {
     pub keepers: Vec<Keeper>,
