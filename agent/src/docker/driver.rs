@@ -17,6 +17,7 @@ use tracing::{info, warn};
 use super::ipam::{HOW, network_option};
 use super::mapping::EndpointMapping;
 use super::protocol::{CreateEndpoint, CreateNetwork, DeleteNetwork, EndpointCall, IpamData};
+use super::engine::MIRROR_OPTION;
 use super::{ADDRESS_SPACE, Plugin, docker_id, given, locked};
 use crate::dataplane::Dataplane;
 use crate::error::AgentError;
@@ -39,6 +40,12 @@ fn generic_options(
             other => Ok((k.clone(), other.to_string())),
         })
         .collect()
+}
+
+/// The `-o` pairs without the mirror's mark, and whether it was there.
+fn mirror_mark(mut opts: BTreeMap<String, String>) -> (BTreeMap<String, String>, bool) {
+    let mirrored = opts.remove(MIRROR_OPTION).is_some();
+    (opts, mirrored)
 }
 
 /// The one IPv4 pool of a network, which must come from the ovnet IPAM driver.
@@ -66,7 +73,8 @@ fn ovnet_pool(r: &CreateNetwork) -> Result<Ipv4Net, AgentError> {
 impl<D: Dataplane> Plugin<D> {
     pub(super) async fn create_network(&self, r: CreateNetwork) -> Result<Value, AgentError> {
         let id = docker_id(&r.network_id, "NetworkID")?;
-        let named = network_option(&generic_options(&r.options)?, "-o")?;
+        let (opts, mirrored) = mirror_mark(generic_options(&r.options)?);
+        let named = network_option(&opts, "-o")?;
         let pool = ovnet_pool(&r)?;
         let pending = locked(&self.pending).get(&pool).cloned();
         let name = match (named, pending) {
@@ -86,20 +94,29 @@ impl<D: Dataplane> Plugin<D> {
                 })?
             }
         };
-        let net = self.create_or_join(&name, pool).await?;
+        let net = self.create_or_join(&name, pool, !mirrored).await?;
         self.map_network(id, &net.name).await?;
         locked(&self.pending).remove(&pool);
         info!(docker_network = id, network = %net.name, subnet = %net.subnet, "docker network created");
         Ok(json!({}))
     }
 
-    /// The ovnet network `name` with subnet `pool`, created when missing.
-    async fn create_or_join(&self, name: &str, pool: Ipv4Net) -> Result<NetworkRecord, AgentError> {
+    /// The ovnet network `name` with subnet `pool`, created when missing
+    /// and `create` (not for the mirror's networks: it only mirrors).
+    async fn create_or_join(
+        &self,
+        name: &str,
+        pool: Ipv4Net,
+        create: bool,
+    ) -> Result<NetworkRecord, AgentError> {
         match self.store.get_network(name).await {
             Ok(net) if net.subnet == pool => Ok(net),
             Ok(net) => Err(AgentError::InvalidArgument(format!(
                 "--subnet {pool} disagrees with ovnet network {name} whose subnet is {}: use --subnet {} or leave --subnet out",
                 net.subnet, net.subnet
+            ))),
+            Err(StoreError::NetworkNotFound(_)) if !create => Err(AgentError::NotFound(format!(
+                "ovnet network {name} is gone (removed while its docker network was being made); the mirror does not make it again"
             ))),
             Err(StoreError::NetworkNotFound(_)) => {
                 let mtu = self.endpoints.host().underlay_mtu.saturating_sub(VXLAN_OVERHEAD);
@@ -263,5 +280,20 @@ mod tests {
         assert_eq!(opts.get("network").map(String::as_str), Some("demo"));
         assert_eq!(opts.get("n").map(String::as_str), Some("1"));
         assert!(generic_options(&None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_mirror_mark_is_taken_off_before_the_options_are_checked() {
+        let net = parse::<CreateNetwork>(
+            br#"{"Options":{"com.docker.network.generic":{"network":"demo","ovnet.mirrored":"true"}}}"#,
+        )
+        .unwrap();
+        let opts = generic_options(&net.options).unwrap();
+        assert!(network_option(&opts, "-o").is_err(), "the mark is no user option");
+        let (opts, mirrored) = mirror_mark(opts);
+        assert!(mirrored);
+        assert_eq!(network_option(&opts, "-o").unwrap().as_deref(), Some("demo"));
+        let user = BTreeMap::from([("network".to_string(), "demo".to_string())]);
+        assert_eq!(mirror_mark(user.clone()), (user, false));
     }
 }

@@ -248,16 +248,17 @@ impl Churn {
 
     fn disconnect(&mut self) {
         let Some(c) = self.take_container() else { return };
-        let (o, ok, _) = self.agents.judged(
+        let (o, _, _) = self.agents.judged(
             &self.world,
             c.host,
             Op::Disconnect.name(),
             &["network", "disconnect", &c.net, &c.ns.name],
         );
         self.outcomes.push(o);
-        if !ok {
-            self.containers.push(c);
-        }
+        // A failed disconnect may have been half done (the agent killed
+        // after deleting the veth): the container is not kept as connected,
+        // it dies instead, and its agent releases whatever is left.
+        drop(c);
     }
 
     fn container_dies(&mut self) {
