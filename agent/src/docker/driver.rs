@@ -14,10 +14,10 @@ use ovnet_ipam_store::{Error as StoreError, NetworkRecord, NewNetwork};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
+use super::engine::MIRROR_OPTION;
 use super::ipam::{HOW, network_option};
 use super::mapping::EndpointMapping;
 use super::protocol::{CreateEndpoint, CreateNetwork, DeleteNetwork, EndpointCall, IpamData};
-use super::engine::MIRROR_OPTION;
 use super::{ADDRESS_SPACE, Plugin, docker_id, given, locked};
 use crate::dataplane::Dataplane;
 use crate::error::AgentError;

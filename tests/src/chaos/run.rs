@@ -428,7 +428,9 @@ fn heal_any(run: &mut Run, applied: AnyApplied) -> anyhow::Result<()> {
         AnyApplied::Plain(a) => heal(&mut run.lab, &run.world, &a, 0),
         AnyApplied::Runtime(a) => {
             let check = match a.fault() {
-                Fault::DockerdRestart { .. } => "a --restart always container back on ovnet after dockerd starts",
+                Fault::DockerdRestart { .. } => {
+                    "a --restart always container back on ovnet after dockerd starts"
+                }
                 _ => "runtime containers' endpoints released after rm (etcd record, veth)",
             };
             run.summary.checked(check, 1);
