@@ -65,6 +65,8 @@ struct Run {
     summary: Summary,
     panics: u64,
     frozen_member: bool,
+    /// The runtimes' directory, after `lab`: the agents write there until they go.
+    _rt_dir: Option<tempfile::TempDir>,
 }
 
 impl Run {
@@ -252,8 +254,8 @@ fn setup(opts: &Options) -> anyhow::Result<Run> {
         None
     };
     let mut lab = Lab::start_with(lab_opts, agents)?;
-    let mut rt = match rt_dir {
-        Some(dir) => Some(Runtimes::start(&mut lab, opts.shape(), dir)?),
+    let mut rt = match &rt_dir {
+        Some(dir) => Some(Runtimes::start(&mut lab, opts.shape(), dir.path())?),
         None => None,
     };
     lab.ctl(0, "network create -d overlay base")?;
@@ -310,6 +312,7 @@ fn setup(opts: &Options) -> anyhow::Result<Run> {
         summary,
         panics: 0,
         frozen_member: false,
+        _rt_dir: rt_dir,
     })
 }
 

@@ -13,6 +13,7 @@
 //! veth are gone.
 
 use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -88,8 +89,9 @@ pub struct Runtimes {
     podman: Option<(usize, Podman)>,
     dockerds: Vec<Dockerd>,
     made: u64,
-    /// The agents' CNI conflists and podman's state; dropped last.
-    dir: tempfile::TempDir,
+    /// The agents' CNI conflists and podman's state (the caller keeps the
+    /// directory until the agents are gone: they write there).
+    dir: PathBuf,
 }
 
 /// The directory of a lab with runtimes and the agents' extra flags for it.
@@ -142,19 +144,19 @@ fn record_veth(lab: &Lab, ip: &str) -> anyhow::Result<Option<String>> {
 impl Runtimes {
     /// Starts the dockerds and podman where `shape` puts them (the agents
     /// were started with [`prepare`]'s flags).
-    pub fn start(lab: &mut Lab, shape: Shape, dir: tempfile::TempDir) -> anyhow::Result<Runtimes> {
+    pub fn start(lab: &mut Lab, shape: Shape, dir: &Path) -> anyhow::Result<Runtimes> {
         let mut dockerds = Vec::new();
         for i in 0..shape.docker_hosts {
             dockerds.push(synced_host(lab, i).with_context(|| format!("a dockerd on h{}", i + 1))?);
         }
         let podman = match shape.podman_host {
             Some(i) => {
-                let conf = podman::conf_dir(dir.path(), &lab.hosts[i].name);
-                Some((i, Podman::start(lab, i, dir.path(), &conf).context("podman")?))
+                let conf = podman::conf_dir(dir, &lab.hosts[i].name);
+                Some((i, Podman::start(lab, i, dir, &conf).context("podman")?))
             }
             None => None,
         };
-        Ok(Runtimes { keepers: Vec::new(), podman, dockerds, made: 0, dir })
+        Ok(Runtimes { keepers: Vec::new(), podman, dockerds, made: 0, dir: dir.to_path_buf() })
     }
 
     fn name(&mut self, what: &str) -> String {
@@ -174,7 +176,7 @@ impl Runtimes {
             self.keepers.push(Keeper { runtime: "docker", host, name, pid, ip });
         }
         if let Some((host, p)) = &self.podman {
-            let conflist = podman::conf_dir(self.dir.path(), &lab.hosts[*host].name).join("base.conflist");
+            let conflist = podman::conf_dir(&self.dir, &lab.hosts[*host].name).join("base.conflist");
             poll("the conflist of base", Duration::from_secs(20), || conflist.exists().then_some(()))?;
             let name = format!("keep{}", host + 1);
             p.run(&name, NETWORK)?;
