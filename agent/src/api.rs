@@ -9,11 +9,11 @@ use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use ovnet_ipam_store::{
-    BlockRecord, ContainerRef, EndpointRecord, EtcdStore, NetworkRecord, NewNetwork, validate,
+    BlockRecord, ContainerRef, EndpointRecord, EtcdStore, NetworkRecord, NewNetwork, PortMapping, validate,
 };
 use ovnet_proto as pb;
 use tonic::{Request, Response, Status};
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::dataplane::Dataplane;
 use crate::desired::HostContext;
@@ -54,6 +54,8 @@ impl<D: Dataplane> AgentService<D> {
     async fn create(&self, r: pb::CreateNetworkRequest) -> Result<pb::Network, AgentError> {
         let driver = if r.driver.is_empty() { "overlay".to_string() } else { r.driver };
         validate::driver(&driver)?;
+        // A bridge network belongs to this host (overlay networks to none).
+        let host = Some(self.me.node.clone());
         let subnet = match r.subnet.as_str() {
             "" => None,
             s => Some(s.parse::<Ipv4Net>().map_err(|_| {
@@ -81,9 +83,18 @@ impl<D: Dataplane> AgentService<D> {
         }
         let net = self
             .store
-            .create_network(NewNetwork { name: r.name, driver, subnet, vni: r.vni, block_prefix, mtu })
+            .create_network(NewNetwork {
+                name: r.name,
+                driver,
+                host,
+                subnet,
+                vni: r.vni,
+                block_prefix,
+                mtu,
+                internal: r.internal,
+            })
             .await?;
-        info!(network = %net.name, id = %net.id, subnet = %net.subnet, vni = net.vni, "network created");
+        info!(network = %net.name, id = %net.id, driver = %net.driver, subnet = %net.subnet, vni = net.vni, "network created");
         Ok(network_pb(&net))
     }
 
@@ -111,8 +122,22 @@ impl<D: Dataplane> AgentService<D> {
             _ => Some(ContainerRef { runtime: r.runtime, id: r.container_id, name: r.container_name }),
         };
         let ifname = Some(r.ifname).filter(|i| !i.is_empty());
-        let attach = Attach { network: r.network, netns: r.netns, ip, ifname, container };
+        let ports = r
+            .publish
+            .iter()
+            .map(|s| s.parse::<PortMapping>().map_err(AgentError::InvalidArgument))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (name, aliases) = (r.name, r.aliases);
+        let plain = container.is_none();
+        let attach =
+            Attach { network: r.network, netns: r.netns, ip, ifname, container, name, aliases, ports };
         let (ep, net) = self.endpoints.connect(attach).await?;
+        if plain
+            && let Err(e) =
+                crate::dns::resolv::connected(&ep.netns, net.gateway, &net.name.to_ascii_lowercase())
+        {
+            warn!(netns = %ep.netns, error = %e, "cannot write the namespace's resolv.conf");
+        }
         Ok(endpoint_pb(&ep, &net))
     }
 
@@ -123,6 +148,9 @@ impl<D: Dataplane> AgentService<D> {
             Detach::Container { id: r.container_id, ifname: r.ifname }
         };
         let (ep, net) = self.endpoints.disconnect(&r.network, &which).await?;
+        if let Err(e) = crate::dns::resolv::disconnected(&ep.netns, &net.name.to_ascii_lowercase()) {
+            warn!(netns = %ep.netns, error = %e, "cannot update the namespace's resolv.conf");
+        }
         Ok(endpoint_pb(&ep, &net))
     }
 }
@@ -131,12 +159,14 @@ fn network_pb(n: &NetworkRecord) -> pb::Network {
     pb::Network {
         id: n.id.clone(),
         name: n.name.clone(),
-        driver: n.driver.clone(),
+        driver: n.driver.to_string(),
+        host: n.owner().unwrap_or_default().to_string(),
         subnet: n.subnet.to_string(),
         gateway: n.gateway.to_string(),
         vni: n.vni,
         mtu: n.mtu,
         block_prefix: u32::from(n.block_prefix),
+        internal: n.internal,
     }
 }
 
@@ -158,6 +188,9 @@ fn endpoint_pb(e: &EndpointRecord, net: &NetworkRecord) -> pb::Endpoint {
         runtime: e.container.as_ref().map(|c| c.runtime.clone()).unwrap_or_default(),
         container_id: e.container.as_ref().map(|c| c.id.clone()).unwrap_or_default(),
         container_name: e.container.as_ref().map(|c| c.name.clone()).unwrap_or_default(),
+        name: e.dns_name().unwrap_or_default(),
+        aliases: e.aliases.clone(),
+        ports: e.ports.iter().map(ToString::to_string).collect(),
     }
 }
 

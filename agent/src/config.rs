@@ -114,6 +114,21 @@ pub struct Config {
           default_missing_value = crate::docker::engine::DEFAULT_SOCKET,
           value_parser = crate::docker::engine::parse_socket, help_heading = "Container runtimes")]
     pub docker_sync: Option<PathBuf>,
+    /// The fixed address the DNS server also answers on, put on the host's
+    /// `lo` so every container reaches it through its gateway (dockerd
+    /// `--dns` with it gives Docker containers cross-host names); `off` for none.
+    #[arg(long, env = "OVNET_DNS_ADDRESS", value_name = "IP|off", default_value = "169.254.53.53",
+          value_parser = crate::dns::parse_dns_address, help_heading = "Names (DNS)")]
+    pub dns_address: crate::dns::DnsAddress,
+    /// Where the DNS server reads the resolvers it forwards other names to.
+    #[arg(
+        long,
+        env = "OVNET_RESOLV_CONF",
+        value_name = "PATH",
+        default_value = "/etc/resolv.conf",
+        help_heading = "Names (DNS)"
+    )]
+    pub resolv_conf: PathBuf,
     /// PEM certificate (chain) the API presents on a tcp:// --listen; turns TLS on.
     #[arg(long, env = "OVNET_TLS_CERT", value_name = "FILE", help_heading = "API security")]
     pub tls_cert: Option<PathBuf>,

@@ -7,17 +7,20 @@
 //! At scale one etcd change touches one network, so the reconcile loop keeps
 //! a [`Memo`] and [`desired_memo`] recomputes only the networks whose inputs
 //! changed; the result is always what [`desired_with`] computes from scratch.
+//!
+//! A bridge network (driver `bridge`) is built only on the host it belongs
+//! to, as a bridge without a VXLAN device or entries.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use ipnet::Ipv4Net;
-use ovnet_ipam_store::{ClusterState, EndpointMap, EndpointRecord, Mac, NetworkRecord};
+use ovnet_ipam_store::{ClusterState, Driver, EndpointMap, EndpointRecord, Mac, NetworkRecord};
 
 use crate::model::{
-    BridgeSpec, Desired, FdbEntry, NeighEntry, NetworkDatapath, VXLAN_OVERHEAD, VXLAN_PORT, VxlanSpec,
-    bridge_name, vxlan_name,
+    BridgeSpec, Desired, DriverDatapath, FdbEntry, NeighEntry, NetworkDatapath, OverlayDatapath, Published,
+    VXLAN_OVERHEAD, VXLAN_PORT, VxlanSpec, bridge_name, vxlan_name,
 };
 
 /// Who this host is, as the planner needs it.
@@ -122,7 +125,8 @@ pub fn desired_memo(
     memo.networks.retain(|name, _| state.networks.contains_key(name));
     (memo.computed, memo.updated) = (0, 0);
     let mut networks = BTreeMap::new();
-    for net in state.networks.values() {
+    // Another host's bridge network has nothing on this host.
+    for net in state.networks.values().filter(|n| n.usable_on(&me.node)) {
         let endpoints = state.endpoint_map(&net.name);
         let m = match memo.networks.get_mut(&net.name).filter(|m| m.net == *net) {
             Some(m) => match (&m.endpoints, endpoints) {
@@ -253,8 +257,13 @@ fn add(
     match part(ep, me, peers) {
         Part::Port(port) => {
             tally.exact &= dp.ports.insert(port.to_string());
+            for p in published(ep, me) {
+                tally.exact &= dp.published.insert(p);
+            }
         }
         Part::Remote(fdb, neigh) => {
+            // A bridge network has no way to another host's endpoints.
+            let Some(dp) = dp.overlay_mut() else { return };
             let count = tally.remote.entry(fdb.dst).or_default();
             *count += 1;
             if *count == 1 {
@@ -279,8 +288,12 @@ fn remove(
     match part(ep, me, peers) {
         Part::Port(port) => {
             dp.ports.remove(port);
+            for p in published(ep, me) {
+                dp.published.remove(&p);
+            }
         }
         Part::Remote(fdb, neigh) => {
+            let Some(dp) = dp.overlay_mut() else { return };
             dp.fdb.remove(&fdb);
             dp.neigh.remove(&neigh);
             if let Some(count) = tally.remote.get_mut(&fdb.dst) {
@@ -295,31 +308,57 @@ fn remove(
     }
 }
 
-/// A network's bridge and VXLAN device, without entries or ports yet.
+/// The ports of this host published to local endpoint `ep` (a host port
+/// of 0 was never written; such a mapping is skipped).
+pub fn published<'a>(ep: &'a EndpointRecord, me: &HostContext) -> impl Iterator<Item = Published> + use<'a> {
+    let (ip, vtep) = (ep.ip, me.vtep);
+    ep.ports.iter().filter(|p| p.host_port != 0 && p.port != 0).map(move |p| Published {
+        proto: p.proto,
+        host_ip: p.host_ip.unwrap_or(vtep),
+        host_port: p.host_port,
+        ip,
+        port: p.port,
+    })
+}
+
+/// A network's bridge (and an overlay network's VXLAN device), without
+/// entries or ports yet.
 fn empty_datapath(net: &NetworkRecord, me: &HostContext) -> NetworkDatapath {
     let mtu = me.mtu_for(net);
     let bridge = bridge_name(net.vni);
+    let driver = match net.driver {
+        Driver::Overlay => DriverDatapath::Overlay(OverlayDatapath {
+            vxlan: VxlanSpec {
+                name: vxlan_name(net.vni),
+                vni: net.vni,
+                local: me.vtep,
+                port: VXLAN_PORT,
+                mtu,
+                master: bridge.clone(),
+            },
+            fdb: BTreeSet::new(),
+            neigh: BTreeSet::new(),
+        }),
+        Driver::Bridge => DriverDatapath::Bridge,
+    };
     NetworkDatapath {
         network: net.name.clone(),
         bridge: BridgeSpec {
-            name: bridge.clone(),
+            name: bridge,
             mac: Mac::gateway(net.gateway),
             addr: Ipv4Net::new(net.gateway, net.subnet.prefix_len()).unwrap_or(net.subnet),
             mtu,
         },
-        vxlan: VxlanSpec {
-            name: vxlan_name(net.vni),
-            vni: net.vni,
-            local: me.vtep,
-            port: VXLAN_PORT,
-            mtu,
-            master: bridge,
-        },
-        fdb: BTreeSet::new(),
-        neigh: BTreeSet::new(),
+        driver,
         ports: BTreeSet::new(),
+        internal: net.internal,
+        published: BTreeSet::new(),
     }
 }
+
+#[cfg(test)]
+#[path = "desired_nat_tests.rs"]
+mod nat_tests;
 
 #[cfg(test)]
 mod tests {
@@ -329,6 +368,10 @@ mod tests {
 
     fn alive(name: &str, vtep: [u8; 4]) -> AliveRecord {
         AliveRecord { v: 1, name: name.into(), vtep: vtep.into(), started_at: 0 }
+    }
+
+    fn ov(n: &NetworkDatapath) -> &OverlayDatapath {
+        n.overlay().expect("an overlay network")
     }
 
     fn me() -> HostContext {
@@ -358,10 +401,10 @@ mod tests {
         let n = &d.networks["ovbr4096"];
         assert_eq!(n.bridge.addr.to_string(), "10.128.0.1/16");
         assert_eq!(n.bridge.mac.to_string(), "02:00:0a:80:00:01");
-        assert_eq!(n.vxlan.name, "ovvx4096");
-        assert_eq!(n.vxlan.local, Ipv4Addr::new(192, 0, 2, 1));
-        assert_eq!(n.vxlan.port, 4789);
-        assert_eq!(n.vxlan.mtu, 1450);
+        assert_eq!(ov(n).vxlan.name, "ovvx4096");
+        assert_eq!(ov(n).vxlan.local, Ipv4Addr::new(192, 0, 2, 1));
+        assert_eq!(ov(n).vxlan.port, 4789);
+        assert_eq!(ov(n).vxlan.mtu, 1450);
         assert_eq!(n.ports, BTreeSet::from(["ovve2".to_string()]));
     }
 
@@ -370,11 +413,11 @@ mod tests {
         let d = desired(&state(), &me());
         let n = &d.networks["ovbr4096"];
         let h2: Ipv4Addr = [192, 0, 2, 2].into();
-        let floods: Vec<_> = n.fdb.iter().filter(|e| e.mac.is_zero()).collect();
+        let floods: Vec<_> = ov(n).fdb.iter().filter(|e| e.mac.is_zero()).collect();
         assert_eq!(floods, vec![&FdbEntry { mac: Mac::ZERO, dst: h2 }]);
-        assert_eq!(n.fdb.len(), 3, "two unicast + one flood: {:?}", n.fdb);
-        assert_eq!(n.neigh.len(), 2);
-        assert!(n.neigh.iter().all(|e| e.ip.octets()[2] == 1), "only h2's: {:?}", n.neigh);
+        assert_eq!(ov(n).fdb.len(), 3, "two unicast + one flood: {:?}", ov(n).fdb);
+        assert_eq!(ov(n).neigh.len(), 2);
+        assert!(ov(n).neigh.iter().all(|e| e.ip.octets()[2] == 1), "only h2's: {:?}", ov(n).neigh);
     }
 
     #[test]
@@ -383,8 +426,8 @@ mod tests {
         s.alive.remove("h2");
         let d = desired(&s, &me());
         let n = &d.networks["ovbr4096"];
-        assert!(n.fdb.is_empty(), "{:?}", n.fdb);
-        assert!(n.neigh.is_empty());
+        assert!(ov(n).fdb.is_empty(), "{:?}", ov(n).fdb);
+        assert!(ov(n).neigh.is_empty());
     }
 
     #[test]
@@ -395,7 +438,7 @@ mod tests {
         assert_eq!(d.networks["ovbr4096"].bridge.mtu, 1350);
         ctx.underlay_mtu = 9000;
         let d = desired(&state(), &ctx);
-        assert_eq!(d.networks["ovbr4096"].vxlan.mtu, 1450, "the network's own MTU wins when smaller");
+        assert_eq!(ov(&d.networks["ovbr4096"]).vxlan.mtu, 1450, "the network's own MTU wins when smaller");
     }
 
     fn peers(s: &ClusterState, ctx: &HostContext) -> BTreeMap<String, Ipv4Addr> {
@@ -437,8 +480,8 @@ mod tests {
         let d = check(&s2, &ctx, &mut memo, 0, 1);
         assert!(Arc::ptr_eq(&d.networks["ovbr4096"], &first.networks["ovbr4096"]), "blue reused");
         assert!(Arc::ptr_eq(&d.networks["ovbr4098"], &first.networks["ovbr4098"]), "green reused");
-        assert_eq!(d.networks["ovbr4097"].neigh.len(), 2);
-        assert_eq!(first.networks["ovbr4097"].neigh.len(), 1, "an earlier result is never changed");
+        assert_eq!(ov(&d.networks["ovbr4097"]).neigh.len(), 2);
+        assert_eq!(ov(&first.networks["ovbr4097"]).neigh.len(), 1, "an earlier result is never changed");
 
         // Green's first endpoint, red's last gone, blue's record changed.
         let mut s3 = s2.clone();
@@ -509,9 +552,9 @@ mod tests {
         s.insert_endpoint(ep("red", "h3", [10, 129, 0, 2]));
         let d = desired(&s, &me());
         let red = &d.networks["ovbr4097"];
-        assert_eq!(red.neigh.len(), 1);
-        assert!(red.fdb.iter().all(|e| e.dst == Ipv4Addr::new(192, 0, 2, 3)));
+        assert_eq!(ov(red).neigh.len(), 1);
+        assert!(ov(red).fdb.iter().all(|e| e.dst == Ipv4Addr::new(192, 0, 2, 3)));
         let blue = &d.networks["ovbr4096"];
-        assert!(blue.fdb.iter().all(|e| e.dst == Ipv4Addr::new(192, 0, 2, 2)));
+        assert!(ov(blue).fdb.iter().all(|e| e.dst == Ipv4Addr::new(192, 0, 2, 2)));
     }
 }

@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 use ovnet_ipam_store::{
-    ContainerRef, EndpointOffer, EndpointRecord, EtcdStore, Mac, NetworkRecord, NewEndpoint, validate,
+    ContainerRef, EndpointOffer, EndpointRecord, EtcdStore, Mac, NetworkRecord, NewEndpoint, PortMapping,
+    validate,
 };
 use tokio::sync::{Mutex, watch};
 use tracing::{info, warn};
@@ -33,6 +34,7 @@ use crate::watch::StateRx;
 mod cache;
 use cache::Cache;
 
+mod ports;
 mod staged;
 
 /// How long a connect waits for this host to build a just-created network.
@@ -51,6 +53,11 @@ pub struct Attach {
     pub ifname: Option<String>,
     /// The runtime's container the endpoint belongs to, recorded with it.
     pub container: Option<ContainerRef>,
+    /// DNS name (unique on the network; empty for none) and aliases.
+    pub name: String,
+    pub aliases: Vec<String>,
+    /// Ports of this host to publish to it (host port 0: pick one).
+    pub ports: Vec<PortMapping>,
 }
 
 /// Which endpoint of a network on this host to disconnect.
@@ -147,15 +154,18 @@ impl<D: Dataplane> Endpoints<D> {
             container_ref(c)?;
         }
         if !self.ready.borrow().contains(&a.network) {
-            // Not built here (yet): a clear "not found" before waiting for it.
-            self.store.get_network(&a.network).await?;
+            // Not built here (yet): a clear "not found", or "a bridge network
+            // of another host", before waiting for it.
+            self.store.get_network(&a.network).await?.check_usable_on(&self.me.node)?;
         }
         self.wait_registered().await?;
         let _plumbing = self.plumbing.lock().await;
         let same = netns_matcher(&a.netns);
         let id = new_id();
         let _busy = self.busy.hold(&[veth_host_name(&id), veth_temp_name(&id)]);
-        let (ns, req, offer) = self.prepare(&a, id, &same).await?;
+        let ports = self.ports_for(&a.network, &a.ports).await?;
+        let (ns, mut req, offer) = self.prepare(&a, id, &same).await?;
+        req.ports = ports;
         self.wait_ready(&a.network).await?;
         let planned = self.attach_spec(&req.host_ifname, &req.ifname, &offer.network, offer.ip);
         let (made, claimed) =
@@ -178,6 +188,7 @@ impl<D: Dataplane> Endpoints<D> {
             return Err(self.undo_connect(Some(&spec.host_ifname), Some((&net, ep.ip)), e.into()).await);
         }
         self.wrote(&net.name, ep.ip, true);
+        self.wait_forwarded(&ep).await;
         info!(network = %net.name, netns = %a.netns, ip = %ep.ip, ifname = %ep.ifname, "endpoint connected");
         Ok((ep, net))
     }
@@ -199,6 +210,9 @@ impl<D: Dataplane> Endpoints<D> {
             host_ifname: veth_host_name(&id),
             ip: a.ip,
             container: a.container.clone(),
+            name: a.name.clone(),
+            aliases: a.aliases.clone(),
+            ports: Vec::new(),
         };
         let visit = async {
             let ns = self.dp.open_netns(netns_path(&a.netns)).await?;
@@ -325,7 +339,15 @@ impl<D: Dataplane> Endpoints<D> {
         };
         let _busy = self.busy.hold(std::slice::from_ref(&ep.host_ifname));
         self.dp.detach(ep.host_ifname.clone()).await?;
-        let ep = self.store.release_endpoint(&net.name, ep.ip).await?;
+        // Guarded by the endpoint's id, so a delete sent again after a lost
+        // answer can neither fail on its own success nor remove an endpoint
+        // that got the address since (chaos finding: a disconnect reported
+        // "not connected" after its first delete had been applied). Gone
+        // already (a dead-endpoint release raced it) counts as done.
+        let ep = ep.clone();
+        if !self.store.release_endpoint_if(&net.name, ep.ip, &ep.id).await? {
+            info!(network = %net.name, ip = %ep.ip, "the endpoint was released meanwhile");
+        }
         self.wrote(&net.name, ep.ip, false);
         info!(network = %net.name, netns = %ep.netns, ip = %ep.ip, "endpoint disconnected");
         Ok((ep, net))

@@ -10,7 +10,8 @@
 //! `metrics` and `http` report how the loop is doing. `liveness` holds a
 //! vanished peer for a moment before its entries go; `leaks` finds endpoints
 //! whose container died and veths nobody owns, which the loop cleans; `cni`
-//! keeps a CNI conflist per network for podman and containerd.
+//! keeps a CNI conflist per network for podman and containerd; `dns`
+//! answers the endpoints' names from the same watched snapshot.
 
 pub mod api;
 pub mod backoff;
@@ -18,6 +19,7 @@ pub mod cni;
 pub mod config;
 pub mod dataplane;
 pub mod desired;
+pub mod dns;
 pub mod docker;
 pub mod doctor;
 pub mod endpoint;

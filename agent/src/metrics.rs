@@ -104,6 +104,7 @@ struct Inner {
     etcd_errors: Counter,
     etcd_connected: Gauge,
     docker_calls: Durations<MethodLabel>,
+    dns: crate::dns::DnsMetrics,
     synced: AtomicBool,
     /// Why the firewall table cannot be written, while it cannot.
     isolation: std::sync::Mutex<Option<String>>,
@@ -135,6 +136,7 @@ impl Metrics {
             etcd_errors: Counter::default(),
             etcd_connected: Gauge::default(),
             docker_calls: Family::new_with_constructor(call_durations),
+            dns: Default::default(),
             synced: AtomicBool::new(false),
             isolation: Default::default(),
             unhealthy: Default::default(),
@@ -185,7 +187,13 @@ impl Metrics {
             Unit::Seconds,
             inner.docker_calls.clone(),
         );
+        inner.dns.register(&mut r);
         Metrics { inner: Arc::new(Inner { registry: r, ..inner }) }
+    }
+
+    /// The DNS server's counters.
+    pub fn dns(&self) -> crate::dns::DnsMetrics {
+        self.inner.dns.clone()
     }
 
     /// Sets the cluster gauges from a snapshot and this host's endpoints in it.
@@ -312,6 +320,9 @@ mod tests {
             host_ifname: format!("ovve{last}"),
             created_at: 0,
             container: None,
+            name: String::new(),
+            aliases: Vec::new(),
+            ports: Vec::new(),
         }
     }
 

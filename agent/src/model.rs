@@ -11,7 +11,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use ipnet::Ipv4Net;
-use ovnet_ipam_store::Mac;
+use ovnet_ipam_store::{Mac, Proto};
 
 /// Every device the agent creates starts with this, so it never touches others.
 pub const DEVICE_PREFIX: &str = "ov";
@@ -82,13 +82,52 @@ pub struct VxlanSpec {
 pub struct NetworkDatapath {
     pub network: String,
     pub bridge: BridgeSpec,
+    /// What the network's driver adds to the bridge.
+    pub driver: DriverDatapath,
+    /// Host ends of local endpoints' veths, to be ports of the bridge.
+    pub ports: BTreeSet<String>,
+    /// No way out (`--internal`): routed traffic from and to it is dropped.
+    pub internal: bool,
+    /// Ports of this host published to local endpoints.
+    pub published: BTreeSet<Published>,
+}
+
+impl NetworkDatapath {
+    /// The VXLAN side of an overlay network; `None` for a bridge network.
+    pub fn overlay(&self) -> Option<&OverlayDatapath> {
+        match &self.driver {
+            DriverDatapath::Overlay(o) => Some(o),
+            DriverDatapath::Bridge => None,
+        }
+    }
+
+    pub fn overlay_mut(&mut self) -> Option<&mut OverlayDatapath> {
+        match &mut self.driver {
+            DriverDatapath::Overlay(o) => Some(o),
+            DriverDatapath::Bridge => None,
+        }
+    }
+}
+
+/// The driver's part of a network's datapath, beside the bridge and ports
+/// every driver has.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DriverDatapath {
+    /// A VXLAN device on the bridge, with entries toward the endpoints on
+    /// other hosts.
+    Overlay(OverlayDatapath),
+    /// Nothing more: a network of this host alone (no VXLAN device, no entries).
+    Bridge,
+}
+
+/// The VXLAN device of an overlay network and its entries.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OverlayDatapath {
     pub vxlan: VxlanSpec,
     /// Remote endpoints' MACs and flood entries toward live peers.
     pub fdb: BTreeSet<FdbEntry>,
     /// Remote endpoints' IP -> MAC.
     pub neigh: BTreeSet<NeighEntry>,
-    /// Host ends of local endpoints' veths, to be ports of the bridge.
-    pub ports: BTreeSet<String>,
 }
 
 /// What this host's kernel should hold, keyed by bridge name. Each
@@ -99,17 +138,54 @@ pub struct Desired {
 }
 
 impl Desired {
-    /// The firewall these networks need: every bridge isolated from the others.
+    /// The firewall these networks need: every bridge isolated from the
+    /// others, internal ones cut off, the others masqueraded on their way
+    /// out, and the ports published here forwarded.
     pub fn firewall(&self) -> Firewall {
-        Firewall { isolated: self.networks.keys().cloned().collect() }
+        let nets = || self.networks.values();
+        Firewall {
+            isolated: self.networks.keys().cloned().collect(),
+            internal: nets().filter(|n| n.internal).map(|n| n.bridge.name.clone()).collect(),
+            outbound: nets()
+                .filter(|n| !n.internal)
+                .map(|n| Outbound { bridge: n.bridge.name.clone(), subnet: n.bridge.addr.trunc() })
+                .collect(),
+            published: nets().filter(|n| !n.internal).flat_map(|n| n.published.iter().copied()).collect(),
+        }
     }
 }
 
 /// The nftables family and name of the table the agent owns entirely.
 pub const FIREWALL_FAMILY: &str = "inet";
 pub const FIREWALL_TABLE: &str = "ovnet";
-/// Its one base chain (hook forward, priority filter, policy accept).
+/// Its filter chain (hook forward, priority filter, policy accept).
 pub const FIREWALL_CHAIN: &str = "forward";
+/// Its NAT chains: published ports for traffic that arrives and for the
+/// host's own (hooks prerouting and output, priority dstnat), masquerade
+/// on the way out (hook postrouting, priority srcnat).
+pub const PREROUTING_CHAIN: &str = "prerouting";
+pub const OUTPUT_CHAIN: &str = "output";
+pub const POSTROUTING_CHAIN: &str = "postrouting";
+
+/// A network with a way out: what leaves its subnet through any interface
+/// but its bridge is masqueraded to the host's address, and what a
+/// published port sends into it from its own subnet (hairpin) too.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Outbound {
+    pub bridge: String,
+    pub subnet: Ipv4Net,
+}
+
+/// A port of this host forwarded to an endpoint: `PROTO` to
+/// `host_ip:host_port` goes to `ip:port`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Published {
+    pub proto: Proto,
+    pub host_ip: Ipv4Addr,
+    pub host_port: u16,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+}
 
 /// The contents of the agent's nftables table `inet ovnet`, as the planner
 /// sees them: routed traffic from each of these bridges to any other bridge
@@ -117,11 +193,15 @@ pub const FIREWALL_CHAIN: &str = "forward";
 /// turns `ip_forward` on), and each bridge holds its network's gateway, so
 /// without this the host would route from one network into another.
 /// Traffic inside one bridge is left alone, also where `br_netfilter` shows
-/// it to the forward hook. The place where NAT and port publishing rules
-/// will go.
+/// it to the forward hook. Internal bridges get no routed traffic at all;
+/// the others are masqueraded on the way out ([`Outbound`]), and ports
+/// published on this host are forwarded ([`Published`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Firewall {
     pub isolated: BTreeSet<String>,
+    pub internal: BTreeSet<String>,
+    pub outbound: BTreeSet<Outbound>,
+    pub published: BTreeSet<Published>,
 }
 
 /// What the kernel holds of the table `inet ovnet`.

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use crate::model::{DEVICE_PREFIX, FIREWALL_CHAIN, FIREWALL_FAMILY, FIREWALL_TABLE, Firewall};
+use crate::model::{FIREWALL_CHAIN, FIREWALL_FAMILY, FIREWALL_TABLE, Firewall};
 
 use ipnet::Ipv4Net;
 use ovnet_ipam_store::Mac;
@@ -118,12 +118,16 @@ pub fn nft_script(fw: &Firewall) -> String {
         format!(
             "add chain {table} {FIREWALL_CHAIN} {{ type filter hook forward priority filter; policy accept; }}"
         ),
+        format!(
+            "add chain {table} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}"
+        ),
+        format!("add chain {table} output {{ type nat hook output priority -100; policy accept; }}"),
+        format!(
+            "add chain {table} postrouting {{ type nat hook postrouting priority srcnat; policy accept; }}"
+        ),
     ];
-    for bridge in &fw.isolated {
-        cmds.push(format!(
-            "add rule {table} {FIREWALL_CHAIN} iifname \"{bridge}\" oifname \"{DEVICE_PREFIX}br*\" \
-             oifname != \"{bridge}\" counter drop"
-        ));
+    for rule in crate::dataplane::rules::rules(fw) {
+        cmds.push(format!("add rule {table} {} {}", rule.chain(), rule.nft()));
     }
     cmds.join("; ")
 }

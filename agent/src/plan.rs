@@ -8,7 +8,10 @@
 //! not wait behind the table; `connect` waits until a pass has built the
 //! network AND written its rule (the reconcile loop publishes only such
 //! networks as ready, and a failed write keeps them unready), so no
-//! container is put on a bridge that is not isolated.
+//! container is put on a bridge that is not isolated. Every network gets
+//! its bridge and ports; only an overlay network's driver part adds a VXLAN
+//! device and its FDB/neighbour entries (a bridge network is the bridge
+//! alone, see `model::DriverDatapath`).
 
 use std::collections::BTreeSet;
 
@@ -16,7 +19,7 @@ use ovnet_ipam_store::Mac;
 
 use crate::model::{
     DEVICE_PREFIX, Desired, FdbEntry, FirewallState, LinkKind, NeighEntry, NetworkDatapath, Observed,
-    ObservedLink,
+    ObservedLink, OverlayDatapath,
 };
 use crate::op::Op;
 
@@ -41,8 +44,13 @@ fn plan_firewall(desired: &Desired, observed: &Observed) -> Option<Op> {
 /// Bridges and VXLAN devices of ours that no network wants any more.
 /// Veths are left alone: endpoint plumbing belongs to connect/disconnect.
 fn stale_links(desired: &Desired, observed: &Observed) -> Vec<Op> {
-    let wanted: BTreeSet<&str> =
-        desired.networks.values().flat_map(|n| [n.bridge.name.as_str(), n.vxlan.name.as_str()]).collect();
+    let wanted: BTreeSet<&str> = desired
+        .networks
+        .values()
+        .flat_map(|n| {
+            std::iter::once(n.bridge.name.as_str()).chain(n.overlay().map(|o| o.vxlan.name.as_str()))
+        })
+        .collect();
     let bridge = format!("{DEVICE_PREFIX}br");
     let vxlan = format!("{DEVICE_PREFIX}vx");
     let mut ops: Vec<Op> = observed
@@ -57,10 +65,12 @@ fn stale_links(desired: &Desired, observed: &Observed) -> Vec<Op> {
     ops
 }
 
+/// The bridge and its ports for every driver; the VXLAN device and its
+/// entries for an overlay network only.
 fn plan_network(net: &NetworkDatapath, observed: &Observed, ops: &mut Vec<Op>) {
     plan_bridge(net, observed.links.get(&net.bridge.name), ops);
-    let vx = observed.links.get(&net.vxlan.name);
-    let recreated = plan_vxlan(net, vx, ops);
+    let overlay = net.overlay();
+    let recreated = overlay.map(|o| plan_vxlan(o, observed.links.get(&o.vxlan.name), ops));
     for port in &net.ports {
         // Only one of our veths is made a port (a record naming another
         // network's VXLAN device or bridge must not move it here).
@@ -71,17 +81,25 @@ fn plan_network(net: &NetworkDatapath, observed: &Observed, ops: &mut Vec<Op>) {
             plan_port(port, &net.bridge.name, net.bridge.mtu, link, ops);
         }
     }
+    if let (Some(o), Some(recreated)) = (overlay, recreated) {
+        plan_overlay_entries(o, observed, recreated, ops);
+    }
+}
+
+/// The FDB and neighbour entries of an overlay network's VXLAN device
+/// (a recreated device starts empty).
+fn plan_overlay_entries(o: &OverlayDatapath, observed: &Observed, recreated: bool, ops: &mut Vec<Op>) {
     let empty_fdb = BTreeSet::new();
     let empty_neigh = BTreeSet::new();
     let (fdb, neigh) = if recreated {
         (&empty_fdb, &empty_neigh)
     } else {
         (
-            observed.fdb.get(&net.vxlan.name).unwrap_or(&empty_fdb),
-            observed.neigh.get(&net.vxlan.name).unwrap_or(&empty_neigh),
+            observed.fdb.get(&o.vxlan.name).unwrap_or(&empty_fdb),
+            observed.neigh.get(&o.vxlan.name).unwrap_or(&empty_neigh),
         )
     };
-    plan_entries(&net.vxlan.name, &net.fdb, fdb, &net.neigh, neigh, ops);
+    plan_entries(&o.vxlan.name, &o.fdb, fdb, &o.neigh, neigh, ops);
 }
 
 fn plan_bridge(net: &NetworkDatapath, link: Option<&ObservedLink>, ops: &mut Vec<Op>) {
@@ -116,7 +134,7 @@ fn plan_bridge(net: &NetworkDatapath, link: Option<&ObservedLink>, ops: &mut Vec
 }
 
 /// Returns true when the device is (re)created, so its entries start empty.
-fn plan_vxlan(net: &NetworkDatapath, link: Option<&ObservedLink>, ops: &mut Vec<Op>) -> bool {
+fn plan_vxlan(net: &OverlayDatapath, link: Option<&ObservedLink>, ops: &mut Vec<Op>) -> bool {
     let spec = &net.vxlan;
     let create = Op::CreateVxlan {
         name: spec.name.clone(),
@@ -190,3 +208,7 @@ fn plan_entries(
 #[cfg(test)]
 #[path = "plan_tests.rs"]
 mod tests;
+
+#[cfg(test)]
+#[path = "plan_bridge_tests.rs"]
+mod bridge_tests;

@@ -25,22 +25,33 @@ fn network(vni: u32) -> NetworkDatapath {
             addr: "10.77.0.1/16".parse().unwrap(),
             mtu: 1450,
         },
-        vxlan: VxlanSpec {
-            name: vxlan_name(vni),
-            vni,
-            local: ip(192, 0, 2, 1),
-            port: VXLAN_PORT,
-            mtu: 1450,
-            master: bridge,
-        },
-        fdb: BTreeSet::from([
-            FdbEntry { mac: Mac::ZERO, dst: ip(192, 0, 2, 2) },
-            FdbEntry { mac: Mac::ZERO, dst: ip(192, 0, 2, 3) },
-            FdbEntry { mac: Mac::endpoint(ip(10, 77, 1, 2)), dst: ip(192, 0, 2, 2) },
-        ]),
-        neigh: BTreeSet::from([NeighEntry { ip: ip(10, 77, 1, 2), mac: Mac::endpoint(ip(10, 77, 1, 2)) }]),
+        driver: DriverDatapath::Overlay(OverlayDatapath {
+            vxlan: VxlanSpec {
+                name: vxlan_name(vni),
+                vni,
+                local: ip(192, 0, 2, 1),
+                port: VXLAN_PORT,
+                mtu: 1450,
+                master: bridge,
+            },
+            fdb: BTreeSet::from([
+                FdbEntry { mac: Mac::ZERO, dst: ip(192, 0, 2, 2) },
+                FdbEntry { mac: Mac::ZERO, dst: ip(192, 0, 2, 3) },
+                FdbEntry { mac: Mac::endpoint(ip(10, 77, 1, 2)), dst: ip(192, 0, 2, 2) },
+            ]),
+            neigh: BTreeSet::from([NeighEntry {
+                ip: ip(10, 77, 1, 2),
+                mac: Mac::endpoint(ip(10, 77, 1, 2)),
+            }]),
+        }),
         ports: BTreeSet::from(["ovveabc".to_string()]),
+        internal: false,
+        published: Default::default(),
     }
+}
+
+fn ov(n: &mut NetworkDatapath) -> &mut OverlayDatapath {
+    n.overlay_mut().expect("an overlay network")
 }
 
 fn desired(nets: &[NetworkDatapath]) -> Desired {
@@ -87,9 +98,10 @@ fn empty_kernel_gets_everything_in_dependency_order() {
     // The firewall last, in the same pass.
     let last = &shown[shown.len() - 1];
     assert!(last.starts_with("nft 'add table inet ovnet; delete table inet ovnet;"), "{shown:#?}");
-    assert!(last.ends_with(
-        r#"add rule inet ovnet forward iifname "ovbr4096" oifname "ovbr*" oifname != "ovbr4096" counter drop'"#
+    assert!(last.contains(
+        r#"add rule inet ovnet forward iifname "ovbr4096" oifname "ovbr*" oifname != "ovbr4096" counter drop;"#
     ));
+    assert!(last.contains(r#"add rule inet ovnet postrouting ip saddr 10.77.0.0/16 oifname != "ovbr4096" counter masquerade"#), "{last}");
     assert_eq!(ops.len(), 8, "{shown:#?}");
 }
 
@@ -134,9 +146,9 @@ async fn removed_endpoint_and_dead_peer_entries_go_away_after_additions() {
     let dp = FakeDataplane::default();
     converge(&desired(std::slice::from_ref(&full)), &dp).await;
     let mut less = full.clone();
-    less.fdb.retain(|e| e.dst != ip(192, 0, 2, 2));
-    less.neigh.clear();
-    less.fdb.insert(FdbEntry { mac: Mac::ZERO, dst: ip(192, 0, 2, 4) });
+    ov(&mut less).fdb.retain(|e| e.dst != ip(192, 0, 2, 2));
+    ov(&mut less).neigh.clear();
+    ov(&mut less).fdb.insert(FdbEntry { mac: Mac::ZERO, dst: ip(192, 0, 2, 4) });
     let ops = plan(&desired(&[less]), &dp.observe().await.unwrap());
     assert_eq!(
         ops,
@@ -159,8 +171,8 @@ async fn moved_endpoint_is_replaced_not_duplicated() {
     let dp = FakeDataplane::default();
     converge(&desired(&[n.clone()]), &dp).await;
     let mac = Mac::endpoint(ip(10, 77, 1, 2));
-    n.fdb.remove(&FdbEntry { mac, dst: ip(192, 0, 2, 2) });
-    n.fdb.insert(FdbEntry { mac, dst: ip(192, 0, 2, 3) });
+    ov(&mut n).fdb.remove(&FdbEntry { mac, dst: ip(192, 0, 2, 2) });
+    ov(&mut n).fdb.insert(FdbEntry { mac, dst: ip(192, 0, 2, 3) });
     let obs = converge(&desired(&[n]), &dp).await;
     let with_mac: Vec<_> = obs.fdb["ovvx4096"].iter().filter(|e| e.mac == mac).collect();
     assert_eq!(with_mac, vec![&FdbEntry { mac, dst: ip(192, 0, 2, 3) }]);
@@ -179,7 +191,7 @@ async fn removed_network_deletes_vxlan_then_bridge_and_leaves_foreign_links() {
     assert_eq!(
         ops,
         vec![
-            Op::SyncFirewall { firewall: firewall(&["ovbr4096"]) },
+            Op::SyncFirewall { firewall: desired(&[network(4096)]).firewall() },
             Op::DeleteLink { name: "ovvx4097".into() },
             Op::DeleteLink { name: "ovbr4097".into() }
         ]
@@ -187,7 +199,7 @@ async fn removed_network_deletes_vxlan_then_bridge_and_leaves_foreign_links() {
 }
 
 fn firewall(bridges: &[&str]) -> Firewall {
-    Firewall { isolated: bridges.iter().map(|b| b.to_string()).collect() }
+    Firewall { isolated: bridges.iter().map(|b| b.to_string()).collect(), ..Firewall::default() }
 }
 
 #[tokio::test]
@@ -195,7 +207,7 @@ async fn a_firewall_table_not_as_written_is_rewritten_whole_after_the_devices() 
     let d = desired(&[network(4096), network(4097)]);
     let dp = FakeDataplane::default();
     converge(&d, &dp).await;
-    let want = Op::SyncFirewall { firewall: firewall(&["ovbr4096", "ovbr4097"]) };
+    let want = Op::SyncFirewall { firewall: d.firewall() };
     for drift in [
         FirewallState::Missing,
         FirewallState::Altered("it holds chain mine".into()),
@@ -212,7 +224,7 @@ async fn a_firewall_table_not_as_written_is_rewritten_whole_after_the_devices() 
     let ops = plan(&desired(&[network(4097), network(5000)]), &dp.observe().await.unwrap());
     assert!(matches!(&ops[0], Op::CreateBridge { name, .. } if name == "ovbr5000"), "{ops:?}");
     let fw = ops.iter().position(|op| matches!(op, Op::SyncFirewall { .. })).expect("a firewall op");
-    assert_eq!(ops[fw], Op::SyncFirewall { firewall: firewall(&["ovbr4097", "ovbr5000"]) });
+    assert_eq!(ops[fw], Op::SyncFirewall { firewall: desired(&[network(4097), network(5000)]).firewall() });
     assert!(ops[..fw].iter().any(|op| matches!(op, Op::CreateVxlan { .. })), "{ops:?}");
     assert!(ops[fw + 1..].iter().all(|op| matches!(op, Op::DeleteLink { .. })), "{ops:?}");
     assert!(!ops[fw + 1..].is_empty(), "the stale network's devices go last: {ops:?}");

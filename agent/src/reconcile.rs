@@ -30,7 +30,7 @@ use crate::leaks::{Busy, Leaks};
 use crate::liveness::Liveness;
 use crate::local::Local;
 use crate::metrics::{Metrics, Trigger};
-use crate::model::{Desired, FirewallState, LinkKind};
+use crate::model::{Desired, FirewallState, LinkKind, Published};
 use crate::op::Op;
 use crate::plan::plan;
 use crate::watch::{Snapshot, StateRx};
@@ -43,6 +43,8 @@ pub struct Ready {
     /// Why the firewall table could not be written, while it cannot: the
     /// networks it would isolate are not ready.
     pub isolation_error: Option<String>,
+    /// The published ports the kernel forwards.
+    pub forwarded: BTreeSet<Published>,
 }
 
 impl Ready {
@@ -289,7 +291,14 @@ async fn pass<D: Dataplane>(l: &Loop<D>, state: &ClusterState, fresh: bool, m: &
         DataplaneError::Firewall(why) => Some(why.clone()),
         _ => None,
     });
-    let ready = Ready { built: ready_networks(l, &want, &errors).await, isolation_error };
+    let forwarded = match errors.is_empty() {
+        true => want.firewall().published,
+        false => match l.dp.observe_cached().await.map(|o| o.firewall) {
+            Ok(FirewallState::Rules(fw)) => fw.published,
+            _ => BTreeSet::new(),
+        },
+    };
+    let ready = Ready { built: ready_networks(l, &want, &errors).await, isolation_error, forwarded };
     Outcome { ready, ops, ok: errors.is_empty() }
 }
 
@@ -315,7 +324,7 @@ async fn ready_networks<D: Dataplane>(
         .values()
         .filter(|n| {
             o.links.get(&n.bridge.name).is_some_and(|l| l.kind == LinkKind::Bridge)
-                && o.links.contains_key(&n.vxlan.name)
+                && n.overlay().is_none_or(|ov| o.links.contains_key(&ov.vxlan.name))
                 && isolated(&n.bridge.name)
         })
         .map(|n| n.network.clone())

@@ -101,8 +101,17 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         Task::spawn("releases", release_dead_endpoints(store.clone(), releases_rx, metrics.clone())),
     ];
     tasks.extend(http.map(|handle| Task { name: "metrics listener", handle }));
+    let dns = crate::dns::Dns {
+        node: me.node.clone(),
+        extra: cfg.dns_address.0,
+        resolv_conf: cfg.resolv_conf.clone(),
+        metrics: metrics.dns(),
+        dp: dp.clone(),
+    };
+    tasks.push(Task::spawn("dns", crate::dns::run(dns, state_rx.clone(), std::future::pending())));
     tasks.extend(cfg.cni_conf_dir.clone().zip(cni_agent).map(|(dir, agent)| {
-        Task::spawn("cni conflists", crate::cni::run(dir, agent, state_rx.clone(), cfg.resync_interval()))
+        let cni = crate::cni::run(dir, agent, me.node.clone(), state_rx.clone(), cfg.resync_interval());
+        Task::spawn("cni conflists", cni)
     }));
     let endpoints = Arc::new(
         Endpoints::new(store.clone(), dp.clone(), me, ready_rx)
@@ -110,10 +119,15 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
             .with_registered(registered_rx)
             .with_cache(state_rx),
     );
-    tasks.extend(docker_listener.map(|l| Task {
-        name: "docker plugin",
-        handle: serve_docker_plugin(l, store.clone(), endpoints.clone(), metrics.clone()),
-    }));
+    match docker_listener {
+        Some(l) => tasks.push(Task {
+            name: "docker plugin",
+            handle: serve_docker_plugin(l, store.clone(), endpoints.clone(), metrics.clone()),
+        }),
+        // A host where Docker (or anything) sets FORWARD to DROP still lets
+        // containers out and published ports in.
+        None => tasks.push(Task::spawn("forward check", crate::docker::forward::run(false))),
+    }
     tasks.extend(cfg.docker_sync.clone().map(|socket| {
         let janitor = crate::docker::janitor::Janitor { endpoints: endpoints.clone(), store: store.clone() };
         let sync = crate::docker::mirror::DockerSync {
@@ -154,7 +168,9 @@ async fn release_dead_endpoints(
         loop {
             match store.release_endpoint_if(&ep.network, ep.ip, &ep.id).await {
                 Ok(true) => {
-                    info!(network = %ep.network, ip = %ep.ip, netns = %ep.netns, "released the address of a dead endpoint")
+                    info!(network = %ep.network, ip = %ep.ip, netns = %ep.netns, "released the address of a dead endpoint");
+                    // `ip netns del` leaves /etc/netns/NAME: take our resolv.conf back.
+                    let _ = crate::dns::resolv::disconnected(&ep.netns, &ep.network.to_ascii_lowercase());
                 }
                 Ok(false) => {}
                 Err(e) => {
@@ -187,7 +203,7 @@ fn serve_docker_plugin<D: Dataplane>(
                 warn!(error = %e, "the Docker plugin listener stopped");
             }
         };
-        tokio::join!(serve, crate::docker::forward::run());
+        tokio::join!(serve, crate::docker::forward::run(true));
     })
 }
 

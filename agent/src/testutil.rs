@@ -13,13 +13,15 @@ pub fn network(name: &str, vni: u32, subnet: &str) -> NetworkRecord {
         v: 1,
         id: format!("id-{name}"),
         name: name.into(),
-        driver: "overlay".into(),
+        driver: ovnet_ipam_store::Driver::Overlay,
+        host: None,
         subnet,
         gateway: ovnet_ipam_store::alloc::gateway(subnet),
         vni,
         mtu: 1450,
         block_prefix: 24,
         created_at: 0,
+        internal: false,
     }
 }
 
@@ -37,6 +39,9 @@ pub fn endpoint(network: &str, host: &str, ip: [u8; 4]) -> EndpointRecord {
         host_ifname: format!("ovve{}", ip.octets()[3]),
         created_at: 0,
         container: None,
+        name: String::new(),
+        aliases: Vec::new(),
+        ports: Vec::new(),
     }
 }
 

@@ -6,8 +6,9 @@ use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ovnet_agent::dataplane::{Dataplane, NetlinkDataplane};
-use ovnet_agent::model::{Firewall, FirewallState};
+use ovnet_agent::model::{Firewall, FirewallState, Outbound, Published};
 use ovnet_agent::op::Op;
+use ovnet_ipam_store::Proto;
 
 /// A namespace made with `ip netns add`, deleted on drop.
 struct Netns(String);
@@ -43,7 +44,7 @@ fn sh(cmd: &str) -> String {
 }
 
 fn fw(bridges: &[&str]) -> Firewall {
-    Firewall { isolated: bridges.iter().map(|b| b.to_string()).collect() }
+    Firewall { isolated: bridges.iter().map(|b| b.to_string()).collect(), ..Firewall::default() }
 }
 
 const RULE_4096: &str =
@@ -106,14 +107,64 @@ async fn a_table_of_5000_rules_is_written_and_read_back() {
     let ns = Netns::new();
     let dp = NetlinkDataplane::in_netns(&ns.path()).await.expect("dataplane");
     let names: Vec<String> = (0..5_000).map(|i| format!("ovbr{}", 4096 + i)).collect();
-    let big = Firewall { isolated: names.iter().cloned().collect() };
+    let big = Firewall { isolated: names.iter().cloned().collect(), ..Firewall::default() };
     let errors = dp.apply(&[Op::SyncFirewall { firewall: big.clone() }]).await;
     assert!(errors.is_empty(), "{errors:?}");
     assert_eq!(dp.observe().await.unwrap().firewall, FirewallState::Rules(big));
     let listed = ns.nft("list table inet ovnet");
     assert_eq!(listed.matches(" drop").count(), 5_000);
     // Written again whole (the old table deleted in the same transaction).
-    let fewer = Firewall { isolated: names[..10].iter().cloned().collect() };
+    let fewer = Firewall { isolated: names[..10].iter().cloned().collect(), ..Firewall::default() };
     assert!(dp.apply(&[Op::SyncFirewall { firewall: fewer.clone() }]).await.is_empty());
     assert_eq!(dp.observe().await.unwrap().firewall, FirewallState::Rules(fewer));
+}
+
+/// Internal networks, masquerade and published ports: written, read back
+/// as written, listed by `nft` as the logged command makes them, and a
+/// published port's rule deleted by hand is seen.
+#[tokio::test]
+async fn nat_rules_are_written_read_back_and_match_the_logged_command() {
+    let (by_netlink, by_shell) = (Netns::new(), Netns::new());
+    let p = Published {
+        proto: Proto::Tcp,
+        host_ip: "172.30.0.11".parse().unwrap(),
+        host_port: 8080,
+        ip: "10.1.0.2".parse().unwrap(),
+        port: 80,
+    };
+    let nat = Firewall {
+        internal: ["ovbr4097".to_string()].into(),
+        outbound: [Outbound { bridge: "ovbr4096".into(), subnet: "10.1.0.0/16".parse().unwrap() }].into(),
+        published: [p, Published { proto: Proto::Udp, host_port: 5353, port: 53, ..p }].into(),
+        ..fw(&["ovbr4096", "ovbr4097"])
+    };
+    let op = Op::SyncFirewall { firewall: nat.clone() };
+    let dp = NetlinkDataplane::in_netns(&by_netlink.path()).await.expect("dataplane");
+    let errors = dp.apply(std::slice::from_ref(&op)).await;
+    assert!(errors.is_empty(), "{errors:?}");
+    assert_eq!(dp.observe().await.unwrap().firewall, FirewallState::Rules(nat.clone()));
+    sh(&format!("ip netns exec {} {op}", by_shell.0));
+    let listing = by_netlink.nft("list table inet ovnet");
+    assert_eq!(by_shell.nft("list table inet ovnet"), listing);
+    for want in [
+        "ip daddr 172.30.0.11 tcp dport 8080 counter packets 0 bytes 0 dnat ip to 10.1.0.2:80",
+        "ip saddr 10.1.0.0/16 oifname != \"ovbr4096\" counter packets 0 bytes 0 masquerade",
+        "oifname \"ovbr4097\" iifname != \"ovbr4097\" counter packets 0 bytes 0 drop",
+    ] {
+        assert!(listing.contains(want), "{want} not in {listing}");
+    }
+    let shell = NetlinkDataplane::in_netns(&by_shell.path()).await.expect("dataplane");
+    assert_eq!(shell.observe().await.unwrap().firewall, FirewallState::Rules(nat));
+
+    // One DNAT rule deleted by hand: the table is no longer ours.
+    let handles = by_netlink.nft("-a list chain inet ovnet prerouting");
+    let line = handles.lines().find(|l| l.contains("dport 8080")).expect("the rule");
+    let handle = line.rsplit(' ').next().unwrap();
+    by_netlink.nft(&format!("delete rule inet ovnet prerouting handle {handle}"));
+    match dp.observe().await.unwrap().firewall {
+        FirewallState::Altered(why) => {
+            assert!(why.contains("lacks the rules ip daddr 172.30.0.11 tcp dport 8080"), "{why}")
+        }
+        other => panic!("{other:?}"),
+    }
 }

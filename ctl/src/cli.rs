@@ -11,6 +11,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use clap_complete::Shell;
 use ipnet::Ipv4Net;
+use ovnet_ipam_store::PortMapping;
 
 use crate::addr::{AgentAddr, Scheme};
 use crate::error::CtlError;
@@ -18,7 +19,7 @@ use crate::error::CtlError;
 /// Where the agent listens unless `-H`/`OVNET_HOST` says otherwise.
 pub const DEFAULT_HOST: &str = "unix:///run/ovnet/ovagent.sock";
 /// Network drivers the agent implements.
-pub const SUPPORTED_DRIVERS: &[&str] = &["overlay"];
+pub const SUPPORTED_DRIVERS: &[&str] = &["overlay", "bridge"];
 /// The largest VXLAN network identifier (24 bits).
 pub const MAX_VNI: u32 = (1 << 24) - 1;
 
@@ -193,7 +194,7 @@ pub enum NetworkCommand {
 
 #[derive(Debug, Args)]
 pub struct CreateArgs {
-    /// Network driver.
+    /// Network driver: overlay (every host) or bridge (this host alone).
     #[arg(short = 'd', long, default_value = "overlay", value_parser = parse_driver)]
     pub driver: String,
     /// IPv4 subnet; by default the agent picks a free /16.
@@ -208,6 +209,10 @@ pub struct CreateArgs {
     /// MTU of the network's interfaces; by default the agent's choice.
     #[arg(long, value_name = "N")]
     pub mtu: Option<u32>,
+    /// No way out: containers reach nothing outside the network, and no
+    /// port can be published to them.
+    #[arg(long)]
+    pub internal: bool,
     /// Network name.
     pub name: String,
 }
@@ -217,6 +222,16 @@ pub struct ConnectArgs {
     /// Fixed address inside the network; by default the next free one.
     #[arg(long, value_name = "IP", value_parser = crate::usage::parse_ip)]
     pub ip: Option<Ipv4Addr>,
+    /// DNS name of the endpoint on the network (a DNS label, unique there).
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+    /// Another DNS name (repeatable); several endpoints may share one.
+    #[arg(long = "alias", value_name = "ALIAS")]
+    pub aliases: Vec<String>,
+    /// Publish a port of this host: `[HOSTIP:]HOSTPORT:CONTAINERPORT[/tcp|/udp]`
+    /// (repeatable; HOSTPORT 0 picks a free port, shown in the answer).
+    #[arg(short = 'p', long, value_name = "SPEC", value_parser = parse_publish)]
+    pub publish: Vec<PortMapping>,
     /// Network name.
     pub network: String,
     /// Namespace name (`ip netns add`) or path such as /proc/PID/ns/net.
@@ -235,6 +250,11 @@ pub enum HostCommand {
         /// Host name, as `host ls` shows it.
         name: String,
     },
+}
+
+/// A `--publish` spec, checked before anything is sent (the agent checks as well).
+fn parse_publish(s: &str) -> Result<PortMapping, String> {
+    s.parse()
 }
 
 /// Refuses drivers the agent does not implement (the agent checks as well).

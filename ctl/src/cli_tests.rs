@@ -107,9 +107,9 @@ fn network_create_refuses_bad_values() {
     let e = parse_err(&["network", "create", "--subnet", "banana", "x"]);
     assert!(e.to_string().contains("banana"), "{e}");
 
-    let e = parse_err(&["network", "create", "--driver", "bridge", "x"]);
+    let e = parse_err(&["network", "create", "--driver", "macvlan", "x"]);
     assert_eq!(e.kind(), ErrorKind::ValueValidation);
-    assert!(e.to_string().contains("unsupported network driver; supported drivers: overlay"), "{e}");
+    assert!(e.to_string().contains("unsupported network driver; supported drivers: overlay, bridge"), "{e}");
 
     for vni in ["0", "16777216", "-1", "x"] {
         parse_err(&["network", "create", "--vni", vni, "x"]);
@@ -157,6 +157,19 @@ fn network_connect_and_disconnect() {
     assert_eq!(e.kind(), ErrorKind::ValueValidation);
     let e = parse_err(&["network", "connect", "blue"]);
     assert_eq!(e.kind(), ErrorKind::MissingRequiredArgument);
+
+    let cli =
+        parse_ok(&["network", "connect", "-p", "8080:80", "--publish", "10.0.0.1:0:53/udp", "blue", "ns1"]);
+    let Command::Network(NetworkCommand::Connect(c)) = cli.command else {
+        panic!("{:?}", cli.command);
+    };
+    let shown: Vec<String> = c.publish.iter().map(ToString::to_string).collect();
+    assert_eq!(shown, ["8080:80/tcp", "10.0.0.1:0:53/udp"]);
+    for bad in ["8080:0", "8080:65536", "garbage", "80:80/sctp"] {
+        let e = parse_err(&["network", "connect", "--publish", bad, "blue", "ns1"]);
+        assert_eq!(e.kind(), ErrorKind::ValueValidation, "{bad}");
+        assert!(e.to_string().contains("bad port spec"), "{e}");
+    }
 
     let cli = parse_ok(&["network", "disconnect", "blue", "ns1"]);
     assert!(matches!(

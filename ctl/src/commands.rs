@@ -118,7 +118,18 @@ async fn network(
         }
         NetworkCommand::Connect(args) => {
             let ep = AttachedEndpointView::from(agent.connect_endpoint(connect_request(args)).await?);
-            render(out, format, &ep, |e| format!("{}\n", e.endpoint.ip))
+            if format == Format::Table && ep.endpoint.netns.contains('/') {
+                // A name gets /etc/netns/NAME/resolv.conf from the agent; a path cannot.
+                eprintln!(
+                    "names: put \"nameserver {}\", \"search {}\" and \"options timeout:1 attempts:3\" in the container's resolv.conf",
+                    ep.gateway,
+                    ep.network.to_ascii_lowercase()
+                );
+            }
+            render(out, format, &ep, |e| {
+                let ports = e.endpoint.ports.iter().map(|p| format!("{p}\n"));
+                std::iter::once(format!("{}\n", e.endpoint.ip)).chain(ports).collect()
+            })
         }
         NetworkCommand::Conflist { name } => {
             if agent.tls() {
@@ -127,8 +138,18 @@ async fn network(
                     agent.addr()
                 )));
             }
-            // Refuses a network the agent does not know.
-            agent.inspect_network(name.clone()).await?;
+            // Refuses a network the agent does not know, and another host's
+            // bridge network (the agent would refuse every ADD).
+            let detail = agent.inspect_network(name.clone()).await?;
+            if let Some(owner) = detail.network.map(|n| n.host).filter(|h| !h.is_empty()) {
+                let node = agent.version().await?.node_name;
+                if owner != node {
+                    let message = format!(
+                        "network {name:?} is a bridge network of host {owner:?}: only {owner:?} builds it and connects to it (this is host {node:?})"
+                    );
+                    return Err(CtlError::Agent { code: tonic::Code::FailedPrecondition, message });
+                }
+            }
             out.push_str(&crate::cni::conf::conflist(&name, &agent.addr().to_string()));
             Ok(())
         }
@@ -174,6 +195,7 @@ fn create_request(args: CreateArgs) -> pb::CreateNetworkRequest {
         vni: args.vni,
         block_prefix: args.block_prefix.map(u32::from),
         mtu: args.mtu,
+        internal: args.internal,
     }
 }
 
@@ -182,6 +204,9 @@ fn connect_request(args: ConnectArgs) -> pb::ConnectRequest {
         network: args.network,
         netns: args.netns,
         ip: args.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        name: args.name.unwrap_or_default(),
+        aliases: args.aliases,
+        publish: args.publish.iter().map(ToString::to_string).collect(),
         ..Default::default()
     }
 }

@@ -28,11 +28,13 @@ fn network(name: &str, id: &str, third: u8) -> pb::Network {
         id: id.into(),
         name: name.into(),
         driver: "overlay".into(),
+        host: String::new(),
         subnet: format!("10.{third}.0.0/16"),
         gateway: format!("10.{third}.0.1"),
         vni: 4096 + u32::from(third),
         mtu: 1450,
         block_prefix: 24,
+        internal: false,
     }
 }
 
@@ -250,9 +252,9 @@ async fn network_ls_sorts_by_name() {
     let table = ok(&host, &["network", "ls"]).await;
     assert_eq!(
         table,
-        "NAME   ID             DRIVER    SUBNET          GATEWAY      VNI    MTU\n\
-         blue   0123456789ab   overlay   10.128.0.0/16   10.128.0.1   4224   1450\n\
-         red    fedcba987654   overlay   10.129.0.0/16   10.129.0.1   4225   1450\n"
+        "NAME   ID             DRIVER    HOST   SUBNET          GATEWAY      VNI    MTU\n\
+         blue   0123456789ab   overlay   -      10.128.0.0/16   10.128.0.1   4224   1450\n\
+         red    fedcba987654   overlay   -      10.129.0.0/16   10.129.0.1   4225   1450\n"
     );
     let json = ok(&host, &["network", "ls", "--format", "json"]).await;
     let v: serde_json::Value = serde_json::from_str(&json).unwrap();
@@ -274,7 +276,7 @@ async fn network_inspect_is_json_with_blocks_by_host() {
     assert_eq!(
         v["endpoints"],
         serde_json::json!([{"id": "ep-ns1", "host": "node-a", "netns": "ns1", "ip": "10.128.0.2",
-                            "mac": "02:42:0a:80:00:02", "ifname": "eth0"}])
+                            "mac": "02:42:0a:80:00:02", "ifname": "eth0", "ports": []}])
     );
     assert!(text.starts_with("{\n  \"id\": \"0123456789abcdef\",\n  \"name\": \"blue\","), "{text}");
 }

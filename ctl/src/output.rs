@@ -61,14 +61,16 @@ pub fn json<T: Serialize + ?Sized>(value: &T) -> Result<String, serde_json::Erro
     Ok(text)
 }
 
-/// `network ls`: NAME ID DRIVER SUBNET GATEWAY VNI MTU.
+/// `network ls`: NAME ID DRIVER HOST SUBNET GATEWAY VNI MTU (HOST: a
+/// bridge network's host, `-` for an overlay network).
 pub fn networks_table(networks: &[NetworkView]) -> String {
-    let mut t = Table::new(&["NAME", "ID", "DRIVER", "SUBNET", "GATEWAY", "VNI", "MTU"]);
+    let mut t = Table::new(&["NAME", "ID", "DRIVER", "HOST", "SUBNET", "GATEWAY", "VNI", "MTU"]);
     for n in networks {
         t.row(vec![
             n.name.clone(),
             n.id.chars().take(SHORT_ID_LEN).collect(),
-            n.driver.clone(),
+            if n.internal { format!("{} (internal)", n.driver) } else { n.driver.clone() },
+            n.host.clone().unwrap_or_default(),
             n.subnet.clone(),
             n.gateway.clone(),
             n.vni.to_string(),
@@ -136,11 +138,13 @@ mod tests {
             id: id.into(),
             name: name.into(),
             driver: "overlay".into(),
+            host: None,
             subnet: subnet.into(),
             gateway: gw.into(),
             vni,
             mtu: 1450,
             block_prefix: 24,
+            internal: false,
         }
     }
 
@@ -159,20 +163,24 @@ mod tests {
 
     #[test]
     fn empty_table_is_just_the_header() {
-        assert_eq!(networks_table(&[]), "NAME   ID   DRIVER   SUBNET   GATEWAY   VNI   MTU\n");
+        assert_eq!(networks_table(&[]), "NAME   ID   DRIVER   HOST   SUBNET   GATEWAY   VNI   MTU\n");
     }
 
     #[test]
     fn networks_table_shortens_ids() {
         let nets = [
             net("blue", "0123456789abcdef0123", "10.128.0.0/16", "10.128.0.1", 4096),
-            net("red", "42", "10.129.0.0/16", "10.129.0.1", 4097),
+            NetworkView {
+                driver: "bridge".into(),
+                host: Some("h1".into()),
+                ..net("red", "42", "10.129.0.0/16", "10.129.0.1", 4097)
+            },
         ];
         assert_eq!(
             networks_table(&nets),
-            "NAME   ID             DRIVER    SUBNET          GATEWAY      VNI    MTU\n\
-             blue   0123456789ab   overlay   10.128.0.0/16   10.128.0.1   4096   1450\n\
-             red    42             overlay   10.129.0.0/16   10.129.0.1   4097   1450\n"
+            "NAME   ID             DRIVER    HOST   SUBNET          GATEWAY      VNI    MTU\n\
+             blue   0123456789ab   overlay   -      10.128.0.0/16   10.128.0.1   4096   1450\n\
+             red    42             bridge    h1     10.129.0.0/16   10.129.0.1   4097   1450\n"
         );
     }
 
@@ -253,7 +261,8 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         let mut keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
         keys.sort_unstable();
-        let mut want = ["id", "name", "driver", "subnet", "gateway", "vni", "mtu", "block_prefix"];
+        let mut want =
+            ["id", "name", "driver", "host", "subnet", "gateway", "vni", "mtu", "block_prefix", "internal"];
         want.sort_unstable();
         assert_eq!(keys, want);
         assert!(text.ends_with("}\n"));

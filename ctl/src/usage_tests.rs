@@ -56,8 +56,8 @@ fn every_usage_error_is_one_ovctl_line_with_double_quotes() {
             "ovctl: invalid --host \"h1\": expected unix:///path/to/socket, tcp://IP:PORT, http://IP:PORT or https://IP:PORT",
         ),
         (
-            &["network", "create", "-d", "bridge", "x"],
-            "ovctl: invalid --driver \"bridge\": unsupported network driver; supported drivers: overlay",
+            &["network", "create", "-d", "macvlan", "x"],
+            "ovctl: invalid --driver \"macvlan\": unsupported network driver; supported drivers: overlay, bridge",
         ),
         (
             &["--format", "yaml", "version"],

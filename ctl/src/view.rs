@@ -15,11 +15,14 @@ pub struct NetworkView {
     pub id: String,
     pub name: String,
     pub driver: String,
+    /// The host a bridge network belongs to; `null` for an overlay network.
+    pub host: Option<String>,
     pub subnet: String,
     pub gateway: String,
     pub vni: u32,
     pub mtu: u32,
     pub block_prefix: u32,
+    pub internal: bool,
 }
 
 impl From<pb::Network> for NetworkView {
@@ -28,11 +31,13 @@ impl From<pb::Network> for NetworkView {
             id: n.id,
             name: n.name,
             driver: n.driver,
+            host: Some(n.host).filter(|h| !h.is_empty()),
             subnet: n.subnet,
             gateway: n.gateway,
             vni: n.vni,
             mtu: n.mtu,
             block_prefix: n.block_prefix,
+            internal: n.internal,
         }
     }
 }
@@ -69,11 +74,29 @@ pub struct EndpointView {
     pub ip: String,
     pub mac: String,
     pub ifname: String,
+    /// DNS name on the network (absent when it has none).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+    /// Published ports of its host, `[HOSTIP:]HOSTPORT:PORT/PROTO`.
+    pub ports: Vec<String>,
 }
 
 impl From<pb::Endpoint> for EndpointView {
     fn from(e: pb::Endpoint) -> Self {
-        EndpointView { id: e.id, host: e.host, netns: e.netns, ip: e.ip, mac: e.mac, ifname: e.ifname }
+        let (name, aliases) = (e.name, e.aliases);
+        EndpointView {
+            id: e.id,
+            host: e.host,
+            netns: e.netns,
+            ip: e.ip,
+            mac: e.mac,
+            ifname: e.ifname,
+            name,
+            aliases,
+            ports: e.ports,
+        }
     }
 }
 

@@ -72,11 +72,24 @@ pub enum Error {
     #[error("address {ip} lies in block {block}, which belongs to host {host:?}")]
     BlockOwnedByOtherHost { ip: Ipv4Addr, block: Ipv4Net, host: String },
 
+    #[error(
+        "network {network:?} is a bridge network of host {owner:?}: only {owner:?} builds it and connects to it (this is host {host:?})"
+    )]
+    NetworkOfOtherHost { network: String, owner: String, host: String },
+
     #[error("network {network:?} is still in use by {endpoints} endpoint{}", plural_s(.endpoints))]
     NetworkInUse { network: String, endpoints: usize },
 
     #[error("no endpoint with address {ip} in network {network:?}")]
     EndpointNotFound { network: String, ip: Ipv4Addr },
+
+    #[error("invalid DNS name {name:?}: {rule}")]
+    InvalidDnsName { name: String, rule: &'static str },
+
+    #[error(
+        "name {name:?} is taken on network {network:?} by the endpoint at {ip} (aliases may be shared, names may not)"
+    )]
+    DnsNameTaken { name: String, network: String, ip: Ipv4Addr },
 
     #[error("namespace {netns:?} is already connected to network {network:?} (address {ip})")]
     NetnsConnected { netns: String, network: String, ip: Ipv4Addr },
@@ -133,6 +146,7 @@ impl Error {
         use Error::*;
         match self {
             InvalidName { .. }
+            | InvalidDnsName { .. }
             | InvalidHostName { .. }
             | InvalidVni { .. }
             | InvalidMtu { .. }
@@ -145,10 +159,12 @@ impl Error {
             | VniTaken { .. }
             | SubnetOverlap { .. }
             | IpTaken { .. }
-            | NetnsConnected { .. } => ErrorKind::AlreadyExists,
+            | NetnsConnected { .. }
+            | DnsNameTaken { .. } => ErrorKind::AlreadyExists,
             NetworkNotFound(_) | EndpointNotFound { .. } | HostNotFound(_) => ErrorKind::NotFound,
             PoolExhausted { .. } | NoFreeVni | AddressExhausted { .. } => ErrorKind::ResourceExhausted,
             BlockOwnedByOtherHost { .. }
+            | NetworkOfOtherHost { .. }
             | NetworkInUse { .. }
             | HostAlive(_)
             | Compacted { .. }

@@ -13,6 +13,7 @@ pub mod alloc;
 pub mod error;
 pub mod keys;
 pub mod mac;
+pub mod ports;
 pub mod records;
 pub mod state;
 pub mod store;
@@ -21,6 +22,7 @@ pub mod validate;
 pub use error::{Error, ErrorKind};
 pub use keys::{Key, Keys};
 pub use mac::Mac;
+pub use ports::{PortMapping, Proto};
 pub use records::*;
 pub use state::{BadRecord, ClusterState, EndpointMap};
 pub use store::{

@@ -50,20 +50,84 @@ pub struct AliveRecord {
     pub started_at: u64,
 }
 
-/// `<p>/networks/<name>`: an overlay network.
+/// How a network reaches its containers.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    /// A bridge on every host, joined by VXLAN.
+    #[default]
+    Overlay,
+    /// A bridge on one host (the network's `host`), nothing elsewhere.
+    Bridge,
+}
+
+impl Driver {
+    pub const ALL: [Driver; 2] = [Driver::Overlay, Driver::Bridge];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Driver::Overlay => "overlay",
+            Driver::Bridge => "bridge",
+        }
+    }
+}
+
+impl std::fmt::Display for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// `<p>/networks/<name>`: a network.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct NetworkRecord {
     pub v: u32,
     /// 16 random lowercase hex digits, stable for the network's life.
     pub id: String,
     pub name: String,
-    pub driver: String,
+    /// `overlay` when absent (records older than the bridge driver).
+    #[serde(default)]
+    pub driver: Driver,
+    /// The host a `bridge` network belongs to; absent for `overlay`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<String>,
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub vni: u32,
     pub mtu: u32,
     pub block_prefix: u8,
     pub created_at: u64,
+    /// No way out of the network and no published ports (`--internal`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub internal: bool,
+}
+
+impl NetworkRecord {
+    /// The host a bridge network belongs to; `None` for an overlay network.
+    pub fn owner(&self) -> Option<&str> {
+        match self.driver {
+            Driver::Overlay => None,
+            Driver::Bridge => self.host.as_deref(),
+        }
+    }
+
+    /// Whether `host` builds this network and may connect to it: every host
+    /// for an overlay network, only its owner for a bridge network.
+    pub fn usable_on(&self, host: &str) -> bool {
+        self.owner().is_none_or(|owner| owner == host)
+    }
+
+    /// `usable_on`, as the error a connect on `host` gets.
+    pub fn check_usable_on(&self, host: &str) -> Result<(), Error> {
+        match self.owner() {
+            Some(owner) if owner != host => Err(Error::NetworkOfOtherHost {
+                network: self.name.clone(),
+                owner: owner.to_string(),
+                host: host.to_string(),
+            }),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// `<p>/vnis/<vni>`: the VNI index, making a VNI unique across networks.
@@ -100,6 +164,28 @@ pub struct EndpointRecord {
     /// (Docker, CNI); absent for `ovctl network connect`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container: Option<ContainerRef>,
+    /// Ports of this host published to it (never with host port 0).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<crate::PortMapping>,
+    /// The DNS name the agents answer for this endpoint on its network
+    /// (unique there); empty for none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub name: String,
+    /// More DNS names; several endpoints may share one (round robin).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+}
+
+impl EndpointRecord {
+    /// The DNS name it answers to: its own, else its container's name
+    /// (Docker's, CNI's `K8S_POD_NAME`) in lower case when that is a DNS label.
+    pub fn dns_name(&self) -> Option<String> {
+        if !self.name.is_empty() {
+            return Some(self.name.clone());
+        }
+        let name = self.container.as_ref()?.name.to_ascii_lowercase();
+        crate::validate::dns_label(&name).is_ok().then_some(name)
+    }
 }
 
 /// Who asked for an endpoint, in the runtime's own terms.
@@ -128,9 +214,27 @@ macro_rules! versioned {
 versioned! {
     HostRecord => "host",
     AliveRecord => "alive",
-    NetworkRecord => "network",
     VniRecord => "VNI",
     BlockRecord => "block",
+}
+
+/// A bridge network names the valid host it belongs to; an overlay network
+/// belongs to none.
+impl Versioned for NetworkRecord {
+    const KIND: &'static str = "network";
+    fn version(&self) -> u32 {
+        self.v
+    }
+    fn check(&self) -> Result<(), String> {
+        match (self.driver, &self.host) {
+            (Driver::Overlay, None) => Ok(()),
+            (Driver::Overlay, Some(host)) => {
+                Err(format!("an overlay network belongs to no host, not {host:?}"))
+            }
+            (Driver::Bridge, None) => Err("a bridge network must name its host".to_string()),
+            (Driver::Bridge, Some(host)) => crate::validate::host_name(host).map_err(|e| e.to_string()),
+        }
+    }
 }
 
 /// Its device names reach netlink: the host end must be one of our veths
@@ -218,16 +322,42 @@ mod tests {
             host_ifname: "ovve1".into(),
             created_at: 5,
             container: None,
+            name: String::new(),
+            aliases: Vec::new(),
+            ports: Vec::new(),
         };
         let json = String::from_utf8(encode(&e)).unwrap();
         assert!(json.contains(r#""mac":"02:42:0a:01:02:03""#), "{json}");
         assert_eq!(decode::<EndpointRecord>("k", json.as_bytes()).unwrap(), e);
         assert!(!json.contains("container"), "{json}");
+        // A record written before names existed has none, and writes none.
+        assert!(!json.contains(r#""name""#) && !json.contains("aliases"), "{json}");
+        assert_eq!(e.dns_name(), None);
         let c = EndpointRecord {
-            container: Some(ContainerRef { runtime: "cni".into(), id: "abc".into(), name: "web".into() }),
-            ..e
+            container: Some(ContainerRef { runtime: "cni".into(), id: "abc".into(), name: "Web".into() }),
+            ..e.clone()
         };
         assert_eq!(decode::<EndpointRecord>("k", &encode(&c)).unwrap(), c);
+        assert_eq!(c.dns_name().as_deref(), Some("web"), "the container's name, lower case");
+        let named = EndpointRecord { name: "db".into(), aliases: vec!["www".into()], ..c.clone() };
+        assert_eq!(decode::<EndpointRecord>("k", &encode(&named)).unwrap(), named);
+        assert_eq!(named.dns_name().as_deref(), Some("db"));
+        let unnamed = EndpointRecord {
+            container: Some(ContainerRef {
+                runtime: "docker".into(),
+                id: "x".into(),
+                name: "happy_turing".into(),
+            }),
+            ..e
+        };
+        assert_eq!(unnamed.dns_name(), None, "not a DNS label");
+        let p = EndpointRecord {
+            ports: vec!["8080:80".parse().unwrap(), "1.2.3.4:53:53/udp".parse().unwrap()],
+            ..c
+        };
+        let json = String::from_utf8(encode(&p)).unwrap();
+        assert!(json.contains(r#""ports":[{"host_port":8080,"port":80,"proto":"tcp"},"#), "{json}");
+        assert_eq!(decode::<EndpointRecord>("k", json.as_bytes()).unwrap(), p);
     }
 
     #[test]
@@ -279,6 +409,28 @@ mod tests {
         let docker =
             text.replace(r#""ifname":"eth0""#, r#""ifname":"","container":{"runtime":"docker","id":"x"}"#);
         decode::<EndpointRecord>("k", docker.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn network_records_carry_their_driver_and_a_bridge_network_its_host() {
+        let old = br#"{"v":1,"id":"x","name":"n","subnet":"10.1.0.0/16","gateway":"10.1.0.1","vni":4096,"mtu":1450,"block_prefix":24,"created_at":0}"#;
+        let r: NetworkRecord = decode("k", old).unwrap();
+        assert_eq!((r.driver, r.owner()), (Driver::Overlay, None), "a record without a driver is overlay");
+        assert!(r.usable_on("any"));
+        let text = String::from_utf8_lossy(old);
+        let with = |extra: &str| text.replace(r#""id":"x""#, &format!(r#""id":"x",{extra}"#));
+        let bridge: NetworkRecord = decode("k", with(r#""driver":"bridge","host":"h1""#).as_bytes()).unwrap();
+        assert_eq!(bridge.owner(), Some("h1"));
+        assert_eq!(decode::<NetworkRecord>("k", &encode(&bridge)).unwrap(), bridge);
+        for (extra, want) in [
+            (r#""driver":"bridge""#, "must name its host"),
+            (r#""driver":"bridge","host":"a/b""#, "invalid host name"),
+            (r#""driver":"overlay","host":"h1""#, "belongs to no host"),
+            (r#""driver":"macvlan""#, "invalid network record"),
+        ] {
+            let e = decode::<NetworkRecord>("/k", with(extra).as_bytes()).unwrap_err().to_string();
+            assert!(e.contains(want) && e.contains("/k"), "{extra}: {e}");
+        }
     }
 
     #[test]

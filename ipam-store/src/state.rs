@@ -249,6 +249,9 @@ mod tests {
             host_ifname: "ovvec".into(),
             created_at: 1,
             container: None,
+            name: String::new(),
+            aliases: Vec::new(),
+            ports: Vec::new(),
         }
     }
 

@@ -8,9 +8,10 @@
 use ipnet::Ipv4Net;
 
 use crate::error::Error;
+use crate::records::Driver;
 
 /// The drivers this version implements.
-pub const SUPPORTED_DRIVERS: &str = "\"overlay\"";
+pub const SUPPORTED_DRIVERS: &str = "\"overlay\", \"bridge\"";
 
 fn name_chars_ok(name: &str) -> Result<(), &'static str> {
     let mut chars = name.chars();
@@ -43,6 +44,25 @@ pub fn host_name(name: &str) -> Result<(), Error> {
         return Err(invalid("it is longer than 253 characters"));
     }
     name_chars_ok(name).map_err(invalid)
+}
+
+/// A DNS label for an endpoint's name or alias: 1..=63 of `[a-z0-9-]`,
+/// not starting or ending with `-` (RFC 1123; lower case, as stored).
+pub fn dns_label(name: &str) -> Result<(), Error> {
+    let invalid = |rule| Err(Error::InvalidDnsName { name: name.to_string(), rule });
+    if name.is_empty() {
+        return invalid("it is empty");
+    }
+    if name.len() > 63 {
+        return invalid("it is longer than 63 characters");
+    }
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-') {
+        return invalid("only lower-case letters, digits and '-' are allowed");
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return invalid("it must not start or end with '-'");
+    }
+    Ok(())
 }
 
 /// The prefix of the host end of every veth ovnet makes (`ovve` + id).
@@ -125,18 +145,27 @@ pub fn block_prefix(subnet: &Ipv4Net, len: u8) -> Result<(), Error> {
     Ok(())
 }
 
-/// The network driver: only "overlay" exists.
-pub fn driver(driver: &str) -> Result<(), Error> {
-    if driver == "overlay" {
-        Ok(())
-    } else {
-        Err(Error::UnsupportedDriver { driver: driver.to_string(), supported: SUPPORTED_DRIVERS })
-    }
+/// The network driver: "overlay" or "bridge".
+pub fn driver(driver: &str) -> Result<Driver, Error> {
+    Driver::ALL
+        .into_iter()
+        .find(|d| d.as_str() == driver)
+        .ok_or_else(|| Error::UnsupportedDriver { driver: driver.to_string(), supported: SUPPORTED_DRIVERS })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dns_labels() {
+        for ok in ["web", "a", "web-1", "0db", &"x".repeat(63)] {
+            assert!(dns_label(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "Web", "we_b", "-web", "web-", "a.b", &"x".repeat(64)] {
+            assert!(matches!(dns_label(bad), Err(Error::InvalidDnsName { .. })), "{bad}");
+        }
+    }
 
     fn net(s: &str) -> Ipv4Net {
         s.parse().unwrap()
@@ -185,8 +214,11 @@ mod tests {
 
     #[test]
     fn drivers() {
-        assert!(driver("overlay").is_ok());
-        let e = driver("bridge").unwrap_err().to_string();
-        assert!(e.contains("\"bridge\"") && e.contains("\"overlay\""), "{e}");
+        assert_eq!(driver("overlay").unwrap(), Driver::Overlay);
+        assert_eq!(driver("bridge").unwrap(), Driver::Bridge);
+        for bad in ["macvlan", "", "Bridge", "overlay "] {
+            let e = driver(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("{bad:?}")) && e.contains("\"overlay\", \"bridge\""), "{e}");
+        }
     }
 }

@@ -37,6 +37,8 @@ pub struct Dockerd {
     dir: tempfile::TempDir,
     holder: Child,
     daemon: Option<Child>,
+    /// More dockerd flags for its next start (e.g. `--dns 169.254.53.53`).
+    pub daemon_args: Vec<String>,
 }
 
 impl Dockerd {
@@ -63,7 +65,14 @@ impl Dockerd {
             .stderr(Stdio::null())
             .spawn()
             .context("starting the mount namespace holder")?;
-        let mut d = Dockerd { host: host.into(), netns: netns.into(), dir, holder, daemon: None };
+        let mut d = Dockerd {
+            host: host.into(),
+            netns: netns.into(),
+            dir,
+            holder,
+            daemon: None,
+            daemon_args: Vec::new(),
+        };
         poll("the dockerd mount namespace", Duration::from_secs(10), || ready.exists().then_some(()))?;
         d.start_daemon()?;
         Ok(d)
@@ -127,6 +136,7 @@ impl Dockerd {
             .arg("-H")
             .arg(format!("unix://{}", p("docker.sock").display()))
             .args(["--storage-driver", "overlay2", "--shutdown-timeout", "2"])
+            .args(&self.daemon_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)

@@ -8,8 +8,10 @@
 
 pub mod bench;
 pub mod chaos;
+pub mod dns;
 pub mod docker;
 pub mod docker_demo;
+pub mod echo;
 pub mod etcd;
 pub mod image;
 pub mod lab;

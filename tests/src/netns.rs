@@ -114,5 +114,7 @@ impl Drop for Netns {
         if let Err(e) = ip(&["netns", "del", &self.name]) {
             eprintln!("cleanup: {e}");
         }
+        // The resolv.conf `ovctl network connect` may have written for it.
+        let _ = std::fs::remove_dir_all(format!("/etc/netns/{}", self.name));
     }
 }

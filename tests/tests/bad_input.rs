@@ -345,6 +345,35 @@ fn namespace_already_connected() {
 }
 
 #[test]
+fn dns_names_invalid_or_taken() {
+    let mut lab = lab();
+    lab.create_network(0, "-d overlay a").unwrap();
+    let web = lab.container("web").unwrap();
+    lab.ovctl_ok(0, &["network", "connect", "a", &web, "--name", "web", "--alias", "www"]).unwrap();
+    let c = lab.container("c").unwrap();
+    refused(&lab, &format!("network connect --name web a {c}"), r#"name "web" is taken on network "a""#);
+    for (flags, expect) in [
+        ("--name Web", r#"invalid DNS name "Web": only lower-case letters"#),
+        ("--name=-web", "must not start or end with '-'"),
+        ("--name web.a", "only lower-case letters, digits and '-'"),
+        ("--alias a_b", r#"invalid DNS name "a_b""#),
+        (&format!("--name {}", "x".repeat(64)), "longer than 63 characters"),
+    ] {
+        refused(&lab, &format!("network connect {flags} a {c}"), expect);
+    }
+    refused_args(
+        &lab,
+        &["network", "connect", "--alias", "", "a", &c],
+        r#"invalid DNS name "": it is empty"#,
+    );
+    report(
+        &lab,
+        "dns_names_invalid_or_taken",
+        "connect with --name or --alias in upper case, with a leading '-', a dot, an '_', 64 characters, empty; and a --name another endpoint of the network has",
+    );
+}
+
+#[test]
 fn disconnecting_what_is_not_connected() {
     let mut lab = Lab::start(LabOptions { hosts: 2, ..Default::default() }).unwrap();
     lab.create_network(0, "-d overlay a").unwrap();

@@ -118,10 +118,12 @@ async fn a_network_create_whose_answer_is_lost_after_etcd_applied_it_succeeds() 
     let req = NewNetwork {
         name: "lost".into(),
         driver: "overlay".into(),
+        host: None,
         subnet: None,
         vni: None,
         block_prefix: None,
         mtu: 1450,
+        internal: false,
     };
     let created = s.create_network(req).await;
     assert!(proxy.cut.load(std::sync::atomic::Ordering::SeqCst), "the proxy never lost an answer");

@@ -31,10 +31,12 @@ fn net(name: &str) -> NewNetwork {
     NewNetwork {
         name: name.to_string(),
         driver: "overlay".to_string(),
+        host: None,
         subnet: None,
         vni: None,
         block_prefix: None,
         mtu: 1450,
+        internal: false,
     }
 }
 
@@ -55,6 +57,9 @@ fn endpoint(network: &str, host: &str, id: &str, ip: Option<Ipv4Addr>) -> NewEnd
         ),
         ip,
         container: None,
+        name: String::new(),
+        aliases: Vec::new(),
+        ports: Vec::new(),
     }
 }
 

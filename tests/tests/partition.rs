@@ -26,6 +26,9 @@ fn allocate_through(lab: &Lab, endpoints: Vec<String>, host: &str) -> Result<Ipv
                 host_ifname: "ovvemajority".to_string(),
                 ip: None,
                 container: None,
+                name: String::new(),
+                aliases: Vec::new(),
+                ports: Vec::new(),
             })
             .await?;
         Ok::<_, ovnet_ipam_store::Error>(ep.ip)

@@ -28,15 +28,17 @@ pub fn conflist(network: &str, agent: &str) -> String {
         "plugins": [{
             "type": PLUGIN_TYPE,
             "agent": agent,
-            "capabilities": { "ips": true },
+            "capabilities": { "ips": true, "aliases": true, "portMappings": true },
         }],
     });
     format!("{list:#}\n")
 }
 
-/// File name -> content, for every network of `state`.
-pub fn desired(state: &ClusterState, agent: &str) -> BTreeMap<String, String> {
-    state.networks.keys().map(|name| (format!("{name}{SUFFIX}"), conflist(name, agent))).collect()
+/// File name -> content, for every network of `state` that host `node`
+/// can use (not another host's bridge network).
+pub fn desired(state: &ClusterState, agent: &str, node: &str) -> BTreeMap<String, String> {
+    let usable = state.networks.values().filter(|n| n.usable_on(node));
+    usable.map(|n| (format!("{}{SUFFIX}", n.name), conflist(&n.name, agent))).collect()
 }
 
 /// The conflists found in the directory.
@@ -107,7 +109,7 @@ mod tests {
         assert_eq!(
             v,
             json!({"cniVersion": "1.0.0", "name": "demo",
-                   "plugins": [{"type": "ovnet", "agent": AGENT, "capabilities": {"ips": true}}]})
+                   "plugins": [{"type": "ovnet", "agent": AGENT, "capabilities": {"ips": true, "aliases": true, "portMappings": true}}]})
         );
         assert!(is_ours(&conflist("demo", AGENT)));
         assert!(!is_ours(r#"{"name":"podman","plugins":[{"type":"bridge"}]}"#));
@@ -119,9 +121,16 @@ mod tests {
         let mut s = ClusterState::default();
         s.networks.insert("blue".into(), network("blue", 4096, "10.128.0.0/16"));
         s.networks.insert("red".into(), network("red", 4097, "10.129.0.0/16"));
-        let d = desired(&s, AGENT);
+        let d = desired(&s, AGENT, "h1");
         assert_eq!(d.keys().collect::<Vec<_>>(), ["blue.conflist", "red.conflist"]);
         assert_eq!(d["red.conflist"], conflist("red", AGENT));
+        // A bridge network has a conflist on its own host only.
+        let mut lan = network("lan", 4098, "10.130.0.0/16");
+        (lan.driver, lan.host) = (ovnet_ipam_store::Driver::Bridge, Some("h1".into()));
+        s.networks.insert("lan".into(), lan);
+        assert!(desired(&s, AGENT, "h1").contains_key("lan.conflist"));
+        assert!(!desired(&s, AGENT, "h2").contains_key("lan.conflist"));
+        assert_eq!(desired(&s, AGENT, "h2").len(), 2);
     }
 
     #[test]

@@ -36,12 +36,13 @@ pub fn agent_address(listen: &Listen, tls: bool) -> Result<String, String> {
 
 /// Follows the cluster state until the task is dropped, keeping `dir` in
 /// step; `agent` is the address the plugin dials (the agent's `--listen`).
-pub async fn run(dir: PathBuf, agent: String, mut state: StateRx, resync: Duration) {
+pub async fn run(dir: PathBuf, agent: String, node: String, mut state: StateRx, resync: Duration) {
     loop {
         let snapshot = state.borrow_and_update().clone();
         if let Some(snapshot) = snapshot {
-            let (dir, agent) = (dir.clone(), agent.clone());
-            let synced = tokio::task::spawn_blocking(move || sync(&dir, &agent, &snapshot.state)).await;
+            let (dir, agent, node) = (dir.clone(), agent.clone(), node.clone());
+            let synced =
+                tokio::task::spawn_blocking(move || sync(&dir, &agent, &node, &snapshot.state)).await;
             if let Err(e) = synced {
                 warn!(error = %e, "updating the CNI conflists failed");
             }
@@ -55,7 +56,7 @@ pub async fn run(dir: PathBuf, agent: String, mut state: StateRx, resync: Durati
 
 /// One pass: reads `dir`, plans, applies; failures are logged and retried
 /// on the next pass.
-pub fn sync(dir: &Path, agent: &str, state: &ClusterState) {
+pub fn sync(dir: &Path, agent: &str, node: &str, state: &ClusterState) {
     let observed = match observe(dir) {
         Ok(o) => o,
         Err(e) => {
@@ -63,7 +64,7 @@ pub fn sync(dir: &Path, agent: &str, state: &ClusterState) {
             return;
         }
     };
-    for op in conflist::plan(&conflist::desired(state, agent), &observed) {
+    for op in conflist::plan(&conflist::desired(state, agent, node), &observed) {
         let path = |file: &str| dir.join(file);
         let done = match &op {
             FileOp::Write { file, content } => write_atomic(&path(file), content),
@@ -146,8 +147,13 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let blue = dir.path().join("blue.conflist");
         let (tx, rx) = tokio::sync::watch::channel(None);
-        let task =
-            tokio::spawn(run(dir.path().to_path_buf(), "unix:///a".into(), rx, Duration::from_millis(50)));
+        let task = tokio::spawn(run(
+            dir.path().to_path_buf(),
+            "unix:///a".into(),
+            "h1".into(),
+            rx,
+            Duration::from_millis(50),
+        ));
         let mut s = ClusterState::default();
         s.networks.insert("blue".into(), network("blue", 4096, "10.128.0.0/16"));
         tx.send_replace(Some(crate::watch::Snapshot::new(s)));
@@ -177,7 +183,7 @@ mod tests {
         std::fs::create_dir_all(&sub).unwrap();
         std::fs::write(sub.join("old.conflist"), conflist::conflist("old", "unix:///a")).unwrap();
         std::fs::write(sub.join("87-podman.conflist"), r#"{"plugins":[{"type":"bridge"}]}"#).unwrap();
-        sync(&sub, "unix:///a", &s);
+        sync(&sub, "unix:///a", "h1", &s);
         let mut files: Vec<_> =
             std::fs::read_dir(&sub).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         files.sort();
@@ -185,7 +191,7 @@ mod tests {
         let blue = std::fs::read_to_string(sub.join("blue.conflist")).unwrap();
         assert_eq!(blue, conflist::conflist("blue", "unix:///a"));
         s.networks.clear();
-        sync(&sub, "unix:///a", &s);
+        sync(&sub, "unix:///a", "h1", &s);
         assert!(!sub.join("blue.conflist").exists());
         assert!(sub.join("87-podman.conflist").exists());
     }

@@ -5,10 +5,18 @@
 use netlink_packet_core::{DefaultNla, NetlinkBuffer, NetlinkDeserializable};
 use netlink_packet_netfilter::NetfilterMessageInner;
 
+use netlink_packet_netfilter::nftables::{
+    DataAttribute, Expressions, Immediate, MetaKey, Operator, Register, Verdict, VerdictAttribute,
+};
+
+use super::super::nftexpr::{ifname, ifname_of};
 use super::*;
 
+/// `NF_DROP`.
+const NF_DROP: u32 = 0;
+
 fn fw(bridges: &[&str]) -> Firewall {
-    Firewall { isolated: bridges.iter().map(|b| b.to_string()).collect() }
+    Firewall { isolated: bridges.iter().map(|b| b.to_string()).collect(), ..Firewall::default() }
 }
 
 /// `msg` as bytes and parsed back.
@@ -93,11 +101,22 @@ fn the_batch_replaces_the_table_in_one_transaction() {
         .collect();
     assert_eq!(
         kinds,
-        ["BatchBegin", "NewTable", "DeleteTable", "NewTable", "NewChain", "NewRule", "BatchEnd"]
+        [
+            "BatchBegin",
+            "NewTable",
+            "DeleteTable",
+            "NewTable",
+            "NewChain",
+            "NewChain",
+            "NewChain",
+            "NewChain",
+            "NewRule",
+            "BatchEnd"
+        ]
     );
     // Every command asks for an answer; the batch's ends do not.
     let acked: Vec<bool> = msgs.iter().map(|m| m.header.flags & NLM_F_ACK != 0).collect();
-    assert_eq!(acked, [false, true, true, true, true, true, false]);
+    assert_eq!(acked, [false, true, true, true, true, true, true, true, true, false]);
     assert_eq!(msgs[0].header.flags & NLM_F_REQUEST, NLM_F_REQUEST);
 }
 
@@ -184,7 +203,7 @@ fn anything_else_in_the_table_is_altered() {
     for (extra, what) in [
         (foreign_rule, "a rule of its own in chain forward"),
         (chain, "chain mine"),
-        (twice, "a second rule for ovbr4096"),
+        (twice, "extra rules iifname \"ovbr4096\""),
         (renamed, "a rule of its own in chain other"),
     ] {
         let mut listing = listed(&fw(&["ovbr4096"]));
@@ -221,7 +240,13 @@ fn anything_else_in_the_table_is_altered() {
 fn a_rule_with_a_changed_expression_is_not_an_isolation_rule() {
     let mut exprs = isolate("ovbr4096");
     exprs[5] = Expr::Cmp(Operator::Equal, ifname("ovbr4096"));
-    let rule = NfTablesMessage::NewRule(rule_message(&exprs));
+    let rule = NfTablesMessage::NewRule(RuleMessage {
+        attributes: vec![
+            RuleAttribute::Table(FIREWALL_TABLE.to_string()),
+            RuleAttribute::Chain(FIREWALL_CHAIN.to_string()),
+            RuleAttribute::Expressions(exprs.iter().map(encode).collect()),
+        ],
+    });
     let mut listing = listed(&fw(&[]));
     listing.push(rule);
     assert!(matches!(parse(&listing), FirewallState::Altered(why) if why.contains("a rule of its own")));

@@ -21,6 +21,8 @@ use crate::op::Op;
 pub mod fake;
 pub mod firewall;
 pub mod netlink;
+pub mod nftexpr;
+pub mod rules;
 
 pub use fake::FakeDataplane;
 pub use netlink::NetlinkDataplane;

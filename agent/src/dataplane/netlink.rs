@@ -127,6 +127,18 @@ impl NetlinkDataplane {
         written
     }
 
+    /// Sends an nf_tables transaction for a table other than `inet ovnet`
+    /// (the DNS server's `inet ovnet_dns`); the first refusal, in words.
+    pub async fn nft_transaction(
+        &self,
+        msgs: Vec<netlink_packet_core::NetlinkMessage<netlink_packet_netfilter::NetfilterMessage>>,
+    ) -> Result<(), String> {
+        match self.nfnl.batch(msgs).await.into_iter().find_map(Result::err) {
+            None => Ok(()),
+            Some(e) => Err(format!("{e:?}")),
+        }
+    }
+
     /// The raw rtnetlink handle, for callers that need more than the trait.
     pub fn handle(&self) -> &rtnetlink::Handle {
         &self.handle

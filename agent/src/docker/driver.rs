@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use ipnet::Ipv4Net;
-use ovnet_ipam_store::{Error as StoreError, NetworkRecord, NewNetwork};
+use ovnet_ipam_store::{Error as StoreError, NetworkRecord, NewNetwork, validate};
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
@@ -25,6 +25,10 @@ use crate::model::{VXLAN_OVERHEAD, veth_temp_name};
 
 /// Docker's key for the `-o` pairs of `docker network create`.
 const GENERIC: &str = "com.docker.network.generic";
+
+/// The `-o` key choosing the driver of a new ovnet network:
+/// `-o driver=bridge` makes a network of this host alone.
+pub const DRIVER_OPTION: &str = "driver";
 
 /// The `-o` pairs, as strings.
 fn generic_options(
@@ -47,6 +51,9 @@ fn mirror_mark(mut opts: BTreeMap<String, String>) -> (BTreeMap<String, String>,
     let mirrored = opts.remove(MIRROR_OPTION).is_some();
     (opts, mirrored)
 }
+
+/// The option in which Docker passes `docker network create --internal`.
+const INTERNAL: &str = "com.docker.network.internal";
 
 /// The one IPv4 pool of a network, which must come from the ovnet IPAM driver.
 fn ovnet_pool(r: &CreateNetwork) -> Result<Ipv4Net, AgentError> {
@@ -73,8 +80,12 @@ fn ovnet_pool(r: &CreateNetwork) -> Result<Ipv4Net, AgentError> {
 impl<D: Dataplane> Plugin<D> {
     pub(super) async fn create_network(&self, r: CreateNetwork) -> Result<Value, AgentError> {
         let id = docker_id(&r.network_id, "NetworkID")?;
-        let (opts, mirrored) = mirror_mark(generic_options(&r.options)?);
-        let named = network_option(&opts, "-o")?;
+        let (mut generic, mirrored) = mirror_mark(generic_options(&r.options)?);
+        let driver = generic.remove(DRIVER_OPTION);
+        if let Some(d) = &driver {
+            validate::driver(d)?;
+        }
+        let named = network_option(&generic, "-o")?;
         let pool = ovnet_pool(&r)?;
         let pending = locked(&self.pending).get(&pool).cloned();
         let name = match (named, pending) {
@@ -94,7 +105,8 @@ impl<D: Dataplane> Plugin<D> {
                 })?
             }
         };
-        let net = self.create_or_join(&name, pool, !mirrored).await?;
+        let internal = r.options.as_ref().and_then(|o| o.get(INTERNAL)).is_some_and(|v| v == &json!(true));
+        let net = self.create_or_join(&name, pool, driver, internal, !mirrored).await?;
         self.map_network(id, &net.name).await?;
         locked(&self.pending).remove(&pool);
         info!(docker_network = id, network = %net.name, subnet = %net.subnet, "docker network created");
@@ -102,15 +114,38 @@ impl<D: Dataplane> Plugin<D> {
     }
 
     /// The ovnet network `name` with subnet `pool`, created when missing
-    /// and `create` (not for the mirror's networks: it only mirrors).
+    /// (with `driver`, `-o driver=`, default overlay; a bridge network
+    /// belongs to this host) and `create` (not for the mirror's networks:
+    /// it only mirrors). An existing network must be usable here and of
+    /// the driver asked for, if any, and internal or not as asked.
     async fn create_or_join(
         &self,
         name: &str,
         pool: Ipv4Net,
+        driver: Option<String>,
+        internal: bool,
         create: bool,
     ) -> Result<NetworkRecord, AgentError> {
+        let node = &self.endpoints.host().node;
+        let joined = |net: NetworkRecord| -> Result<NetworkRecord, AgentError> {
+            if let Some(d) = driver.as_deref().filter(|d| *d != net.driver.as_str()) {
+                return Err(AgentError::InvalidArgument(format!(
+                    "ovnet network {name} exists with driver {}: drop -o {DRIVER_OPTION}={d}",
+                    net.driver
+                )));
+            }
+            if net.internal != internal {
+                return Err(AgentError::InvalidArgument(format!(
+                    "ovnet network {name} is {}internal: create the docker network {} --internal",
+                    if net.internal { "" } else { "not " },
+                    if net.internal { "with" } else { "without" }
+                )));
+            }
+            net.check_usable_on(node)?;
+            Ok(net)
+        };
         match self.store.get_network(name).await {
-            Ok(net) if net.subnet == pool => Ok(net),
+            Ok(net) if net.subnet == pool => joined(net),
             Ok(net) => Err(AgentError::InvalidArgument(format!(
                 "--subnet {pool} disagrees with ovnet network {name} whose subnet is {}: use --subnet {} or leave --subnet out",
                 net.subnet, net.subnet
@@ -122,19 +157,21 @@ impl<D: Dataplane> Plugin<D> {
                 let mtu = self.endpoints.host().underlay_mtu.saturating_sub(VXLAN_OVERHEAD);
                 let req = NewNetwork {
                     name: name.to_string(),
-                    driver: "overlay".into(),
+                    driver: driver.clone().unwrap_or_else(|| "overlay".into()),
+                    host: Some(node.clone()),
                     subnet: Some(pool),
                     vni: None,
                     block_prefix: None,
                     mtu,
+                    internal,
                 };
                 match self.store.create_network(req).await {
                     Ok(net) => {
-                        info!(network = %net.name, subnet = %net.subnet, vni = net.vni, "network created for docker");
+                        info!(network = %net.name, driver = %net.driver, subnet = %net.subnet, vni = net.vni, "network created for docker");
                         Ok(net)
                     }
                     // Created meanwhile, by another host's docker perhaps.
-                    Err(StoreError::NetworkExists(_)) => Ok(self.store.get_network(name).await?),
+                    Err(StoreError::NetworkExists(_)) => joined(self.store.get_network(name).await?),
                     Err(e) => Err(e.into()),
                 }
             }

@@ -63,6 +63,29 @@ pub struct DockerEndpoint {
     /// `NetworkSettings.SandboxKey` (empty when the container went away
     /// between the listing and its inspection).
     pub sandbox_key: String,
+    /// Its DNS aliases on this network (`--network-alias`), lower case,
+    /// DNS labels only, sorted.
+    pub aliases: Vec<String>,
+}
+
+/// What `endpoints` learns from inspecting a container.
+#[derive(Default)]
+struct Sandbox {
+    key: String,
+    aliases: BTreeMap<String, Vec<String>>,
+}
+
+/// Docker's aliases as ovnet stores them: lower case, DNS labels only
+/// (Docker adds the short container id, which is one), sorted, once each.
+pub fn dns_aliases(aliases: Vec<String>) -> Vec<String> {
+    let mut v: Vec<String> = aliases
+        .into_iter()
+        .map(|a| a.to_ascii_lowercase())
+        .filter(|a| ovnet_ipam_store::validate::dns_label(a).is_ok())
+        .collect();
+    v.sort();
+    v.dedup();
+    v
 }
 
 /// What an event said changed.
@@ -183,27 +206,42 @@ impl Engine {
                     container_name: res.name.unwrap_or_default().trim_start_matches('/').to_string(),
                     ip: res.ipv4_address.as_deref().and_then(address_of),
                     sandbox_key: String::new(),
+                    aliases: Vec::new(),
                 });
             }
         }
-        let mut keys: BTreeMap<String, String> = BTreeMap::new();
+        let mut seen: BTreeMap<String, Sandbox> = BTreeMap::new();
         for ep in &mut found {
-            if !keys.contains_key(&ep.container_id) {
-                let key = self.sandbox_key(&ep.container_id).await?;
-                keys.insert(ep.container_id.clone(), key);
+            if !seen.contains_key(&ep.container_id) {
+                let sandbox = self.sandbox(&ep.container_id).await?;
+                seen.insert(ep.container_id.clone(), sandbox);
             }
-            ep.sandbox_key = keys.get(&ep.container_id).cloned().unwrap_or_default();
+            if let Some(s) = seen.get(&ep.container_id) {
+                ep.sandbox_key = s.key.clone();
+                ep.aliases = s.aliases.get(&ep.network_id).cloned().unwrap_or_default();
+            }
         }
         Ok(found)
     }
 
-    /// The container's `NetworkSettings.SandboxKey`; empty when it is gone.
-    async fn sandbox_key(&self, container: &str) -> Result<String, DockerError> {
-        match self.docker.inspect_container(container, None::<InspectContainerOptions>).await {
-            Ok(c) => Ok(c.network_settings.and_then(|s| s.sandbox_key).unwrap_or_default()),
-            Err(e) if not_found(&e) => Ok(String::new()),
-            Err(e) => Err(e),
-        }
+    /// The container's `NetworkSettings.SandboxKey` (empty when it is gone)
+    /// and its aliases by network id.
+    async fn sandbox(&self, container: &str) -> Result<Sandbox, DockerError> {
+        let settings = match self.docker.inspect_container(container, None::<InspectContainerOptions>).await {
+            Ok(c) => c.network_settings,
+            Err(e) if not_found(&e) => None,
+            Err(e) => return Err(e),
+        };
+        let Some(settings) = settings else {
+            return Ok(Sandbox::default());
+        };
+        let aliases = settings
+            .networks
+            .unwrap_or_default()
+            .into_values()
+            .filter_map(|n| Some((n.network_id?, dns_aliases(n.aliases.unwrap_or_default()))))
+            .collect();
+        Ok(Sandbox { key: settings.sandbox_key.unwrap_or_default(), aliases })
     }
 
     /// dockerd's events that can change a mirror or janitor pass, from now

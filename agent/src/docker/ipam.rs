@@ -35,8 +35,10 @@ pub const HOW: &str =
 /// key is refused, naming `flag`.
 pub fn network_option(opts: &BTreeMap<String, String>, flag: &str) -> Result<Option<String>, AgentError> {
     if let Some(key) = opts.keys().find(|k| k.as_str() != NETWORK_OPTION) {
+        // `-o driver=` is taken out before (see `driver::DRIVER_OPTION`).
+        let driver = if flag == "-o" { " and -o driver=overlay|bridge (a new network's driver)" } else { "" };
         return Err(AgentError::InvalidArgument(format!(
-            "unknown option {flag} {key}: the ovnet driver knows only {flag} {NETWORK_OPTION}=NAME (the ovnet network)"
+            "unknown option {flag} {key}: the ovnet driver knows only {flag} {NETWORK_OPTION}=NAME (the ovnet network){driver}"
         )));
     }
     let Some(name) = opts.get(NETWORK_OPTION) else { return Ok(None) };

@@ -38,7 +38,7 @@ pub struct Verdict {
     /// Endpoints Docker no longer has.
     pub release: Vec<EndpointRecord>,
     /// Endpoints whose container reference should read so.
-    pub name: Vec<(EndpointRecord, ContainerRef)>,
+    pub name: Vec<(EndpointRecord, ContainerRef, Vec<String>)>,
     /// When (unix seconds) the youngest record Docker does not list yet
     /// comes of age, for a pass then.
     pub recheck_at: Option<u64>,
@@ -72,8 +72,9 @@ pub fn judge(mine: &[&EndpointRecord], docker: &[DockerEndpoint], now: u64) -> V
                     id: ep.container_id.clone(),
                     name: ep.container_name.clone(),
                 };
-                if !ep.container_id.is_empty() && r.container.as_ref() != Some(&want) {
-                    v.name.push(((*r).clone(), want));
+                let renamed = r.container.as_ref() != Some(&want) || r.aliases != ep.aliases;
+                if !ep.container_id.is_empty() && renamed {
+                    v.name.push(((*r).clone(), want, ep.aliases.clone()));
                 }
             }
             None if now >= r.created_at.saturating_add(GRACE_SECS) => v.release.push((*r).clone()),
@@ -114,13 +115,13 @@ impl<D: Dataplane> Janitor<D> {
         for r in &v.release {
             self.release(r).await;
         }
-        for (r, c) in v.name {
+        for (r, c, aliases) in v.name {
             let named = c.clone();
-            match self
-                .store
-                .update_endpoint(&r.network, r.ip, &r.id, |e| e.container = Some(named.clone()))
-                .await
-            {
+            let update = |e: &mut EndpointRecord| {
+                e.container = Some(named.clone());
+                e.aliases = aliases.clone();
+            };
+            match self.store.update_endpoint(&r.network, r.ip, &r.id, update).await {
                 Ok(Some(_)) => {
                     info!(network = %r.network, ip = %r.ip, container = %c.name, id = %c.id, "endpoint's container named")
                 }
@@ -197,6 +198,9 @@ mod tests {
             host_ifname: "ovve1".into(),
             created_at,
             container: Some(ContainerRef { runtime: RUNTIME.into(), id: id.into(), name: String::new() }),
+            name: String::new(),
+            aliases: Vec::new(),
+            ports: Vec::new(),
         }
     }
 
@@ -209,6 +213,7 @@ mod tests {
             container_name: format!("{container}-name"),
             ip: ip.parse().ok(),
             sandbox_key: String::new(),
+            aliases: Vec::new(),
         }
     }
 

@@ -64,6 +64,15 @@ pub fn plan(desired: &BTreeMap<String, NetworkRecord>, docker: &[DockerNetwork])
     p
 }
 
+/// The networks host `node` mirrors: all but other hosts' bridge networks,
+/// which cannot be used here.
+pub fn usable_here(
+    networks: &BTreeMap<String, NetworkRecord>,
+    node: &str,
+) -> BTreeMap<String, NetworkRecord> {
+    networks.iter().filter(|(_, n)| n.usable_on(node)).map(|(k, n)| (k.clone(), n.clone())).collect()
+}
+
 /// The Docker side of the agent: the mirror (when `mirror`) and the janitor.
 pub struct DockerSync<D: Dataplane> {
     pub socket: PathBuf,
@@ -165,7 +174,7 @@ impl<D: Dataplane> DockerSync<D> {
         let mut failed = false;
         let docker = engine.networks().await?;
         if self.mirror {
-            let p = plan(&state.networks, &docker);
+            let p = plan(&usable_here(&state.networks, &self.janitor.endpoints.host().node), &docker);
             failed = !self.apply(engine, p).await?;
         }
         let host = &self.janitor.endpoints.host().node;
@@ -248,13 +257,15 @@ mod tests {
             v: 1,
             id: format!("{name}-id"),
             name: name.into(),
-            driver: "overlay".into(),
+            driver: ovnet_ipam_store::Driver::Overlay,
+            host: None,
             subnet: subnet.parse().unwrap(),
             gateway: "10.0.0.1".parse().unwrap(),
             vni: 4096,
             mtu: 1450,
             block_prefix: 26,
             created_at: 0,
+            internal: false,
         }
     }
 
@@ -284,6 +295,17 @@ mod tests {
         assert_eq!(p.create.iter().map(|n| n.name.as_str()).collect::<Vec<_>>(), ["db"]);
         assert_eq!(p.remove.iter().map(|d| d.name.as_str()).collect::<Vec<_>>(), ["old"]);
         assert!(p.conflicts.is_empty());
+    }
+
+    #[test]
+    fn another_hosts_bridge_network_is_not_mirrored() {
+        let mut lan = net("lan", "10.1.0.0/16");
+        (lan.driver, lan.host) = (ovnet_ipam_store::Driver::Bridge, Some("h1".into()));
+        let all = desired(&[net("wan", "10.2.0.0/16"), lan]);
+        assert_eq!(usable_here(&all, "h1").len(), 2);
+        let h2 = usable_here(&all, "h2");
+        assert_eq!(h2.keys().collect::<Vec<_>>(), ["wan"]);
+        assert_eq!(plan(&h2, &[]).create.len(), 1, "only wan is created on h2");
     }
 
     #[test]

@@ -22,6 +22,7 @@ mod ipam;
 pub mod janitor;
 pub mod mapping;
 pub mod mirror;
+mod ports;
 mod protocol;
 pub mod stale;
 
@@ -128,6 +129,8 @@ impl<D: Dataplane> Plugin<D> {
             "NetworkDriver.Join" => self.join(p(body)?).await,
             "NetworkDriver.DeleteEndpoint" => self.delete_endpoint(p(body)?).await,
             "NetworkDriver.EndpointOperInfo" => Ok(json!({"Value": {}})),
+            "NetworkDriver.ProgramExternalConnectivity" => self.program_external(p(body)?).await,
+            "NetworkDriver.RevokeExternalConnectivity" => self.revoke_external(p(body)?).await,
             "IpamDriver.GetCapabilities" => {
                 Ok(json!({"RequiresMACAddress": false, "RequiresRequestReplay": false}))
             }
@@ -139,8 +142,7 @@ impl<D: Dataplane> Plugin<D> {
             "IpamDriver.ReleasePool" => self.release_pool(p(body)?),
             "IpamDriver.RequestAddress" => self.request_address(p(body)?).await,
             "IpamDriver.ReleaseAddress" => self.release_address(p(body)?).await,
-            // Leave, Discover*, {Program,Revoke}ExternalConnectivity,
-            // {Allocate,Free}Network: nothing to do.
+            // Leave, Discover*, {Allocate,Free}Network: nothing to do.
             _ => Ok(json!({})),
         }
     }

@@ -16,8 +16,14 @@ use crate::plan::plan;
 /// Adds one finding per difference; returns the devices whose MTU differs.
 pub(super) fn kernel_vs_etcd(inp: &Inputs, out: &mut Vec<Finding>) -> BTreeSet<String> {
     let ops = plan(&inp.desired, &inp.observed);
-    let wanted: BTreeSet<&str> =
-        inp.desired.networks.values().flat_map(|n| [n.bridge.name.as_str(), n.vxlan.name.as_str()]).collect();
+    let wanted: BTreeSet<&str> = inp
+        .desired
+        .networks
+        .values()
+        .flat_map(|n| {
+            std::iter::once(n.bridge.name.as_str()).chain(n.overlay().map(|o| o.vxlan.name.as_str()))
+        })
+        .collect();
     let mut mtu = BTreeSet::new();
     let before = out.len();
     for op in &ops {
@@ -34,7 +40,7 @@ pub(super) fn kernel_vs_etcd(inp: &Inputs, out: &mut Vec<Finding>) -> BTreeSet<S
     if !ops.iter().any(|op| matches!(op, Op::SyncFirewall { .. })) {
         let n = inp.desired.networks.len();
         let msg = format!(
-            "table inet ovnet drops routed traffic between networks ({})",
+            "table inet ovnet drops routed traffic between networks ({}) and holds their NAT rules",
             count(n, "network", "networks")
         );
         out.push(Finding::new(Severity::Ok, Area::Firewall, msg));
@@ -56,16 +62,44 @@ fn firewall(have: &FirewallState, want: &Firewall) -> String {
             match (missing.is_empty(), stale.is_empty()) {
                 (false, true) => format!("table inet ovnet does not isolate {missing}"),
                 (true, false) => format!("table inet ovnet has stale rules for {stale}"),
-                _ => format!("table inet ovnet does not isolate {missing} and has stale rules for {stale}"),
+                (false, false) => {
+                    format!("table inet ovnet does not isolate {missing} and has stale rules for {stale}")
+                }
+                (true, true) => nat_difference(fw, want),
             }
         }
     }
 }
 
+/// How the NAT rules differ, when the isolation rules do not.
+fn nat_difference(have: &Firewall, want: &Firewall) -> String {
+    let mut why = Vec::new();
+    let internal: Vec<&String> = want.internal.symmetric_difference(&have.internal).collect();
+    if !internal.is_empty() {
+        why.push(format!("the internal networks' rules differ for {internal:?}"));
+    }
+    for o in want.outbound.difference(&have.outbound) {
+        why.push(format!("{} ({}) is not masqueraded on its way out", o.bridge, o.subnet));
+    }
+    for o in have.outbound.difference(&want.outbound) {
+        why.push(format!("{} ({}) is masqueraded but should not be", o.bridge, o.subnet));
+    }
+    let port = |p: &crate::model::Published| {
+        format!("{} {}:{} -> {}:{}", p.proto, p.host_ip, p.host_port, p.ip, p.port)
+    };
+    for p in want.published.difference(&have.published) {
+        why.push(format!("published port {} is not forwarded", port(p)));
+    }
+    for p in have.published.difference(&want.published) {
+        why.push(format!("stale published port {}", port(p)));
+    }
+    format!("table inet ovnet: {}", why.join("; "))
+}
+
 fn in_sync(inp: &Inputs) -> String {
-    let nets = inp.desired.networks.values();
-    let fdb: usize = nets.clone().map(|n| n.fdb.len()).sum();
-    let neigh: usize = nets.map(|n| n.neigh.len()).sum();
+    let overlays = inp.desired.networks.values().filter_map(|n| n.overlay());
+    let fdb: usize = overlays.clone().map(|o| o.fdb.len()).sum();
+    let neigh: usize = overlays.map(|o| o.neigh.len()).sum();
     format!(
         "kernel matches etcd revision {}: {}, {}, {}",
         inp.revision,

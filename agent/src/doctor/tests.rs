@@ -340,7 +340,7 @@ async fn the_firewall_table_missing_changed_unreadable_or_behind() {
     use crate::model::{Firewall, FirewallState};
     let mut inp = healthy().await;
     assert!(only(&inp, Severity::Ok).iter().any(|m| m.contains("table inet ovnet drops routed traffic")));
-    let stale = Firewall { isolated: ["ovbr9".to_string()].into() };
+    let stale = Firewall { isolated: ["ovbr9".to_string()].into(), ..Firewall::default() };
     for (state, says) in [
         (
             FirewallState::Missing,

@@ -21,8 +21,11 @@ use crate::dataplane::Dataplane;
 use crate::error::AgentError;
 use crate::watch::{Snapshot, StateRx};
 
-/// How long a call waits for the cache to show this agent's own writes.
-const CATCH_UP: Duration = Duration::from_secs(2);
+/// How long a call waits for the cache to show this agent's own writes: the
+/// watch shows them within milliseconds; a cache that lags longer has lost
+/// etcd, and the etcd read after it must still fit in the 5 s a call may
+/// take (chaos finding: 2 s here plus a 4 s read failed calls in 6 s).
+const CATCH_UP: Duration = Duration::from_millis(500);
 
 /// One write of this agent the cache must show before it is trusted.
 #[derive(Clone, Debug)]

@@ -39,6 +39,9 @@ impl<D: Dataplane> Endpoints<D> {
             host_ifname: veth_host_name(&id),
             ip,
             container: Some(container),
+            name: String::new(),
+            aliases: Vec::new(),
+            ports: Vec::new(),
         };
         let nobody = |_: &str| false;
         // As connect: the offer from the watch cache when it can be trusted

@@ -10,6 +10,7 @@
 
 use std::net::Ipv4Addr;
 
+use ovnet_ipam_store::PortMapping;
 use serde_json::{Map, Value, json};
 
 use super::env::fixed_ip;
@@ -32,6 +33,11 @@ pub struct NetConf {
     pub agent: AgentAddr,
     /// `runtimeConfig.ips` (the `ips` capability): at most one address.
     pub ip: Option<Ipv4Addr>,
+    /// `runtimeConfig.aliases[name]` (the `aliases` capability): DNS
+    /// aliases, lower-cased; those that are no DNS label are left out.
+    pub aliases: Vec<String>,
+    /// `runtimeConfig.portMappings` (the `portMappings` capability).
+    pub ports: Vec<PortMapping>,
     /// `dns`, returned in the result as it is.
     pub dns: Value,
     pub prev_result: Option<Value>,
@@ -83,9 +89,28 @@ pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
         )));
     }
     let ip = runtime_ip(&obj)?;
+    let aliases = runtime_aliases(&obj, &name)?;
+    let ports = port_mappings(&obj)?;
     let dns = obj.get("dns").cloned().unwrap_or_else(|| json!({}));
     let prev_result = obj.get("prevResult").cloned().filter(|v| !v.is_null());
-    Ok(NetConf { cni_version, name, network, agent, ip, dns, prev_result })
+    Ok(NetConf { cni_version, name, network, agent, ip, aliases, ports, dns, prev_result })
+}
+
+/// The aliases `runtimeConfig.aliases` gives network `name` (podman's
+/// `--network-alias`, plus the container's name and short id).
+fn runtime_aliases(obj: &Map<String, Value>, name: &str) -> Result<Vec<String>, CniError> {
+    let Some(list) = obj.get("runtimeConfig").and_then(|r| r.get("aliases")).and_then(|a| a.get(name)) else {
+        return Ok(Vec::new());
+    };
+    let list: Vec<&str> = list
+        .as_array()
+        .and_then(|a| a.iter().map(Value::as_str).collect())
+        .ok_or_else(|| config(format!("\"runtimeConfig.aliases.{name}\" must be a list of names")))?;
+    let mut aliases: Vec<String> =
+        list.iter().map(|a| a.to_ascii_lowercase()).filter(|a| is_dns_label(a)).collect();
+    aliases.sort();
+    aliases.dedup();
+    Ok(aliases)
 }
 
 /// The address of `runtimeConfig.ips`, if any.
@@ -103,6 +128,40 @@ fn runtime_ip(obj: &Map<String, Value>) -> Result<Option<Ipv4Addr>, CniError> {
         [one] => fixed_ip(one).map(Some).map_err(|e| config(format!("\"runtimeConfig.ips\": {e}"))),
         _ => Err(config("\"runtimeConfig.ips\" names several addresses; an ovnet endpoint has one".into())),
     }
+}
+
+/// 1..=63 of `[a-z0-9-]`, no `-` at either end (what the agent accepts).
+fn is_dns_label(s: &str) -> bool {
+    (1..=63).contains(&s.len())
+        && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !s.starts_with('-')
+        && !s.ends_with('-')
+}
+
+/// `runtimeConfig.portMappings`: `[{"hostPort", "containerPort",
+/// "protocol", "hostIP"}]`, each checked as `--publish` checks its spec.
+fn port_mappings(obj: &Map<String, Value>) -> Result<Vec<PortMapping>, CniError> {
+    let maps = obj.get("runtimeConfig").and_then(|r| r.get("portMappings"));
+    let Some(maps) = maps.filter(|v| !v.is_null()) else {
+        return Ok(Vec::new());
+    };
+    let bad = |why: String| config(format!("\"runtimeConfig.portMappings\": {why}"));
+    let list = maps.as_array().ok_or_else(|| bad("must be a list".into()))?;
+    list.iter()
+        .map(|m| {
+            let port = |key: &str| m.get(key).and_then(Value::as_u64);
+            let host_port = port("hostPort").ok_or_else(|| bad(format!("{m} has no number \"hostPort\"")))?;
+            let port =
+                port("containerPort").ok_or_else(|| bad(format!("{m} has no number \"containerPort\"")))?;
+            let proto = m.get("protocol").and_then(Value::as_str).unwrap_or("tcp").to_ascii_lowercase();
+            let ip = m.get("hostIP").and_then(Value::as_str).filter(|s| !s.is_empty() && *s != "0.0.0.0");
+            let spec = match ip {
+                Some(ip) => format!("{ip}:{host_port}:{port}/{proto}"),
+                None => format!("{host_port}:{port}/{proto}"),
+            };
+            spec.parse::<PortMapping>().map_err(bad)
+        })
+        .collect()
 }
 
 fn string(obj: &Map<String, Value>, key: &str) -> Result<Option<String>, CniError> {
@@ -132,7 +191,7 @@ pub fn conflist(network: &str, agent: &str) -> String {
         "plugins": [{
             "type": PLUGIN_TYPE,
             "agent": agent,
-            "capabilities": { "ips": true },
+            "capabilities": { "ips": true, "aliases": true, "portMappings": true },
         }],
     });
     format!("{list:#}\n")
@@ -164,6 +223,13 @@ mod tests {
         assert_eq!(c.ip, Some(Ipv4Addr::new(10, 9, 0, 7)));
         assert_eq!(c.dns["nameservers"][0], "10.0.0.53");
         assert!(c.prev_result.is_some());
+        assert!(c.ports.is_empty());
+        let maps = r#","runtimeConfig":{"portMappings":[{"hostPort":8080,"containerPort":80,"protocol":"tcp"},
+            {"hostPort":5353,"containerPort":53,"protocol":"udp","hostIP":"10.0.0.1"},
+            {"hostPort":9090,"containerPort":90,"hostIP":"0.0.0.0"}]}"#;
+        let c = parse(conf(maps).as_bytes()).unwrap();
+        let shown: Vec<String> = c.ports.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["8080:80/tcp", "10.0.0.1:5353:53/udp", "9090:90/tcp"]);
     }
 
     #[test]
@@ -183,6 +249,24 @@ mod tests {
             (&conf(r#","runtimeConfig":{"ips":["a"]}"#), 7, "not an IPv4 address"),
             (&conf(r#","runtimeConfig":{"ips":["10.0.0.1","10.0.0.2"]}"#), 7, "several"),
             (&conf(r#","runtimeConfig":{"ips":"10.0.0.1"}"#), 7, "must be a list"),
+            (&conf(r#","runtimeConfig":{"portMappings":{}}"#), 7, "must be a list"),
+            (
+                &conf(r#","runtimeConfig":{"portMappings":[{"hostPort":80}]}"#),
+                7,
+                "no number \"containerPort\"",
+            ),
+            (
+                &conf(r#","runtimeConfig":{"portMappings":[{"hostPort":80,"containerPort":0}]}"#),
+                7,
+                "container port",
+            ),
+            (
+                &conf(
+                    r#","runtimeConfig":{"portMappings":[{"hostPort":80,"containerPort":80,"protocol":"sctp"}]}"#,
+                ),
+                7,
+                "not tcp or udp",
+            ),
         ];
         for (input, want_code, want) in cases {
             let e = parse(input.as_bytes()).unwrap_err();

@@ -131,9 +131,23 @@ async fn add(agent: &mut impl AgentApi, conf: &NetConf, env: &Env) -> Result<Val
         runtime: "cni".into(),
         container_id: env.container_id.clone(),
         container_name: env.args.pod_name.clone().unwrap_or_default(),
+        name: String::new(),
+        aliases: conf.aliases.clone(),
+        publish: conf.ports.iter().map(ToString::to_string).collect(),
     };
     let ep = agent.connect(req).await.map_err(|e| agent_error(Command::Add, conf, e))?;
-    reply::add_result(&conf.cni_version, &ep, &env.netns, &conf.dns)
+    reply::add_result(&conf.cni_version, &ep, &env.netns, &dns(conf, &ep))
+}
+
+/// The `dns` of the result: as configured, else the agent's DNS server on
+/// the network's gateway with the network as search domain (podman writes
+/// them into the container's resolv.conf).
+fn dns(conf: &NetConf, ep: &pb::Endpoint) -> Value {
+    let configured = conf.dns.get("nameservers").and_then(Value::as_array).is_some_and(|a| !a.is_empty());
+    if configured || ep.gateway.is_empty() {
+        return conf.dns.clone();
+    }
+    serde_json::json!({ "nameservers": [ep.gateway], "search": [ep.network] })
 }
 
 async fn del(agent: &mut impl AgentApi, conf: &NetConf, env: &Env) -> Result<(), CniError> {

@@ -44,6 +44,7 @@ impl AgentApi for Fake {
             runtime: r.runtime,
             container_id: r.container_id.clone(),
             container_name: r.container_name,
+            aliases: r.aliases,
             ..Default::default()
         };
         self.endpoints.insert((r.container_id, r.ifname), ep.clone());
@@ -124,6 +125,22 @@ async fn add_connects_with_the_container_and_returns_a_result() {
     assert_eq!(out["ips"][0]["address"], "10.20.1.2/16");
     let ep = &fake.endpoints[&("c0ffee".to_string(), "eth0".to_string())];
     assert_eq!((ep.runtime.as_str(), ep.container_name.as_str()), ("cni", "web"));
+}
+
+#[tokio::test]
+async fn add_passes_aliases_and_returns_the_agents_dns() {
+    let mut fake = Fake::default();
+    let conf =
+        CONF.replace('}', r#","runtimeConfig":{"aliases":{"demo":["WWW","not_a_label","api","www"]}}}"#);
+    let (reply, out) = run_with(&mut fake, "ADD", &[], &conf).await;
+    assert!(reply.ok, "{}", reply.stdout);
+    let ep = &fake.endpoints[&("c0ffee".to_string(), "eth0".to_string())];
+    assert_eq!(ep.aliases, ["api", "www"]);
+    assert_eq!(out["dns"], json!({"nameservers": ["10.20.0.1"], "search": [ep.network]}));
+    // A conflist's own `dns` wins.
+    let conf = CONF.replace('}', r#","dns":{"nameservers":["10.9.9.9"]}}"#);
+    let (_, out) = run_with(&mut Fake::default(), "ADD", &[], &conf).await;
+    assert_eq!(out["dns"], json!({"nameservers": ["10.9.9.9"]}));
 }
 
 #[tokio::test]

@@ -37,6 +37,8 @@ impl EtcdStore {
             let (netns, network, ip) = (req.netns.clone(), req.network.clone(), e.ip);
             return Err(Error::NetnsConnected { netns, network, ip });
         }
+        super::endpoints::dns_names(req)?;
+        super::endpoints::names_free(state.endpoints_of(&req.network), req)?;
         let blocks: BTreeMap<_, _> = state
             .blocks
             .get(&req.network)

@@ -40,6 +40,11 @@ pub struct NewEndpoint {
     pub host_ifname: String,
     pub ip: Option<Ipv4Addr>,
     pub container: Option<ContainerRef>,
+    /// DNS name (unique on the network) and aliases; see `EndpointRecord`.
+    pub name: String,
+    pub aliases: Vec<String>,
+    /// Ports to publish, host ports already picked (none is 0).
+    pub ports: Vec<crate::PortMapping>,
 }
 
 /// A network's address state at one revision.
@@ -141,6 +146,7 @@ impl NetworkView {
         spread: usize,
         roll: impl Fn(usize) -> usize,
     ) -> Result<(Ipv4Addr, BlockClaim), Error> {
+        self.network.check_usable_on(host)?;
         match ip {
             Some(ip) => self.plan_fixed(host, ip),
             None => self.plan_any(host, spread, roll),
@@ -254,6 +260,7 @@ impl EtcdStore {
                 backoff(attempt).await;
             }
             let (view, _) = self.view(network, false).await?;
+            view.network.check_usable_on(host)?;
             let free = view.free_blocks(spread(attempt));
             let Some(&cidr) = free.get(roll(free.len())) else {
                 return Err(view.exhausted());
@@ -319,6 +326,7 @@ impl EtcdStore {
     ) -> Result<EndpointOffer, Error> {
         validate::network_name(&req.network)?;
         validate::host_name(&req.host)?;
+        dns_names(req)?;
         let (view, endpoints) = self.view(&req.network, true).await?;
         if let Some(same) = same_netns
             && let Some(ip) = connected_here(&endpoints, &req.host, same)
@@ -326,6 +334,12 @@ impl EtcdStore {
             let (netns, network) = (req.netns.clone(), req.network.clone());
             return Err(Error::NetnsConnected { netns, network, ip });
         }
+        let decoded: Vec<EndpointRecord> = if req.name.is_empty() {
+            Vec::new()
+        } else {
+            endpoints.iter().filter_map(|kv| decode::<EndpointRecord>(&kv.key, &kv.value).ok()).collect()
+        };
+        names_free(decoded.iter(), req)?;
         let (ip, claim) = view.plan_endpoint(&req.host, req.ip, spread(attempt), roll)?;
         let network_mod_revision = view.network_mod_revision;
         Ok(EndpointOffer {
@@ -376,6 +390,9 @@ impl EtcdStore {
             host_ifname: req.host_ifname.clone(),
             created_at: now_secs(),
             container: req.container.clone(),
+            name: req.name.clone(),
+            aliases: req.aliases.clone(),
+            ports: req.ports.clone(),
         };
         let keys = &self.keys;
         let ep_key = keys.endpoint(&req.network, ip);
@@ -458,6 +475,33 @@ impl EtcdStore {
     }
 }
 
+/// Checks the DNS name and aliases of a new endpoint are valid labels.
+pub(super) fn dns_names(req: &NewEndpoint) -> Result<(), Error> {
+    if !req.name.is_empty() {
+        validate::dns_label(&req.name)?;
+    }
+    req.aliases.iter().try_for_each(|a| validate::dns_label(a))
+}
+
+/// Refuses a name another endpoint of the network already has (as its
+/// name: aliases may be shared). Checked against one read, not guarded by
+/// the claim's transaction: two connects racing for one name on two hosts
+/// can both win, and the DNS answer then holds both addresses.
+pub(super) fn names_free<'a>(
+    mut endpoints: impl Iterator<Item = &'a EndpointRecord>,
+    req: &NewEndpoint,
+) -> Result<(), Error> {
+    if req.name.is_empty() {
+        return Ok(());
+    }
+    match endpoints.find(|e| e.name == req.name) {
+        Some(e) => {
+            Err(Error::DnsNameTaken { name: req.name.clone(), network: req.network.clone(), ip: e.ip })
+        }
+        None => Ok(()),
+    }
+}
+
 /// The address of `host`'s endpoint in the namespace `same_netns` accepts, if
 /// there is one among `endpoints` (the raw keys of one network). Only records
 /// that mention `host` are decoded: serde_json writes a host name (letters,
@@ -483,13 +527,15 @@ mod tests {
                 v: 1,
                 id: "0".into(),
                 name: "n".into(),
-                driver: "overlay".into(),
+                driver: crate::records::Driver::Overlay,
+                host: None,
                 subnet,
                 gateway: alloc::gateway(subnet),
                 vni: 4096,
                 mtu: 1450,
                 block_prefix,
                 created_at: 0,
+                internal: false,
             },
             network_mod_revision: 5,
             blocks: blocks.iter().map(|(c, h)| (c.parse().unwrap(), (h.to_string(), 3))).collect(),
@@ -537,6 +583,9 @@ mod tests {
             host_ifname: "ovveid".into(),
             created_at: 0,
             container: None,
+            name: String::new(),
+            aliases: Vec::new(),
+            ports: Vec::new(),
         };
         let kv = |r: &EndpointRecord| Kv {
             key: format!("/ovnet/endpoints/n/{}", r.ip),
@@ -565,6 +614,50 @@ mod tests {
         assert_eq!(connected_here(&kvs, "a", is("c3")), None);
         assert_eq!(connected_here(&kvs, "b", is("c2")), Some(ip("10.1.1.2")));
         assert_eq!(connected_here(&kvs, "c", is("c1")), None);
+    }
+
+    #[test]
+    fn a_name_is_unique_on_its_network_and_aliases_are_shared() {
+        let mut taken = EndpointRecord {
+            v: RECORD_VERSION,
+            id: "id".into(),
+            network: "n".into(),
+            host: "a".into(),
+            netns: "c1".into(),
+            ip: ip("10.1.0.2"),
+            mac: Mac::endpoint(ip("10.1.0.2")),
+            ifname: "eth0".into(),
+            host_ifname: "ovveid".into(),
+            created_at: 0,
+            container: None,
+            name: "web".into(),
+            aliases: vec!["www".into()],
+            ports: Vec::new(),
+        };
+        let req = |name: &str, aliases: &[&str]| NewEndpoint {
+            id: "new".into(),
+            network: "n".into(),
+            host: "b".into(),
+            netns: "c2".into(),
+            ifname: String::new(),
+            host_ifname: "ovvenew".into(),
+            ip: None,
+            container: None,
+            name: name.into(),
+            aliases: aliases.iter().map(|a| a.to_string()).collect(),
+            ports: Vec::new(),
+        };
+        let e = names_free([&taken].into_iter(), &req("web", &[])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"name "web" is taken on network "n" by the endpoint at 10.1.0.2 (aliases may be shared, names may not)"#
+        );
+        assert!(names_free([&taken].into_iter(), &req("db", &["www", "web"])).is_ok());
+        taken.name = String::new();
+        assert!(names_free([&taken].into_iter(), &req("web", &[])).is_ok());
+        assert!(matches!(dns_names(&req("Web", &[])), Err(Error::InvalidDnsName { .. })));
+        assert!(matches!(dns_names(&req("web", &["a_b"])), Err(Error::InvalidDnsName { .. })));
+        assert!(dns_names(&req("", &["a-b"])).is_ok());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use etcd_client::{Compare, CompareOp, DeleteOptions, PutOptions, TxnOp};
 use super::{EtcdStore, Kv, Read, log_bad};
 use crate::error::Error;
 use crate::keys::Key;
-use crate::records::{BlockRecord, EndpointRecord, decode, encode};
+use crate::records::{BlockRecord, EndpointRecord, NetworkRecord, VniRecord, decode, encode};
 use crate::state::ClusterState;
 use crate::validate;
 
@@ -150,11 +150,22 @@ impl EtcdStore {
         Err(Error::Contention { what: format!("moving host {host:?}'s records onto its reservation") })
     }
 
-    /// The block and endpoint keys whose record names `host` as owner.
+    /// The block and endpoint keys whose record names `host` as owner, and
+    /// the network and VNI index keys of its bridge networks.
     async fn records_of(&self, host: &str) -> Result<Vec<Kv>, Error> {
-        let reads =
-            vec![Read::Prefix(self.keys.all_blocks_prefix()), Read::Prefix(self.keys.all_endpoints_prefix())];
+        let reads = vec![
+            Read::Prefix(self.keys.all_blocks_prefix()),
+            Read::Prefix(self.keys.all_endpoints_prefix()),
+            Read::Prefix(self.keys.networks_prefix()),
+            Read::Prefix(self.keys.vnis_prefix()),
+        ];
         let (_, res) = self.read("reading a host's blocks and endpoints", reads).await?;
+        let bridges: BTreeMap<u32, String> = res[2]
+            .iter()
+            .filter_map(|kv| decode::<NetworkRecord>(&kv.key, &kv.value).ok())
+            .filter(|n| n.owner() == Some(host))
+            .map(|n| (n.vni, n.name))
+            .collect();
         let owned = |kv: &Kv| match self.keys.parse(&kv.key) {
             Some(Key::Block { .. }) => {
                 decode::<BlockRecord>(&kv.key, &kv.value).is_ok_and(|b| b.host == host)
@@ -162,13 +173,17 @@ impl EtcdStore {
             Some(Key::Endpoint { .. }) => {
                 decode::<EndpointRecord>(&kv.key, &kv.value).is_ok_and(|e| e.host == host)
             }
+            Some(Key::Network(name)) => bridges.values().any(|n| *n == name),
+            Some(Key::Vni(vni)) => {
+                decode::<VniRecord>(&kv.key, &kv.value).is_ok_and(|r| bridges.get(&vni) == Some(&r.network))
+            }
             _ => false,
         };
         Ok(res.into_iter().flatten().filter(|kv| owned(kv)).collect())
     }
 
-    /// Removes a dead host at once: its registration, blocks and endpoints
-    /// (revoking its reservation lease). Refused while the host is alive.
+    /// Removes a dead host at once: its registration, blocks, endpoints and
+    /// bridge networks (revoking its reservation lease). Refused while the host is alive.
     /// Returns how many blocks and endpoints were removed.
     pub async fn remove_host(&self, name: &str) -> Result<(usize, usize), Error> {
         validate::host_name(name)?;
@@ -210,13 +225,15 @@ impl EtcdStore {
     /// chunks; returns (blocks, endpoints) among them.
     async fn delete_records(&self, host: &str, records: &[Kv]) -> Result<(usize, usize), Error> {
         let is_block = |kv: &&Kv| matches!(self.keys.parse(&kv.key), Some(Key::Block { .. }));
+        let is_endpoint = |kv: &&Kv| matches!(self.keys.parse(&kv.key), Some(Key::Endpoint { .. }));
         let blocks = records.iter().filter(is_block).count();
+        let endpoints = records.iter().filter(is_endpoint).count();
         for chunk in records.chunks(TXN_CHUNK) {
             let ops =
                 chunk.iter().map(|kv| TxnOp::delete(kv.key.clone(), Some(DeleteOptions::new()))).collect();
             self.commit(&format!("deleting host {host:?}'s records"), Vec::new(), ops).await?;
         }
-        Ok((blocks, records.len() - blocks))
+        Ok((blocks, endpoints))
     }
 
     /// Renews `lease` once; returns its new TTL in seconds, 0 if the lease is gone.

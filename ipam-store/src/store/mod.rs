@@ -125,7 +125,10 @@ impl EtcdStore {
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(cfg.connect_timeout)
             .with_timeout(cfg.request_timeout)
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            // Not more often than etcd's --grpc-keepalive-min-time (5 s by
+            // default): etcd closes a connection that pings more often
+            // ("too many pings"), and an idle watch broke every 8 s.
+            .with_keep_alive(Duration::from_secs(6), Duration::from_secs(2))
             .with_keep_alive_while_idle(true);
         if let Some((user, password)) = &cfg.user {
             opts = opts.with_user(user.clone(), password.clone());

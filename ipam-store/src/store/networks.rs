@@ -18,7 +18,7 @@ use super::{EtcdStore, Kv, MAX_ATTEMPTS, Read, Witness, backoff, log_bad};
 use crate::alloc;
 use crate::error::Error;
 use crate::keys::{Key, Keys};
-use crate::records::{NetworkRecord, RECORD_VERSION, VniRecord, decode, encode, now_secs};
+use crate::records::{Driver, NetworkRecord, RECORD_VERSION, VniRecord, decode, encode, now_secs};
 use crate::state::ClusterState;
 use crate::validate;
 
@@ -27,17 +27,21 @@ use crate::validate;
 pub struct NewNetwork {
     pub name: String,
     pub driver: String,
+    /// The host asking: a `bridge` network belongs to it (not recorded for `overlay`).
+    pub host: Option<String>,
     pub subnet: Option<Ipv4Net>,
     pub vni: Option<u32>,
     pub block_prefix: Option<u8>,
     pub mtu: u32,
+    /// No way out and no published ports.
+    pub internal: bool,
 }
 
 impl NewNetwork {
     /// Checks everything that does not depend on other networks.
     pub fn validate(&self) -> Result<(), Error> {
         validate::network_name(&self.name)?;
-        validate::driver(&self.driver)?;
+        self.owner()?;
         validate::mtu(self.mtu)?;
         if let Some(vni) = self.vni {
             validate::vni(vni)?;
@@ -55,6 +59,18 @@ impl NewNetwork {
         }
         Ok(())
     }
+
+    /// The driver, and the host the network belongs to (bridge networks only).
+    fn owner(&self) -> Result<(Driver, Option<String>), Error> {
+        match validate::driver(&self.driver)? {
+            Driver::Overlay => Ok((Driver::Overlay, None)),
+            Driver::Bridge => {
+                let host = self.host.clone().unwrap_or_default();
+                validate::host_name(&host)?;
+                Ok((Driver::Bridge, Some(host)))
+            }
+        }
+    }
 }
 
 /// Decides the record for `req` given the existing networks and the VNI index
@@ -69,6 +85,7 @@ pub fn plan_network(
     if networks.contains_key(&req.name) {
         return Err(Error::NetworkExists(req.name.clone()));
     }
+    let (driver, host) = req.owner()?;
     let subnet = match req.subnet {
         Some(subnet) => {
             if let Some(other) = networks
@@ -111,13 +128,15 @@ pub fn plan_network(
         v: RECORD_VERSION,
         id,
         name: req.name.clone(),
-        driver: req.driver.clone(),
+        driver,
+        host,
         subnet,
         gateway: alloc::gateway(subnet),
         vni,
         mtu: req.mtu,
         block_prefix,
         created_at: now,
+        internal: req.internal,
     })
 }
 
@@ -165,9 +184,12 @@ impl EtcdStore {
                 Compare::mod_revision(keys.networks_prefix(), CompareOp::Less, rev + 1).with_prefix(),
             ];
             let value = encode(&record);
+            // A bridge network goes with its host: on its reservation, like
+            // its blocks and endpoints (`ovctl host rm`, the grace running out).
+            let lease = record.owner().and_then(|_| self.owned_put());
             let ops = vec![
-                TxnOp::put(net_key.clone(), value.clone(), None),
-                TxnOp::put(vni_key, encode(&index), None),
+                TxnOp::put(net_key.clone(), value.clone(), lease.clone()),
+                TxnOp::put(vni_key, encode(&index), lease),
             ];
             if self
                 .commit_witnessed(
@@ -244,10 +266,12 @@ mod tests {
         NewNetwork {
             name: name.into(),
             driver: "overlay".into(),
+            host: None,
             subnet: None,
             vni: None,
             block_prefix: None,
             mtu: 1450,
+            internal: false,
         }
     }
 
@@ -296,7 +320,35 @@ mod tests {
         assert!(r.validate().is_ok());
         let p = plan_network(&r, &BTreeMap::new(), &BTreeMap::new(), "i".into(), 0).unwrap();
         assert_eq!(p.block_prefix, 30);
-        r.driver = "bridge".into();
+        r.driver = "macvlan".into();
         assert!(matches!(r.validate(), Err(Error::UnsupportedDriver { .. })));
+        r.driver = "bridge".into();
+        assert!(
+            matches!(r.validate(), Err(Error::InvalidHostName { .. })),
+            "a bridge network needs its host"
+        );
+        r.host = Some("h1".into());
+        assert!(r.validate().is_ok());
+    }
+
+    #[test]
+    fn a_bridge_network_belongs_to_the_host_creating_it() {
+        let mut r = req("lan");
+        r.driver = "bridge".into();
+        r.host = Some("h1".into());
+        let p = plan_network(&r, &BTreeMap::new(), &BTreeMap::new(), "i".into(), 0).unwrap();
+        assert_eq!((p.driver, p.owner()), (Driver::Bridge, Some("h1")));
+        assert!(p.usable_on("h1") && !p.usable_on("h2"));
+        let e = p.check_usable_on("h2").unwrap_err().to_string();
+        assert!(e.contains(r#"bridge network of host "h1""#) && e.contains(r#"host "h2""#), "{e}");
+        let json = String::from_utf8(encode(&p)).unwrap();
+        assert!(json.contains(r#""driver":"bridge","host":"h1""#), "{json}");
+        // An overlay network records no host, whoever created it.
+        let mut o = req("wan");
+        o.host = Some("h1".into());
+        let o = plan_network(&o, &BTreeMap::new(), &BTreeMap::new(), "i".into(), 0).unwrap();
+        assert_eq!((o.driver, o.host.as_deref()), (Driver::Overlay, None));
+        assert!(o.usable_on("h2") && o.check_usable_on("h2").is_ok());
+        assert!(!String::from_utf8(encode(&o)).unwrap().contains("host"));
     }
 }

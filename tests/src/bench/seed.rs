@@ -103,10 +103,12 @@ pub async fn seed(store: &EtcdStore, layout: &Layout) -> anyhow::Result<Vec<Netw
         let req = NewNetwork {
             name: plan.name.clone(),
             driver: "overlay".into(),
+            host: None,
             subnet: None,
             vni: None,
             block_prefix: Some(BLOCK_PREFIX),
             mtu: 1450,
+            internal: false,
         };
         let net = store.create_network(req).await.with_context(|| format!("creating {}", plan.name))?;
         let mut puts = Vec::new();
@@ -177,6 +179,9 @@ pub fn endpoint(net: &NetworkRecord, plan: &NetPlan, h: usize, j: usize) -> Endp
         host_ifname: format!("ovve{:x}", u32::from(ip) & 0xfffff),
         created_at: now_secs(),
         container: None,
+        name: String::new(),
+        aliases: Vec::new(),
+        ports: Vec::new(),
     }
 }
 

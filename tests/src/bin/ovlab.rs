@@ -1,6 +1,8 @@
 //! `ovlab demo`: the README's demo. Builds a lab (etcd + underlay + N hosts
 //! in namespaces, a real ovagent on each), creates an overlay network, puts a
-//! container on every host and prints the cross-host pings.
+//! container on every host and prints the cross-host pings, then publishes
+//! port 8080 of h1 to a container and asks it from a namespace outside the
+//! cluster.
 //!
 //! Every command it prints runs as shown when pasted into a root shell while
 //! the lab is up (`--keep`): `ovctl` lines name the host's real agent socket
@@ -73,8 +75,9 @@ fn main() -> anyhow::Result<()> {
     shown(&lab, 0, &["network", "create", "-d", "overlay", "demo"])?;
     let mut containers = Vec::new();
     for i in 0..hosts {
-        let ns = lab.container(&format!("c{}", i + 1))?;
-        let ip = shown(&lab, i, &["network", "connect", "demo", &ns])?;
+        let name = format!("c{}", i + 1);
+        let ns = lab.container(&name)?;
+        let ip = shown(&lab, i, &["network", "connect", "demo", &ns, "--name", &name])?;
         containers.push(Container { ns, ip, host: i });
     }
     println!();
@@ -83,6 +86,8 @@ fn main() -> anyhow::Result<()> {
     shown(&lab, 0, &["network", "ls"])?;
     println!("\n== cross-host pings");
     let mut failed = pings(&lab, &containers)?;
+    failed += by_name(&lab, &containers)?;
+    failed += published(&mut lab)?;
     let dockerds = match docker {
         true => {
             let (dockerds, docker_failed) = ovnet_tests::docker_demo::run(&mut lab)?;
@@ -101,8 +106,8 @@ fn main() -> anyhow::Result<()> {
     }
     drop(dockerds);
     drop(lab);
-    anyhow::ensure!(failed == 0, "{failed} cross-host pings failed");
-    println!("\nall cross-host pings succeeded; the lab was torn down");
+    anyhow::ensure!(failed == 0, "{failed} cross-host pings or the published port failed");
+    println!("\nall cross-host pings succeeded, the published port answered; the lab was torn down");
     Ok(())
 }
 
@@ -113,6 +118,33 @@ fn shown(lab: &Lab, i: usize, args: &[&str]) -> anyhow::Result<String> {
     let out = lab.ovctl_ok(i, args)?;
     println!("{out}");
     Ok(out)
+}
+
+/// Pings each next host's container by name (the agents' DNS, through the
+/// resolv.conf `network connect` wrote); returns how many failed.
+fn by_name(lab: &Lab, containers: &[Container]) -> anyhow::Result<usize> {
+    println!("\n== by name (each agent answers DNS on the gateway: names from etcd, every host)");
+    let mut failed = 0;
+    for (a, from) in containers.iter().enumerate() {
+        let b = (a + 1) % containers.len();
+        if a == b {
+            continue;
+        }
+        let to = format!("c{}", b + 1);
+        println!(
+            "$ ip netns exec {} ping -c 2 {to}   # c{} on h{} -> {to} on h{}",
+            from.ns,
+            a + 1,
+            from.host + 1,
+            b + 1
+        );
+        let out = lab.containers_exec(&from.ns, &["ping", "-c", "2", "-i", "0.2", "-W", "2", &to])?;
+        let first = out.lines().next().unwrap_or_default().to_string();
+        let received = out.lines().any(|l| l.contains(" 0% packet loss"));
+        println!("{first}\n{}", if received { "answered" } else { "FAILED" });
+        failed += usize::from(!received);
+    }
+    Ok(failed)
 }
 
 /// Pings every container from every other; returns how many pairs failed.
@@ -147,6 +179,32 @@ fn pings(lab: &Lab, containers: &[Container]) -> anyhow::Result<usize> {
         }
     }
     Ok(failed)
+}
+
+/// A web container on h1 with port 8080 of h1 published to it, asked from
+/// a namespace outside the cluster; returns 1 when it did not answer.
+fn published(lab: &mut Lab) -> anyhow::Result<usize> {
+    use ovnet_tests::echo::{Echo, OUTSIDE_IP, Proto, ask, outside};
+    println!("\n== a published port, reached from outside the cluster");
+    let out = outside(lab)?;
+    println!("   namespace {} = a machine at {OUTSIDE_IP} on the underlay, no ovnet host", out.name);
+    let web = lab.container("web")?;
+    let _server = Echo::start(&format!("/run/netns/{web}"), 80)?;
+    shown(lab, 0, &["network", "connect", "--publish", "8080:80", "demo", &web])?;
+    let to = std::net::SocketAddr::from((lab.hosts[0].ip, 8080));
+    let seen = poll("the published port", Duration::from_secs(5), || {
+        ask(&out.path(), Proto::Tcp, to, Duration::from_secs(1)).ok()
+    });
+    match seen {
+        Ok(seen) => {
+            println!("{OUTSIDE_IP} -> {to} (h1) -> web:80: OK, the server in web saw the client as {seen}");
+            Ok(0)
+        }
+        Err(e) => {
+            println!("{OUTSIDE_IP} -> {to} (h1) -> web:80: FAILED ({e})");
+            Ok(1)
+        }
+    }
 }
 
 /// The demo network's VNI, which names its devices (`ovbrVNI`, `ovvxVNI`).
