@@ -80,10 +80,11 @@ pub fn leftovers(prefix: &str, dump: &BTreeMap<String, String>) -> Vec<String> {
         .collect()
 }
 
-/// The rules of an `nft list ruleset` that name our bridges, but the one
-/// the agent keeps on purpose in Docker's `DOCKER-USER` chain on a Docker
-/// host (`-i ovbr+ -o ovbr+ -j ACCEPT`, which outlives every network, as
-/// Docker's own chain does).
+/// The rules of an `nft list ruleset` that name one of our bridges
+/// (`ovbr4096`): what a removed network may leave behind. Rules that name
+/// them all by the wildcard `"ovbr*"` stand for the host, not a network,
+/// and stay by design (the agent's `DOCKER-USER` accept rules on a host
+/// with Docker, the DNS server's `inet ovnet_dns` table).
 pub fn ovbr_rules(ruleset: &str) -> Vec<String> {
     let mut chain = "";
     let mut found = Vec::new();
@@ -92,10 +93,10 @@ pub fn ovbr_rules(ruleset: &str) -> Vec<String> {
             chain = rest.trim_end_matches('{').trim();
             continue;
         }
-        let docker_user = chain == "DOCKER-USER"
-            && line.starts_with(r#"iifname "ovbr*" oifname "ovbr*""#)
-            && line.ends_with("accept");
-        if line.contains("ovbr") && !docker_user {
+        let names_one = line
+            .match_indices("ovbr")
+            .any(|(i, _)| line[i + "ovbr".len()..].chars().next().is_some_and(|c| c.is_ascii_digit()));
+        if names_one {
             found.push(format!("{line} (chain {chain})"));
         }
     }
@@ -269,25 +270,29 @@ mod tests {
     }
 
     #[test]
-    fn only_the_docker_user_rule_may_name_our_bridges_at_the_end() {
-        let docker = r#"table ip filter {
+    fn only_rules_naming_one_bridge_are_left_behind() {
+        let standing = r#"table ip filter {
 	chain DOCKER-USER {
 		iifname "ovbr*" oifname "ovbr*"  counter packets 62636 bytes 5261072 accept
+		oifname "ovbr*" ct status dnat  counter packets 63114 bytes 5301576 accept
 		counter packets 9 bytes 756 return
 	}
+}
+table inet ovnet_dns {
+	chain output {
+		oifname "ovbr*" icmp type destination-unreachable icmp code port-unreachable @th,240,16 0x35 drop
+	}
 }"#;
-        assert_eq!(ovbr_rules(docker), Vec::<String>::new());
+        assert_eq!(ovbr_rules(standing), Vec::<String>::new());
         let left = r#"table inet ovnet {
 	chain forward {
 		type filter hook forward priority filter; policy accept;
 		iifname "ovbr4096" oifname "ovbr*" oifname != "ovbr4096" counter packets 0 bytes 0 drop
 	}
 }"#;
-        let found = ovbr_rules(&format!("{docker}\n{left}"));
+        let found = ovbr_rules(&format!("{standing}\n{left}"));
         assert_eq!(found.len(), 1, "{found:?}");
         assert!(found[0].contains(r#"iifname "ovbr4096""#) && found[0].ends_with("(chain forward)"));
-        let elsewhere = "chain FORWARD {\n iifname \"ovbr*\" oifname \"ovbr*\" accept\n}";
-        assert_eq!(ovbr_rules(elsewhere).len(), 1, "the same rule outside DOCKER-USER counts");
     }
 
     #[test]
