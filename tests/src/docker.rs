@@ -165,6 +165,30 @@ impl Dockerd {
         Ok(())
     }
 
+    /// Kills dockerd and the containerd it started with SIGKILL, as a crash
+    /// of the Docker service would (the containers' shims live on), and
+    /// reaps dockerd; `start_daemon` starts both again. dockerd alone is not
+    /// enough: a new dockerd finds the old containerd's PID alive and waits
+    /// for it forever (seen with 20.10: "containerd is still running", then
+    /// every dial of its socket times out).
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        let pidfile = self.exec_root().join("containerd/containerd.pid");
+        let pid = std::fs::read_to_string(pidfile).ok().and_then(|t| t.trim().parse::<i32>().ok());
+        let is_containerd = |pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "containerd")
+        };
+        if let Some(pid) = pid.filter(|&p| is_containerd(p)) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            let gone = || (!is_containerd(pid)).then_some(());
+            let _ = poll("the killed containerd to go", Duration::from_secs(10), gone);
+        }
+    }
+
     /// Runs `docker -H unix://SOCKET ARGS` (Debian's CLI).
     pub fn docker(&self, args: &[&str]) -> anyhow::Result<Output> {
         self.cli().args(args).output().context("running docker")

@@ -264,3 +264,33 @@ fn the_plugin_answers_repeated_unknown_and_garbage_calls() {
     }
     assert_eq!(lab.etcd_dump().unwrap().len(), before, "nothing written");
 }
+
+/// A CreateNetwork of the `--docker-sync` mirror (marked `-o
+/// ovnet.mirrored`) joins the ovnet network and never creates it: ovchaos
+/// (seed 9, `--runtimes`) saw a mirror pass racing `ovctl network rm` bring
+/// the removed network back, to stay forever. A user's CreateNetwork still
+/// creates the network it names.
+#[test]
+fn a_mirrored_docker_network_never_brings_back_a_removed_ovnet_network() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("ovnet.sock");
+    let flag = format!("--docker-plugin=unix://{}", socket.display());
+    let opts = ovnet_tests::lab::AgentOptions { extra_args: vec![flag], ..Default::default() };
+    let lab = Lab::start_with(LabOptions { hosts: 1, ..Default::default() }, opts).unwrap();
+    let create = |id: &str, name: &str, mark: &str| {
+        let body = format!(
+            r#"{{"NetworkID":"{id}","Options":{{"com.docker.network.generic":{{"network":"{name}"{mark}}}}},"IPv4Data":[{{"AddressSpace":"ovnet","Pool":"10.57.0.0/16","Gateway":"10.57.0.1/16"}}]}}"#
+        );
+        plugin_call(&socket, "NetworkDriver.CreateNetwork", &body)
+    };
+    let network =
+        |name: &str| lab.etcd_dump().unwrap().contains_key(&format!("{}/networks/{name}", lab.prefix));
+    let (code, v) = create("n1", "gone", r#","ovnet.mirrored":"true""#);
+    assert_ne!(code, 200, "{v}");
+    assert!(v["Err"].as_str().unwrap_or_default().contains("is gone"), "{v}");
+    assert!(!network("gone"), "the mirror made the ovnet network");
+    assert_eq!(create("n2", "made", ""), (200, serde_json::json!({})));
+    assert!(network("made"), "a user's docker network create makes its ovnet network");
+    let (code, v) = create("n3", "made", r#","ovnet.mirrored":"true""#);
+    assert_eq!((code, v), (200, serde_json::json!({})), "the mirror joins a network that exists");
+}

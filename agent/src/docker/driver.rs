@@ -14,6 +14,7 @@ use ovnet_ipam_store::{Error as StoreError, NetworkRecord, NewNetwork, validate}
 use serde_json::{Value, json};
 use tracing::{info, warn};
 
+use super::engine::MIRROR_OPTION;
 use super::ipam::{HOW, network_option};
 use super::mapping::EndpointMapping;
 use super::protocol::{CreateEndpoint, CreateNetwork, DeleteNetwork, EndpointCall, IpamData};
@@ -45,6 +46,12 @@ fn generic_options(
         .collect()
 }
 
+/// The `-o` pairs without the mirror's mark, and whether it was there.
+fn mirror_mark(mut opts: BTreeMap<String, String>) -> (BTreeMap<String, String>, bool) {
+    let mirrored = opts.remove(MIRROR_OPTION).is_some();
+    (opts, mirrored)
+}
+
 /// The option in which Docker passes `docker network create --internal`.
 const INTERNAL: &str = "com.docker.network.internal";
 
@@ -73,7 +80,7 @@ fn ovnet_pool(r: &CreateNetwork) -> Result<Ipv4Net, AgentError> {
 impl<D: Dataplane> Plugin<D> {
     pub(super) async fn create_network(&self, r: CreateNetwork) -> Result<Value, AgentError> {
         let id = docker_id(&r.network_id, "NetworkID")?;
-        let mut generic = generic_options(&r.options)?;
+        let (mut generic, mirrored) = mirror_mark(generic_options(&r.options)?);
         let driver = generic.remove(DRIVER_OPTION);
         if let Some(d) = &driver {
             validate::driver(d)?;
@@ -99,7 +106,7 @@ impl<D: Dataplane> Plugin<D> {
             }
         };
         let internal = r.options.as_ref().and_then(|o| o.get(INTERNAL)).is_some_and(|v| v == &json!(true));
-        let net = self.create_or_join(&name, pool, driver, internal).await?;
+        let net = self.create_or_join(&name, pool, driver, internal, !mirrored).await?;
         self.map_network(id, &net.name).await?;
         locked(&self.pending).remove(&pool);
         info!(docker_network = id, network = %net.name, subnet = %net.subnet, "docker network created");
@@ -108,14 +115,16 @@ impl<D: Dataplane> Plugin<D> {
 
     /// The ovnet network `name` with subnet `pool`, created when missing
     /// (with `driver`, `-o driver=`, default overlay; a bridge network
-    /// belongs to this host). An existing network must be usable here and
-    /// of the driver asked for, if any, and internal or not as asked.
+    /// belongs to this host) and `create` (not for the mirror's networks:
+    /// it only mirrors). An existing network must be usable here and of
+    /// the driver asked for, if any, and internal or not as asked.
     async fn create_or_join(
         &self,
         name: &str,
         pool: Ipv4Net,
         driver: Option<String>,
         internal: bool,
+        create: bool,
     ) -> Result<NetworkRecord, AgentError> {
         let node = &self.endpoints.host().node;
         let joined = |net: NetworkRecord| -> Result<NetworkRecord, AgentError> {
@@ -140,6 +149,9 @@ impl<D: Dataplane> Plugin<D> {
             Ok(net) => Err(AgentError::InvalidArgument(format!(
                 "--subnet {pool} disagrees with ovnet network {name} whose subnet is {}: use --subnet {} or leave --subnet out",
                 net.subnet, net.subnet
+            ))),
+            Err(StoreError::NetworkNotFound(_)) if !create => Err(AgentError::NotFound(format!(
+                "ovnet network {name} is gone (removed while its docker network was being made); the mirror does not make it again"
             ))),
             Err(StoreError::NetworkNotFound(_)) => {
                 let mtu = self.endpoints.host().underlay_mtu.saturating_sub(VXLAN_OVERHEAD);
@@ -305,5 +317,20 @@ mod tests {
         assert_eq!(opts.get("network").map(String::as_str), Some("demo"));
         assert_eq!(opts.get("n").map(String::as_str), Some("1"));
         assert!(generic_options(&None).unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_mirror_mark_is_taken_off_before_the_options_are_checked() {
+        let net = parse::<CreateNetwork>(
+            br#"{"Options":{"com.docker.network.generic":{"network":"demo","ovnet.mirrored":"true"}}}"#,
+        )
+        .unwrap();
+        let opts = generic_options(&net.options).unwrap();
+        assert!(network_option(&opts, "-o").is_err(), "the mark is no user option");
+        let (opts, mirrored) = mirror_mark(opts);
+        assert!(mirrored);
+        assert_eq!(network_option(&opts, "-o").unwrap().as_deref(), Some("demo"));
+        let user = BTreeMap::from([("network".to_string(), "demo".to_string())]);
+        assert_eq!(mirror_mark(user.clone()), (user, false));
     }
 }

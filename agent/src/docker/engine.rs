@@ -30,6 +30,10 @@ pub const DRIVER: &str = "ovnet";
 pub const NETWORK_OPTION: &str = "network";
 /// The label the mirror puts on the docker networks it creates.
 pub const MIRROR_LABEL: &str = "ovnet.mirror";
+/// The `-o` the mirror gives the docker networks it makes: the plugin then
+/// joins the ovnet network and never creates it, so a mirror pass that races
+/// an `ovctl network rm` cannot bring the removed network back.
+pub const MIRROR_OPTION: &str = "ovnet.mirrored";
 /// dockerd's own socket, the default of `--docker-sync`.
 pub const DEFAULT_SOCKET: &str = "unix:///var/run/docker.sock";
 /// Seconds one API request may take before it fails.
@@ -147,7 +151,10 @@ impl Engine {
             name: net.name.clone(),
             driver: Some(DRIVER.into()),
             ipam: Some(ipam),
-            options: Some(HashMap::from([(NETWORK_OPTION.to_string(), net.name.clone())])),
+            options: Some(HashMap::from([
+                (NETWORK_OPTION.to_string(), net.name.clone()),
+                (MIRROR_OPTION.to_string(), "true".to_string()),
+            ])),
             labels: Some(HashMap::from([(MIRROR_LABEL.to_string(), "true".to_string())])),
             ..Default::default()
         };

@@ -43,6 +43,45 @@ struct Cli {
     /// Print the Markdown section of a saved report (chaos.json) and exit.
     #[arg(long)]
     render: Option<PathBuf>,
+    /// Real runtimes too: a dockerd on h1 and h2 (the ovnet plugin,
+    /// `--docker-sync`), podman through CNI on h3, and their faults
+    /// (dockerd restarts, `docker rm -f` while the agent is down, podman churn).
+    #[arg(long)]
+    runtimes: bool,
+}
+
+impl Cli {
+    fn options(&self, seed: u64) -> Options {
+        Options {
+            seed,
+            hosts: self.hosts,
+            duration: self.duration,
+            lease_ttl: self.lease_ttl,
+            max_outage: self.max_outage,
+            converge: self.converge,
+            machine: self.machine.clone(),
+            runtimes: self.runtimes,
+        }
+    }
+
+    /// The command line that replays the run: the seed and every flag that
+    /// shapes the schedule and differs from its default.
+    fn replay(&self, seed: u64) -> String {
+        let mut line = format!("ovchaos --seed {seed} --duration {}s", self.duration.as_secs());
+        if self.hosts != 5 {
+            line += &format!(" --hosts {}", self.hosts);
+        }
+        if self.lease_ttl != 3 {
+            line += &format!(" --lease-ttl {}", self.lease_ttl);
+        }
+        if self.max_outage != Duration::from_secs(30) {
+            line += &format!(" --max-outage {}s", self.max_outage.as_secs());
+        }
+        if self.runtimes {
+            line += " --runtimes";
+        }
+        line
+    }
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -80,16 +119,10 @@ fn main() -> anyhow::Result<()> {
         let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
         t.as_nanos() as u64 ^ u64::from(std::process::id())
     });
-    println!("ovchaos seed {seed} (replay: ovchaos --seed {seed} --duration {}s)", cli.duration.as_secs());
+    println!("ovchaos seed {seed} (replay: {})", cli.replay(seed));
+    let opts = cli.options(seed);
     if cli.plan {
-        let shape = ovnet_tests::chaos::schedule::Shape {
-            hosts: cli.hosts,
-            members: 3,
-            duration: cli.duration,
-            lease_ttl: Duration::from_secs(cli.lease_ttl),
-            max_outage: cli.max_outage,
-        };
-        for (n, s) in ovnet_tests::chaos::schedule::faults(seed, shape).iter().enumerate() {
+        for (n, s) in ovnet_tests::chaos::schedule::faults(seed, opts.shape()).iter().enumerate() {
             println!(
                 "step {:3} at {:6.1} s for {:4.1} s: {:?}",
                 n + 1,
@@ -100,22 +133,30 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let opts = Options {
-        seed,
-        hosts: cli.hosts,
-        duration: cli.duration,
-        lease_ttl: cli.lease_ttl,
-        max_outage: cli.max_outage,
-        converge: cli.converge,
-        machine: cli.machine,
-    };
     let summary = run(&opts)?;
     write(&cli.out, &summary)?;
     println!("{}", summary.markdown());
     println!("report: {}", cli.out.join("chaos.json").display());
     if !summary.violations.is_empty() {
-        eprintln!("ovchaos: seed {seed}: {} violation(s)", summary.violations.len());
+        eprintln!("ovchaos: {}: {} violation(s)", cli.replay(seed), summary.violations.len());
         std::process::exit(1);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_replay_line_names_every_flag_that_shapes_the_schedule() {
+        let cli = |args: &[&str]| Cli::parse_from([&["ovchaos"], args].concat());
+        assert_eq!(cli(&[]).replay(7), "ovchaos --seed 7 --duration 600s");
+        let all =
+            ["--duration", "90s", "--hosts", "3", "--max-outage", "8s", "--runtimes", "--lease-ttl", "4"];
+        let line = "ovchaos --seed 7 --duration 90s --hosts 3 --lease-ttl 4 --max-outage 8s --runtimes";
+        assert_eq!(cli(&all).replay(7), line);
+        let replayed: Vec<&str> = line.split_whitespace().skip(3).collect();
+        assert_eq!(cli(&replayed).replay(7), line, "the line parses back to itself");
+    }
 }

@@ -80,6 +80,29 @@ pub fn leftovers(prefix: &str, dump: &BTreeMap<String, String>) -> Vec<String> {
         .collect()
 }
 
+/// The rules of an `nft list ruleset` that name one of our bridges
+/// (`ovbr4096`): what a removed network may leave behind. Rules that name
+/// them all by the wildcard `"ovbr*"` stand for the host, not a network,
+/// and stay by design (the agent's `DOCKER-USER` accept rules on a host
+/// with Docker, the DNS server's `inet ovnet_dns` table).
+pub fn ovbr_rules(ruleset: &str) -> Vec<String> {
+    let mut chain = "";
+    let mut found = Vec::new();
+    for line in ruleset.lines().map(str::trim) {
+        if let Some(rest) = line.strip_prefix("chain ") {
+            chain = rest.trim_end_matches('{').trim();
+            continue;
+        }
+        let names_one = line
+            .match_indices("ovbr")
+            .any(|(i, _)| line[i + "ovbr".len()..].chars().next().is_some_and(|c| c.is_ascii_digit()));
+        if names_one {
+            found.push(format!("{line} (chain {chain})"));
+        }
+    }
+    found
+}
+
 /// How one `ovctl` call ended.
 #[derive(Clone, Debug)]
 pub struct Call {
@@ -244,6 +267,32 @@ mod tests {
     fn only_host_records_may_be_left() {
         let d = dump(&[("hosts/h1", json!({})), ("alive/h1", json!({})), ("networks/x", json!({}))]);
         assert_eq!(leftovers(P, &d), vec![format!("left in etcd: {P}/networks/x")]);
+    }
+
+    #[test]
+    fn only_rules_naming_one_bridge_are_left_behind() {
+        let standing = r#"table ip filter {
+	chain DOCKER-USER {
+		iifname "ovbr*" oifname "ovbr*"  counter packets 62636 bytes 5261072 accept
+		oifname "ovbr*" ct status dnat  counter packets 63114 bytes 5301576 accept
+		counter packets 9 bytes 756 return
+	}
+}
+table inet ovnet_dns {
+	chain output {
+		oifname "ovbr*" icmp type destination-unreachable icmp code port-unreachable @th,240,16 0x35 drop
+	}
+}"#;
+        assert_eq!(ovbr_rules(standing), Vec::<String>::new());
+        let left = r#"table inet ovnet {
+	chain forward {
+		type filter hook forward priority filter; policy accept;
+		iifname "ovbr4096" oifname "ovbr*" oifname != "ovbr4096" counter packets 0 bytes 0 drop
+	}
+}"#;
+        let found = ovbr_rules(&format!("{standing}\n{left}"));
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains(r#"iifname "ovbr4096""#) && found[0].ends_with("(chain forward)"));
     }
 
     #[test]

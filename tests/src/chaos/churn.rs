@@ -248,7 +248,7 @@ impl Churn {
 
     fn disconnect(&mut self) {
         let Some(c) = self.take_container() else { return };
-        let (o, ok, _) = self.agents.judged(
+        let (o, _, _) = self.agents.judged(
             &self.world,
             c.host,
             Op::Disconnect.name(),
@@ -262,9 +262,7 @@ impl Churn {
         // holder in `taken_ip`, say): it dies, and the agent cleans up after
         // it (30-minute run: `connect --ip` of such an address succeeded and
         // was judged a double holding).
-        if !ok {
-            drop(c);
-        }
+        drop(c);
     }
 
     fn container_dies(&mut self) {

@@ -27,14 +27,14 @@ fn update(world: &Mutex<World>, f: impl FnOnce(&mut World)) {
     }
 }
 
-fn host_down(world: &Mutex<World>, host: usize) {
+pub(super) fn host_down(world: &Mutex<World>, host: usize) {
     update(world, |w| {
         w.up[host] = false;
         w.host_version[host] += 1;
     });
 }
 
-fn host_up(world: &Mutex<World>, host: usize) {
+pub(super) fn host_up(world: &Mutex<World>, host: usize) {
     update(world, |w| {
         w.up[host] = true;
         w.host_version[host] += 1;
@@ -99,6 +99,9 @@ pub fn apply(lab: &mut Lab, world: &Mutex<World>, fault: &Fault) -> anyhow::Resu
                 update(world, |w| w.lost[host] = true);
             }
         }
+        Fault::DockerdRestart { .. } | Fault::DockerRmAgentDown { .. } | Fault::PodmanChurn { .. } => {
+            anyhow::bail!("{fault:?} is applied by chaos::runtimes")
+        }
         Fault::BadRecords => {
             for (key, value) in BAD {
                 lab.etcd_put(key, value.as_bytes())?;
@@ -146,6 +149,9 @@ pub fn heal(lab: &mut Lab, world: &Mutex<World>, applied: &Applied, driver: usiz
             poll(&format!("host rm {name}"), Duration::from_secs(30), || {
                 lab.ovctl_ok(driver, &["host", "rm", &name]).ok()
             })?;
+        }
+        Fault::DockerdRestart { .. } | Fault::DockerRmAgentDown { .. } | Fault::PodmanChurn { .. } => {
+            anyhow::bail!("{:?} is healed by chaos::runtimes", applied.fault)
         }
         Fault::BadRecords => {
             let keys = applied.keys.clone();

@@ -6,7 +6,9 @@
 //! containers and networks through `ovctl`; the main thread applies faults
 //! from a schedule drawn from one seed (agents killed, stopped and frozen,
 //! etcd members killed and frozen, the leader killed, whole-cluster outages,
-//! hosts dying and one lost for good, bad records). The pure parts (the
+//! hosts dying and one lost for good, bad records; with `--runtimes` also
+//! dockerd restarts, `docker rm -f` while the agent is down and podman
+//! churn, see [`runtimes`]). The pure parts (the
 //! schedule, the invariants over snapshots, the report) are unit-tested; the
 //! runner only gathers evidence and asks them. The design decision: faults
 //! follow each other on one timeline while operations overlap all of them,
@@ -21,4 +23,5 @@ pub mod inject;
 pub mod pings;
 pub mod report;
 pub mod run;
+pub mod runtimes;
 pub mod schedule;

@@ -29,6 +29,9 @@ pub struct Summary {
     pub ran_secs: f64,
     /// Where it ran (e.g. "shared 2-core machine, 6 other builds").
     pub machine: String,
+    /// Whether real runtimes (dockerd, podman) and their faults were in (`--runtimes`).
+    #[serde(default)]
+    pub runtimes: bool,
     pub faults: BTreeMap<String, u64>,
     /// Operation -> outcome -> count.
     pub ops: BTreeMap<String, BTreeMap<String, u64>>,
@@ -63,14 +66,17 @@ impl Summary {
         let _ = writeln!(md, "## Chaos\n");
         let _ = writeln!(
             md,
-            "A seeded fault soak (`ovchaos`, issue #15): {} hosts, a {}-member etcd cluster, {:.0} s (seed {}), on {}. Replay it with `target/debug/ovchaos --seed {} --duration {}s`.\n",
+            "A seeded fault soak (`ovchaos`, issue #15): {} hosts, a {}-member etcd cluster{}, {:.0} s (seed {}), on {}. Replay it with `target/debug/ovchaos --seed {} --duration {}s{}{}`.\n",
             self.hosts,
             self.etcd_members,
+            if self.runtimes { ", dockerd and podman (`--runtimes`)" } else { "" },
             self.ran_secs,
             self.seed,
             self.machine,
             self.seed,
-            self.planned_secs
+            self.planned_secs,
+            if self.hosts == 5 { String::new() } else { format!(" --hosts {}", self.hosts) },
+            if self.runtimes { " --runtimes" } else { "" },
         );
         let _ = writeln!(md, "| faults applied | count |\n|---|---:|");
         for (k, n) in &self.faults {
@@ -138,5 +144,8 @@ mod tests {
         }
         let back: Summary = serde_json::from_str(&serde_json::to_string(&s).unwrap()).unwrap();
         assert_eq!(back.markdown(), md);
+        assert!(!md.contains("--runtimes"));
+        let rt = Summary { runtimes: true, hosts: 3, ..s.clone() };
+        assert!(rt.markdown().contains("--seed 9 --duration 60s --hosts 3 --runtimes`"), "{}", rt.markdown());
     }
 }

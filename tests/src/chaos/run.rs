@@ -15,6 +15,7 @@ use super::churn::{Agents, Churn, World};
 use super::inject::{Applied, apply, heal};
 use super::pings::Stream;
 use super::report::{Summary, Violation};
+use super::runtimes::Runtimes;
 use super::schedule::{Fault, Shape, Step, faults};
 use crate::lab::{AgentOptions, Lab, LabOptions, bin_dir, poll};
 use crate::netns::Netns;
@@ -30,11 +31,31 @@ pub struct Options {
     /// How soon after a fault heals the cluster must be converged.
     pub converge: Duration,
     pub machine: String,
+    /// Real runtimes too (dockerd on two hosts, podman on a third) and their faults.
+    pub runtimes: bool,
+}
+
+impl Options {
+    /// What shapes the schedule.
+    pub fn shape(&self) -> Shape {
+        Shape {
+            hosts: self.hosts,
+            members: 3,
+            duration: self.duration,
+            lease_ttl: Duration::from_secs(self.lease_ttl),
+            max_outage: self.max_outage,
+            docker_hosts: 0,
+            podman_host: None,
+        }
+        .with_runtimes(self.runtimes)
+    }
 }
 
 /// The state of a run in progress.
 struct Run {
     opts: Options,
+    /// Before `lab`: dropped first, while the agents still answer.
+    rt: Option<Runtimes>,
     lab: Lab,
     world: Arc<Mutex<World>>,
     t0: Instant,
@@ -44,6 +65,8 @@ struct Run {
     summary: Summary,
     panics: u64,
     frozen_member: bool,
+    /// The runtimes' directory, after `lab`: the agents write there until they go.
+    _rt_dir: Option<tempfile::TempDir>,
 }
 
 impl Run {
@@ -134,7 +157,22 @@ impl Run {
         self.summary.checked("convergence (doctor clean, all pairs ping) within the budget", 1);
         self.quiesce(true);
         self.converged(healed_at, what);
+        self.runtime_pings(healed_at, what);
         self.quiesce(false);
+    }
+
+    /// The runtimes' long-lived containers on live hosts reach every live
+    /// host's base container and each other by the convergence deadline.
+    fn runtime_pings(&mut self, healed_at: f64, what: &str) {
+        let Some(rt) = &self.rt else { return };
+        let base: Vec<(usize, String)> = self.base.iter().map(|(_, ip)| ip.clone()).enumerate().collect();
+        let deadline = self.t0 + Duration::from_secs_f64(healed_at) + self.opts.converge;
+        let left = rt.unanswered(&self.live(), &base, deadline);
+        self.summary.checked("runtime containers reach every live host after each heal", 1);
+        if !left.is_empty() {
+            let budget = self.opts.converge;
+            self.violation("convergence", format!("after {what}, no reply within {budget:?}: {left:?}"));
+        }
     }
 
     /// Holds the operations (waiting for the one in flight) or lets them go.
@@ -207,8 +245,19 @@ fn doctors(lab: &Lab, live: &[usize]) -> Vec<String> {
 /// Builds the lab, the long-lived containers and their pings.
 fn setup(opts: &Options) -> anyhow::Result<Run> {
     let lab_opts = LabOptions { hosts: opts.hosts, lease_ttl: opts.lease_ttl, etcd_members: 3 };
-    let agents = AgentOptions { resync_interval: Some(5), ..Default::default() };
-    let lab = Lab::start_with(lab_opts, agents)?;
+    let mut agents = AgentOptions { resync_interval: Some(5), ..Default::default() };
+    let rt_dir = if opts.runtimes {
+        let (dir, args) = super::runtimes::prepare()?;
+        agents.extra_args = args;
+        Some(dir)
+    } else {
+        None
+    };
+    let mut lab = Lab::start_with(lab_opts, agents)?;
+    let mut rt = match &rt_dir {
+        Some(dir) => Some(Runtimes::start(&mut lab, opts.shape(), dir.path())?),
+        None => None,
+    };
     lab.ctl(0, "network create -d overlay base")?;
     let mut base = Vec::new();
     for i in 0..opts.hosts {
@@ -224,6 +273,13 @@ fn setup(opts: &Options) -> anyhow::Result<Run> {
                 })?;
             }
         }
+    }
+    if let Some(rt) = &mut rt {
+        rt.keep(&lab)?;
+        let ips: Vec<(usize, String)> = base.iter().map(|(_, ip)| ip.clone()).enumerate().collect();
+        let all: Vec<usize> = (0..opts.hosts).collect();
+        let left = rt.unanswered(&all, &ips, Instant::now() + Duration::from_secs(20));
+        anyhow::ensure!(left.is_empty(), "runtime containers do not reach: {left:?}");
     }
     let t0 = Instant::now();
     let mut streams = Vec::new();
@@ -241,10 +297,12 @@ fn setup(opts: &Options) -> anyhow::Result<Run> {
         etcd_members: 3,
         planned_secs: opts.duration.as_secs(),
         machine: opts.machine.clone(),
+        runtimes: opts.runtimes,
         ..Default::default()
     };
     Ok(Run {
         opts: opts.clone(),
+        rt,
         lab,
         world,
         t0,
@@ -254,20 +312,14 @@ fn setup(opts: &Options) -> anyhow::Result<Run> {
         summary,
         panics: 0,
         frozen_member: false,
+        _rt_dir: rt_dir,
     })
 }
 
 /// Runs the whole soak; the summary holds every violation found.
 pub fn run(opts: &Options) -> anyhow::Result<Summary> {
     let mut run = setup(opts)?;
-    let shape = Shape {
-        hosts: opts.hosts,
-        members: 3,
-        duration: opts.duration,
-        lease_ttl: Duration::from_secs(opts.lease_ttl),
-        max_outage: opts.max_outage,
-    };
-    let steps = faults(opts.seed, shape);
+    let steps = faults(opts.seed, opts.shape());
     let agents = Agents {
         sockets: run.lab.hosts.iter().map(|h| h.socket.clone()).collect(),
         ovctl: bin_dir().join("ovctl"),
@@ -294,6 +346,7 @@ pub fn run(opts: &Options) -> anyhow::Result<Summary> {
 fn run_parts(run: &mut Run) -> super::finish::Parts<'_> {
     super::finish::Parts {
         lab: &mut run.lab,
+        rt: run.rt.as_mut(),
         world: &run.world,
         streams: &mut run.streams,
         base: &mut run.base,
@@ -325,8 +378,7 @@ fn timeline(run: &mut Run, steps: &[Step]) -> anyhow::Result<()> {
         run.summary.fault(step.fault.kind());
         let started = run.now();
         run.frozen_member = matches!(step.fault, Fault::MemberFreeze { .. });
-        let applied: Applied = apply(&mut run.lab, &run.world, &step.fault)
-            .with_context(|| format!("applying {:?}", step.fault))?;
+        let applied = apply_any(run, &step.fault).with_context(|| format!("applying {:?}", step.fault))?;
         let until = Instant::now() + step.hold;
         while Instant::now() < until {
             run.check_step();
@@ -334,10 +386,13 @@ fn timeline(run: &mut Run, steps: &[Step]) -> anyhow::Result<()> {
                 Duration::from_millis(500).min(until.saturating_duration_since(Instant::now())),
             );
         }
-        heal(&mut run.lab, &run.world, &applied, 0).with_context(|| format!("healing {:?}", step.fault))?;
+        heal_any(run, applied).with_context(|| format!("healing {:?}", step.fault))?;
         run.frozen_member = false;
         let healed = run.now();
-        if let Fault::AgentFreeze { host } | Fault::HostDeath { host } | Fault::HostLost { host } = step.fault
+        if let Fault::AgentFreeze { host }
+        | Fault::HostDeath { host }
+        | Fault::HostLost { host }
+        | Fault::DockerRmAgentDown { host } = step.fault
         {
             let end = if matches!(step.fault, Fault::HostLost { .. }) {
                 f64::MAX
@@ -354,6 +409,41 @@ fn timeline(run: &mut Run, steps: &[Step]) -> anyhow::Result<()> {
         std::thread::sleep(Duration::from_millis(500));
     }
     Ok(())
+}
+
+/// A fault applied by `inject` or by the runtimes.
+enum AnyApplied {
+    Plain(Applied),
+    Runtime(super::runtimes::RtApplied),
+}
+
+fn apply_any(run: &mut Run, fault: &Fault) -> anyhow::Result<AnyApplied> {
+    if !fault.is_runtime() {
+        return Ok(AnyApplied::Plain(apply(&mut run.lab, &run.world, fault)?));
+    }
+    let rt = run.rt.as_mut().context("a runtime fault in a run without --runtimes")?;
+    Ok(AnyApplied::Runtime(rt.apply(&mut run.lab, &run.world, fault)?))
+}
+
+/// Heals what `apply_any` did; the runtimes' findings become violations.
+fn heal_any(run: &mut Run, applied: AnyApplied) -> anyhow::Result<()> {
+    match applied {
+        AnyApplied::Plain(a) => heal(&mut run.lab, &run.world, &a, 0),
+        AnyApplied::Runtime(a) => {
+            let check = match a.fault() {
+                Fault::DockerdRestart { .. } => {
+                    "a --restart always container back on ovnet after dockerd starts"
+                }
+                _ => "runtime containers' endpoints released after rm (etcd record, veth)",
+            };
+            run.summary.checked(check, 1);
+            let rt = run.rt.as_mut().context("a runtime fault in a run without --runtimes")?;
+            for (invariant, evidence) in rt.heal(&mut run.lab, &run.world, a)? {
+                run.violation(&invariant, evidence);
+            }
+            Ok(())
+        }
+    }
 }
 
 /// Losses of every stream, sorted into excused and violations.

@@ -61,6 +61,17 @@ pub enum Fault {
     HostLost { host: usize },
     /// Undecodable records written under the prefix, deleted after `hold`.
     BadRecords,
+    /// dockerd of a Docker host stopped (SIGTERM, or SIGKILL as in a
+    /// crash) and started again after `hold`; its `--restart always`
+    /// container must come back on ovnet (`--runtimes`).
+    DockerdRestart { host: usize, kill: bool },
+    /// A Docker container removed with `docker rm -f` while its host's agent
+    /// is killed; back, the agent's janitor must release the endpoint
+    /// (`--runtimes`). `hold` is at least dockerd's retries of the plugin.
+    DockerRmAgentDown { host: usize },
+    /// `runs` podman containers started on the ovnet network through CNI,
+    /// removed with `podman rm -f` after `hold` (`--runtimes`).
+    PodmanChurn { host: usize, runs: usize },
 }
 
 impl Fault {
@@ -77,7 +88,19 @@ impl Fault {
             Fault::HostDeath { .. } => "host death past the TTL + return",
             Fault::HostLost { .. } => "host lost for good (host rm)",
             Fault::BadRecords => "bad records under the prefix",
+            Fault::DockerdRestart { kill: false, .. } => "dockerd SIGTERM + start",
+            Fault::DockerdRestart { kill: true, .. } => "dockerd SIGKILL + start",
+            Fault::DockerRmAgentDown { .. } => "docker rm -f while the agent is down",
+            Fault::PodmanChurn { .. } => "podman run + rm -f churn",
         }
+    }
+
+    /// Whether the fault needs the real runtimes of `--runtimes`.
+    pub fn is_runtime(&self) -> bool {
+        matches!(
+            self,
+            Fault::DockerdRestart { .. } | Fault::DockerRmAgentDown { .. } | Fault::PodmanChurn { .. }
+        )
     }
 }
 
@@ -127,10 +150,43 @@ pub struct Shape {
     pub lease_ttl: Duration,
     /// The longest whole-cluster outage.
     pub max_outage: Duration,
+    /// Hosts `0..docker_hosts` run a dockerd (`--runtimes`; 0 without).
+    pub docker_hosts: usize,
+    /// The host that runs podman (`--runtimes`).
+    pub podman_host: Option<usize>,
 }
 
+impl Shape {
+    /// Where `--runtimes` puts the real runtimes (when `on`): a dockerd on
+    /// the first two hosts, podman on the third.
+    pub fn with_runtimes(self, on: bool) -> Shape {
+        Shape {
+            docker_hosts: if on { self.hosts.min(2) } else { 0 },
+            podman_host: (on && self.hosts >= 3).then_some(2),
+            ..self
+        }
+    }
+
+    /// Whether host `h` runs a real runtime (such a host is never lost).
+    pub fn has_runtime(&self, h: usize) -> bool {
+        h < self.docker_hosts || self.podman_host == Some(h)
+    }
+
+    fn runtimes(&self) -> bool {
+        self.docker_hosts > 0 || self.podman_host.is_some()
+    }
+}
+
+/// How long `docker rm -f` of a container takes while the agent is down:
+/// dockerd retries each plugin call for 30 s, and two calls go unanswered
+/// (measured: 60.2 and 60.9 s).
+pub const DOCKER_RM_WITHOUT_PLUGIN: Duration = Duration::from_secs(60);
+
 /// The faults of a run. Host 0 is never lost (every run keeps a host to
-/// drive from); at most one host is lost, in the second half of the run.
+/// drive from), nor is a host with a runtime; at most one host is lost, in
+/// the second half of the run. Without runtimes in `shape` the schedule is
+/// the one seeds gave before `--runtimes` existed; with them, the draws of
+/// the plain faults stay and runtime faults are added.
 pub fn faults(seed: u64, shape: Shape) -> Vec<Step> {
     let mut rng = Rng::new(seed);
     let mut steps = Vec::new();
@@ -143,7 +199,8 @@ pub fn faults(seed: u64, shape: Shape) -> Vec<Step> {
         let host = live[rng.below(live.len())];
         let member = rng.below(shape.members);
         let late = at > shape.duration / 2;
-        let (fault, hold_ms) = match rng.below(11) {
+        let kinds = if shape.runtimes() { 16 } else { 11 };
+        let (fault, hold_ms) = match rng.below(kinds) {
             0 => (Fault::AgentKill { host }, rng.range(200, 2000)),
             1 => (Fault::AgentTerm { host }, rng.range(200, 2000)),
             2 => (Fault::AgentFreeze { host }, ttl_ms + rng.range(1500, 4000)),
@@ -152,9 +209,22 @@ pub fn faults(seed: u64, shape: Shape) -> Vec<Step> {
             6 => (Fault::MemberFreeze { member }, rng.range(1000, 8000)),
             7 => (Fault::Outage, rng.range(2000, shape.max_outage.as_millis() as u64)),
             8 => (Fault::HostDeath { host }, ttl_ms + rng.range(1500, 5000)),
-            9 if late && lost.is_none() && host != 0 && shape.hosts > 2 => {
+            9 if late && lost.is_none() && host != 0 && !shape.has_runtime(host) && shape.hosts > 2 => {
                 lost = Some(host);
                 (Fault::HostLost { host }, ttl_ms + 3000)
+            }
+            11 | 12 if shape.docker_hosts > 0 => {
+                let host = rng.below(shape.docker_hosts);
+                (Fault::DockerdRestart { host, kill: rng.below(2) == 1 }, rng.range(200, 3000))
+            }
+            13 | 14 if shape.podman_host.is_some() => {
+                let host = shape.podman_host.unwrap_or_default();
+                (Fault::PodmanChurn { host, runs: rng.range(1, 4) as usize }, rng.range(500, 3000))
+            }
+            15 if shape.docker_hosts > 0 => {
+                let host = rng.below(shape.docker_hosts);
+                let retry = DOCKER_RM_WITHOUT_PLUGIN.as_millis() as u64;
+                (Fault::DockerRmAgentDown { host }, retry + rng.range(500, 3000))
             }
             _ => (Fault::BadRecords, rng.range(1000, 5000)),
         };
@@ -192,7 +262,77 @@ mod tests {
             duration: Duration::from_secs(secs),
             lease_ttl: Duration::from_secs(3),
             max_outage: Duration::from_secs(30),
+            docker_hosts: 0,
+            podman_host: None,
         }
+    }
+
+    #[test]
+    fn without_runtimes_a_seed_gives_the_schedule_it_gave_before_them() {
+        // Taken from the schedule code before `--runtimes` existed.
+        let fingerprint = |seed| {
+            let steps = faults(seed, shape(600));
+            let sum: u128 = steps.iter().map(|s| s.at.as_millis() + s.hold.as_millis()).sum();
+            let first: Vec<(u128, Fault)> =
+                steps.iter().take(5).map(|s| (s.hold.as_millis(), s.fault.clone())).collect();
+            (steps.len(), sum, first)
+        };
+        let (n, sum, first) = fingerprint(42);
+        assert_eq!((n, sum), (52, 15_034_822));
+        assert_eq!(
+            first,
+            vec![
+                (1907, Fault::AgentTerm { host: 1 }),
+                (1059, Fault::BadRecords),
+                (797, Fault::LeaderKill),
+                (2401, Fault::LeaderKill),
+                (4592, Fault::HostDeath { host: 1 }),
+            ]
+        );
+        let (n, sum, _) = fingerprint(7);
+        assert_eq!((n, sum), (56, 16_339_522));
+        assert!(faults(42, shape(600).with_runtimes(false)) == faults(42, shape(600)));
+    }
+
+    #[test]
+    fn runtime_faults_come_only_with_runtimes_and_hit_only_their_hosts() {
+        for seed in 0..100 {
+            assert!(!faults(seed, shape(600)).iter().any(|s| s.fault.is_runtime()), "seed {seed}");
+        }
+        let mut kinds = std::collections::BTreeSet::new();
+        for hosts in [3, 5] {
+            let sh = Shape { hosts, ..shape(600) }.with_runtimes(true);
+            assert_eq!((sh.docker_hosts, sh.podman_host), (2, Some(2)));
+            for seed in 0..100 {
+                let steps = faults(seed, sh);
+                assert_eq!(steps, faults(seed, sh), "seed {seed} replays");
+                for pair in steps.windows(2) {
+                    assert!(pair[0].at + pair[0].hold < pair[1].at, "seed {seed}: {pair:?}");
+                }
+                for s in &steps {
+                    kinds.insert(s.fault.kind());
+                    match s.fault {
+                        Fault::DockerdRestart { host, .. } => assert!(host < 2, "seed {seed}: {s:?}"),
+                        Fault::DockerRmAgentDown { host } => {
+                            assert!(host < 2, "seed {seed}: {s:?}");
+                            assert!(s.hold >= DOCKER_RM_WITHOUT_PLUGIN);
+                        }
+                        Fault::PodmanChurn { host, runs } => {
+                            assert_eq!(host, 2);
+                            assert!((1..=4).contains(&runs));
+                        }
+                        Fault::HostLost { host } => assert!(host > 2, "seed {seed}: a runtime host lost"),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        assert_eq!(kinds.len(), 14, "{kinds:?}");
+        // Two hosts: Docker on both, no podman; one host: Docker only there.
+        let two = Shape { hosts: 2, ..shape(600) }.with_runtimes(true);
+        assert_eq!((two.docker_hosts, two.podman_host), (2, None));
+        assert!(!faults(1, two).iter().any(|s| matches!(s.fault, Fault::PodmanChurn { .. })));
+        assert_eq!(Shape { hosts: 1, ..shape(600) }.with_runtimes(true).docker_hosts, 1);
     }
 
     #[test]
