@@ -243,6 +243,10 @@ impl EtcdStore {
         let deadline = tokio::time::Instant::now() + self.request_timeout;
         let mut pause = Duration::from_millis(10);
         let mut patience = FIRST_ATTEMPT;
+        // What a member said when it failed: more telling than a later
+        // attempt's timeout (etcd hanging up on a client without a
+        // certificate, say).
+        let mut said: Option<String> = None;
         loop {
             let member = self.members.current();
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -253,12 +257,17 @@ impl EtcdStore {
                 Ok(Err(e)) => {
                     self.members.failed(member);
                     if !transient(&e) {
-                        return Err(Error::EtcdUnavailable(format!(
-                            "{what}: {} failed: {e}",
-                            self.endpoints
-                        )));
+                        // Refused credentials or a certificate that does not
+                        // verify keep their kind: the agent exits on them
+                        // instead of retrying forever.
+                        return Err(match crate::error::connect_error(&self.endpoints, &e) {
+                            refused @ (Error::EtcdAuth { .. } | Error::EtcdTls { .. }) => refused,
+                            _ => Error::EtcdUnavailable(format!("{what}: {} failed: {e}", self.endpoints)),
+                        });
                     }
-                    Error::EtcdUnavailable(format!("{what}: {} failed: {e}", self.endpoints))
+                    let failed = format!("{what}: {} failed: {e}", self.endpoints);
+                    said = Some(failed.clone());
+                    Error::EtcdUnavailable(failed)
                 }
                 Err(_) => {
                     self.members.failed(member);
@@ -268,10 +277,9 @@ impl EtcdStore {
                             self.endpoints, self.request_timeout
                         )));
                     }
-                    Error::EtcdUnavailable(format!(
-                        "{what}: no answer from {} within {:?}",
-                        self.endpoints, self.request_timeout
-                    ))
+                    Error::EtcdUnavailable(said.clone().unwrap_or_else(|| {
+                        format!("{what}: no answer from {} within {:?}", self.endpoints, self.request_timeout)
+                    }))
                 }
             };
             let now = tokio::time::Instant::now();
