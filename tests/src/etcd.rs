@@ -300,6 +300,16 @@ impl Etcd {
     }
 
     /// The client URL, e.g. `http://127.0.0.1:41234` (`https://` with TLS).
+    /// A store on this etcd under the prefix `/ovnet-test` (store-level tests).
+    pub async fn store(&self) -> ovnet_ipam_store::EtcdStore {
+        let cfg = ovnet_ipam_store::StoreConfig {
+            endpoints: vec![self.endpoint()],
+            prefix: "/ovnet-test".to_string(),
+            ..Default::default()
+        };
+        ovnet_ipam_store::EtcdStore::connect(cfg).await.expect("connect to the test etcd")
+    }
+
     pub fn endpoint(&self) -> String {
         self.endpoint.clone()
     }

@@ -18,13 +18,7 @@ use ovnet_tests::report::record_race;
 use tokio::sync::Barrier;
 
 async fn store(etcd: &Etcd) -> EtcdStore {
-    EtcdStore::connect(StoreConfig {
-        endpoints: vec![etcd.endpoint()],
-        prefix: "/ovnet-test".to_string(),
-        ..StoreConfig::default()
-    })
-    .await
-    .expect("connect to the test etcd")
+    etcd.store().await
 }
 
 fn net(name: &str) -> NewNetwork {

@@ -4,17 +4,11 @@
 
 use std::collections::BTreeMap;
 
-use ovnet_ipam_store::{EtcdStore, StoreConfig, WatchEvent};
+use ovnet_ipam_store::{EtcdStore, WatchEvent};
 use ovnet_tests::Etcd;
 
 async fn store(etcd: &Etcd) -> EtcdStore {
-    EtcdStore::connect(StoreConfig {
-        endpoints: vec![etcd.endpoint()],
-        prefix: "/ovnet-test".to_string(),
-        ..StoreConfig::default()
-    })
-    .await
-    .expect("connect to the test etcd")
+    etcd.store().await
 }
 
 /// 2,500 revisions behind; the stream is dropped after every first response
