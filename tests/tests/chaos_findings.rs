@@ -115,16 +115,7 @@ async fn a_network_create_whose_answer_is_lost_after_etcd_applied_it_succeeds() 
     })
     .await
     .unwrap();
-    let req = NewNetwork {
-        name: "lost".into(),
-        driver: "overlay".into(),
-        host: None,
-        subnet: None,
-        vni: None,
-        block_prefix: None,
-        mtu: 1450,
-        internal: false,
-    };
+    let req = NewNetwork::overlay("lost", 1450);
     let created = s.create_network(req).await;
     assert!(proxy.cut.load(std::sync::atomic::Ordering::SeqCst), "the proxy never lost an answer");
     let created = created.expect("etcd applied the create: it must not be reported as failed");

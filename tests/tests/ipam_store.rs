@@ -22,16 +22,7 @@ async fn store(etcd: &Etcd) -> EtcdStore {
 }
 
 fn net(name: &str) -> NewNetwork {
-    NewNetwork {
-        name: name.to_string(),
-        driver: "overlay".to_string(),
-        host: None,
-        subnet: None,
-        vni: None,
-        block_prefix: None,
-        mtu: 1450,
-        internal: false,
-    }
+    NewNetwork::overlay(name, 1450)
 }
 
 fn net_with(name: &str, subnet: &str, vni: Option<u32>) -> NewNetwork {

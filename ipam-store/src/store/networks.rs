@@ -38,6 +38,21 @@ pub struct NewNetwork {
 }
 
 impl NewNetwork {
+    /// An overlay network `name` with MTU `mtu`, everything else picked by
+    /// the store (subnet, VNI, block size), not internal.
+    pub fn overlay(name: &str, mtu: u32) -> NewNetwork {
+        NewNetwork {
+            name: name.to_string(),
+            driver: "overlay".to_string(),
+            host: None,
+            subnet: None,
+            vni: None,
+            block_prefix: None,
+            mtu,
+            internal: false,
+        }
+    }
+
     /// Checks everything that does not depend on other networks.
     pub fn validate(&self) -> Result<(), Error> {
         validate::network_name(&self.name)?;
@@ -263,16 +278,7 @@ mod tests {
     use super::*;
 
     fn req(name: &str) -> NewNetwork {
-        NewNetwork {
-            name: name.into(),
-            driver: "overlay".into(),
-            host: None,
-            subnet: None,
-            vni: None,
-            block_prefix: None,
-            mtu: 1450,
-            internal: false,
-        }
+        NewNetwork::overlay(name, 1450)
     }
 
     fn existing(name: &str, subnet: &str, vni: u32) -> (String, NetworkRecord) {
