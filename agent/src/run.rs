@@ -337,7 +337,12 @@ async fn connect(sc: StoreConfig, metrics: &Metrics) -> anyhow::Result<EtcdStore
 /// Which flag to look at when connecting to etcd fails this way.
 fn etcd_hint(e: &StoreError, tls: bool) -> Option<&'static str> {
     let text = e.to_string();
-    let closed = text.contains("connection closed") || text.contains("broken pipe");
+    // etcd refusing a client without a certificate shows as a hang-up or,
+    // depending on timing, as a TLS alert about the (missing) certificate.
+    let closed = text.contains("connection closed")
+        || text.contains("broken pipe")
+        || text.contains("fatal alert: BadCertificate")
+        || text.contains("fatal alert: CertificateRequired");
     match e {
         StoreError::EtcdAuth { .. } if text.contains("user name is empty") => Some(
             "etcd has authentication enabled: pass --etcd-user and its password ($OVNET_ETCD_PASSWORD or --etcd-password-file)",
