@@ -112,26 +112,31 @@ struct Demo {
     child: Child,
     lines: mpsc::Receiver<String>,
     up: bool,
+    /// Its stderr, shown when it fails.
+    stderr: tempfile::NamedTempFile,
 }
 
 impl Demo {
     fn start() -> Demo {
+        let stderr = tempfile::NamedTempFile::new().unwrap();
         let mut child = Command::new(bin_dir().join("ovlab"))
             .args(["demo", "--hosts", "2", "--keep"])
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr.reopen().unwrap())
             .spawn()
             .expect("target/debug/ovlab (cargo build --workspace --bins)");
         let (tx, lines) = mpsc::channel();
         let stdout = child.stdout.take().unwrap();
+        // Bytes, not `lines()`: a stray non-UTF-8 byte must not end the
+        // reader (ovlab would then die of a broken pipe mid-demo).
         std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
+            for line in BufReader::new(stdout).split(b'\n').map_while(Result::ok) {
+                if tx.send(String::from_utf8_lossy(&line).into_owned()).is_err() {
                     break;
                 }
             }
         });
-        Demo { child, lines, up: false }
+        Demo { child, lines, up: false, stderr }
     }
 
     /// Every line up to the end of the look-around block.
@@ -145,7 +150,16 @@ impl Demo {
                     self.up = line.starts_with("stop: ");
                     seen.push(line);
                 }
-                Err(_) => panic!("the demo did not come up:\n{}", seen.join("\n")),
+                Err(_) => {
+                    let status = ovnet_tests::lab::poll("ovlab to exit", Duration::from_secs(30), || {
+                        self.child.try_wait().ok().flatten()
+                    });
+                    let stderr = std::fs::read_to_string(self.stderr.path()).unwrap_or_default();
+                    panic!(
+                        "the demo did not come up ({status:?}):\n{}\n-- its stderr:\n{stderr}",
+                        seen.join("\n")
+                    )
+                }
             }
         }
         seen
