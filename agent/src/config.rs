@@ -142,6 +142,12 @@ pub struct Config {
     /// reaches the port controls the host's networks).
     #[arg(long, env = "OVNET_INSECURE", value_parser = clap::builder::BoolishValueParser::new(), help_heading = "API security")]
     pub insecure: bool,
+    /// Let containers reach the control plane. By default the agent's own
+    /// nftables rules drop TCP from every ovnet network to the etcd
+    /// endpoints it was given, its TCP API and its metrics listener (and
+    /// their ports on this host and at every host's VTEP).
+    #[arg(long, env = "OVNET_OPEN_CONTROL_PLANE", value_parser = clap::builder::BoolishValueParser::new(), help_heading = "API security")]
+    pub open_control_plane: bool,
     /// PEM CA certificate(s) that signed etcd's server certificates (needed for https:// endpoints).
     #[arg(long, env = "OVNET_ETCD_CACERT", value_name = "FILE", help_heading = "etcd security")]
     pub etcd_cacert: Option<PathBuf>,
@@ -162,6 +168,83 @@ pub struct Config {
     /// flag, so it cannot show in `ps`. Filled by `main`.
     #[arg(skip)]
     pub etcd_password_env: Option<Secret>,
+}
+
+impl Config {
+    /// What containers are kept from: the etcd endpoints (a name is
+    /// resolved with `resolve`; one that does not resolve is skipped with a
+    /// warning), the TCP API and the metrics listener; nothing with
+    /// `--open-control-plane`.
+    pub fn control_plane(
+        &self,
+        resolve: impl Fn(&str, u16) -> Vec<std::net::Ipv4Addr>,
+    ) -> crate::desired::ControlPlane {
+        let mut cp = crate::desired::ControlPlane::default();
+        if self.open_control_plane {
+            return cp;
+        }
+        let mut listener = |addr: SocketAddr| match addr {
+            SocketAddr::V4(a) if a.ip().is_unspecified() => {
+                cp.any.insert(a.port());
+            }
+            SocketAddr::V4(a) => {
+                cp.addrs.insert(a);
+            }
+            SocketAddr::V6(a) => {
+                cp.any.insert(a.port());
+            }
+        };
+        if let Listen::Tcp(addr) = self.listen {
+            listener(addr);
+        }
+        if let Some(addr) = self.metrics_listen {
+            listener(addr);
+        }
+        for endpoint in &self.etcd_endpoints {
+            let Some((host, port)) = etcd_host_port(endpoint) else {
+                tracing::warn!(endpoint = %endpoint, "cannot tell the etcd endpoint's address: containers are not kept from it");
+                continue;
+            };
+            let ips = match host.parse::<std::net::Ipv4Addr>() {
+                Ok(ip) => vec![ip],
+                Err(_) => resolve(&host, port),
+            };
+            if ips.is_empty() {
+                tracing::warn!(endpoint = %endpoint, "the etcd endpoint's name does not resolve to an IPv4 address: containers are kept from its port only");
+                cp.any.insert(port);
+            }
+            cp.addrs.extend(ips.into_iter().map(|ip| std::net::SocketAddrV4::new(ip, port)));
+        }
+        cp
+    }
+}
+
+/// Host and port of an etcd endpoint (`http://HOST:PORT`, `https://...`,
+/// `HOST:PORT`; port 2379 when none is given).
+fn etcd_host_port(endpoint: &str) -> Option<(String, u16)> {
+    let rest = endpoint.split_once("://").map_or(endpoint, |(_, r)| r);
+    let authority = rest.split('/').next()?;
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) => (h, p.parse().ok()?),
+        None => (authority, 2379),
+    };
+    (!host.is_empty()).then(|| (host.trim_matches(['[', ']']).to_string(), port))
+}
+
+/// Resolves a name to its IPv4 addresses (the system resolver).
+pub fn resolve_ipv4(host: &str, port: u16) -> Vec<std::net::Ipv4Addr> {
+    use std::net::ToSocketAddrs;
+    (host, port)
+        .to_socket_addrs()
+        .map(|addrs| {
+            addrs
+                .filter_map(|a| match a {
+                    SocketAddr::V4(a) => Some(*a.ip()),
+                    SocketAddr::V6(_) => None,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A plugin socket: `unix:///absolute/path`.
@@ -414,6 +497,30 @@ mod tests {
         assert_eq!(c.lease_ttl, 10);
         assert_eq!(c.metrics_listen, None);
         assert_eq!(c.block_grace, Duration::from_secs(86400));
+    }
+
+    #[test]
+    fn the_control_plane_kept_from_containers() {
+        let c = parse(&[
+            "--etcd-endpoints",
+            "http://10.0.0.1:2379,https://etcd2:2479,10.0.0.3,http://[::1]:2379,http://nowhere:2379",
+            "--listen",
+            "tcp://0.0.0.0:7070",
+            "--metrics-listen",
+            "10.0.0.9:9475",
+        ])
+        .unwrap();
+        let resolve = |host: &str, _: u16| match host {
+            "etcd2" => vec![std::net::Ipv4Addr::new(10, 0, 0, 2)],
+            _ => vec![],
+        };
+        let cp = c.control_plane(resolve);
+        let addrs: Vec<String> = cp.addrs.iter().map(|a| a.to_string()).collect();
+        assert_eq!(addrs, ["10.0.0.1:2379", "10.0.0.2:2479", "10.0.0.3:2379", "10.0.0.9:9475"]);
+        // The API on every address; names that do not resolve (or IPv6) by port.
+        assert_eq!(cp.any, [2379, 7070].into());
+        let open = parse(&["--open-control-plane", "--listen", "tcp://0.0.0.0:7070"]).unwrap();
+        assert_eq!(open.control_plane(resolve), crate::desired::ControlPlane::default());
     }
 
     #[test]

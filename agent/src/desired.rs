@@ -12,15 +12,15 @@
 //! to, as a bridge without a VXLAN device or entries.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 use ovnet_ipam_store::{ClusterState, Driver, EndpointMap, EndpointRecord, Mac, NetworkRecord};
 
 use crate::model::{
-    BridgeSpec, Desired, DriverDatapath, FdbEntry, NeighEntry, NetworkDatapath, OverlayDatapath, Published,
-    VXLAN_OVERHEAD, VXLAN_PORT, VxlanSpec, bridge_name, vxlan_name,
+    BridgeSpec, Desired, DriverDatapath, FdbEntry, Guard, NeighEntry, NetworkDatapath, OverlayDatapath,
+    Published, VXLAN_OVERHEAD, VXLAN_PORT, VxlanSpec, bridge_name, vxlan_name,
 };
 
 /// Who this host is, as the planner needs it.
@@ -29,6 +29,8 @@ pub struct HostContext {
     pub node: String,
     pub vtep: Ipv4Addr,
     pub underlay_mtu: u32,
+    /// What containers are kept from.
+    pub control_plane: ControlPlane,
 }
 
 impl HostContext {
@@ -36,6 +38,47 @@ impl HostContext {
     pub fn mtu_for(&self, net: &NetworkRecord) -> u32 {
         net.mtu.min(self.underlay_mtu.saturating_sub(VXLAN_OVERHEAD))
     }
+}
+
+/// The control plane this agent keeps containers from (nothing with
+/// `--open-control-plane`): listeners at one address (the etcd members it
+/// was given, an API or metrics listener bound to an address) and the
+/// ports of its listeners bound to every address.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ControlPlane {
+    pub addrs: BTreeSet<SocketAddrV4>,
+    pub any: BTreeSet<u16>,
+}
+
+impl ControlPlane {
+    /// The rules that keep containers from it: every port it uses, on this
+    /// host; every address elsewhere; a port of a listener bound to every
+    /// address at every registered host's VTEP too (where the other agents
+    /// listen when they are configured alike). Loopback addresses are not
+    /// routed to containers, so only their ports need a rule.
+    fn guard(&self, state: &ClusterState) -> Guard {
+        let ports = self.addrs.iter().map(|a| a.port()).chain(self.any.iter().copied()).collect();
+        let mut addrs: BTreeSet<SocketAddrV4> =
+            self.addrs.iter().filter(|a| !a.ip().is_loopback()).copied().collect();
+        let vteps = state.hosts.values().map(|h| h.vtep).chain(state.alive.values().map(|a| a.vtep));
+        for vtep in vteps {
+            addrs.extend(self.any.iter().map(|p| SocketAddrV4::new(vtep, *p)));
+        }
+        Guard { ports, addrs }
+    }
+}
+
+/// The VTEPs of registered hosts that are not among `peers` (nor this
+/// host, nor a VTEP a live peer holds now): cut off.
+fn cut_off(state: &ClusterState, me: &HostContext, peers: &BTreeMap<String, Ipv4Addr>) -> BTreeSet<Ipv4Addr> {
+    let live: BTreeSet<Ipv4Addr> = peers.values().copied().collect();
+    state
+        .hosts
+        .values()
+        .filter(|h| h.name != me.node && !peers.contains_key(&h.name))
+        .map(|h| h.vtep)
+        .filter(|v| *v != me.vtep && !live.contains(v))
+        .collect()
 }
 
 /// The desired datapath of every network in the snapshot, toward the peers
@@ -153,7 +196,7 @@ pub fn desired_memo(
         };
         networks.insert(m.datapath.bridge.name.clone(), m.datapath.clone());
     }
-    Desired { networks }
+    Desired { networks, guard: me.control_plane.guard(state), cut: cut_off(state, me, peers) }
 }
 
 /// Computes one network from scratch into the memo.
@@ -375,7 +418,12 @@ mod tests {
     }
 
     fn me() -> HostContext {
-        HostContext { node: "h1".into(), vtep: [192, 0, 2, 1].into(), underlay_mtu: 1500 }
+        HostContext {
+            node: "h1".into(),
+            vtep: [192, 0, 2, 1].into(),
+            underlay_mtu: 1500,
+            control_plane: Default::default(),
+        }
     }
 
     fn state() -> ClusterState {

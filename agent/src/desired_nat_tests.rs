@@ -12,7 +12,12 @@ use crate::model::{Firewall, Outbound};
 use crate::testutil::{endpoint, hosts, network};
 
 fn me() -> HostContext {
-    HostContext { node: "h1".into(), vtep: [192, 0, 2, 1].into(), underlay_mtu: 1500 }
+    HostContext {
+        node: "h1".into(),
+        vtep: [192, 0, 2, 1].into(),
+        underlay_mtu: 1500,
+        control_plane: Default::default(),
+    }
 }
 
 fn port(spec: &str) -> PortMapping {
@@ -54,8 +59,42 @@ fn this_hosts_ports_are_forwarded_and_only_open_networks_masqueraded() {
             published(Proto::Udp, [10, 9, 9, 9], 5353, 53),
         ]
         .into(),
+        ..Firewall::default()
     };
     assert_eq!(fw, want);
+}
+
+#[test]
+fn containers_are_kept_from_the_control_plane_and_dead_peers_cut_off() {
+    use ovnet_ipam_store::HostRecord;
+    let mut s = state();
+    let h3 = Ipv4Addr::new(192, 0, 2, 3);
+    s.hosts.insert("h3".into(), HostRecord { v: 1, name: "h3".into(), vtep: h3, registered_at: 0 });
+    let mut me = me();
+    me.control_plane = ControlPlane {
+        addrs: ["10.0.0.5:2379".parse().unwrap(), "127.0.0.1:2380".parse().unwrap()].into(),
+        any: [7070].into(),
+    };
+    let fw = desired(&s, &me).firewall();
+    assert_eq!(fw.guard.ports, [2379, 2380, 7070].into());
+    let at = |ip: [u8; 4], port: u16| SocketAddrV4::new(ip.into(), port);
+    let want = [
+        at([10, 0, 0, 5], 2379),
+        at([192, 0, 2, 1], 7070),
+        at([192, 0, 2, 2], 7070),
+        at([192, 0, 2, 3], 7070),
+    ];
+    assert_eq!(fw.guard.addrs, want.into(), "loopback only by port, a wildcard listener at every VTEP");
+    assert_eq!(fw.cut, [h3].into(), "h3 is registered, not alive");
+    // Alive again, or its VTEP now another live host's: not cut off.
+    let peers: BTreeMap<String, Ipv4Addr> =
+        [("h2".to_string(), [192, 0, 2, 2].into()), ("h3".to_string(), h3)].into();
+    assert!(desired_with(&s, &me, &peers).cut.is_empty());
+    let peers: BTreeMap<String, Ipv4Addr> = [("h4".to_string(), h3)].into();
+    assert_eq!(desired_with(&s, &me, &peers).cut, [Ipv4Addr::new(192, 0, 2, 2)].into());
+    // --open-control-plane: no guard at all.
+    me.control_plane = ControlPlane::default();
+    assert_eq!(desired(&s, &me).firewall().guard, crate::model::Guard::default());
 }
 
 #[test]

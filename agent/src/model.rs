@@ -7,7 +7,7 @@
 //! agent owns (`inet ovnet`, see [`Firewall`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::Arc;
 
 use ipnet::Ipv4Net;
@@ -135,6 +135,11 @@ pub struct OverlayDatapath {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Desired {
     pub networks: BTreeMap<String, Arc<NetworkDatapath>>,
+    /// The control plane kept from containers.
+    pub guard: Guard,
+    /// VTEPs of registered hosts that are not alive: their VXLAN traffic
+    /// is dropped on arrival.
+    pub cut: BTreeSet<Ipv4Addr>,
 }
 
 impl Desired {
@@ -151,6 +156,8 @@ impl Desired {
                 .map(|n| Outbound { bridge: n.bridge.name.clone(), subnet: n.bridge.addr.trunc() })
                 .collect(),
             published: nets().filter(|n| !n.internal).flat_map(|n| n.published.iter().copied()).collect(),
+            guard: self.guard.clone(),
+            cut: self.cut.clone(),
         }
     }
 }
@@ -166,6 +173,18 @@ pub const FIREWALL_CHAIN: &str = "forward";
 pub const PREROUTING_CHAIN: &str = "prerouting";
 pub const OUTPUT_CHAIN: &str = "output";
 pub const POSTROUTING_CHAIN: &str = "postrouting";
+/// Its filter chain for what reaches the host itself (hook input, priority
+/// filter): the control plane kept from containers, dead peers cut off.
+pub const INPUT_CHAIN: &str = "input";
+
+/// What containers may not reach (the control plane): TCP from any ovnet
+/// bridge to these ports of this host, at any of its addresses (input), or
+/// to these addresses elsewhere (forward), is dropped.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Guard {
+    pub ports: BTreeSet<u16>,
+    pub addrs: BTreeSet<SocketAddrV4>,
+}
 
 /// A network with a way out: what leaves its subnet through any interface
 /// but its bridge is masqueraded to the host's address, and what a
@@ -195,13 +214,20 @@ pub struct Published {
 /// Traffic inside one bridge is left alone, also where `br_netfilter` shows
 /// it to the forward hook. Internal bridges get no routed traffic at all;
 /// the others are masqueraded on the way out ([`Outbound`]), and ports
-/// published on this host are forwarded ([`Published`]).
+/// published on this host are forwarded ([`Published`]). Containers are
+/// kept from the control plane ([`Guard`]), and VXLAN traffic from the VTEP
+/// of a host that is not alive is dropped (`cut`): its peers program
+/// nothing toward it, so what its containers send would only get answers
+/// that wait in vain for ARP (and, queued, hold up the host's other ICMP
+/// answers).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Firewall {
     pub isolated: BTreeSet<String>,
     pub internal: BTreeSet<String>,
     pub outbound: BTreeSet<Outbound>,
     pub published: BTreeSet<Published>,
+    pub guard: Guard,
+    pub cut: BTreeSet<Ipv4Addr>,
 }
 
 /// What the kernel holds of the table `inet ovnet`.

@@ -6,7 +6,7 @@
 use std::fmt;
 use std::net::Ipv4Addr;
 
-use crate::model::{FIREWALL_CHAIN, FIREWALL_FAMILY, FIREWALL_TABLE, Firewall};
+use crate::model::{FIREWALL_CHAIN, FIREWALL_FAMILY, FIREWALL_TABLE, Firewall, INPUT_CHAIN};
 
 use ipnet::Ipv4Net;
 use ovnet_ipam_store::Mac;
@@ -117,6 +117,9 @@ pub fn nft_script(fw: &Firewall) -> String {
         format!("add table {table}"),
         format!(
             "add chain {table} {FIREWALL_CHAIN} {{ type filter hook forward priority filter; policy accept; }}"
+        ),
+        format!(
+            "add chain {table} {INPUT_CHAIN} {{ type filter hook input priority filter; policy accept; }}"
         ),
         format!(
             "add chain {table} prerouting {{ type nat hook prerouting priority dstnat; policy accept; }}"

@@ -13,7 +13,12 @@ use crate::op::Op;
 use crate::testutil::{endpoint, hosts, network};
 
 fn host(node: &str, last: u8) -> HostContext {
-    HostContext { node: node.into(), vtep: [192, 0, 2, last].into(), underlay_mtu: 1500 }
+    HostContext {
+        node: node.into(),
+        vtep: [192, 0, 2, last].into(),
+        underlay_mtu: 1500,
+        control_plane: Default::default(),
+    }
 }
 
 fn bridge_network(name: &str, vni: u32, subnet: &str, owner: &str) -> NetworkRecord {

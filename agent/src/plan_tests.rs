@@ -55,7 +55,10 @@ fn ov(n: &mut NetworkDatapath) -> &mut OverlayDatapath {
 }
 
 fn desired(nets: &[NetworkDatapath]) -> Desired {
-    Desired { networks: nets.iter().map(|n| (n.bridge.name.clone(), Arc::new(n.clone()))).collect() }
+    Desired {
+        networks: nets.iter().map(|n| (n.bridge.name.clone(), Arc::new(n.clone()))).collect(),
+        ..Desired::default()
+    }
 }
 
 /// Applies the plan to a fake kernel until it converges; returns the kernel.

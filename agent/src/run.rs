@@ -64,7 +64,10 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         s = connect(store_cfg, &metrics) => s?,
         _ = &mut shutdown => return Ok(()),
     };
-    let me = HostContext { node: node.clone(), vtep: underlay.addr, underlay_mtu: underlay.mtu };
+    let control_plane = cfg.control_plane(crate::config::resolve_ipv4);
+    info!(addresses = ?control_plane.addrs, ports_at_every_address = ?control_plane.any, open = cfg.open_control_plane, "containers kept from the control plane");
+    let me =
+        HostContext { node: node.clone(), vtep: underlay.addr, underlay_mtu: underlay.mtu, control_plane };
     let (state_tx, state_rx) = watch::channel(None);
     let state_rx_docker = state_rx.clone();
     let (ready_tx, ready_rx) = watch::channel(Arc::new(crate::reconcile::Ready::default()));

@@ -64,5 +64,10 @@ pub fn cluster() -> ClusterState {
 }
 
 pub fn me() -> HostContext {
-    HostContext { node: "h1".into(), vtep: Ipv4Addr::new(192, 0, 2, 1), underlay_mtu: 1500 }
+    HostContext {
+        node: "h1".into(),
+        vtep: Ipv4Addr::new(192, 0, 2, 1),
+        underlay_mtu: 1500,
+        control_plane: Default::default(),
+    }
 }

@@ -136,6 +136,11 @@ async fn nat_rules_are_written_read_back_and_match_the_logged_command() {
         internal: ["ovbr4097".to_string()].into(),
         outbound: [Outbound { bridge: "ovbr4096".into(), subnet: "10.1.0.0/16".parse().unwrap() }].into(),
         published: [p, Published { proto: Proto::Udp, host_port: 5353, port: 53, ..p }].into(),
+        guard: ovnet_agent::model::Guard {
+            ports: [2379, 7070].into(),
+            addrs: ["172.30.0.254:2379".parse().unwrap(), "172.30.0.12:7070".parse().unwrap()].into(),
+        },
+        cut: ["172.30.0.13".parse().unwrap()].into(),
         ..fw(&["ovbr4096", "ovbr4097"])
     };
     let op = Op::SyncFirewall { firewall: nat.clone() };
@@ -150,6 +155,9 @@ async fn nat_rules_are_written_read_back_and_match_the_logged_command() {
         "ip daddr 172.30.0.11 tcp dport 8080 counter packets 0 bytes 0 dnat ip to 10.1.0.2:80",
         "ip saddr 10.1.0.0/16 oifname != \"ovbr4096\" counter packets 0 bytes 0 masquerade",
         "oifname \"ovbr4097\" iifname != \"ovbr4097\" counter packets 0 bytes 0 drop",
+        "iifname \"ovbr*\" ip daddr 172.30.0.254 tcp dport 2379 counter packets 0 bytes 0 drop",
+        "iifname \"ovbr*\" tcp dport 7070 counter packets 0 bytes 0 drop",
+        "ip saddr 172.30.0.13 udp dport 4789 counter packets 0 bytes 0 drop",
     ] {
         assert!(listing.contains(want), "{want} not in {listing}");
     }

@@ -12,8 +12,9 @@
 //! back to a [`Firewall`] only when it is exactly what [`batch`] writes
 //! (counter values aside); anything else is `Altered`, which the planner
 //! rewrites. The rules themselves (isolation, internal networks, masquerade,
-//! published ports) are in [`super::rules`]; `nft list table inet ovnet`
-//! shows them as the command `Op::SyncFirewall` logs wrote them.
+//! published ports, the control-plane guard, dead peers cut off) are in
+//! [`super::rules`]; `nft list table inet ovnet` shows them as the command
+//! `Op::SyncFirewall` logs wrote them.
 
 use std::collections::BTreeSet;
 
@@ -26,7 +27,7 @@ use netlink_packet_netfilter::none::ControlMessage;
 use netlink_packet_netfilter::{NetfilterHeader, NetfilterMessage, NetfilterProtoFamily};
 
 use crate::model::{
-    FIREWALL_CHAIN, FIREWALL_TABLE, Firewall, FirewallState, OUTPUT_CHAIN, POSTROUTING_CHAIN,
+    FIREWALL_CHAIN, FIREWALL_TABLE, Firewall, FirewallState, INPUT_CHAIN, OUTPUT_CHAIN, POSTROUTING_CHAIN,
     PREROUTING_CHAIN,
 };
 
@@ -45,8 +46,9 @@ pub fn isolate(bridge: &str) -> Vec<Expr> {
 }
 
 /// The table's base chains: name, hook, priority, type.
-const CHAINS: [(&str, InetHookNumber, i32, &str); 4] = [
+const CHAINS: [(&str, InetHookNumber, i32, &str); 5] = [
     (FIREWALL_CHAIN, InetHookNumber::Forward, 0, "filter"),
+    (INPUT_CHAIN, InetHookNumber::LocalIn, 0, "filter"),
     (PREROUTING_CHAIN, InetHookNumber::PreRouting, -100, "nat"),
     (OUTPUT_CHAIN, InetHookNumber::LocalOut, -100, "nat"),
     (POSTROUTING_CHAIN, InetHookNumber::PostRouting, 100, "nat"),

@@ -110,13 +110,14 @@ fn the_batch_replaces_the_table_in_one_transaction() {
             "NewChain",
             "NewChain",
             "NewChain",
+            "NewChain",
             "NewRule",
             "BatchEnd"
         ]
     );
     // Every command asks for an answer; the batch's ends do not.
     let acked: Vec<bool> = msgs.iter().map(|m| m.header.flags & NLM_F_ACK != 0).collect();
-    assert_eq!(acked, [false, true, true, true, true, true, true, true, true, false]);
+    assert_eq!(acked, [false, true, true, true, true, true, true, true, true, true, false]);
     assert_eq!(msgs[0].header.flags & NLM_F_REQUEST, NLM_F_REQUEST);
 }
 

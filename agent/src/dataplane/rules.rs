@@ -7,7 +7,7 @@
 //! only an exact match counts, so a rule edited by hand in any way is not
 //! one of ours and the table is rewritten.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use ipnet::Ipv4Net;
 use netlink_packet_netfilter::nftables::{MetaKey, Operator};
@@ -15,8 +15,8 @@ use ovnet_ipam_store::Proto;
 
 use super::nftexpr::{CT_STATUS, Expr, NETWORK_HEADER, TRANSPORT_HEADER, ifname, ifname_of};
 use crate::model::{
-    DEVICE_PREFIX, FIREWALL_CHAIN, Firewall, OUTPUT_CHAIN, Outbound, POSTROUTING_CHAIN, PREROUTING_CHAIN,
-    Published,
+    DEVICE_PREFIX, FIREWALL_CHAIN, Firewall, INPUT_CHAIN, OUTPUT_CHAIN, Outbound, POSTROUTING_CHAIN,
+    PREROUTING_CHAIN, Published, VXLAN_PORT,
 };
 
 /// `NFPROTO_IPV4`, as `meta nfproto` loads it.
@@ -42,13 +42,30 @@ pub enum Rule {
     /// `ip daddr HOST PROTO dport PORT counter dnat ip to IP:PORT`, in
     /// prerouting (`true`) or output (`false`).
     Dnat(Published, bool),
+    /// `iifname "ovbr*" tcp dport PORT counter drop` (input): containers
+    /// kept from a control-plane port of this host.
+    GuardPort(u16),
+    /// `iifname "ovbr*" ip daddr IP tcp dport PORT counter drop` (forward):
+    /// containers kept from a control-plane address elsewhere.
+    GuardAddr(SocketAddrV4),
+    /// `ip saddr VTEP udp dport 4789 counter drop` (input): a host that is
+    /// not alive is cut off.
+    Cut(Ipv4Addr),
+}
+
+/// `iifname "ovbr*"` / `oifname "ovbr*"`: a prefix compare.
+fn any_bridge() -> Vec<u8> {
+    format!("{DEVICE_PREFIX}br").into_bytes()
 }
 
 impl Rule {
     /// The chain the rule goes in.
     pub fn chain(&self) -> &'static str {
         match self {
-            Rule::Isolate(_) | Rule::InternalOut(_) | Rule::InternalIn(_) => FIREWALL_CHAIN,
+            Rule::Isolate(_) | Rule::InternalOut(_) | Rule::InternalIn(_) | Rule::GuardAddr(_) => {
+                FIREWALL_CHAIN
+            }
+            Rule::GuardPort(_) | Rule::Cut(_) => INPUT_CHAIN,
             Rule::Masquerade(_) | Rule::Hairpin(_) => POSTROUTING_CHAIN,
             Rule::Dnat(_, true) => PREROUTING_CHAIN,
             Rule::Dnat(_, false) => OUTPUT_CHAIN,
@@ -65,7 +82,7 @@ impl Rule {
                 name(MetaKey::Iifname),
                 eq(ifname(br)),
                 name(MetaKey::Oifname),
-                eq(format!("{DEVICE_PREFIX}br").into_bytes()),
+                eq(any_bridge()),
                 name(MetaKey::Oifname),
                 ne(ifname(br)),
                 Expr::Counter,
@@ -109,6 +126,36 @@ impl Rule {
                 Expr::Imm(2, p.port.to_be_bytes().to_vec()),
                 Expr::Dnat,
             ],
+            Rule::GuardPort(port) => {
+                let mut e = vec![name(MetaKey::Iifname), eq(any_bridge())];
+                e.extend(dport(6, *port));
+                e.extend([Expr::Counter, Expr::Drop]);
+                e
+            }
+            Rule::GuardAddr(a) => {
+                let mut e = vec![
+                    name(MetaKey::Iifname),
+                    eq(any_bridge()),
+                    name(MetaKey::Nfproto),
+                    eq(vec![NFPROTO_IPV4]),
+                    Expr::Payload { base: NETWORK_HEADER, offset: 16, len: 4 },
+                    eq(a.ip().octets().to_vec()),
+                ];
+                e.extend(dport(6, a.port()));
+                e.extend([Expr::Counter, Expr::Drop]);
+                e
+            }
+            Rule::Cut(vtep) => {
+                let mut e = vec![
+                    name(MetaKey::Nfproto),
+                    eq(vec![NFPROTO_IPV4]),
+                    Expr::Payload { base: NETWORK_HEADER, offset: 12, len: 4 },
+                    eq(vtep.octets().to_vec()),
+                ];
+                e.extend(dport(17, VXLAN_PORT));
+                e.extend([Expr::Counter, Expr::Drop]);
+                e
+            }
         }
     }
 
@@ -130,8 +177,25 @@ impl Rule {
                 "ip daddr {} {} dport {} counter dnat ip to {}:{}",
                 p.host_ip, p.proto, p.host_port, p.ip, p.port
             ),
+            Rule::GuardPort(port) => format!("iifname \"{DEVICE_PREFIX}br*\" tcp dport {port} counter drop"),
+            Rule::GuardAddr(a) => format!(
+                "iifname \"{DEVICE_PREFIX}br*\" ip daddr {} tcp dport {} counter drop",
+                a.ip(),
+                a.port()
+            ),
+            Rule::Cut(vtep) => format!("ip saddr {vtep} udp dport {VXLAN_PORT} counter drop"),
         }
     }
+}
+
+/// `meta l4proto PROTO th dport PORT` (`tcp dport PORT` for 6).
+fn dport(proto: u8, port: u16) -> [Expr; 4] {
+    [
+        Expr::Meta(MetaKey::L4Proto),
+        Expr::Cmp(Operator::Equal, vec![proto]),
+        Expr::Payload { base: TRANSPORT_HEADER, offset: 2, len: 2 },
+        Expr::Cmp(Operator::Equal, port.to_be_bytes().to_vec()),
+    ]
 }
 
 /// `ip saddr SUBNET`, as `nft` makes it: a byte-aligned prefix compares
@@ -185,6 +249,9 @@ pub fn rules(fw: &Firewall) -> Vec<Rule> {
     for o in &fw.outbound {
         out.extend([Rule::Masquerade(o.clone()), Rule::Hairpin(o.clone())]);
     }
+    out.extend(fw.guard.addrs.iter().copied().map(Rule::GuardAddr));
+    out.extend(fw.guard.ports.iter().copied().map(Rule::GuardPort));
+    out.extend(fw.cut.iter().copied().map(Rule::Cut));
     out
 }
 
@@ -198,6 +265,9 @@ pub fn firewall_of(found: &[Rule]) -> Result<Firewall, String> {
             Rule::InternalOut(br) => fw.internal.insert(br.clone()),
             Rule::Dnat(p, _) => fw.published.insert(*p),
             Rule::Masquerade(o) => fw.outbound.insert(o.clone()),
+            Rule::GuardPort(p) => fw.guard.ports.insert(*p),
+            Rule::GuardAddr(a) => fw.guard.addrs.insert(*a),
+            Rule::Cut(vtep) => fw.cut.insert(*vtep),
             Rule::InternalIn(_) | Rule::Hairpin(_) => false,
         };
     }
@@ -228,7 +298,29 @@ pub fn firewall_of(found: &[Rule]) -> Result<Firewall, String> {
 /// Which of our rules `exprs` in `chain` is, if any.
 pub fn recognize(chain: &str, exprs: &[Expr]) -> Option<Rule> {
     let br = |bytes: &Vec<u8>| ifname_of(bytes);
+    let port = |bytes: &Vec<u8>| bytes.as_slice().try_into().ok().map(u16::from_be_bytes);
     let candidate = match (chain, exprs) {
+        (
+            FIREWALL_CHAIN,
+            [
+                Expr::Meta(MetaKey::Iifname),
+                _,
+                Expr::Meta(MetaKey::Nfproto),
+                _,
+                _,
+                Expr::Cmp(_, ip),
+                _,
+                _,
+                _,
+                Expr::Cmp(_, p),
+                _,
+                _,
+            ],
+        ) => Rule::GuardAddr(SocketAddrV4::new(addr(ip)?, port(p)?)),
+        (INPUT_CHAIN, [Expr::Meta(MetaKey::Iifname), _, _, _, _, Expr::Cmp(_, p), _, _]) => {
+            Rule::GuardPort(port(p)?)
+        }
+        (INPUT_CHAIN, [_, _, _, Expr::Cmp(_, ip), ..]) => Rule::Cut(addr(ip)?),
         (FIREWALL_CHAIN, [Expr::Meta(MetaKey::Iifname), Expr::Cmp(_, b), _, Expr::Cmp(_, d), ..]) => {
             if d.len() == 16 { Rule::InternalOut(br(b)?) } else { Rule::Isolate(br(b)?) }
         }
@@ -300,13 +392,18 @@ mod tests {
             internal: ["ovbr2".into()].into(),
             outbound: [o("ovbr1", "10.1.0.0/16"), o("ovbr3", "10.3.16.0/20")].into(),
             published: [p, Published { proto: Proto::Tcp, ..p }].into(),
+            guard: crate::model::Guard {
+                ports: [2379, 9475].into(),
+                addrs: ["172.30.0.254:2379".parse().unwrap(), "172.30.0.12:9475".parse().unwrap()].into(),
+            },
+            cut: [Ipv4Addr::new(172, 30, 0, 13)].into(),
         }
     }
 
     #[test]
     fn every_rule_is_recognized_from_its_expressions() {
         let all = rules(&fw());
-        assert_eq!(all.len(), 2 + 2 + 4 + 4);
+        assert_eq!(all.len(), 2 + 2 + 4 + 4 + 2 + 2 + 1);
         for r in &all {
             assert_eq!(recognize(r.chain(), &r.exprs()).as_ref(), Some(r), "{}", r.nft());
         }
