@@ -173,26 +173,20 @@ pub struct Config {
 impl Config {
     /// What containers are kept from: the etcd endpoints (a name is
     /// resolved with `resolve`; one that does not resolve is skipped with a
-    /// warning), the TCP API and the metrics listener; nothing with
-    /// `--open-control-plane`.
+    /// warning), the TCP API and the metrics listener (`open` with
+    /// `--open-control-plane`).
     pub fn control_plane(
         &self,
         resolve: impl Fn(&str, u16) -> Vec<std::net::Ipv4Addr>,
     ) -> crate::desired::ControlPlane {
-        let mut cp = crate::desired::ControlPlane::default();
-        if self.open_control_plane {
-            return cp;
-        }
-        let mut listener = |addr: SocketAddr| match addr {
-            SocketAddr::V4(a) if a.ip().is_unspecified() => {
-                cp.any.insert(a.port());
-            }
-            SocketAddr::V4(a) => {
-                cp.addrs.insert(a);
-            }
-            SocketAddr::V6(a) => {
-                cp.any.insert(a.port());
-            }
+        let mut cp = crate::desired::ControlPlane { open: self.open_control_plane, ..Default::default() };
+        let mut listener = |addr: SocketAddr| {
+            let a = match addr {
+                SocketAddr::V4(a) => a,
+                // IPv6 listeners also take IPv4 on every address.
+                SocketAddr::V6(a) => std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, a.port()),
+            };
+            cp.own.insert(a);
         };
         if let Listen::Tcp(addr) = self.listen {
             listener(addr);
@@ -211,9 +205,9 @@ impl Config {
             };
             if ips.is_empty() {
                 tracing::warn!(endpoint = %endpoint, "the etcd endpoint's name does not resolve to an IPv4 address: containers are kept from its port only");
-                cp.any.insert(port);
+                cp.etcd_ports.insert(port);
             }
-            cp.addrs.extend(ips.into_iter().map(|ip| std::net::SocketAddrV4::new(ip, port)));
+            cp.etcd.extend(ips.into_iter().map(|ip| std::net::SocketAddrV4::new(ip, port)));
         }
         cp
     }
@@ -515,12 +509,18 @@ mod tests {
             _ => vec![],
         };
         let cp = c.control_plane(resolve);
-        let addrs: Vec<String> = cp.addrs.iter().map(|a| a.to_string()).collect();
-        assert_eq!(addrs, ["10.0.0.1:2379", "10.0.0.2:2479", "10.0.0.3:2379", "10.0.0.9:9475"]);
-        // The API on every address; names that do not resolve (or IPv6) by port.
-        assert_eq!(cp.any, [2379, 7070].into());
+        let etcd: Vec<String> = cp.etcd.iter().map(|a| a.to_string()).collect();
+        assert_eq!(etcd, ["10.0.0.1:2379", "10.0.0.2:2479", "10.0.0.3:2379"]);
+        // Names that do not resolve (or IPv6) by port.
+        assert_eq!(cp.etcd_ports, [2379].into());
+        let own: Vec<String> = cp.own.iter().map(|a| a.to_string()).collect();
+        assert_eq!(own, ["0.0.0.0:7070", "10.0.0.9:9475"]);
+        let vtep = std::net::Ipv4Addr::new(192, 0, 2, 1);
+        let published: Vec<String> = cp.published(vtep).iter().map(|a| a.to_string()).collect();
+        assert_eq!(published, ["192.0.2.1:7070", "10.0.0.9:9475"]);
         let open = parse(&["--open-control-plane", "--listen", "tcp://0.0.0.0:7070"]).unwrap();
-        assert_eq!(open.control_plane(resolve), crate::desired::ControlPlane::default());
+        let open = open.control_plane(resolve);
+        assert!(open.open && open.published(vtep) == [std::net::SocketAddrV4::new(vtep, 7070)]);
     }
 
     #[test]

@@ -41,29 +41,47 @@ impl HostContext {
 }
 
 /// The control plane this agent keeps containers from (nothing with
-/// `--open-control-plane`): listeners at one address (the etcd members it
-/// was given, an API or metrics listener bound to an address) and the
-/// ports of its listeners bound to every address.
+/// `--open-control-plane`): the etcd members it was given, and its own TCP
+/// API and metrics listeners (`0.0.0.0:PORT` for one bound to every
+/// address). The other agents' own listeners come from their host records.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ControlPlane {
-    pub addrs: BTreeSet<SocketAddrV4>,
-    pub any: BTreeSet<u16>,
+    pub etcd: BTreeSet<SocketAddrV4>,
+    /// Ports of etcd endpoints whose name did not resolve.
+    pub etcd_ports: BTreeSet<u16>,
+    pub own: BTreeSet<SocketAddrV4>,
+    /// `--open-control-plane`: this host's containers are kept from none of
+    /// it (its own listeners are still published for the other hosts).
+    pub open: bool,
 }
 
 impl ControlPlane {
+    /// This agent's listeners as other hosts reach them: one bound to every
+    /// address at the VTEP; loopback ones not at all.
+    pub fn published(&self, vtep: Ipv4Addr) -> Vec<SocketAddrV4> {
+        self.own
+            .iter()
+            .map(|a| if a.ip().is_unspecified() { SocketAddrV4::new(vtep, a.port()) } else { *a })
+            .filter(|a| !a.ip().is_loopback())
+            .collect()
+    }
+
     /// The rules that keep containers from it: every port it uses, on this
-    /// host; every address elsewhere; a port of a listener bound to every
-    /// address at every registered host's VTEP too (where the other agents
-    /// listen when they are configured alike). Loopback addresses are not
-    /// routed to containers, so only their ports need a rule.
+    /// host (any of its addresses); every address elsewhere, the other
+    /// hosts' listeners included. Loopback addresses are not routed to
+    /// containers, so only their ports need a rule.
     fn guard(&self, state: &ClusterState) -> Guard {
-        let ports = self.addrs.iter().map(|a| a.port()).chain(self.any.iter().copied()).collect();
-        let mut addrs: BTreeSet<SocketAddrV4> =
-            self.addrs.iter().filter(|a| !a.ip().is_loopback()).copied().collect();
-        let vteps = state.hosts.values().map(|h| h.vtep).chain(state.alive.values().map(|a| a.vtep));
-        for vtep in vteps {
-            addrs.extend(self.any.iter().map(|p| SocketAddrV4::new(vtep, *p)));
+        if self.open {
+            return Guard::default();
         }
+        let all = || self.etcd.iter().chain(&self.own);
+        let ports = all().map(|a| a.port()).chain(self.etcd_ports.iter().copied()).collect();
+        let others = state.hosts.values().flat_map(|h| h.control.iter());
+        let addrs = all()
+            .chain(others)
+            .filter(|a| !a.ip().is_loopback() && !a.ip().is_unspecified())
+            .copied()
+            .collect();
         Guard { ports, addrs }
     }
 }

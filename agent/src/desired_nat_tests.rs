@@ -69,22 +69,20 @@ fn containers_are_kept_from_the_control_plane_and_dead_peers_cut_off() {
     use ovnet_ipam_store::HostRecord;
     let mut s = state();
     let h3 = Ipv4Addr::new(192, 0, 2, 3);
-    s.hosts.insert("h3".into(), HostRecord { v: 1, name: "h3".into(), vtep: h3, registered_at: 0 });
+    let at = |ip: [u8; 4], port: u16| SocketAddrV4::new(ip.into(), port);
+    let control = vec![at([192, 0, 2, 3], 7070), at([127, 0, 0, 1], 9475)];
+    s.hosts.insert("h3".into(), HostRecord { v: 1, name: "h3".into(), vtep: h3, registered_at: 0, control });
     let mut me = me();
     me.control_plane = ControlPlane {
-        addrs: ["10.0.0.5:2379".parse().unwrap(), "127.0.0.1:2380".parse().unwrap()].into(),
-        any: [7070].into(),
+        etcd: [at([10, 0, 0, 5], 2379), at([127, 0, 0, 1], 2380)].into(),
+        etcd_ports: [2381].into(),
+        own: [at([0, 0, 0, 0], 7070), at([10, 0, 0, 9], 9475)].into(),
+        open: false,
     };
     let fw = desired(&s, &me).firewall();
-    assert_eq!(fw.guard.ports, [2379, 2380, 7070].into());
-    let at = |ip: [u8; 4], port: u16| SocketAddrV4::new(ip.into(), port);
-    let want = [
-        at([10, 0, 0, 5], 2379),
-        at([192, 0, 2, 1], 7070),
-        at([192, 0, 2, 2], 7070),
-        at([192, 0, 2, 3], 7070),
-    ];
-    assert_eq!(fw.guard.addrs, want.into(), "loopback only by port, a wildcard listener at every VTEP");
+    assert_eq!(fw.guard.ports, [2379, 2380, 2381, 7070, 9475].into());
+    let want = [at([10, 0, 0, 5], 2379), at([10, 0, 0, 9], 9475), at([192, 0, 2, 3], 7070)];
+    assert_eq!(fw.guard.addrs, want.into(), "loopback and wildcard only by port here; h3's API");
     assert_eq!(fw.cut, [h3].into(), "h3 is registered, not alive");
     // Alive again, or its VTEP now another live host's: not cut off.
     let peers: BTreeMap<String, Ipv4Addr> =
@@ -93,7 +91,7 @@ fn containers_are_kept_from_the_control_plane_and_dead_peers_cut_off() {
     let peers: BTreeMap<String, Ipv4Addr> = [("h4".to_string(), h3)].into();
     assert_eq!(desired_with(&s, &me, &peers).cut, [Ipv4Addr::new(192, 0, 2, 2)].into());
     // --open-control-plane: no guard at all.
-    me.control_plane = ControlPlane::default();
+    me.control_plane.open = true;
     assert_eq!(desired(&s, &me).firewall().guard, crate::model::Guard::default());
 }
 

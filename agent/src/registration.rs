@@ -40,6 +40,9 @@ pub struct Registration {
     pub store: EtcdStore,
     pub node: String,
     pub vtep: Ipv4Addr,
+    /// This agent's API and metrics listeners as other hosts reach them
+    /// (the host record's `control`).
+    pub control: Vec<std::net::SocketAddrV4>,
     /// Liveness TTL.
     pub ttl: Duration,
     /// How long a dead host's blocks and endpoints stay reserved.
@@ -104,7 +107,13 @@ async fn register(r: &Registration, started_at: u64) -> Result<Leases, ovnet_ipa
         None => (store.grant_lease(secs(r.grace)).await?, true),
     };
     let alive_lease = store.grant_lease(secs(r.ttl)).await?;
-    let host = HostRecord { v: 1, name: r.node.clone(), vtep: r.vtep, registered_at: unix_now() };
+    let host = HostRecord {
+        v: 1,
+        name: r.node.clone(),
+        vtep: r.vtep,
+        registered_at: unix_now(),
+        control: r.control.clone(),
+    };
     let alive = AliveRecord { v: 1, name: r.node.clone(), vtep: r.vtep, started_at };
     let revision = store.register_host_with(&host, &alive, alive_lease, Some(reservation)).await?;
     store.set_reservation(reservation);

@@ -65,7 +65,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
         _ = &mut shutdown => return Ok(()),
     };
     let control_plane = cfg.control_plane(crate::config::resolve_ipv4);
-    info!(addresses = ?control_plane.addrs, ports_at_every_address = ?control_plane.any, open = cfg.open_control_plane, "containers kept from the control plane");
+    info!(etcd = ?control_plane.etcd, own = ?control_plane.own, open = cfg.open_control_plane, "containers kept from the control plane");
     let me =
         HostContext { node: node.clone(), vtep: underlay.addr, underlay_mtu: underlay.mtu, control_plane };
     let (state_tx, state_rx) = watch::channel(None);
@@ -92,6 +92,7 @@ pub async fn run(cfg: Config, shutdown: impl Future<Output = ()>) -> anyhow::Res
                     store: store.clone(),
                     node,
                     vtep: underlay.addr,
+                    control: me.control_plane.published(underlay.addr),
                     ttl: cfg.lease_ttl(),
                     grace: cfg.block_grace,
                     registered: registered_tx,

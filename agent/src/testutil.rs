@@ -49,7 +49,10 @@ pub fn endpoint(network: &str, host: &str, ip: [u8; 4]) -> EndpointRecord {
 pub fn hosts(state: &mut ClusterState) {
     for (name, last) in [("h1", 1), ("h2", 2)] {
         let vtep = Ipv4Addr::new(192, 0, 2, last);
-        state.hosts.insert(name.into(), HostRecord { v: 1, name: name.into(), vtep, registered_at: 0 });
+        state.hosts.insert(
+            name.into(),
+            HostRecord { v: 1, name: name.into(), vtep, registered_at: 0, control: Vec::new() },
+        );
         state.alive.insert(name.into(), AliveRecord { v: 1, name: name.into(), vtep, started_at: 0 });
     }
 }

@@ -7,7 +7,7 @@
 //! optional fields. Decoding never panics: garbage becomes `Error::BadRecord`
 //! naming the key.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use ipnet::Ipv4Net;
 use serde::de::DeserializeOwned;
@@ -38,6 +38,11 @@ pub struct HostRecord {
     pub vtep: Ipv4Addr,
     /// Unix seconds.
     pub registered_at: u64,
+    /// The host agent's own TCP API and metrics listeners, as other hosts
+    /// reach them (a listener on every address at the VTEP): every agent
+    /// keeps its containers from them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub control: Vec<SocketAddrV4>,
 }
 
 /// `<p>/alive/<name>`: present while the host's etcd lease lives.

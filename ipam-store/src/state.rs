@@ -303,8 +303,13 @@ mod tests {
     #[test]
     fn decodes_good_records_and_reports_garbage() {
         let k = Keys::new("/ovnet");
-        let host =
-            HostRecord { v: 1, name: "h1".into(), vtep: Ipv4Addr::new(192, 0, 2, 1), registered_at: 1 };
+        let host = HostRecord {
+            v: 1,
+            name: "h1".into(),
+            vtep: Ipv4Addr::new(192, 0, 2, 1),
+            registered_at: 1,
+            control: Vec::new(),
+        };
         let block = BlockRecord {
             v: 1,
             network: "blue".into(),

@@ -94,7 +94,7 @@ async fn standby_service(
     let store = EtcdStore::connect(cfg).await?;
     let dp = NetlinkDataplane::new()?;
     let underlay = dp.underlay(Some(vtep)).await?;
-    let me = HostContext { node, vtep, underlay_mtu: underlay.mtu };
+    let me = HostContext { node, vtep, underlay_mtu: underlay.mtu, control_plane: Default::default() };
     let (_, ready) = tokio::sync::watch::channel(Arc::new(ovnet_agent::reconcile::Ready::default()));
     let endpoints = Arc::new(Endpoints::new(store.clone(), dp.clone(), me, ready));
     Ok(AgentService::new(store, dp, endpoints, Metrics::new()))

@@ -395,7 +395,7 @@ async fn hosts_register_stay_alive_and_die_with_their_lease() {
     let s = store(&etcd).await;
     let vtep: Ipv4Addr = "192.0.2.1".parse().unwrap();
     let lease = s.grant_lease(10).await.unwrap();
-    let host = HostRecord { v: 1, name: "h1".into(), vtep, registered_at: 1 };
+    let host = HostRecord { v: 1, name: "h1".into(), vtep, registered_at: 1, control: Vec::new() };
     let alive = AliveRecord { v: 1, name: "h1".into(), vtep, started_at: 2 };
     s.register_host(&host, &alive, lease).await.unwrap();
     s.create_network(net("blue")).await.unwrap();

@@ -133,7 +133,13 @@ async fn register_hosts(store: &EtcdStore, n: usize) -> anyhow::Result<()> {
         set.spawn(async move {
             let (name, vtep) = (sim_host(k), sim_vtep(k));
             let lease = store.grant_lease(LEASE_TTL).await?;
-            let host = HostRecord { v: RECORD_VERSION, name: name.clone(), vtep, registered_at: now_secs() };
+            let host = HostRecord {
+                v: RECORD_VERSION,
+                name: name.clone(),
+                vtep,
+                registered_at: now_secs(),
+                control: Vec::new(),
+            };
             let alive = AliveRecord { v: RECORD_VERSION, name, vtep, started_at: now_secs() };
             store.register_host(&host, &alive, lease).await
         });
