@@ -81,9 +81,18 @@ impl Default for StoreConfig {
 }
 
 /// The first try of a repeatable request gets this long before the next
-/// member is tried; each further try gets `ATTEMPT_STEP` more.
+/// member is tried; each further try gets [`RESEND`].
 const FIRST_ATTEMPT: Duration = Duration::from_millis(1000);
-const ATTEMPT_STEP: Duration = Duration::from_millis(500);
+/// How long a try after the first waits before the next member is tried
+/// too. Short, and not growing: a request stuck on a follower whose leader
+/// is frozen never answers, and the election that replaces the leader
+/// takes one to two seconds, so what counts is how many tries reach a
+/// member after it (ovchaos seed 1796600384664797030: a connect during a
+/// member freeze tried 1 s, 1.5 s, then 1.1 s on three members, the last
+/// the frozen one, and failed with a quorum up). A merely slow cluster
+/// loses nothing: a read's earlier tries stay in flight, and a guarded
+/// transaction's earlier send, if applied, shows in its witness.
+const RESEND: Duration = Duration::from_millis(600);
 
 /// A handle on the cluster's records in etcd.
 #[derive(Clone)]
@@ -228,8 +237,9 @@ impl EtcdStore {
 
     /// Like `timed`, retrying the failures `transient` accepts until the
     /// request timeout runs out, each time on the next member. A
-    /// `repeatable` request is also abandoned (and repeated) when one member
-    /// stalls; any other is waited for, as it may be applied.
+    /// `repeatable` request is also sent to the next member when one stalls
+    /// (hedged: the tries before stay in flight and the first answer
+    /// counts); any other is waited for, as it may be applied.
     async fn retried_if<T, F>(
         &self,
         what: &str,
@@ -240,56 +250,64 @@ impl EtcdStore {
     where
         F: Future<Output = Result<T, etcd_client::Error>>,
     {
+        use futures::StreamExt;
         let deadline = tokio::time::Instant::now() + self.request_timeout;
+        let no_answer =
+            || format!("{what}: no answer from {} within {:?}", self.endpoints, self.request_timeout);
         let mut pause = Duration::from_millis(10);
         let mut patience = FIRST_ATTEMPT;
         // What a member said when it failed: more telling than a later
         // attempt's timeout (etcd hanging up on a client without a
         // certificate, say).
         let mut said: Option<String> = None;
+        let mut tries = futures::stream::FuturesUnordered::new();
+        let mut next_try = tokio::time::Instant::now();
+        let mut latest = self.members.current();
         loop {
-            let member = self.members.current();
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let limit = if repeatable { left.min(patience) } else { left };
-            let error = match tokio::time::timeout(limit, call()).await {
-                Ok(Ok(v)) => return Ok(v),
-                Ok(Err(e)) if !transient(&e) && !is_unavailable(&e) => return Err(Error::Etcd(e)),
-                Ok(Err(e)) => {
-                    self.members.failed(member);
-                    if !transient(&e) {
-                        // Refused credentials or a certificate that does not
-                        // verify keep their kind: the agent exits on them
-                        // instead of retrying forever.
-                        return Err(match crate::error::connect_error(&self.endpoints, &e) {
-                            refused @ (Error::EtcdAuth { .. } | Error::EtcdTls { .. }) => refused,
-                            _ => Error::EtcdUnavailable(format!("{what}: {} failed: {e}", self.endpoints)),
-                        });
-                    }
-                    let failed = format!("{what}: {} failed: {e}", self.endpoints);
-                    said = Some(failed.clone());
-                    Error::EtcdUnavailable(failed)
-                }
-                Err(_) => {
-                    self.members.failed(member);
-                    if !repeatable {
-                        return Err(Error::EtcdUnavailable(format!(
-                            "{what}: no answer from {} within {:?}",
-                            self.endpoints, self.request_timeout
-                        )));
-                    }
-                    Error::EtcdUnavailable(said.clone().unwrap_or_else(|| {
-                        format!("{what}: no answer from {} within {:?}", self.endpoints, self.request_timeout)
-                    }))
-                }
-            };
             let now = tokio::time::Instant::now();
-            if now + Duration::from_millis(5) >= deadline {
-                return Err(error);
+            if now >= deadline {
+                return Err(Error::EtcdUnavailable(said.unwrap_or_else(no_answer)));
             }
-            tracing::debug!(%error, what, member, "transient etcd failure; retrying on the next member");
-            tokio::time::sleep(pause.min(deadline - now)).await;
-            pause = (pause * 2).min(Duration::from_millis(400));
-            patience += ATTEMPT_STEP;
+            if now >= next_try && (repeatable || tries.is_empty()) {
+                latest = self.members.current();
+                let attempt = call();
+                let member = latest;
+                tries.push(async move { (member, attempt.await) });
+                next_try = if repeatable { now + patience } else { deadline };
+                patience = RESEND;
+            }
+            tokio::select! {
+                Some((member, result)) = tries.next() => match result {
+                    Ok(v) => return Ok(v),
+                    Err(e) if !transient(&e) && !is_unavailable(&e) => return Err(Error::Etcd(e)),
+                    Err(e) => {
+                        self.members.failed(member);
+                        if !transient(&e) {
+                            // Refused credentials or a certificate that does
+                            // not verify keep their kind: the agent exits on
+                            // them instead of retrying forever.
+                            return Err(match crate::error::connect_error(&self.endpoints, &e) {
+                                refused @ (Error::EtcdAuth { .. } | Error::EtcdTls { .. }) => refused,
+                                _ => Error::EtcdUnavailable(format!("{what}: {} failed: {e}", self.endpoints)),
+                            });
+                        }
+                        tracing::debug!(error = %e, what, member, "transient etcd failure; retrying on the next member");
+                        said = Some(format!("{what}: {} failed: {e}", self.endpoints));
+                        next_try = next_try.min(tokio::time::Instant::now() + pause);
+                        pause = (pause * 2).min(Duration::from_millis(400));
+                    }
+                },
+                _ = tokio::time::sleep_until(next_try.min(deadline)) => {
+                    if !tries.is_empty() && repeatable {
+                        // The latest try stalled: the next goes elsewhere.
+                        self.members.failed(latest);
+                    }
+                    if !repeatable && !tries.is_empty() && tokio::time::Instant::now() >= deadline {
+                        self.members.failed(latest);
+                        return Err(Error::EtcdUnavailable(no_answer()));
+                    }
+                }
+            }
         }
     }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use etcd_client::{Compare, Txn, TxnOp};
 
-use super::{ATTEMPT_STEP, EtcdStore, FIRST_ATTEMPT, Read, never_sent};
+use super::{EtcdStore, FIRST_ATTEMPT, RESEND, Read, never_sent};
 use crate::error::{Error, is_unavailable};
 
 /// What the key says once the transaction is applied.
@@ -96,7 +96,7 @@ impl EtcdStore {
             tracing::debug!(%error, what, member, "etcd transaction unanswered; sending it to the next member");
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(200));
-            patience += ATTEMPT_STEP;
+            patience = RESEND;
         }
     }
 
