@@ -424,7 +424,7 @@ mod nat_tests;
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testutil::{endpoint as ep, network as net};
+    use crate::testutil::{endpoint as ep, me, network as net};
     use ovnet_ipam_store::AliveRecord;
 
     fn alive(name: &str, vtep: [u8; 4]) -> AliveRecord {
@@ -433,15 +433,6 @@ mod tests {
 
     fn ov(n: &NetworkDatapath) -> &OverlayDatapath {
         n.overlay().expect("an overlay network")
-    }
-
-    fn me() -> HostContext {
-        HostContext {
-            node: "h1".into(),
-            vtep: [192, 0, 2, 1].into(),
-            underlay_mtu: 1500,
-            control_plane: Default::default(),
-        }
     }
 
     fn state() -> ClusterState {

@@ -9,16 +9,7 @@ use ovnet_ipam_store::{ClusterState, PortMapping, Proto};
 
 use super::*;
 use crate::model::{Firewall, Outbound};
-use crate::testutil::{endpoint, hosts, network};
-
-fn me() -> HostContext {
-    HostContext {
-        node: "h1".into(),
-        vtep: [192, 0, 2, 1].into(),
-        underlay_mtu: 1500,
-        control_plane: Default::default(),
-    }
-}
+use crate::testutil::{endpoint, hosts, me, network};
 
 fn port(spec: &str) -> PortMapping {
     spec.parse().unwrap()
