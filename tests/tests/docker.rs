@@ -226,13 +226,20 @@ fn plugin_call(socket: &std::path::Path, method: &str, body: &str) -> (u16, serd
     (head[9..12].parse().unwrap(), serde_json::from_str(body).unwrap())
 }
 
-#[test]
-fn the_plugin_answers_repeated_unknown_and_garbage_calls() {
+/// A one-host lab whose agent serves the plugin on a socket of its own
+/// (in the returned directory, which must outlive the lab).
+fn plugin_lab() -> (tempfile::TempDir, std::path::PathBuf, Lab) {
     let dir = tempfile::tempdir().unwrap();
     let socket = dir.path().join("ovnet.sock");
     let flag = format!("--docker-plugin=unix://{}", socket.display());
     let opts = ovnet_tests::lab::AgentOptions { extra_args: vec![flag], ..Default::default() };
     let lab = Lab::start_with(LabOptions { hosts: 1, ..Default::default() }, opts).unwrap();
+    (dir, socket, lab)
+}
+
+#[test]
+fn the_plugin_answers_repeated_unknown_and_garbage_calls() {
+    let (_dir, socket, lab) = plugin_lab();
     let before = lab.etcd_dump().unwrap().len();
     let (code, v) = plugin_call(&socket, "Plugin.Activate", "");
     assert_eq!((code, v), (200, serde_json::json!({"Implements": ["NetworkDriver", "IpamDriver"]})));
@@ -272,11 +279,7 @@ fn the_plugin_answers_repeated_unknown_and_garbage_calls() {
 /// creates the network it names.
 #[test]
 fn a_mirrored_docker_network_never_brings_back_a_removed_ovnet_network() {
-    let dir = tempfile::tempdir().unwrap();
-    let socket = dir.path().join("ovnet.sock");
-    let flag = format!("--docker-plugin=unix://{}", socket.display());
-    let opts = ovnet_tests::lab::AgentOptions { extra_args: vec![flag], ..Default::default() };
-    let lab = Lab::start_with(LabOptions { hosts: 1, ..Default::default() }, opts).unwrap();
+    let (_dir, socket, lab) = plugin_lab();
     let create = |id: &str, name: &str, mark: &str| {
         let body = format!(
             r#"{{"NetworkID":"{id}","Options":{{"com.docker.network.generic":{{"network":"{name}"{mark}}}}},"IPv4Data":[{{"AddressSpace":"ovnet","Pool":"10.57.0.0/16","Gateway":"10.57.0.1/16"}}]}}"#
